@@ -1,0 +1,3 @@
+"""DeployAlly: a GitOps deployer for Docker."""
+
+__version__ = "0.5.1"

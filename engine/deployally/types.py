@@ -1,0 +1,283 @@
+"""The frozen values that flow between the pipeline's steps.
+
+source -> model -> render -> plan -> apply -> record -> notify: every step takes
+and returns these, so each can be tested with plain data.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+# Labels every managed container carries (DESIGN.md, "Docker conventions").
+LABEL_MANAGED = "com.deployally.managed"
+LABEL_DEFINITION = "com.deployally.definition"
+LABEL_NAME = "com.deployally.name"
+LABEL_REVISION = "com.deployally.revision"
+LABEL_RENDERED_HASH = "com.deployally.rendered-hash"
+LABEL_COMMIT = "com.deployally.commit"
+LABEL_SERVER = "com.deployally.server"
+
+DEFAULT_NETWORK = "deployally"
+DEFAULT_PROFILE = "development"
+DEFAULT_SERVER = "local"
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    kingdom: str
+    family: str
+    species: str
+    variant: str
+    specimen: str
+
+    @property
+    def path(self) -> str:
+        """The path a definition names its template by: family/species/variant/specimen."""
+        return f"{self.family}/{self.species}/{self.variant}/{self.specimen}"
+
+
+@dataclass(frozen=True)
+class UserInput:
+    """One declared template parameter."""
+
+    name: str
+    type: str  # string | password | integer | number | boolean | enum | port
+    required: bool = False
+    default: Any = None
+    values: tuple[Any, ...] = ()  # for enum
+    pattern: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Template:
+    """A validated template: raw `spec` as written, plus derived identity."""
+
+    id: str  # tpl_ + 12 hex of the taxonomy path
+    name: str
+    description: str
+    version: str
+    taxonomy: Taxonomy
+    deprecated: bool
+    spec: Mapping[str, Any]  # treat as read-only; JSON-like
+    spec_hash: str  # "sha256:" + hex of canonical JSON of spec
+    user_inputs: tuple[UserInput, ...]
+    source: str  # "catalog/database/mysql-8.4.yaml" (builtin) or a repo path
+    builtin: bool
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A param value that names a secret in the store; never a plaintext value."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A validated definition file at one commit."""
+
+    id: str  # def_ + 12 hex of the name
+    name: str
+    path: str  # repo-relative, e.g. "definitions/mysql_producao.yaml"
+    template: str  # as written: taxonomy path or tpl_ id
+    template_id: str  # resolved tpl_ id
+    server: str
+    profile: str
+    params: Mapping[str, Any]  # defaults applied; password values are SecretRef
+    depends_on: tuple[str, ...] = ()
+    publish: tuple[tuple[int, int], ...] = ()  # (container_port, host_port)
+    prune_volumes: bool = False
+    files: tuple[Mapping[str, Any], ...] = ()  # extra config files, as in a template spec
+
+
+# ---------------------------------------------------------------- render
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    container_port: int
+    protocol: str = "tcp"
+    host_port: int | None = None  # published only where the definition says
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    name: str  # <definition>_<mount path slug>
+    mount_path: str
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A rendered config file, mounted read-only at `mount_path`."""
+
+    mount_path: str
+    content: str  # may hold secret placeholders, resolved only at apply time
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    test: tuple[str, ...]
+    interval_s: float = 10.0
+    timeout_s: float = 5.0
+    retries: int = 3
+    start_period_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything Docker needs to run one definition, fully rendered."""
+
+    name: str  # container name == definition name
+    definition_id: str
+    template_id: str
+    image: str  # "repository:tag"
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    user: str | None = None
+    working_dir: str | None = None
+    env: tuple[tuple[str, str], ...] = ()  # sorted by key
+    labels: tuple[tuple[str, str], ...] = ()  # the template's own labels, sorted
+    ports: tuple[PortBinding, ...] = ()
+    volumes: tuple[VolumeMount, ...] = ()
+    files: tuple[ConfigFile, ...] = ()
+    restart: str = "unless-stopped"
+    memory_bytes: int | None = None
+    cpus: float | None = None
+    healthcheck: Healthcheck | None = None
+    stop_signal: str | None = None
+    stop_grace_s: float | None = None
+    network: str = DEFAULT_NETWORK
+    depends_on: tuple[str, ...] = ()
+    secrets: tuple[tuple[str, int], ...] = ()  # (secret name, version) the spec uses
+    server: str = DEFAULT_SERVER
+    rendered_hash: str = ""  # sha256 over all fields above; filled by render
+
+
+# ---------------------------------------------------------------- live state
+
+
+@dataclass(frozen=True)
+class LiveInstance:
+    """A managed container as the driver sees it, from one list call."""
+
+    container_id: str  # full id
+    name: str
+    definition_id: str
+    revision: int | None
+    rendered_hash: str
+    commit: str
+    status: str  # running | exited | created | restarting | paused | dead
+    health: str | None  # healthy | unhealthy | starting | None (no healthcheck)
+    image: str
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+
+
+# ---------------------------------------------------------------- plan
+
+
+class ActionKind(str, enum.Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    REMOVE = "remove"
+    START = "start"  # exists with the right spec, but not running (self-heal)
+    NOOP = "unchanged"
+
+
+class ReasonKind(str, enum.Enum):
+    """Why a deployment happened; nobody should have to guess."""
+
+    DEFINITION = "definition"  # the definition file changed
+    TEMPLATE = "template"  # the template's spec_hash changed
+    CONFIG_FILE = "config_file"  # a mounted config file changed
+    SECRET = "secret"  # a secret's version changed
+    DRIFT = "drift"  # live state differs from what was applied
+    OPERATOR = "operator"  # asked for through the API or CLI
+    ROLLBACK = "rollback"  # a past revision was committed back
+    REMOVED = "removed"  # the definition file was deleted
+    NEW = "new"  # first deployment of a definition
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str  # dotted path, e.g. "env.MYSQL_DATABASE", "image", "ports[0].host_port"
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True)
+class Reason:
+    kind: ReasonKind
+    summary: str  # one line a person reads
+    commit: str | None = None
+    changes: tuple[FieldChange, ...] = ()
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    name: str  # definition name
+    desired: ContainerSpec | None  # None for REMOVE
+    live: LiveInstance | None
+    changes: tuple[FieldChange, ...] = ()
+    reason: Reason | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...] = ()
+
+    def changed(self) -> tuple[Action, ...]:
+        """Actions that do something (everything but NOOP)."""
+        return tuple(a for a in self.actions if a.kind is not ActionKind.NOOP)
+
+
+# ---------------------------------------------------------------- apply / record
+
+
+class DeploymentStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What a driver reports after carrying out one action."""
+
+    status: DeploymentStatus  # SUCCESS, FAILED or ROLLED_BACK
+    container_id: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: datetime
+    message: str
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str  # deploy_ + 12 hex
+    definition_id: str
+    definition_name: str
+    server_id: str
+    revision: int | None
+    commit: str | None
+    action: ActionKind
+    status: DeploymentStatus
+    reason: Reason
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    logs: tuple[LogLine, ...] = field(default=())
