@@ -19,6 +19,7 @@ LABEL_REVISION = "com.deployally.revision"
 LABEL_RENDERED_HASH = "com.deployally.rendered-hash"
 LABEL_COMMIT = "com.deployally.commit"
 LABEL_SERVER = "com.deployally.server"
+LABEL_PRUNE_VOLUMES = "com.deployally.prune-volumes"
 
 DEFAULT_NETWORK = "deployally"
 DEFAULT_PROFILE = "development"
@@ -97,6 +98,26 @@ class Definition:
     files: tuple[Mapping[str, Any], ...] = ()  # extra config files, as in a template spec
 
 
+# ---------------------------------------------------------------- source
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """Paths that differ between two commits (repo-relative)."""
+
+    added: tuple[str, ...] = ()
+    modified: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+    renamed: tuple[tuple[str, str], ...] = ()  # (old path, new path)
+
+    def paths(self) -> frozenset[str]:
+        """Every path touched, old and new sides of renames included."""
+        out = set(self.added) | set(self.modified) | set(self.deleted)
+        for old, new in self.renamed:
+            out |= {old, new}
+        return frozenset(out)
+
+
 # ---------------------------------------------------------------- render
 
 
@@ -158,6 +179,7 @@ class ContainerSpec:
     depends_on: tuple[str, ...] = ()
     secrets: tuple[tuple[str, int], ...] = ()  # (secret name, version) the spec uses
     server: str = DEFAULT_SERVER
+    prune_volumes: bool = False  # remove the named volumes when the definition goes
     rendered_hash: str = ""  # sha256 over all fields above; filled by render
 
 
@@ -281,3 +303,45 @@ class Deployment:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     logs: tuple[LogLine, ...] = field(default=())
+
+
+class DefinitionStatus(str, enum.Enum):
+    PENDING = "pending"  # committed, not yet applied
+    ACTIVE = "active"  # applied and running
+    FAILED = "failed"  # last deployment failed or rolled back
+    INVALID = "invalid"  # the file at head does not validate; the old container is kept
+    STOPPED = "stopped"  # an operator stopped it through the API
+
+
+@dataclass(frozen=True)
+class DefinitionRecord:
+    """What the store knows of one definition: its desired spec and how it stands."""
+
+    id: str
+    name: str
+    path: str
+    template_id: str
+    server_id: str
+    profile: str
+    status: DefinitionStatus
+    current_revision: int  # newest revision in git history
+    applied_revision: int | None  # revision running now, if any
+    desired: ContainerSpec | None  # last spec rendered from a valid file
+    applied_hash: str | None  # rendered hash of what was last applied successfully
+    depends_files: tuple[str, ...]  # repo paths its render read (config file sources)
+    params: Mapping[str, Any]  # as in git: secrets stay references, never values
+    last_error: str | None
+    operator_stopped: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Revision:
+    definition_id: str
+    name: str
+    number: int
+    commit: str
+    desired_hash: str  # hash of the definition file, template spec_hash and config files
+    path: str  # file path at that commit ("" when the revision removed it)
+    created_at: datetime
