@@ -1,0 +1,453 @@
+"""Render: a definition plus its template becomes one concrete, frozen ContainerSpec.
+
+Pure: no I/O. Every string leaf of the template spec goes through a sandboxed
+Jinja environment; secrets appear only as placeholders, resolved at apply time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import shlex
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from . import identity, secrets
+from .errors import RenderError
+from .types import (
+    DEFAULT_NETWORK,
+    ConfigFile,
+    ContainerSpec,
+    Definition,
+    Healthcheck,
+    PortBinding,
+    SecretRef,
+    Template,
+    VolumeMount,
+)
+
+# Template keys that describe the template itself and never reach Docker.
+_META_KEYS = frozenset({"user_inputs", "profiles", "profile_overrides"})
+
+# Where a secret placeholder may end up: places only `docker inspect` by the host
+# owner shows. Labels, image, user... are visible to anyone with `docker ps`.
+_SECRET_FIELDS = re.compile(r"^spec\.(env\.[^.]+|command(\[\d+\])?|entrypoint(\[\d+\])?)$")
+_SECRET_FILE_FIELDS = re.compile(r"^(spec\.)?files\[\d+\]\.(content|source)$")
+
+# Bounds against a template that would exhaust memory ("{{ 'x' * 10**12 }}").
+_MAX_STRING = 1_000_000
+_MAX_EXPONENT = 64
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, also refusing huge repetitions and powers."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > _MAX_EXPONENT:
+            raise jinja2.exceptions.SecurityError(f"exponent {right} is too large")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                sized = isinstance(seq, (str, list, tuple)) and isinstance(times, int)
+                if sized and len(seq) * times > _MAX_STRING:
+                    raise jinja2.exceptions.SecurityError("repetition result is too large")
+        return super().call_binop(context, operator, left, right)
+
+
+# keep_trailing_newline so a config file renders byte-for-byte as written.
+_ENV = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+@functools.lru_cache(maxsize=8192)
+def _compile(source: str) -> jinja2.Template:
+    # A sync renders many definitions from few templates: compile each text once.
+    return _ENV.from_string(source)
+
+
+def render(
+    definition: Definition,
+    template: Template,
+    *,
+    repo_files: Mapping[str, str],
+    secret_versions: Mapping[str, int],
+    network: str = DEFAULT_NETWORK,
+) -> ContainerSpec:
+    """Render `definition` with `template` into a ContainerSpec with its rendered_hash.
+
+    Raises RenderError naming the definition file and the dotted field at fault.
+    """
+    _check_secrets_exist(definition, secret_versions)
+    renderer = _Renderer(definition, template)
+    spec = renderer.tree(_spec_for_profile(template.spec, definition.profile), "spec")
+    files = _config_files(renderer, definition, template, spec, repo_files)
+
+    fields = _Fields(renderer)
+    healthcheck = fields.healthcheck(spec.get("healthcheck"))
+    resources = spec.get("resources") or {}
+    grace = spec.get("stop_grace_period")
+    used = {name for text in renderer.secret_texts for name in secrets.referenced(text)}
+    built = ContainerSpec(
+        name=definition.name,
+        definition_id=definition.id,
+        template_id=template.id,
+        image=fields.image(spec.get("image")),
+        command=fields.argv(spec.get("command"), "spec.command"),
+        entrypoint=fields.argv(spec.get("entrypoint"), "spec.entrypoint"),
+        user=fields.optional_str(spec.get("user")),
+        working_dir=fields.optional_str(spec.get("working_dir")),
+        env=fields.pairs(spec.get("env"), "spec.env"),
+        labels=fields.pairs(spec.get("labels"), "spec.labels"),
+        ports=fields.ports(spec.get("ports"), definition.publish),
+        volumes=fields.volumes(spec.get("volumes"), definition.name),
+        files=files,
+        restart=str(spec.get("restart") or "unless-stopped"),
+        memory_bytes=(
+            fields.memory(resources["memory"], "spec.resources.memory")
+            if resources.get("memory") is not None
+            else None
+        ),
+        cpus=(
+            fields.number(resources["cpus"], "spec.resources.cpus")
+            if resources.get("cpus") is not None
+            else None
+        ),
+        healthcheck=healthcheck,
+        stop_signal=fields.optional_str(spec.get("stop_signal")),
+        stop_grace_s=(
+            fields.duration(grace, "spec.stop_grace_period") if grace is not None else None
+        ),
+        network=network,
+        depends_on=tuple(definition.depends_on),
+        secrets=tuple(sorted((name, secret_versions[name]) for name in used)),
+        server=definition.server,
+        prune_volumes=definition.prune_volumes,
+    )
+    return dataclasses.replace(built, rendered_hash=rendered_hash(built))
+
+
+def rendered_hash(spec: ContainerSpec) -> str:
+    """The hash over everything that reaches Docker; covers secret versions, never values."""
+    return identity.content_hash(dataclasses.asdict(dataclasses.replace(spec, rendered_hash="")))
+
+
+def volume_name(definition_name: str, mount_path: str, explicit: str | None = None) -> str:
+    """`<definition>_<slug>`: slug of the explicit name, else of the mount path."""
+    slug = re.sub(r"[^a-z0-9]+", "_", (explicit or mount_path).lower()).strip("_")
+    return f"{definition_name}_{slug or 'data'}"
+
+
+# ---------------------------------------------------------------- profile merge
+
+
+def _spec_for_profile(spec: Mapping[str, Any], profile: str) -> dict[str, Any]:
+    overrides = (spec.get("profile_overrides") or {}).get(profile) or {}
+    base = {k: v for k, v in spec.items() if k not in _META_KEYS}
+    return _merge(base, overrides)
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Dicts merge deeply; lists and scalars in `override` replace."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------- Jinja
+
+
+def _check_secrets_exist(definition: Definition, versions: Mapping[str, int]) -> None:
+    for key, value in definition.params.items():
+        if isinstance(value, SecretRef) and value.name not in versions:
+            raise RenderError(
+                definition.path,
+                f"params.{key}",
+                f"secret {value.name!r} is not set; run: deployally secret set {value.name}",
+            )
+
+
+def _context_value(value: Any) -> Any:
+    if isinstance(value, SecretRef):
+        return secrets.placeholder(value.name)
+    if isinstance(value, Mapping):
+        return {k: _context_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_context_value(v) for v in value]
+    return value
+
+
+class _Renderer:
+    """Renders strings for one definition and records where secrets landed."""
+
+    def __init__(self, definition: Definition, template: Template) -> None:
+        self.definition = definition
+        self.template = template
+        self.context = {
+            "params": _context_value(definition.params),
+            "profile": definition.profile,
+            "definition": {"name": definition.name, "id": definition.id},
+            "server": {"name": definition.server},
+        }
+        self.secret_texts: list[str] = []
+
+    def fail(self, field: str, message: str) -> NoReturn:
+        where = f" (template {self.template.source})" if field.startswith("spec.") else ""
+        raise RenderError(self.definition.path, field, secrets.display(message) + where)
+
+    def text(self, source: str, field: str) -> str:
+        """Render one string; a secret placeholder is checked against where it may go."""
+        if "{" not in source:  # no Jinja syntax: skip the compile and the render
+            out = source
+        else:
+            try:
+                out = _compile(source).render(self.context)
+            except jinja2.TemplateSyntaxError as exc:
+                self.fail(field, f"template syntax error: {exc.message} (line {exc.lineno})")
+            except jinja2.exceptions.SecurityError as exc:
+                self.fail(field, f"refused by the template sandbox: {exc}")
+            except jinja2.UndefinedError as exc:
+                self.fail(field, f"{exc.message}; check the name or give it a default")
+            except Exception as exc:  # noqa: BLE001 - a user's template must never crash a sync
+                self.fail(field, f"could not render: {type(exc).__name__}: {exc}")
+        if "\x00" in out:
+            self._check_secret(out, field)
+        return out
+
+    def _check_secret(self, out: str, field: str) -> None:
+        names = secrets.referenced(out)
+        leftover = out
+        for name in names:
+            leftover = leftover.replace(secrets.placeholder(name), "")
+        if "\x00" in leftover:
+            self.fail(field, "a secret was transformed by a filter; insert it as is")
+        if not (_SECRET_FIELDS.match(field) or _SECRET_FILE_FIELDS.match(field)):
+            self.fail(
+                field,
+                "secrets may only be used in env values, command, entrypoint and files "
+                "content; this field is visible to anyone who can run docker ps",
+            )
+        self.secret_texts.append(out)
+
+    def tree(self, value: Any, field: str) -> Any:
+        """Render every string leaf of a JSON-like value."""
+        if isinstance(value, str):
+            return self.text(value, field)
+        if isinstance(value, Mapping):
+            return {k: self.tree(v, f"{field}.{k}") for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.tree(v, f"{field}[{i}]") for i, v in enumerate(value)]
+        return value
+
+
+# ---------------------------------------------------------------- fields
+
+
+def _config_files(
+    renderer: _Renderer,
+    definition: Definition,
+    template: Template,
+    spec: Mapping[str, Any],
+    repo_files: Mapping[str, str],
+) -> tuple[ConfigFile, ...]:
+    by_path: dict[str, ConfigFile] = {}
+    entries = [(entry, f"spec.files[{i}]") for i, entry in enumerate(spec.get("files") or [])]
+    # Definition files are rendered here (the spec's were rendered with the tree).
+    for i, raw in enumerate(definition.files):
+        field = f"files[{i}]"
+        rendered = {
+            k: renderer.text(v, f"{field}.{k}") if isinstance(v, str) and k != "source" else v
+            for k, v in raw.items()
+        }
+        entries.append((rendered, field))
+    for entry, field in entries:
+        mount_path = entry.get("mount_path")
+        if not isinstance(mount_path, str) or not mount_path.startswith("/"):
+            renderer.fail(f"{field}.mount_path", "give an absolute path, e.g. /etc/app.conf")
+        if entry.get("source") is not None:
+            source = str(entry["source"])
+            if "\x00" in source or source not in repo_files:
+                renderer.fail(
+                    f"{field}.source",
+                    f"file {source!r} is not in the repository; add it or fix the path",
+                )
+            content = renderer.text(repo_files[source], f"{field}.source")
+        else:
+            content = str(entry.get("content") or "")
+        mode = _mode(entry.get("mode", 0o644), renderer, f"{field}.mode")
+        by_path[mount_path] = ConfigFile(mount_path=mount_path, content=content, mode=mode)
+    return tuple(by_path[p] for p in sorted(by_path))
+
+
+def _mode(value: Any, renderer: _Renderer, field: str) -> int:
+    # YAML reads 0644 as the int 420 but "0644" as text: accept both.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        return int(str(value), 8)
+    except ValueError:
+        renderer.fail(field, f'{value!r} is not a file mode; write it like "0644"')
+
+
+class _Fields:
+    """Converts rendered spec values to ContainerSpec fields, failing with the field name."""
+
+    def __init__(self, renderer: _Renderer) -> None:
+        self.renderer = renderer
+
+    def image(self, value: Any) -> str:
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, Mapping) and value.get("repository"):
+            return f"{value['repository']}:{value.get('tag') or 'latest'}"
+        self.renderer.fail("spec.image", "give {repository: NAME, tag: TAG}")
+
+    @staticmethod
+    def optional_str(value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    def argv(self, value: Any, field: str) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                return tuple(shlex.split(value))
+            except ValueError as exc:
+                self.renderer.fail(field, f"cannot split into arguments: {exc}")
+        if isinstance(value, list):
+            return tuple(_scalar_text(v) for v in value)
+        self.renderer.fail(field, "give a list of arguments or one command line")
+
+    def pairs(self, value: Any, field: str) -> tuple[tuple[str, str], ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, Mapping):
+            self.renderer.fail(field, "give a mapping of NAME: value")
+        return tuple(sorted((str(k), _scalar_text(v)) for k, v in value.items()))
+
+    def integer(self, value: Any, field: str) -> int:
+        try:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError(value)
+            return int(float(value))
+        except (TypeError, ValueError):
+            self.renderer.fail(field, f"{value!r} is not a whole number")
+
+    def number(self, value: Any, field: str) -> float:
+        if not isinstance(value, bool):
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                pass
+        self.renderer.fail(field, f"{value!r} is not a number")
+
+    def duration(self, value: Any, field: str) -> float:
+        try:
+            return _parse_duration(value)
+        except ValueError:
+            self.renderer.fail(
+                field, f"{value!r} is not a duration; write it like 10s, 1m30s, 500ms"
+            )
+
+    def memory(self, value: Any, field: str) -> int:
+        try:
+            return _parse_memory(value)
+        except ValueError:
+            self.renderer.fail(field, f"{value!r} is not a memory size; write it like 512m or 2g")
+
+    def ports(self, value: Any, publish: tuple[tuple[int, int], ...]) -> tuple[PortBinding, ...]:
+        host_for = dict(publish)
+        out: list[PortBinding] = []
+        for i, entry in enumerate(value or []):
+            field = f"spec.ports[{i}]"
+            raw = entry.get("container_port") if isinstance(entry, Mapping) else entry
+            port = self.integer(raw, f"{field}.container_port")
+            if not 0 < port < 65536:
+                self.renderer.fail(f"{field}.container_port", f"{port} is not a port (1-65535)")
+            protocol = str(entry.get("protocol", "tcp")) if isinstance(entry, Mapping) else "tcp"
+            out.append(PortBinding(port, protocol, host_for.pop(port, None)))
+        # A publish for a port the template does not list is still what the user asked for.
+        out.extend(PortBinding(port, "tcp", host) for port, host in sorted(host_for.items()))
+        return tuple(out)
+
+    def volumes(self, value: Any, definition_name: str) -> tuple[VolumeMount, ...]:
+        out: list[VolumeMount] = []
+        for i, entry in enumerate(value or []):
+            mount_path = entry.get("mount_path") if isinstance(entry, Mapping) else entry
+            if not isinstance(mount_path, str) or not mount_path.startswith("/"):
+                self.renderer.fail(f"spec.volumes[{i}].mount_path", "give an absolute path")
+            explicit = entry.get("name") if isinstance(entry, Mapping) else None
+            out.append(VolumeMount(volume_name(definition_name, mount_path, explicit), mount_path))
+        return tuple(out)
+
+    def healthcheck(self, value: Any) -> Healthcheck | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping) or value.get("test") is None:
+            self.renderer.fail("spec.healthcheck.test", "give a test, e.g. [CMD, pg_isready]")
+        test = value["test"]
+        argv = (
+            ("CMD-SHELL", test) if isinstance(test, str) else tuple(_scalar_text(t) for t in test)
+        )
+        defaults = Healthcheck(test=argv)
+        return Healthcheck(
+            test=argv,
+            interval_s=self._duration_or(value, "interval", defaults.interval_s),
+            timeout_s=self._duration_or(value, "timeout", defaults.timeout_s),
+            retries=(
+                self.integer(value["retries"], "spec.healthcheck.retries")
+                if value.get("retries") is not None
+                else defaults.retries
+            ),
+            start_period_s=self._duration_or(value, "start_period", defaults.start_period_s),
+        )
+
+    def _duration_or(self, value: Mapping[str, Any], key: str, default: float) -> float:
+        raw = value.get(key)
+        return default if raw is None else self.duration(raw, f"spec.healthcheck.{key}")
+
+
+def _scalar_text(value: Any) -> str:
+    # Docker and shells spell booleans in lower case; YAML gives Python's True.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+# ---------------------------------------------------------------- units
+# TODO(settings.py): these belong in settings.py (parse_duration, parse_memory);
+# private here until the model layer provides them.
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$")
+_MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def _parse_duration(value: Any) -> float:
+    """Seconds from 10, "10s", "1m30s", "500ms" or "2h"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    if not text or _DURATION_PART.sub("", text):
+        raise ValueError(value)
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def _parse_memory(value: Any) -> int:
+    """Bytes from 1048576, "512m", "2g", "2GiB" (binary units, as Docker reads them)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _MEMORY.match(str(value).strip().lower())
+    if not match:
+        raise ValueError(value)
+    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
