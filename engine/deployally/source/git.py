@@ -1,0 +1,471 @@
+"""The tracked branch of a git repository: head, history, diffs, files, and commits.
+
+Only this module touches git. Reads are plumbing commands whose cost follows
+what is asked (one ref, the changed paths, the named blobs), never the size of
+the repository. Writes build a commit without a working tree and move the
+branch with a compare-and-swap, so a concurrent push makes one side lose cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import git as gitpython
+
+from ..errors import Conflict, SourceError
+from ..types import ChangeSet
+
+ZERO_SHA = "0" * 40
+
+# Variables a calling git (a hook) may have set that would point our commands at
+# another repository or index. The quarantine object directories of a
+# pre-receive hook are deliberately kept: without them the pushed commits
+# cannot be read before they are accepted.
+_SCRUBBED_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX", "GIT_COMMON_DIR")
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """Who made a commit, when, and its one-line summary."""
+
+    sha: str
+    short: str
+    summary: str
+    author_name: str
+    author_email: str
+    committed_at: datetime  # UTC
+
+
+class GitRepo:
+    """One branch of a working, bare or mirrored repository."""
+
+    def __init__(self, path: Path, branch: str = "main") -> None:
+        try:
+            repo = gitpython.Repo(path)
+        except gitpython.NoSuchPathError:
+            raise SourceError(
+                f"{path}: no such directory; create the repository with `deployally init` "
+                "or fix the repository path"
+            ) from None
+        except gitpython.InvalidGitRepositoryError:
+            raise SourceError(
+                f"{path}: not a git repository; create one with `deployally init` "
+                "or fix the repository path"
+            ) from None
+        if not _valid_branch_name(branch):
+            raise SourceError(f"{path}: branch: {branch!r} is not a valid branch name")
+        self.path = Path(path)
+        self.branch = branch
+        self.bare: bool = repo.bare
+        self.git_dir = Path(repo.git_dir)
+        self.work_tree = None if repo.bare else Path(str(repo.working_tree_dir))
+        self.ref = f"refs/heads/{branch}"
+        reader = repo.config_reader("repository")
+        self.remote_url: str | None = (
+            str(reader.get_value('remote "origin"', "url"))
+            if reader.has_option('remote "origin"', "url")
+            else None
+        )
+        repo.close()
+
+    def __repr__(self) -> str:
+        kind = "mirror" if self.remote_url else "bare" if self.bare else "working"
+        return f"GitRepo({str(self.path)!r}, branch={self.branch!r}, {kind})"
+
+    # ------------------------------------------------------------ creating
+
+    @classmethod
+    def init(cls, path: Path, *, bare: bool, branch: str = "main") -> GitRepo:
+        """Create (or re-open) a repository at `path` whose HEAD names `branch`."""
+        if not _valid_branch_name(branch):
+            raise SourceError(f"{path}: branch: {branch!r} is not a valid branch name")
+        Path(path).mkdir(parents=True, exist_ok=True)
+        _run(["init", "--quiet", *(["--bare"] if bare else []), str(path)], cwd=Path(path))
+        repo = cls(path, branch)
+        if repo._try_resolve("HEAD") is None:  # unborn: name the branch the first commit makes
+            repo._git("symbolic-ref", "HEAD", repo.ref)
+        return repo
+
+    @classmethod
+    def mirror(cls, url: str, into: Path, branch: str) -> GitRepo:
+        """Keep a bare copy of a remote's branches in `into`, fetched now; re-opens an existing one."""
+        into = Path(into)
+        if not (into / "HEAD").exists():
+            cls.init(into, bare=True, branch=branch)
+            _run(["remote", "add", "origin", url], cwd=into)
+            _run(["config", "remote.origin.fetch", "+refs/heads/*:refs/heads/*"], cwd=into)
+        repo = cls(into, branch)
+        if repo.remote_url != url:
+            raise SourceError(
+                f"{into}: already mirrors {repo.remote_url!r}, not {url!r}; "
+                "remove the directory or use another state directory"
+            )
+        repo.fetch()
+        return repo
+
+    # ------------------------------------------------------------ reading
+
+    def head(self) -> str | None:
+        """Sha of the tracked branch; None while the repository has no commits yet."""
+        sha = self._ref_sha()
+        if sha is None:
+            others = self._git("for-each-ref", "--format=%(refname:short)", "refs/heads/").split()
+            if others:
+                raise SourceError(
+                    f"{self.path}: no branch {self.branch!r} (branches: {', '.join(others)}); "
+                    "push to it or set `branch` in deployally.yaml"
+                )
+        return sha
+
+    def commits_between(self, since: str | None, until: str) -> list[str]:
+        """First-parent commits in (since, until], oldest first; from the root when since is None."""
+        until_sha = self.resolve(until)
+        since_sha = None if since is None else self._try_resolve(since)
+        # After a force-push `since` may be gone or off the new history: the
+        # first-parent commits of `until` it cannot reach are then the new ones.
+        spec = f"{since_sha}..{until_sha}" if since_sha else until_sha
+        return self._git("rev-list", "--first-parent", "--reverse", spec, "--").split()
+
+    def changes(self, old: str | None, new: str) -> ChangeSet:
+        """Paths that differ between two commits, renames detected; old None means all added."""
+        new_sha = self.resolve(new)
+        if old is None:
+            return ChangeSet(added=tuple(sorted(self.list_files(new_sha, ""))))
+        old_sha = self.resolve(old)
+        out = self._git_bytes("diff-tree", "-r", "-M", "--no-commit-id", "--name-status", "-z",
+                              old_sha, new_sha, "--")
+        return _parse_name_status(out)
+
+    def first_parent(self, commit: str) -> str | None:
+        """The first parent of `commit`, None for a root commit."""
+        shas = self._git("rev-list", "--parents", "-n", "1", self.resolve(commit), "--").split()
+        return shas[1] if len(shas) > 1 else None
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        """True when commit `a` is `b` or in its history."""
+        proc = self._git_proc("merge-base", "--is-ancestor", self.resolve(a), self.resolve(b))
+        if proc.returncode not in (0, 1):
+            raise SourceError(f"{self.path}: {_stderr(proc)}")
+        return proc.returncode == 0
+
+    def resolve(self, rev: str) -> str:
+        """The full sha of the commit `rev` names; SourceError when it names none."""
+        sha = self._try_resolve(rev)
+        if sha is None:
+            raise SourceError(f"{self.path}: bad revision {rev!r}: no such commit")
+        return sha
+
+    def read(self, commit: str, path: str) -> str | None:
+        """Text of `path` at `commit`; None when the file does not exist there."""
+        return self.read_many(commit, [path]).get(path)
+
+    def read_many(self, commit: str, paths: Iterable[str]) -> dict[str, str]:
+        """Texts of the files that exist at `commit`, by path, read by one `cat-file` process."""
+        wanted = list(dict.fromkeys(paths))
+        for p in wanted:
+            if "\n" in p:
+                raise SourceError(f"{self.path}: {p!r}: paths with a newline cannot be read")
+        # The commit itself goes first, so a bad revision is told apart from absent files.
+        lines = [f"{commit}^{{commit}}"] + [f"{commit}:{p.lstrip('/')}" for p in wanted]
+        out = self._git_bytes("cat-file", "--batch", input="\n".join(lines).encode() + b"\n")
+        objects = _parse_batch(out)
+        if objects[0] is None:
+            raise SourceError(f"{self.path}: bad revision {commit!r}: no such commit")
+        result: dict[str, str] = {}
+        for p, obj in zip(wanted, objects[1:]):
+            if obj is None or obj[0] != "blob":
+                continue
+            try:
+                result[p] = obj[1].decode("utf-8")
+            except UnicodeDecodeError:
+                raise SourceError(
+                    f"{p} at {commit[:12]}: not UTF-8 text; save the file as UTF-8"
+                ) from None
+        return result
+
+    def list_files(self, commit: str, prefix: str) -> dict[str, str]:
+        """Path -> blob sha of every file under the directory `prefix` ("" for all), recursively."""
+        sha = self.resolve(commit)
+        pathspec = [prefix] if prefix else []
+        out = self._git_bytes("ls-tree", "-r", "-z", "--full-tree", sha, "--", *pathspec)
+        files: dict[str, str] = {}
+        for entry in out.split(b"\0"):
+            if not entry:
+                continue
+            meta, _, raw_path = entry.partition(b"\t")
+            _mode, kind, blob = meta.decode().split()
+            path = raw_path.decode("utf-8", "surrogateescape")
+            if kind == "blob" and path.startswith(prefix):
+                files[path] = blob
+        return files
+
+    def commit_info(self, commit: str) -> CommitInfo:
+        """Author, time and summary of one commit."""
+        fmt = "%H%x00%h%x00%an%x00%ae%x00%ct%x00%s"
+        out = self._git("show", "-s", "--no-show-signature", f"--format={fmt}",
+                        self.resolve(commit), "--")
+        sha, short, name, email, ts, summary = out.rstrip("\n").split("\0", 5)
+        return CommitInfo(
+            sha=sha,
+            short=short,
+            summary=summary,
+            author_name=name,
+            author_email=email,
+            committed_at=datetime.fromtimestamp(int(ts), tz=UTC),
+        )
+
+    # ------------------------------------------------------------ remote
+
+    def fetch(self) -> bool:
+        """Fetch the remote's branches; True when the tracked branch moved."""
+        if self.remote_url is None:
+            raise SourceError(f"{self.path}: has no remote to fetch; it is not a mirror")
+        before = self._ref_sha()
+        proc = self._git_proc("fetch", "--quiet", "--prune", "origin")
+        if proc.returncode != 0:
+            raise SourceError(f"{self.path}: fetching {self.remote_url} failed: {_stderr(proc)}")
+        after = self._ref_sha()
+        if after is None:
+            self.head()  # raises the readable "no such branch" error if others exist
+        return before != after
+
+    # ------------------------------------------------------------ writing
+
+    def write(
+        self,
+        changes: Mapping[str, str | None],
+        *,
+        message: str,
+        author_name: str,
+        author_email: str,
+        expected_head: str | None,
+    ) -> str:
+        """Commit these paths (text, or None to delete) on the branch; return the new head.
+
+        Raises Conflict when the branch is no longer at `expected_head`. A write
+        that changes nothing returns the head unchanged.
+        """
+        for p in changes:
+            _check_path(p)
+        current = self._ref_sha()
+        if current != expected_head:
+            raise _moved(expected_head, current)
+        parent_tree = self._tree_of(expected_head)
+        tree = self._build_tree(expected_head, changes)
+        if expected_head is not None and tree == parent_tree:
+            return expected_head
+        env = {
+            "GIT_AUTHOR_NAME": author_name,
+            "GIT_AUTHOR_EMAIL": author_email,
+            "GIT_COMMITTER_NAME": author_name,
+            "GIT_COMMITTER_EMAIL": author_email,
+        }
+        parents = ["-p", expected_head] if expected_head else []
+        new = self._git("commit-tree", tree, *parents, "-F", "-",
+                        input=message.encode(), env=env).strip()
+        tree_clean = self._tracked_tree_clean()
+        if self.remote_url is not None:
+            self._push(new, expected_head)
+        self._swap_ref(new, expected_head, message)
+        if tree_clean and self.work_tree is not None:
+            self._follow_work_tree(expected_head, new)
+        return new
+
+    def _build_tree(self, base: str | None, changes: Mapping[str, str | None]) -> str:
+        """Write blobs and a tree for `base` with `changes` applied, using a throwaway index."""
+        with tempfile.TemporaryDirectory(prefix="deployally-index-") as tmp:
+            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            if base is None:
+                self._git("read-tree", "--empty", env=env)
+            else:
+                self._git("read-tree", base, env=env)
+            entries: list[str] = []
+            for path, text in sorted(changes.items()):
+                path = path.lstrip("/")
+                if text is None:
+                    entries.append(f"0 {ZERO_SHA}\t{path}")
+                else:
+                    blob = self._git("hash-object", "-w", "--stdin",
+                                     input=text.encode("utf-8")).strip()
+                    entries.append(f"100644 {blob}\t{path}")
+            if entries:
+                stdin = ("\n".join(entries) + "\n").encode("utf-8")
+                self._git("update-index", "--index-info", input=stdin, env=env)
+            return self._git("write-tree", env=env).strip()
+
+    def _push(self, new: str, expected: str | None) -> None:
+        """Push `new` to the remote branch; Conflict when the remote moved meanwhile."""
+        lease = f"--force-with-lease={self.ref}:{expected or ''}"
+        proc = self._git_proc("push", "--quiet", "--porcelain", lease, "origin",
+                              f"{new}:{self.ref}")
+        if proc.returncode == 0:
+            return
+        text = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+        if "[rejected]" in text or "stale info" in text or "fetch first" in text:
+            raise Conflict(
+                f"{self.remote_url}: the branch {self.branch!r} moved on the remote; "
+                "fetch and retry"
+            )
+        raise SourceError(f"{self.path}: pushing to {self.remote_url} failed: {text.strip()}")
+
+    def _swap_ref(self, new: str, expected: str | None, message: str) -> None:
+        """Move the branch from `expected` to `new`, or fail if someone else moved it."""
+        summary = message.splitlines()[0] if message.strip() else "write"
+        proc = self._git_proc("update-ref", "-m", f"deployally: {summary}", self.ref, new,
+                              expected or ZERO_SHA)
+        if proc.returncode == 0:
+            return
+        now = self._ref_sha()
+        if now == new:  # a fetch already brought our own pushed commit
+            return
+        if now != expected:
+            raise _moved(expected, now)
+        raise SourceError(f"{self.path}: cannot move {self.ref}: {_stderr(proc)}; "
+                          "if no git process is running, remove the stale .lock file")
+
+    def _tracked_tree_clean(self) -> bool:
+        """True when this is a working repo on the tracked branch with no local changes."""
+        if self.work_tree is None:
+            return False
+        proc = self._git_proc("symbolic-ref", "-q", "HEAD")
+        if proc.stdout.decode().strip() != self.ref:
+            return False
+        status = self._git_proc("status", "--porcelain", "--untracked-files=no")
+        return status.returncode == 0 and not status.stdout.strip()
+
+    def _follow_work_tree(self, old: str | None, new: str) -> None:
+        """Bring a clean checkout from `old` to `new`; left as is if a file is in the way."""
+        args = ["read-tree", "-u", "-m", *([old] if old else []), new]
+        # A failure leaves index and files untouched: the engine reads commits,
+        # not the working tree, so a stale checkout is harmless.
+        self._git_proc(*args)
+
+    # ------------------------------------------------------------ plumbing
+
+    def _ref_sha(self) -> str | None:
+        proc = self._git_proc("rev-parse", "--verify", "-q", f"{self.ref}^{{commit}}")
+        if proc.returncode == 0:
+            return proc.stdout.decode().strip()
+        if proc.returncode == 1:
+            return None
+        raise SourceError(f"{self.path}: cannot read {self.ref}: {_stderr(proc)}")
+
+    def _try_resolve(self, rev: str) -> str | None:
+        if rev.startswith("-"):
+            return None
+        proc = self._git_proc("rev-parse", "--verify", "-q", f"{rev}^{{commit}}")
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+    def _tree_of(self, commit: str | None) -> str | None:
+        if commit is None:
+            return None
+        return self._git("rev-parse", f"{commit}^{{tree}}").strip()
+
+    def _git(self, *args: str, input: bytes | None = None,
+             env: Mapping[str, str] | None = None) -> str:
+        return self._git_bytes(*args, input=input, env=env).decode("utf-8", "surrogateescape")
+
+    def _git_bytes(self, *args: str, input: bytes | None = None,
+                   env: Mapping[str, str] | None = None) -> bytes:
+        proc = self._git_proc(*args, input=input, env=env)
+        if proc.returncode != 0:
+            raise SourceError(f"{self.path}: git {args[0]}: {_stderr(proc)}")
+        return proc.stdout
+
+    def _git_proc(self, *args: str, input: bytes | None = None,
+                  env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        return _run(list(args), cwd=self.work_tree or self.git_dir, input=input, env=env)
+
+
+# ---------------------------------------------------------------- module-private
+
+
+def _run(args: list[str], *, cwd: Path, input: bytes | None = None,
+         env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run one git command; a missing git binary is a SourceError too."""
+    full_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    # C locale: error texts are matched below; no prompt: a fetch must fail, not hang.
+    full_env.update({"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
+    full_env.update(env or {})
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, input=input, env=full_env,
+                              capture_output=True, check=False)
+    except FileNotFoundError:
+        raise SourceError("git is not installed or not on PATH; install git") from None
+    if args and args[0] == "init" and proc.returncode != 0:
+        raise SourceError(f"{cwd}: git init failed: {_stderr(proc)}")
+    return proc
+
+
+def _stderr(proc: subprocess.CompletedProcess[bytes]) -> str:
+    text = proc.stderr.decode("utf-8", "replace").strip()
+    if "index.lock" in text or ".lock': File exists" in text:
+        return text + " (a lock is held by another git process)"
+    return text or f"exit status {proc.returncode}"
+
+
+def _moved(expected: str | None, now: str | None) -> Conflict:
+    return Conflict(f"the branch moved from {expected or '(no commits)'} to "
+                    f"{now or '(deleted)'}; retry")
+
+
+def _parse_name_status(out: bytes) -> ChangeSet:
+    """Parse `diff-tree --name-status -z` output into a ChangeSet."""
+    fields = [f.decode("utf-8", "surrogateescape") for f in out.split(b"\0")]
+    added: list[str] = []
+    modified: list[str] = []
+    deleted: list[str] = []
+    renamed: list[tuple[str, str]] = []
+    i = 0
+    while i < len(fields) and fields[i]:
+        status = fields[i][0]
+        if status in "RC":
+            old, new = fields[i + 1], fields[i + 2]
+            if status == "R":
+                renamed.append((old, new))
+            else:
+                added.append(new)
+            i += 3
+            continue
+        path = fields[i + 1]
+        {"A": added, "D": deleted}.get(status, modified).append(path)
+        i += 2
+    return ChangeSet(tuple(added), tuple(modified), tuple(deleted), tuple(renamed))
+
+
+def _parse_batch(out: bytes) -> list[tuple[str, bytes] | None]:
+    """Parse `cat-file --batch` output: (type, content) per input line, None if missing."""
+    objects: list[tuple[str, bytes] | None] = []
+    pos = 0
+    while pos < len(out):
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        pos = end + 1
+        if len(header) != 3 or not header[2].isdigit():  # "<name> missing" / "ambiguous"
+            objects.append(None)
+            continue
+        size = int(header[2])
+        objects.append((header[1].decode(), out[pos:pos + size]))
+        pos += size + 1  # content is followed by a newline
+    return objects
+
+
+_BAD_REF = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(\.lock$)|(/$)|(//)")
+
+
+def _valid_branch_name(branch: str) -> bool:
+    return bool(branch) and not _BAD_REF.search(branch)
+
+
+def _check_path(path: str) -> None:
+    parts = path.strip("/").split("/")
+    if not path.strip("/") or any(p in ("", ".", "..", ".git") for p in parts) or "\n" in path:
+        raise SourceError(f"{path!r}: not a valid repository path; use a relative path "
+                          "like definitions/<name>.yaml")
