@@ -1,0 +1,195 @@
+"""The desired state of one repository tree: settings, catalog, definitions, rendered specs.
+
+This is the model and render steps composed: validate and plan call it on a
+whole tree; the engine calls it on just the definitions a commit changed.
+Pure apart from reading the given tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Collection, Iterator, Mapping
+
+import yaml
+
+from . import catalog as catalog_mod
+from . import definitions as definitions_mod
+from .errors import ValidationError, ValidationErrors
+from .identity import content_hash
+from .render import render
+from .settings import Settings, parse_settings
+from .source.tree import Tree
+from .types import ContainerSpec, Definition, Template
+
+SETTINGS_PATH = "deployally.yaml"
+DEFINITIONS_DIR = "definitions/"
+CATALOG_DIR = "catalog/"
+
+
+class AnySecretVersion(Mapping[str, int]):
+    """Secret versions for a check that has no secret store (CI): every secret counts as set."""
+
+    def __getitem__(self, key: str) -> int:
+        return 0
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class DesiredDefinition:
+    """One definition that validated and rendered, with what its revision hash covers."""
+
+    definition: Definition
+    template: Template
+    spec: ContainerSpec
+    depends_files: tuple[str, ...]
+    desired_hash: str  # file text + template spec_hash + config file texts
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    settings: Settings
+    catalog: catalog_mod.Catalog
+    ok: Mapping[str, DesiredDefinition]  # by definition name
+    invalid: Mapping[str, tuple[ValidationError, ...]]  # by file path
+    invalid_names: Mapping[str, str]  # file path -> name, where the name could be read
+    errors: tuple[ValidationError, ...] = field(default=())  # settings/catalog-wide errors
+
+    def all_errors(self) -> list[ValidationError]:
+        """Every error, tree-wide ones first, then per file in path order."""
+        out = list(self.errors)
+        for path in sorted(self.invalid):
+            out.extend(self.invalid[path])
+        return out
+
+    def specs(self) -> dict[str, ContainerSpec]:
+        return {name: d.spec for name, d in self.ok.items()}
+
+
+def definition_paths(tree: Tree) -> list[str]:
+    """Paths of the definition files in a tree."""
+    return [p for p in tree.list(DEFINITIONS_DIR) if p.endswith((".yaml", ".yml"))]
+
+
+def load_settings(tree: Tree) -> tuple[Settings, list[ValidationError]]:
+    """The repository settings, or defaults with the error when the file is broken."""
+    text = tree.read_many([SETTINGS_PATH]).get(SETTINGS_PATH)
+    try:
+        return parse_settings(SETTINGS_PATH, text), []
+    except ValidationErrors as exc:
+        return parse_settings(SETTINGS_PATH, None), list(exc.errors)
+    except ValidationError as exc:
+        return parse_settings(SETTINGS_PATH, None), [exc]
+
+
+def load_catalog(tree: Tree) -> tuple[catalog_mod.Catalog, list[ValidationError]]:
+    """Built-in templates plus the repository's own `catalog/`."""
+    builtin = catalog_mod.load_builtin()
+    paths = [p for p in tree.list(CATALOG_DIR) if p.endswith((".yaml", ".yml"))]
+    if not paths:
+        return builtin, []
+    templates, errors = catalog_mod.load_repo_templates(tree.read_many(paths))
+    try:
+        return catalog_mod.Catalog.merge(builtin, templates), list(errors)
+    except ValidationErrors as exc:
+        return builtin, list(errors) + list(exc.errors)
+    except ValidationError as exc:
+        return builtin, list(errors) + [exc]
+
+
+def load(
+    tree: Tree,
+    *,
+    secret_versions: Mapping[str, int],
+    only: Collection[str] | None = None,
+) -> DesiredState:
+    """Validate and render the definitions of `tree` (all, or only the paths in `only`)."""
+    settings, errors = load_settings(tree)
+    catalog, catalog_errors = load_catalog(tree)
+    errors += catalog_errors
+    paths = definition_paths(tree) if only is None else sorted(only)
+    texts = tree.read_many(paths)
+
+    parsed: dict[str, Definition] = {}
+    invalid: dict[str, list[ValidationError]] = {}
+    invalid_names: dict[str, str] = {}
+    for path in paths:
+        if path not in texts:
+            continue  # deleted: the caller knows
+        try:
+            parsed[path] = definitions_mod.parse_definition(
+                path, texts[path], catalog, defaults=settings
+            )
+        except ValidationErrors as exc:
+            invalid[path] = list(exc.errors)
+        except ValidationError as exc:
+            invalid[path] = [exc]
+        if path in invalid:
+            name = _name_of(texts[path])
+            if name:
+                invalid_names[path] = name
+
+    for err in definitions_mod.check_unique(parsed.values()):
+        invalid.setdefault(err.path, []).append(err)
+        if err.path in parsed:
+            invalid_names[err.path] = parsed.pop(err.path).name
+
+    ok: dict[str, DesiredDefinition] = {}
+    for path, definition in parsed.items():
+        template = catalog.resolve(definition.template_id) or catalog.resolve(definition.template)
+        assert template is not None  # parse_definition resolved it
+        needs = definitions_mod.referenced_files(definition, template)
+        files = tree.read_many(needs)
+        try:
+            spec = render(
+                definition,
+                template,
+                repo_files=files,
+                secret_versions=secret_versions,
+                network=settings.network,
+            )
+        except ValidationErrors as exc:
+            invalid[path] = list(exc.errors)
+            invalid_names[path] = definition.name
+            continue
+        except ValidationError as exc:
+            invalid[path] = [exc]
+            invalid_names[path] = definition.name
+            continue
+        ok[definition.name] = DesiredDefinition(
+            definition=definition,
+            template=template,
+            spec=spec,
+            depends_files=tuple(needs),
+            desired_hash=desired_hash(texts[path], template.spec_hash, files),
+        )
+    return DesiredState(
+        settings=settings,
+        catalog=catalog,
+        ok=ok,
+        invalid={p: tuple(e) for p, e in invalid.items()},
+        invalid_names=invalid_names,
+        errors=tuple(errors),
+    )
+
+
+def desired_hash(file_text: str, template_spec_hash: str, files: Mapping[str, str]) -> str:
+    """What a revision covers: the file, its template's spec_hash and its config files."""
+    return content_hash({"file": file_text, "template": template_spec_hash, "files": dict(files)})
+
+
+def _name_of(text: str) -> str | None:
+    """Best-effort `name:` of a file that did not validate, to keep its container untouched."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and definitions_mod.is_valid_name(name) else None
