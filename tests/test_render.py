@@ -1,0 +1,409 @@
+"""render: definition + template -> ContainerSpec, tested with plain data."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from deployally import identity, secrets
+from deployally.errors import RenderError
+from deployally.render import render, volume_name
+from deployally.types import (
+    ConfigFile,
+    ContainerSpec,
+    Definition,
+    Healthcheck,
+    PortBinding,
+    SecretRef,
+    Taxonomy,
+    Template,
+    VolumeMount,
+)
+
+MYSQL_SPEC: dict[str, Any] = {
+    "image": {"repository": "mysql", "tag": "8.4"},
+    "user_inputs": {
+        "root_password": {"type": "password", "required": True},
+        "database_name": {"type": "string", "required": True},
+    },
+    "profiles": ["minimal", "development", "production"],
+    "profile_overrides": {
+        "production": {"restart": "always", "resources": {"memory": "2g"}},
+    },
+    "ports": [{"container_port": 3306}],
+    "volumes": [{"mount_path": "/var/lib/mysql"}],
+    "env": {
+        "MYSQL_ROOT_PASSWORD": "{{ params.root_password }}",
+        "MYSQL_DATABASE": "{{ params.database_name }}",
+    },
+    "healthcheck": {"test": ["CMD", "mysqladmin", "ping"], "interval": "10s", "retries": 5},
+    "stop_signal": "SIGTERM",
+    "resources": {"cpus": 1.5, "memory": "512m"},
+}
+
+
+def make_template(spec: dict[str, Any] | None = None) -> Template:
+    """A Template value as the model layer would build it."""
+    spec = MYSQL_SPEC if spec is None else spec
+    taxonomy = Taxonomy("assets", "database", "mysql", "standard", "8.4")
+    return Template(
+        id=identity.template_id(taxonomy.path),
+        name="MySQL Database Server",
+        description="",
+        version="8.4",
+        taxonomy=taxonomy,
+        deprecated=False,
+        spec=spec,
+        spec_hash=identity.content_hash(spec),
+        user_inputs=(),
+        source="catalog/database/mysql-8.4.yaml",
+        builtin=True,
+    )
+
+
+def make_definition(**overrides: Any) -> Definition:
+    """A Definition value as the model layer would build it."""
+    values: dict[str, Any] = {
+        "id": identity.definition_id("mysql_prod"),
+        "name": "mysql_prod",
+        "path": "definitions/mysql_prod.yaml",
+        "template": "database/mysql/standard/8.4",
+        "template_id": identity.template_id("database/mysql/standard/8.4"),
+        "server": "local",
+        "profile": "development",
+        "params": {"root_password": SecretRef("mysql_root"), "database_name": "app_db"},
+    }
+    values.update(overrides)
+    return Definition(**values)
+
+
+def run(
+    definition: Definition | None = None,
+    template: Template | None = None,
+    *,
+    repo_files: dict[str, str] | None = None,
+    secret_versions: dict[str, int] | None = None,
+) -> ContainerSpec:
+    return render(
+        definition or make_definition(),
+        template or make_template(),
+        repo_files=repo_files or {},
+        secret_versions={"mysql_root": 1} if secret_versions is None else secret_versions,
+    )
+
+
+def with_spec(**changes: Any) -> Template:
+    return make_template({**MYSQL_SPEC, **changes})
+
+
+def render_error(*args: Any, **kwargs: Any) -> RenderError:
+    with pytest.raises(RenderError) as caught:
+        run(*args, **kwargs)
+    return caught.value
+
+
+# ---------------------------------------------------------------- the whole spec
+
+
+def test_mysql_definition_renders_to_the_full_spec() -> None:
+    spec = run()
+    assert spec.name == "mysql_prod"
+    assert spec.image == "mysql:8.4"
+    assert spec.env == (
+        ("MYSQL_DATABASE", "app_db"),
+        ("MYSQL_ROOT_PASSWORD", secrets.placeholder("mysql_root")),
+    )
+    assert spec.ports == (PortBinding(3306, "tcp", None),)
+    assert spec.volumes == (VolumeMount("mysql_prod_var_lib_mysql", "/var/lib/mysql"),)
+    assert spec.healthcheck == Healthcheck(("CMD", "mysqladmin", "ping"), 10.0, 5.0, 5, 0.0)
+    assert spec.restart == "unless-stopped"
+    assert spec.memory_bytes == 512 * 1024**2
+    assert spec.cpus == 1.5
+    assert spec.stop_signal == "SIGTERM"
+    assert spec.secrets == (("mysql_root", 1),)
+    assert spec.network == "deployally"
+    assert spec.server == "local"
+    assert spec.rendered_hash.startswith("sha256:")
+
+
+def test_production_profile_merges_deeply_and_replaces_scalars() -> None:
+    spec = run(make_definition(profile="production"))
+    assert spec.restart == "always"
+    assert spec.memory_bytes == 2 * 1024**3
+    assert spec.cpus == 1.5  # kept: resources merged, not replaced
+
+
+def test_profile_override_replaces_lists() -> None:
+    template = with_spec(
+        command=["mysqld", "--verbose"],
+        profile_overrides={"minimal": {"command": ["mysqld"]}},
+    )
+    assert run(make_definition(profile="minimal"), template).command == ("mysqld",)
+    assert run(make_definition(), template).command == ("mysqld", "--verbose")
+
+
+def test_every_string_leaf_is_rendered() -> None:
+    p = "{{ params.database_name }}"
+    template = with_spec(
+        image={"repository": "mysql", "tag": "{{ params.database_name }}-tag"},
+        command=["run", p],
+        entrypoint=f"/bin/{p} --flag",
+        user=f"{p}-user",
+        working_dir=f"/srv/{p}",
+        labels={"team": p, "profile": "{{ profile }}"},
+        healthcheck={"test": f"check {p}", "interval": "{{ 3 * 10 }}s"},
+        files=[
+            {"mount_path": "/etc/app.conf", "content": f"db={p}\nserver={{{{ server.name }}}}\n"}
+        ],
+        stop_grace_period="{{ 5 }}s",
+        env={"WHO": "{{ definition.name }} {{ definition.id }}"},
+    )
+    spec = run(template=template)
+    assert spec.image == "mysql:app_db-tag"
+    assert spec.command == ("run", "app_db")
+    assert spec.entrypoint == ("/bin/app_db", "--flag")
+    assert spec.user == "app_db-user"
+    assert spec.working_dir == "/srv/app_db"
+    assert spec.labels == (("profile", "development"), ("team", "app_db"))
+    assert spec.healthcheck is not None
+    assert spec.healthcheck.test == ("CMD-SHELL", "check app_db")
+    assert spec.healthcheck.interval_s == 30.0
+    assert spec.files == (ConfigFile("/etc/app.conf", "db=app_db\nserver=local\n", 0o644),)
+    assert spec.stop_grace_s == 5.0
+    assert spec.env == (("WHO", f"mysql_prod {identity.definition_id('mysql_prod')}"),)
+
+
+def test_env_values_become_text_with_lowercase_booleans() -> None:
+    spec = run(template=with_spec(env={"B": True, "N": 3, "F": False, "X": 1.5}))
+    assert spec.env == (("B", "true"), ("F", "false"), ("N", "3"), ("X", "1.5"))
+
+
+def test_user_inputs_are_not_rendered() -> None:
+    # Descriptions may hold braces; they are metadata, not something Docker sees.
+    template = with_spec(user_inputs={"x": {"type": "string", "description": "{{ oops"}})
+    assert run(template=template).image == "mysql:8.4"
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_undefined_param_names_the_field() -> None:
+    template = with_spec(env={"MYSQL_DATABASE": "{{ params.nope }}"})
+    error = render_error(template=template)
+    assert error.path == "definitions/mysql_prod.yaml"
+    assert error.field == "spec.env.MYSQL_DATABASE"
+    assert "nope" in error.message
+
+
+def test_syntax_error_names_the_field() -> None:
+    error = render_error(template=with_spec(command=["ok", "{{ params.database_name "]))
+    assert error.field == "spec.command[1]"
+    assert "syntax" in error.message
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__ }}",
+        "{{ ''.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ params.__class__ }}",
+        "{{ 'x' * 10**9 }}",
+    ],
+)
+def test_sandbox_refuses_escapes(source: str) -> None:
+    error = render_error(template=with_spec(labels={"evil": source}))
+    assert error.field == "spec.labels.evil"
+    assert "sandbox" in error.message
+
+
+def test_sandbox_refuses_mutating_the_context() -> None:
+    error = render_error(template=with_spec(env={"A": "{{ params.update({'x': 1}) }}"}))
+    assert error.field == "spec.env.A"
+
+
+def test_bad_memory_names_the_field() -> None:
+    error = render_error(template=with_spec(resources={"memory": "lots"}))
+    assert error.field == "spec.resources.memory"
+
+
+def test_bad_port_names_the_field() -> None:
+    error = render_error(template=with_spec(ports=[{"container_port": "http"}]))
+    assert error.field == "spec.ports[0].container_port"
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def test_missing_secret_says_how_to_set_it() -> None:
+    error = render_error(secret_versions={})
+    assert error.field == "params.root_password"
+    assert "deployally secret set mysql_root" in error.message
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"labels": {"pw": "{{ params.root_password }}"}},
+        {"image": {"repository": "mysql", "tag": "{{ params.root_password }}"}},
+        {"user": "{{ params.root_password }}"},
+        {"healthcheck": {"test": ["CMD", "ping", "{{ params.root_password }}"]}},
+    ],
+)
+def test_secrets_are_refused_where_docker_ps_shows_them(changes: dict[str, Any]) -> None:
+    error = render_error(template=with_spec(**changes))
+    assert "secrets may only be used" in error.message
+    assert "\x00" not in str(error)
+
+
+def test_secrets_allowed_in_command_entrypoint_and_files() -> None:
+    pw = "{{ params.root_password }}"
+    template = with_spec(
+        env={},
+        command=f"mysqld --pw={pw}",
+        entrypoint=["/entry", pw],
+        files=[{"mount_path": "/etc/my.cnf", "content": f"password={pw}\n"}],
+    )
+    spec = run(template=template, secret_versions={"mysql_root": 7})
+    marker = secrets.placeholder("mysql_root")
+    assert spec.command == ("mysqld", f"--pw={marker}")
+    assert spec.entrypoint == ("/entry", marker)
+    assert spec.files[0].content == f"password={marker}\n"
+    assert spec.secrets == (("mysql_root", 7),)
+
+
+def test_transformed_secret_is_refused() -> None:
+    error = render_error(template=with_spec(env={"P": "{{ params.root_password | upper }}"}))
+    assert "transformed" in error.message
+
+
+def test_only_referenced_secrets_are_listed() -> None:
+    definition = make_definition(
+        params={
+            "root_password": SecretRef("mysql_root"),
+            "database_name": "app_db",
+            "spare": SecretRef("unused"),
+        }
+    )
+    spec = run(definition, secret_versions={"mysql_root": 2, "unused": 4})
+    assert spec.secrets == (("mysql_root", 2),)
+
+
+# ---------------------------------------------------------------- config files
+
+
+def test_files_from_template_and_definition_with_sources() -> None:
+    template = with_spec(
+        files=[
+            {
+                "mount_path": "/etc/b.conf",
+                "content": "b={{ params.database_name }}",
+                "mode": "0600",
+            },
+            {"mount_path": "/etc/a.conf", "source": "config/a.conf.j2"},
+        ]
+    )
+    definition = make_definition(
+        files=({"mount_path": "/etc/c.conf", "content": "c={{ profile }}", "mode": 0o640},)
+    )
+    spec = run(definition, template, repo_files={"config/a.conf.j2": "a={{ definition.name }}\n"})
+    assert spec.files == (
+        ConfigFile("/etc/a.conf", "a=mysql_prod\n", 0o644),
+        ConfigFile("/etc/b.conf", "b=app_db", 0o600),
+        ConfigFile("/etc/c.conf", "c=development", 0o640),
+    )
+
+
+def test_definition_file_replaces_template_file_at_same_path() -> None:
+    template = with_spec(files=[{"mount_path": "/etc/a.conf", "content": "template"}])
+    definition = make_definition(files=({"mount_path": "/etc/a.conf", "content": "mine"},))
+    assert run(definition, template).files == (ConfigFile("/etc/a.conf", "mine"),)
+
+
+def test_missing_source_names_field_and_path() -> None:
+    template = with_spec(files=[{"mount_path": "/etc/a.conf", "source": "config/nope.conf"}])
+    error = render_error(template=template)
+    assert error.field == "spec.files[0].source"
+    assert "config/nope.conf" in error.message
+
+
+def test_error_inside_a_definition_file_names_its_field() -> None:
+    definition = make_definition(files=({"mount_path": "/etc/a", "content": "{{ params.x }}"},))
+    assert render_error(definition).field == "files[0].content"
+
+
+# ---------------------------------------------------------------- hash
+
+
+def test_hash_is_stable_across_calls_and_dict_orderings() -> None:
+    reordered = dict(reversed(list(MYSQL_SPEC.items())))
+    reordered["env"] = dict(reversed(list(MYSQL_SPEC["env"].items())))
+    params = {"database_name": "app_db", "root_password": SecretRef("mysql_root")}
+    a = run()
+    b = run(make_definition(params=params), make_template(reordered))
+    assert a == b
+    assert a.rendered_hash == run().rendered_hash
+
+
+def test_hash_covers_every_field_but_itself() -> None:
+    spec = run()
+    expected = dataclasses.asdict(dataclasses.replace(spec, rendered_hash=""))
+    assert spec.rendered_hash == identity.content_hash(expected)
+
+
+def test_hash_changes_with_config_file_content() -> None:
+    template = with_spec(files=[{"mount_path": "/etc/a.conf", "source": "a.conf"}])
+    one = run(template=template, repo_files={"a.conf": "x=1\n"})
+    two = run(template=template, repo_files={"a.conf": "x=2\n"})
+    assert one.rendered_hash != two.rendered_hash
+
+
+def test_hash_changes_with_secret_version_but_never_holds_its_value() -> None:
+    one = run(secret_versions={"mysql_root": 1})
+    two = run(secret_versions={"mysql_root": 2})
+    assert one.rendered_hash != two.rendered_hash
+    # Render never sees a value: the spec carries a placeholder, resolved at apply time.
+    assert dict(two.env)["MYSQL_ROOT_PASSWORD"] == secrets.placeholder("mysql_root")
+
+
+def test_hash_unchanged_by_template_metadata() -> None:
+    template = with_spec(user_inputs={}, profiles=["development"])
+    assert run(template=template).rendered_hash == run().rendered_hash
+
+
+# ---------------------------------------------------------------- volumes and ports
+
+
+@pytest.mark.parametrize(
+    ("mount_path", "explicit", "expected"),
+    [
+        ("/var/lib/mysql", None, "db_var_lib_mysql"),
+        ("/data/", None, "db_data"),
+        ("/Srv/My--Files.d", None, "db_srv_my_files_d"),
+        ("/var/lib/mysql", "mysql-data", "db_mysql_data"),
+    ],
+)
+def test_volume_naming(mount_path: str, explicit: str | None, expected: str) -> None:
+    assert volume_name("db", mount_path, explicit) == expected
+
+
+def test_explicit_volume_name_in_spec() -> None:
+    template = with_spec(volumes=[{"mount_path": "/var/lib/mysql", "name": "data"}])
+    assert run(template=template).volumes == (VolumeMount("mysql_prod_data", "/var/lib/mysql"),)
+
+
+def test_nothing_is_published_unless_publish_says() -> None:
+    assert all(p.host_port is None for p in run().ports)
+
+
+def test_publish_binds_listed_ports_and_adds_unlisted_ones() -> None:
+    spec = run(make_definition(publish=((3306, 13306), (9104, 19104))))
+    assert spec.ports == (PortBinding(3306, "tcp", 13306), PortBinding(9104, "tcp", 19104))
+
+
+def test_definition_fields_carry_through() -> None:
+    definition = make_definition(server="edge", depends_on=("redis",), prune_volumes=True)
+    spec = run(definition)
+    assert (spec.server, spec.depends_on, spec.prune_volumes) == ("edge", ("redis",), True)
