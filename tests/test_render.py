@@ -6,7 +6,6 @@ import dataclasses
 from typing import Any
 
 import pytest
-
 from deployally import identity, secrets
 from deployally.errors import RenderError
 from deployally.render import render, volume_name
