@@ -1,0 +1,197 @@
+"""Docker's event stream in: managed containers starting, dying and turning unhealthy.
+
+One daemon thread holds one filtered `/events` subscription and turns Docker's
+actions into `InstanceEvent`s; docker-py objects never leave this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import docker
+from docker.types.daemon import CancellableStream
+
+from deployally.types import LABEL_DEFINITION, LABEL_MANAGED, LABEL_NAME
+
+log = logging.getLogger(__name__)
+
+INSTANCE_STARTED = "instance.started"
+INSTANCE_STOPPED = "instance.stopped"
+INSTANCE_UNHEALTHY = "instance.unhealthy"
+# Not a webhook event: the reconciler uses it to learn an update's new container is ready.
+INSTANCE_HEALTHY = "instance.healthy"
+
+# Only `die` is sent for every way a container ends (stop, kill, crash, OOM), so
+# `stop` and `kill` are ignored: mapping them too would report one stop two or three times.
+_ACTIONS: Mapping[str, str] = {
+    "start": INSTANCE_STARTED,
+    "die": INSTANCE_STOPPED,
+    "health_status: unhealthy": INSTANCE_UNHEALTHY,
+    "health_status: healthy": INSTANCE_HEALTHY,
+}
+
+FILTERS: Mapping[str, str] = {"type": "container", "label": f"{LABEL_MANAGED}=true"}
+
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 10.0
+
+
+@dataclass(frozen=True)
+class InstanceEvent:
+    """One thing that happened to a managed container, in our own words."""
+
+    event: str  # instance.started | instance.stopped | instance.unhealthy | instance.healthy
+    container_id: str
+    name: str
+    definition_id: str | None
+    exit_code: int | None
+    at: datetime
+
+
+def instance_event(raw: Mapping[str, Any]) -> InstanceEvent | None:
+    """Map one decoded Docker event to an InstanceEvent, or None for actions we ignore."""
+    if raw.get("Type", "container") != "container":
+        return None
+    event = _ACTIONS.get(str(raw.get("Action") or raw.get("status") or ""))
+    if event is None:
+        return None
+    actor = raw.get("Actor") or {}
+    attrs: Mapping[str, str] = actor.get("Attributes") or {}
+    exit_code: int | None = None
+    if event == INSTANCE_STOPPED and attrs.get("exitCode", "").lstrip("-").isdigit():
+        exit_code = int(attrs["exitCode"])
+    nanos = raw.get("timeNano")
+    at = (
+        datetime.fromtimestamp(int(nanos) / 1e9, tz=UTC)
+        if nanos
+        else datetime.fromtimestamp(float(raw.get("time") or time.time()), tz=UTC)
+    )
+    return InstanceEvent(
+        event=event,
+        container_id=str(actor.get("ID") or raw.get("id") or ""),
+        name=attrs.get(LABEL_NAME) or attrs.get("name", ""),
+        definition_id=attrs.get(LABEL_DEFINITION),
+        exit_code=exit_code,
+        at=at,
+    )
+
+
+class DockerEvents:
+    """Follows Docker's event stream on a daemon thread and reports InstanceEvents.
+
+    On connection loss (engine restart) it reconnects with backoff and replays
+    what it missed with `since`, so a short outage loses no event.
+    """
+
+    def __init__(
+        self,
+        client_factory: Callable[[], docker.DockerClient],
+        on_event: Callable[[InstanceEvent], None],
+    ) -> None:
+        self._client_factory = client_factory
+        self._on_event = on_event
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._stream: CancellableStream[dict[str, Any]] | None = None
+        self._client: docker.DockerClient | None = None
+        self._thread: threading.Thread | None = None
+        self._last_nanos = 0  # newest event seen, so a reconnect replays from there
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<DockerEvents {state} connected={self._connected.is_set()}>"
+
+    @property
+    def running(self) -> bool:
+        """True while the thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Subscribe on a daemon thread; events from this moment on are reported."""
+        if self.running:
+            return
+        self._stopping.clear()
+        # Replay from now: an event between start() and the subscription is not lost.
+        self._last_nanos = time.time_ns()
+        self._thread = threading.Thread(target=self._run, name="docker-events", daemon=True)
+        self._thread.start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until the stream is subscribed (or timeout); True if it is."""
+        return self._connected.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the thread promptly: closing the stream unblocks its pending read."""
+        self._stopping.set()
+        self._close_stream()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # ------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        delay = RECONNECT_FIRST_S
+        while not self._stopping.is_set():
+            try:
+                self._subscribe()
+                delay = RECONNECT_FIRST_S
+                self._follow()
+            # The stream fails with errors from docker-py, requests and urllib3
+            # alike; whatever it is, the loop must live on and reconnect.
+            except Exception as exc:  # noqa: BLE001
+                if not self._stopping.is_set():
+                    log.warning("docker events: %s; reconnecting in %.1fs", exc, delay)
+            finally:
+                self._connected.clear()
+                self._close_stream()
+            if self._stopping.wait(delay):
+                break
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    def _subscribe(self) -> None:
+        client = self._client_factory()
+        # Whole seconds: the replayed overlap is dropped by timeNano in _follow.
+        since = self._last_nanos // 1_000_000_000
+        stream = client.events(decode=True, filters=dict(FILTERS), since=since)
+        with self._lock:
+            self._client, self._stream = client, stream
+        if self._stopping.is_set():  # stop() ran before the stream existed to be closed
+            raise InterruptedError("stopping")
+        self._connected.set()
+
+    def _follow(self) -> None:
+        stream = self._stream
+        if stream is None:  # stop() closed it between subscribe and here
+            return
+        for raw in stream:
+            nanos = int(raw.get("timeNano") or 0)
+            if nanos and nanos <= self._last_nanos:
+                continue  # already reported before a reconnect
+            self._last_nanos = max(self._last_nanos, nanos)
+            event = instance_event(raw)
+            if event is None:
+                continue
+            try:
+                self._on_event(event)
+            except Exception:  # a faulty callback must not end the stream
+                log.exception("docker events: on_event failed for %s", event)
+
+    def _close_stream(self) -> None:
+        with self._lock:
+            stream, client = self._stream, self._client
+            self._stream = self._client = None
+        if stream is not None:
+            # A stream the engine already broke is as good as closed.
+            with contextlib.suppress(Exception):
+                stream.close()
+        if client is not None:
+            client.close()

@@ -1,0 +1,328 @@
+"""drivers/events.py: Docker's event stream, against a real engine."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+from deployally.drivers.events import (
+    INSTANCE_HEALTHY,
+    INSTANCE_STARTED,
+    INSTANCE_STOPPED,
+    INSTANCE_UNHEALTHY,
+    DockerEvents,
+    InstanceEvent,
+    instance_event,
+)
+from deployally.types import LABEL_DEFINITION, LABEL_MANAGED, LABEL_NAME
+
+WAIT_S = 30.0  # a bound, never an expectation of speed
+
+
+# ------------------------------------------------------------------ pure mapping
+
+
+def _raw(action: str, **attrs: str) -> dict[str, object]:
+    return {
+        "Type": "container",
+        "Action": action,
+        "Actor": {"ID": "c0ffee" * 10, "Attributes": {"name": "web", **attrs}},
+        "time": 1700000000,
+        "timeNano": 1700000000123456789,
+    }
+
+
+def test_die_becomes_stopped_with_exit_code_and_labels() -> None:
+    ev = instance_event(
+        _raw("die", exitCode="137", **{LABEL_DEFINITION: "def_abc", LABEL_NAME: "db"})
+    )
+    assert ev is not None
+    assert (ev.event, ev.exit_code, ev.definition_id, ev.name) == (
+        INSTANCE_STOPPED,
+        137,
+        "def_abc",
+        "db",
+    )
+    assert ev.container_id == "c0ffee" * 10
+    assert ev.at.year == 2023 and ev.at.tzinfo is not None
+
+
+def test_name_falls_back_to_container_name() -> None:
+    ev = instance_event(_raw("start"))
+    assert ev is not None and ev.event == INSTANCE_STARTED and ev.name == "web"
+    assert ev.exit_code is None and ev.definition_id is None
+
+
+def test_health_actions_map_and_stop_kill_are_ignored() -> None:
+    unhealthy = instance_event(_raw("health_status: unhealthy"))
+    healthy = instance_event(_raw("health_status: healthy"))
+    assert unhealthy is not None and unhealthy.event == INSTANCE_UNHEALTHY
+    assert healthy is not None and healthy.event == INSTANCE_HEALTHY
+    # `die` alone reports a stop, so one stop is one event
+    for action in ("kill", "stop", "create", "destroy", "exec_start: test -f /tmp/ok"):
+        assert instance_event(_raw(action)) is None
+
+
+# ------------------------------------------------------------------ real engine
+
+
+class Collector:
+    """Thread-safe sink for events, with bounded waits."""
+
+    def __init__(self) -> None:
+        self.events: list[InstanceEvent] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, event: InstanceEvent) -> None:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def wait_for(self, pred: Callable[[InstanceEvent], bool]) -> InstanceEvent:
+        """The first event matching pred; fails the test after WAIT_S without one."""
+        deadline = time.monotonic() + WAIT_S
+        with self._cond:
+            while True:
+                for ev in self.events:
+                    if pred(ev):
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"no matching event within {WAIT_S}s; got {self.events}")
+                self._cond.wait(left)
+
+    def of(self, container_id: str) -> list[InstanceEvent]:
+        with self._cond:
+            return [e for e in self.events if e.container_id == container_id]
+
+
+@pytest.fixture
+def collector() -> Collector:
+    return Collector()
+
+
+@pytest.fixture
+def events(docker_client: docker.DockerClient, collector: Collector) -> Iterator[DockerEvents]:
+    watcher = DockerEvents(docker.from_env, collector)
+    watcher.start()
+    assert watcher.wait_connected(WAIT_S), "event stream never subscribed"
+    yield watcher
+    watcher.stop()
+
+
+def _run(
+    client: docker.DockerClient,
+    image: str,
+    name: str,
+    *,
+    managed: bool = True,
+    command: list[str] | None = None,
+    healthcheck: dict[str, object] | None = None,
+) -> str:
+    labels = {LABEL_DEFINITION: "def_test00000000"}
+    if managed:
+        labels[LABEL_MANAGED] = "true"
+    container = client.containers.run(
+        image,
+        command or ["sleep", "300"],
+        name=name,
+        labels=labels,
+        detach=True,
+        healthcheck=healthcheck,
+        stop_signal="SIGKILL",  # busybox as PID 1 ignores SIGTERM
+    )
+    return str(container.id)
+
+
+@pytest.mark.docker
+def test_start_and_kill_behind_our_back(
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    names: str,
+    events: DockerEvents,
+    collector: Collector,
+) -> None:
+    unmanaged = _run(docker_client, busybox_image, f"{names}_other", managed=False)
+    cid = _run(docker_client, busybox_image, f"{names}_web")
+
+    started = collector.wait_for(lambda e: e.container_id == cid and e.event == INSTANCE_STARTED)
+    assert started.name == f"{names}_web"
+    assert started.definition_id == "def_test00000000"
+    # events arrive in order: the unmanaged container started first and was filtered out
+    assert collector.of(unmanaged) == []
+
+    docker_client.api.kill(cid)
+    stopped = collector.wait_for(lambda e: e.container_id == cid and e.event == INSTANCE_STOPPED)
+    assert stopped.exit_code == 137
+    # `kill` came before `die` and must not have been reported as a second stop
+    assert [e.event for e in collector.of(cid)] == [INSTANCE_STARTED, INSTANCE_STOPPED]
+
+
+@pytest.mark.docker
+def test_failing_healthcheck_reports_unhealthy(
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    names: str,
+    events: DockerEvents,
+    collector: Collector,
+) -> None:
+    second = 1_000_000_000
+    cid = _run(
+        docker_client,
+        busybox_image,
+        f"{names}_hc",
+        command=["sh", "-c", "touch /tmp/ok; exec sleep 300"],
+        healthcheck={
+            "test": ["CMD", "test", "-f", "/tmp/ok"],
+            "interval": second,
+            "timeout": second,
+            "retries": 1,
+        },
+    )
+    collector.wait_for(lambda e: e.container_id == cid and e.event == INSTANCE_HEALTHY)
+    docker_client.containers.get(cid).exec_run(["rm", "/tmp/ok"])
+    ev = collector.wait_for(lambda e: e.container_id == cid and e.event == INSTANCE_UNHEALTHY)
+    assert ev.name == f"{names}_hc"
+
+
+@pytest.mark.docker
+def test_stop_ends_the_thread(docker_client: docker.DockerClient, collector: Collector) -> None:
+    watcher = DockerEvents(docker.from_env, collector)
+    watcher.start()
+    assert watcher.wait_connected(WAIT_S)
+    watcher.stop(timeout=WAIT_S)
+    assert not watcher.running
+
+
+@pytest.mark.docker
+def test_engine_unreachable_at_first_then_reachable(
+    docker_client: docker.DockerClient, busybox_image: str, names: str, collector: Collector
+) -> None:
+    attempts: list[int] = []
+
+    def flaky() -> docker.DockerClient:
+        attempts.append(1)
+        if len(attempts) <= 2:
+            raise docker.errors.DockerException("engine restarting")
+        return docker.from_env()
+
+    watcher = DockerEvents(flaky, collector)
+    watcher.start()
+    try:
+        assert watcher.wait_connected(WAIT_S)
+        cid = _run(docker_client, busybox_image, f"{names}_late")
+        collector.wait_for(lambda e: e.container_id == cid and e.event == INSTANCE_STARTED)
+        assert len(attempts) == 3
+    finally:
+        watcher.stop()
+
+
+class SocketProxy:
+    """A unix-socket proxy to the Docker socket whose connections the test can cut,
+    as an engine restart would."""
+
+    def __init__(self, path: Path, target: str) -> None:
+        self.path, self.target = path, target
+        self.up = threading.Event()
+        self.up.set()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            if not self.up.is_set():
+                conn.close()
+                continue
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.target)
+            with self._lock:
+                self._conns += [conn, upstream]
+            threading.Thread(target=self._pipe, args=(conn, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, conn), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Go down: drop every open connection and refuse new ones."""
+        self.up.clear()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.cut()
+        self._server.close()
+
+
+@pytest.mark.docker
+def test_connection_loss_reconnects_and_replays_what_was_missed(
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    names: str,
+    collector: Collector,
+) -> None:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        pytest.fail(f"this test proxies a unix socket; DOCKER_HOST is {host}")
+    # a short directory: a unix socket path must fit in 108 bytes, pytest's tmp_path may not
+    short = tempfile.TemporaryDirectory(prefix="da-", dir="/tmp")
+    proxy = SocketProxy(Path(short.name) / "docker.sock", host.removeprefix("unix://"))
+    watcher = DockerEvents(lambda: docker.DockerClient(base_url=f"unix://{proxy.path}"), collector)
+    watcher.start()
+    try:
+        assert watcher.wait_connected(WAIT_S)
+        before = _run(docker_client, busybox_image, f"{names}_a")
+        collector.wait_for(lambda e: e.container_id == before and e.event == INSTANCE_STARTED)
+
+        proxy.cut()
+        deadline = time.monotonic() + WAIT_S
+        while watcher.wait_connected(0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not watcher.wait_connected(0), "the watcher never noticed the cut"
+        during = _run(docker_client, busybox_image, f"{names}_b")  # while we are cut off
+        proxy.up.set()
+
+        # replayed from where the stream broke, reported once
+        collector.wait_for(lambda e: e.container_id == during and e.event == INSTANCE_STARTED)
+        assert watcher.running
+        after = _run(docker_client, busybox_image, f"{names}_c")
+        collector.wait_for(lambda e: e.container_id == after and e.event == INSTANCE_STARTED)
+        assert [e.event for e in collector.of(before)] == [INSTANCE_STARTED]
+        assert [e.event for e in collector.of(during)] == [INSTANCE_STARTED]
+    finally:
+        watcher.stop()
+        proxy.close()
+        short.cleanup()
