@@ -139,8 +139,9 @@ class GitRepo:
         if old is None:
             return ChangeSet(added=tuple(sorted(self.list_files(new_sha, ""))))
         old_sha = self.resolve(old)
-        out = self._git_bytes("diff-tree", "-r", "-M", "--no-commit-id", "--name-status", "-z",
-                              old_sha, new_sha, "--")
+        out = self._git_bytes(
+            "diff-tree", "-r", "-M", "--no-commit-id", "--name-status", "-z", old_sha, new_sha, "--"
+        )
         return _parse_name_status(out)
 
     def first_parent(self, commit: str) -> str | None:
@@ -209,8 +210,9 @@ class GitRepo:
     def commit_info(self, commit: str) -> CommitInfo:
         """Author, time and summary of one commit."""
         fmt = "%H%x00%h%x00%an%x00%ae%x00%ct%x00%s"
-        out = self._git("show", "-s", "--no-show-signature", f"--format={fmt}",
-                        self.resolve(commit), "--")
+        out = self._git(
+            "show", "-s", "--no-show-signature", f"--format={fmt}", self.resolve(commit), "--"
+        )
         sha, short, name, email, ts, summary = out.rstrip("\n").split("\0", 5)
         return CommitInfo(
             sha=sha,
@@ -268,8 +270,9 @@ class GitRepo:
             "GIT_COMMITTER_EMAIL": author_email,
         }
         parents = ["-p", expected_head] if expected_head else []
-        new = self._git("commit-tree", tree, *parents, "-F", "-",
-                        input=message.encode(), env=env).strip()
+        new = self._git(
+            "commit-tree", tree, *parents, "-F", "-", input=message.encode(), env=env
+        ).strip()
         tree_clean = self._tracked_tree_clean()
         if self.remote_url is not None:
             self._push(new, expected_head)
@@ -292,8 +295,9 @@ class GitRepo:
                 if text is None:
                     entries.append(f"0 {ZERO_SHA}\t{path}")
                 else:
-                    blob = self._git("hash-object", "-w", "--stdin",
-                                     input=text.encode("utf-8")).strip()
+                    blob = self._git(
+                        "hash-object", "-w", "--stdin", input=text.encode("utf-8")
+                    ).strip()
                     entries.append(f"100644 {blob}\t{path}")
             if entries:
                 stdin = ("\n".join(entries) + "\n").encode("utf-8")
@@ -303,8 +307,9 @@ class GitRepo:
     def _push(self, new: str, expected: str | None) -> None:
         """Push `new` to the remote branch; Conflict when the remote moved meanwhile."""
         lease = f"--force-with-lease={self.ref}:{expected or ''}"
-        proc = self._git_proc("push", "--quiet", "--porcelain", lease, "origin",
-                              f"{new}:{self.ref}")
+        proc = self._git_proc(
+            "push", "--quiet", "--porcelain", lease, "origin", f"{new}:{self.ref}"
+        )
         if proc.returncode == 0:
             return
         text = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
@@ -318,8 +323,9 @@ class GitRepo:
     def _swap_ref(self, new: str, expected: str | None, message: str) -> None:
         """Move the branch from `expected` to `new`, or fail if someone else moved it."""
         summary = message.splitlines()[0] if message.strip() else "write"
-        proc = self._git_proc("update-ref", "-m", f"deployally: {summary}", self.ref, new,
-                              expected or ZERO_SHA)
+        proc = self._git_proc(
+            "update-ref", "-m", f"deployally: {summary}", self.ref, new, expected or ZERO_SHA
+        )
         if proc.returncode == 0:
             return
         now = self._ref_sha()
@@ -327,8 +333,10 @@ class GitRepo:
             return
         if now != expected:
             raise _moved(expected, now)
-        raise SourceError(f"{self.path}: cannot move {self.ref}: {_stderr(proc)}; "
-                          "if no git process is running, remove the stale .lock file")
+        raise SourceError(
+            f"{self.path}: cannot move {self.ref}: {_stderr(proc)}; "
+            "if no git process is running, remove the stale .lock file"
+        )
 
     def _tracked_tree_clean(self) -> bool:
         """True when this is a working repo on the tracked branch with no local changes."""
@@ -368,35 +376,40 @@ class GitRepo:
             return None
         return self._git("rev-parse", f"{commit}^{{tree}}").strip()
 
-    def _git(self, *args: str, input: bytes | None = None,
-             env: Mapping[str, str] | None = None) -> str:
+    def _git(
+        self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None
+    ) -> str:
         return self._git_bytes(*args, input=input, env=env).decode("utf-8", "surrogateescape")
 
-    def _git_bytes(self, *args: str, input: bytes | None = None,
-                   env: Mapping[str, str] | None = None) -> bytes:
+    def _git_bytes(
+        self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None
+    ) -> bytes:
         proc = self._git_proc(*args, input=input, env=env)
         if proc.returncode != 0:
             raise SourceError(f"{self.path}: git {args[0]}: {_stderr(proc)}")
         return proc.stdout
 
-    def _git_proc(self, *args: str, input: bytes | None = None,
-                  env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    def _git_proc(
+        self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         return _run(list(args), cwd=self.work_tree or self.git_dir, input=input, env=env)
 
 
 # ---------------------------------------------------------------- module-private
 
 
-def _run(args: list[str], *, cwd: Path, input: bytes | None = None,
-         env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def _run(
+    args: list[str], *, cwd: Path, input: bytes | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """Run one git command; a missing git binary is a SourceError too."""
     full_env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
     # C locale: error texts are matched below; no prompt: a fetch must fail, not hang.
     full_env.update({"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"})
     full_env.update(env or {})
     try:
-        proc = subprocess.run(["git", *args], cwd=cwd, input=input, env=full_env,
-                              capture_output=True, check=False)
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, input=input, env=full_env, capture_output=True, check=False
+        )
     except FileNotFoundError:
         raise SourceError("git is not installed or not on PATH; install git") from None
     if args and args[0] == "init" and proc.returncode != 0:
@@ -412,8 +425,9 @@ def _stderr(proc: subprocess.CompletedProcess[bytes]) -> str:
 
 
 def _moved(expected: str | None, now: str | None) -> Conflict:
-    return Conflict(f"the branch moved from {expected or '(no commits)'} to "
-                    f"{now or '(deleted)'}; retry")
+    return Conflict(
+        f"the branch moved from {expected or '(no commits)'} to {now or '(deleted)'}; retry"
+    )
 
 
 def _parse_name_status(out: bytes) -> ChangeSet:
@@ -452,7 +466,7 @@ def _parse_batch(out: bytes) -> list[tuple[str, bytes] | None]:
             objects.append(None)
             continue
         size = int(header[2])
-        objects.append((header[1].decode(), out[pos:pos + size]))
+        objects.append((header[1].decode(), out[pos : pos + size]))
         pos += size + 1  # content is followed by a newline
     return objects
 
@@ -467,5 +481,7 @@ def _valid_branch_name(branch: str) -> bool:
 def _check_path(path: str) -> None:
     parts = path.strip("/").split("/")
     if not path.strip("/") or any(p in ("", ".", "..", ".git") for p in parts) or "\n" in path:
-        raise SourceError(f"{path!r}: not a valid repository path; use a relative path "
-                          "like definitions/<name>.yaml")
+        raise SourceError(
+            f"{path!r}: not a valid repository path; use a relative path "
+            "like definitions/<name>.yaml"
+        )
