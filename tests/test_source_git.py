@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 from datetime import UTC
 from pathlib import Path
@@ -461,3 +462,33 @@ def test_mirror_of_a_remote_without_the_branch(tmp_path: Path, work: Path) -> No
     git(work, "push", "-q", str(remote), "main:master")
     with pytest.raises(SourceError, match="no branch 'main' \\(branches: master\\)"):
         GitRepo.mirror(str(remote), tmp_path / "mirror", "main")
+
+
+def test_reads_a_quarantined_push_from_a_pre_receive_hook(tmp_path: Path, work: Path) -> None:
+    remote = GitRepo.init(tmp_path / "remote.git", bare=True)
+    hook = tmp_path / "remote.git" / "hooks" / "pre-receive"
+    hook.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from deployally.source import GitRepo\n"
+        "old, new, ref = sys.stdin.read().split()\n"
+        "text = GitRepo(Path('.')).read(new, 'definitions/a.yaml')\n"
+        "print('hook read:', text.strip())\n"
+        "sys.exit(1 if 'reject' in text else 0)\n"
+    )
+    hook.chmod(0o755)
+    git(work, "remote", "add", "origin", str(remote.path))
+    commit_files(work, {"definitions/a.yaml": "please reject\n"}, "bad")
+    rejected = subprocess.run(
+        ["git", "push", "origin", "main"], cwd=work, capture_output=True, text=True, check=False
+    )
+    assert rejected.returncode != 0
+    assert "hook read: please reject" in rejected.stderr
+    assert remote.head() is None
+    good = commit_files(work, {"definitions/a.yaml": "fine\n"}, "good")
+    accepted = subprocess.run(
+        ["git", "push", "origin", "main"], cwd=work, capture_output=True, text=True, check=False
+    )
+    assert "hook read: fine" in accepted.stderr
+    assert remote.head() == good
