@@ -41,6 +41,7 @@ class CommitInfo:
     author_name: str
     author_email: str
     committed_at: datetime  # UTC
+    message: str = ""  # the whole message, trailers included
 
 
 class GitRepo:
@@ -209,11 +210,11 @@ class GitRepo:
 
     def commit_info(self, commit: str) -> CommitInfo:
         """Author, time and summary of one commit."""
-        fmt = "%H%x00%h%x00%an%x00%ae%x00%ct%x00%s"
+        fmt = "%H%x00%h%x00%an%x00%ae%x00%ct%x00%s%x00%B"
         out = self._git(
             "show", "-s", "--no-show-signature", f"--format={fmt}", self.resolve(commit), "--"
         )
-        sha, short, name, email, ts, summary = out.rstrip("\n").split("\0", 5)
+        sha, short, name, email, ts, summary, message = out.rstrip("\n").split("\0", 6)
         return CommitInfo(
             sha=sha,
             short=short,
@@ -221,7 +222,12 @@ class GitRepo:
             author_name=name,
             author_email=email,
             committed_at=datetime.fromtimestamp(int(ts), tz=UTC),
+            message=message,
         )
+
+    def set_config(self, key: str, value: str) -> None:
+        """Set a repository config value (the hooks read `deployally.branch`)."""
+        self._git("config", key, value)
 
     # ------------------------------------------------------------ remote
 

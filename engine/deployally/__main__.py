@@ -1,0 +1,5 @@
+"""`python -m deployally`: the same as the `deployally` command (the git hooks use it)."""
+
+from .cli import main
+
+main()

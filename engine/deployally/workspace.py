@@ -1,0 +1,80 @@
+"""Wiring: the repository, state store, drivers and engine for one repo + state directory.
+
+The CLI and `serve` both start here, so a one-shot `sync` and the long-running
+engine are the same code with the same defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from .drivers.base import Driver
+from .reconcile import Engine, Progress
+from .source.git import GitRepo
+from .store import Store
+from .types import DEFAULT_SERVER
+
+STATE_DIR_NAME = ".deployally"
+
+
+def default_state_dir(repo: Path) -> Path:
+    """`.deployally/` in the repository directory (git-ignored by `deployally init`)."""
+    return repo / STATE_DIR_NAME
+
+
+@dataclass
+class Workspace:
+    """Everything one repository needs, opened on first use."""
+
+    repo_path: Path
+    state_dir: Path
+    branch: str = "main"
+    max_parallel: int = 4
+    health_timeout_s: float = 120.0
+    progress: Progress | None = None
+    _drivers: dict[str, Driver] = field(default_factory=dict)
+
+    @classmethod
+    def open(
+        cls, repo: str | Path, state_dir: str | Path | None = None, branch: str = "main", **kw: object
+    ) -> "Workspace":
+        """A workspace for `repo`, with the state directory defaulting beside it."""
+        repo_path = Path(repo).resolve()
+        state = Path(state_dir).resolve() if state_dir else default_state_dir(repo_path)
+        return cls(repo_path=repo_path, state_dir=state, branch=branch, **kw)  # type: ignore[arg-type]
+
+    @cached_property
+    def repo(self) -> GitRepo:
+        return GitRepo(self.repo_path, self.branch)
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.state_dir)
+
+    def driver_for(self, server: str) -> Driver | None:
+        """The driver for a server name or id, when this host applies to it (only `local` now)."""
+        if server not in (DEFAULT_SERVER, self.store.server(DEFAULT_SERVER).id):  # type: ignore[union-attr]
+            return None
+        if DEFAULT_SERVER not in self._drivers:
+            from .drivers.local import LocalDriver  # Docker is imported only when needed
+
+            self._drivers[DEFAULT_SERVER] = LocalDriver(
+                self.state_dir, server=DEFAULT_SERVER, health_timeout_s=self.health_timeout_s
+            )
+        return self._drivers[DEFAULT_SERVER]
+
+    @cached_property
+    def engine(self) -> Engine:
+        return Engine(
+            self.repo,
+            self.store,
+            self.driver_for,
+            max_parallel=self.max_parallel,
+            progress=self.progress,
+        )
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
