@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+
 from deployally import secrets
 from deployally.errors import ValidationError
 from deployally.plan import diff_specs, live_from_specs, order, plan

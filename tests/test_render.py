@@ -6,9 +6,10 @@ import dataclasses
 from typing import Any
 
 import pytest
+
 from deployally import identity, secrets
 from deployally.errors import RenderError
-from deployally.render import render, volume_name
+from deployally.render import _compile, render, volume_name
 from deployally.types import (
     ConfigFile,
     ContainerSpec,
@@ -152,10 +153,8 @@ def test_every_string_leaf_is_rendered() -> None:
         user=f"{p}-user",
         working_dir=f"/srv/{p}",
         labels={"team": p, "profile": "{{ profile }}"},
-        healthcheck={"test": f"check {p}", "interval": "{{ 3 * 10 }}s"},
-        files=[
-            {"mount_path": "/etc/app.conf", "content": f"db={p}\nserver={{{{ server.name }}}}\n"}
-        ],
+        healthcheck={"test": f"check {p}", "interval": "{{ 3 * 10 }}s", "timeout": "{{ 7 }}"},
+        files=[{"path": "/etc/app.conf", "content": f"db={p}\nserver={{{{ server.name }}}}\n"}],
         stop_grace_period="{{ 5 }}s",
         env={"WHO": "{{ definition.name }} {{ definition.id }}"},
     )
@@ -169,6 +168,7 @@ def test_every_string_leaf_is_rendered() -> None:
     assert spec.healthcheck is not None
     assert spec.healthcheck.test == ("CMD-SHELL", "check app_db")
     assert spec.healthcheck.interval_s == 30.0
+    assert spec.healthcheck.timeout_s == 7.0  # a bare rendered number is seconds
     assert spec.files == (ConfigFile("/etc/app.conf", "db=app_db\nserver=local\n", 0o644),)
     assert spec.stop_grace_s == 5.0
     assert spec.env == (("WHO", f"mysql_prod {identity.definition_id('mysql_prod')}"),)
@@ -228,9 +228,28 @@ def test_bad_memory_names_the_field() -> None:
     assert error.field == "spec.resources.memory"
 
 
+def test_bad_duration_names_the_field() -> None:
+    error = render_error(template=with_spec(stop_grace_period="{{ 'soon' }}"))
+    assert error.field == "spec.stop_grace_period"
+    assert "10s" in error.message
+
+
 def test_bad_port_names_the_field() -> None:
     error = render_error(template=with_spec(ports=[{"container_port": "http"}]))
     assert error.field == "spec.ports[0].container_port"
+
+
+def test_each_distinct_text_is_compiled_once() -> None:
+    run()  # warm the cache for this template's texts
+    before = _compile.cache_info().misses
+    for _ in range(3):
+        run(
+            make_definition(
+                name="other",
+                params={"root_password": SecretRef("mysql_root"), "database_name": "x"},
+            )
+        )
+    assert _compile.cache_info().misses == before
 
 
 # ---------------------------------------------------------------- secrets
@@ -263,7 +282,7 @@ def test_secrets_allowed_in_command_entrypoint_and_files() -> None:
         env={},
         command=f"mysqld --pw={pw}",
         entrypoint=["/entry", pw],
-        files=[{"mount_path": "/etc/my.cnf", "content": f"password={pw}\n"}],
+        files=[{"path": "/etc/my.cnf", "content": f"password={pw}\n"}],
     )
     spec = run(template=template, secret_versions={"mysql_root": 7})
     marker = secrets.placeholder("mysql_root")
@@ -297,15 +316,15 @@ def test_files_from_template_and_definition_with_sources() -> None:
     template = with_spec(
         files=[
             {
-                "mount_path": "/etc/b.conf",
+                "path": "/etc/b.conf",
                 "content": "b={{ params.database_name }}",
                 "mode": "0600",
             },
-            {"mount_path": "/etc/a.conf", "source": "config/a.conf.j2"},
+            {"path": "/etc/a.conf", "source": "config/a.conf.j2"},
         ]
     )
     definition = make_definition(
-        files=({"mount_path": "/etc/c.conf", "content": "c={{ profile }}", "mode": 0o640},)
+        files=({"path": "/etc/c.conf", "content": "c={{ profile }}", "mode": 0o640},)
     )
     spec = run(definition, template, repo_files={"config/a.conf.j2": "a={{ definition.name }}\n"})
     assert spec.files == (
@@ -316,20 +335,20 @@ def test_files_from_template_and_definition_with_sources() -> None:
 
 
 def test_definition_file_replaces_template_file_at_same_path() -> None:
-    template = with_spec(files=[{"mount_path": "/etc/a.conf", "content": "template"}])
-    definition = make_definition(files=({"mount_path": "/etc/a.conf", "content": "mine"},))
+    template = with_spec(files=[{"path": "/etc/a.conf", "content": "template"}])
+    definition = make_definition(files=({"path": "/etc/a.conf", "content": "mine"},))
     assert run(definition, template).files == (ConfigFile("/etc/a.conf", "mine"),)
 
 
 def test_missing_source_names_field_and_path() -> None:
-    template = with_spec(files=[{"mount_path": "/etc/a.conf", "source": "config/nope.conf"}])
+    template = with_spec(files=[{"path": "/etc/a.conf", "source": "config/nope.conf"}])
     error = render_error(template=template)
     assert error.field == "spec.files[0].source"
     assert "config/nope.conf" in error.message
 
 
 def test_error_inside_a_definition_file_names_its_field() -> None:
-    definition = make_definition(files=({"mount_path": "/etc/a", "content": "{{ params.x }}"},))
+    definition = make_definition(files=({"path": "/etc/a", "content": "{{ params.x }}"},))
     assert render_error(definition).field == "files[0].content"
 
 
@@ -353,7 +372,7 @@ def test_hash_covers_every_field_but_itself() -> None:
 
 
 def test_hash_changes_with_config_file_content() -> None:
-    template = with_spec(files=[{"mount_path": "/etc/a.conf", "source": "a.conf"}])
+    template = with_spec(files=[{"path": "/etc/a.conf", "source": "a.conf"}])
     one = run(template=template, repo_files={"a.conf": "x=1\n"})
     two = run(template=template, repo_files={"a.conf": "x=2\n"})
     assert one.rendered_hash != two.rendered_hash

@@ -17,7 +17,8 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import identity, secrets
-from .errors import RenderError
+from .errors import RenderError, ValidationError
+from .settings import parse_duration, parse_memory
 from .types import (
     DEFAULT_NETWORK,
     ConfigFile,
@@ -268,9 +269,9 @@ def _config_files(
         }
         entries.append((rendered, field))
     for entry, field in entries:
-        mount_path = entry.get("mount_path")
+        mount_path = entry.get("path")
         if not isinstance(mount_path, str) or not mount_path.startswith("/"):
-            renderer.fail(f"{field}.mount_path", "give an absolute path, e.g. /etc/app.conf")
+            renderer.fail(f"{field}.path", "give an absolute path, e.g. /etc/app.conf")
         if entry.get("source") is not None:
             source = str(entry["source"])
             if "\x00" in source or source not in repo_files:
@@ -349,17 +350,20 @@ class _Fields:
         self.renderer.fail(field, f"{value!r} is not a number")
 
     def duration(self, value: Any, field: str) -> float:
+        # A rendered "{{ n }}" arrives as text: a bare number there still means seconds.
+        if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip()):
+            return float(value)
         try:
-            return _parse_duration(value)
-        except ValueError:
+            return parse_duration(value)
+        except ValidationError:
             self.renderer.fail(
                 field, f"{value!r} is not a duration; write it like 10s, 1m30s, 500ms"
             )
 
     def memory(self, value: Any, field: str) -> int:
         try:
-            return _parse_memory(value)
-        except ValueError:
+            return parse_memory(value)
+        except ValidationError:
             self.renderer.fail(field, f"{value!r} is not a memory size; write it like 512m or 2g")
 
     def ports(self, value: Any, publish: tuple[tuple[int, int], ...]) -> tuple[PortBinding, ...]:
@@ -419,35 +423,3 @@ def _scalar_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else str(value)
-
-
-# ---------------------------------------------------------------- units
-# TODO(settings.py): these belong in settings.py (parse_duration, parse_memory);
-# private here until the model layer provides them.
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$")
-_MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def _parse_duration(value: Any) -> float:
-    """Seconds from 10, "10s", "1m30s", "500ms" or "2h"."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    text = str(value).strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    if not text or _DURATION_PART.sub("", text):
-        raise ValueError(value)
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-
-
-def _parse_memory(value: Any) -> int:
-    """Bytes from 1048576, "512m", "2g", "2GiB" (binary units, as Docker reads them)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = _MEMORY.match(str(value).strip().lower())
-    if not match:
-        raise ValueError(value)
-    return int(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
