@@ -7,12 +7,13 @@ import os
 import secrets
 import subprocess
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import docker
 import docker.errors
 import pytest
+import requests.exceptions
 
 BUSYBOX_IMAGE = "busybox:stable"
 BUSYBOX_BINARY = Path("/bin/busybox")  # Debian's busybox-static
@@ -27,7 +28,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
     try:
         client = docker.from_env()
         client.ping()
-    except Exception as exc:  # any failure here means "no usable engine"
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(f"no Docker engine answers, and CI=true forbids skipping: {exc}")
         pytest.skip(f"no Docker engine: {exc}")

@@ -1,0 +1,410 @@
+"""The local driver against a real Docker engine and the locally built busybox image."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from deployally import secrets
+from deployally.drivers.local import LocalDriver
+from deployally.errors import NotFound
+from deployally.identity import content_hash, definition_id
+from deployally.types import (
+    LABEL_COMMIT,
+    LABEL_DEFINITION,
+    LABEL_MANAGED,
+    LABEL_NAME,
+    LABEL_PRUNE_VOLUMES,
+    LABEL_RENDERED_HASH,
+    LABEL_REVISION,
+    LABEL_SERVER,
+    Action,
+    ActionKind,
+    ApplyResult,
+    ConfigFile,
+    ContainerSpec,
+    DeploymentStatus,
+    Healthcheck,
+    PortBinding,
+    VolumeMount,
+)
+
+pytestmark = pytest.mark.docker
+
+SERVE = ("sh", "-c", "echo started; mkdir -p /data; exec httpd -f -p 8080 -h /data")
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def make_spec(prefix: str, image: str, **over: Any) -> ContainerSpec:
+    """A busybox spec on the test's own network, hashed like render would."""
+    name = over.pop("name", f"{prefix}app")
+    base = ContainerSpec(
+        name=name,
+        definition_id=definition_id(name),
+        template_id="tpl_000000000000",
+        image=image,
+        command=SERVE,
+        env=(("GREETING", "hello"),),
+        labels=(("org.example.team", "platform"),),
+        volumes=(VolumeMount(name=f"{name}_data", mount_path="/data"),),
+        files=(ConfigFile(mount_path="/etc/app.conf", content="port=8080\n"),),
+        stop_signal="SIGKILL",
+        network=f"{prefix}net",
+    )
+    spec = dataclasses.replace(base, **over)
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    fields.pop("rendered_hash")
+    return dataclasses.replace(spec, rendered_hash=content_hash(repr(sorted(fields.items()))))
+
+
+class Recorder:
+    """Collects what the driver logs, as a deployment would."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def no_secrets(text: str) -> str:
+    return text
+
+
+def apply(
+    driver: LocalDriver,
+    kind: ActionKind,
+    spec: ContainerSpec | None,
+    *,
+    name: str | None = None,
+    revision: int = 1,
+    log: Recorder | None = None,
+    resolve: Any = no_secrets,
+) -> ApplyResult:
+    action = Action(kind=kind, name=name or (spec.name if spec else ""), desired=spec, live=None)
+    return driver.apply(
+        action, revision=revision, commit=COMMIT, resolve=resolve, log=log or Recorder()
+    )
+
+
+def run_in(client: docker.DockerClient, image: str, network: str, script: str, prefix: str) -> str:
+    """Run a throwaway container on `network` and return its output."""
+    out = client.containers.run(
+        image,
+        ["sh", "-c", script],
+        network=network,
+        remove=True,
+        labels={"com.deployally.test": prefix},
+    )
+    assert isinstance(out, bytes)
+    return out.decode()
+
+
+def exec_in(client: docker.DockerClient, name: str, script: str) -> str:
+    result = client.containers.get(name).exec_run(["sh", "-c", script])
+    assert result.exit_code == 0, result.output
+    assert isinstance(result.output, bytes)
+    return result.output.decode()
+
+
+@pytest.fixture
+def driver(docker_client: docker.DockerClient, busybox_image: str, state_dir: Path) -> LocalDriver:
+    return LocalDriver(state_dir, client=docker_client, health_timeout_s=30, settle_s=1.0)
+
+
+def test_create_runs_a_labelled_container_on_the_network(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    spec = make_spec(names, busybox_image)
+    log = Recorder()
+
+    result = apply(driver, ActionKind.CREATE, spec, revision=3, log=log)
+
+    assert result.status is DeploymentStatus.SUCCESS, log.text
+    info = docker_client.api.inspect_container(spec.name)
+    assert info["Id"] == result.container_id
+    assert info["State"]["Running"]
+    labels = info["Config"]["Labels"]
+    assert labels["org.example.team"] == "platform"
+    assert labels[LABEL_MANAGED] == "true"
+    assert labels[LABEL_DEFINITION] == spec.definition_id
+    assert labels[LABEL_NAME] == spec.name
+    assert labels[LABEL_REVISION] == "3"
+    assert labels[LABEL_RENDERED_HASH] == spec.rendered_hash
+    assert labels[LABEL_COMMIT] == COMMIT
+    assert labels[LABEL_SERVER] == "local"
+    assert LABEL_PRUNE_VOLUMES not in labels
+    assert "GREETING=hello" in info["Config"]["Env"]
+    assert info["Config"]["StopSignal"] == "SIGKILL"
+    # Nothing is published unless a host port is asked for.
+    assert not info["HostConfig"]["PortBindings"]
+    assert docker_client.volumes.get(f"{spec.name}_data").attrs["Labels"][LABEL_MANAGED] == "true"
+    assert exec_in(docker_client, spec.name, "cat /etc/app.conf") == "port=8080\n"
+    assert "Read-only" in exec_in(
+        docker_client, spec.name, "echo x > /etc/app.conf 2>&1 || echo Read-only"
+    )
+    # Another container on the network reaches it by name.
+    exec_in(docker_client, spec.name, "echo pong > /data/index.html")
+    assert "pong" in run_in(
+        docker_client, busybox_image, spec.network, f"wget -qO- http://{spec.name}:8080/", names
+    )
+    assert "created container" in log.text
+
+
+def test_create_publishes_only_the_asked_host_port(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    spec = make_spec(
+        names,
+        busybox_image,
+        volumes=(),
+        ports=(PortBinding(8080, host_port=18080 + int(names[1:], 16) % 1000), PortBinding(9090)),
+    )
+
+    assert apply(driver, ActionKind.CREATE, spec).status is DeploymentStatus.SUCCESS
+    bindings = docker_client.api.inspect_container(spec.name)["HostConfig"]["PortBindings"]
+    assert list(bindings) == ["8080/tcp"]
+
+
+def test_update_keeps_volume_data_and_replaces_the_container(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    spec = make_spec(names, busybox_image)
+    first = apply(driver, ActionKind.CREATE, spec)
+    exec_in(docker_client, spec.name, "echo kept > /data/file")
+    changed = make_spec(names, busybox_image, env=(("GREETING", "bonjour"),))
+    log = Recorder()
+
+    result = apply(driver, ActionKind.UPDATE, changed, revision=2, log=log)
+
+    assert result.status is DeploymentStatus.SUCCESS, log.text
+    assert result.container_id != first.container_id
+    assert exec_in(docker_client, spec.name, "cat /data/file; echo $GREETING") == "kept\nbonjour\n"
+    assert "removed old container" in log.text
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(f"{spec.name}.old")
+    live = driver.live()
+    assert live[spec.name].revision == 2
+    assert live[spec.name].rendered_hash == changed.rendered_hash
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"command": ("sh", "-c", "echo boom-from-new; exit 1")},
+        {
+            "healthcheck": Healthcheck(
+                test=("CMD-SHELL", "test -e /nope"), interval_s=0.2, timeout_s=1, retries=2
+            )
+        },
+    ],
+    ids=["exits", "unhealthy"],
+)
+def test_failed_update_rolls_back_to_the_old_container(
+    driver: LocalDriver,
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    names: str,
+    broken: dict[str, Any],
+) -> None:
+    spec = make_spec(names, busybox_image)
+    first = apply(driver, ActionKind.CREATE, spec)
+    exec_in(docker_client, spec.name, "echo kept > /data/file")
+    log = Recorder()
+
+    result = apply(driver, ActionKind.UPDATE, make_spec(names, busybox_image, **broken), log=log)
+
+    assert result.status is DeploymentStatus.ROLLED_BACK
+    assert result.container_id == first.container_id
+    info = docker_client.api.inspect_container(spec.name)
+    assert info["Id"] == first.container_id
+    assert info["State"]["Running"]
+    assert exec_in(docker_client, spec.name, "cat /data/file") == "kept\n"
+    expected = "exited with code 1" if "command" in broken else "unhealthy"
+    assert expected in result.message
+    assert expected in log.text
+    assert "rolled back" in log.text
+    if "command" in broken:
+        assert "boom-from-new" in log.text  # the failing container's own last lines
+    assert len([c for c in docker_client.api.containers(all=True) if names in c["Names"][0]]) == 1
+
+
+def test_healthcheck_gated_update_waits_for_healthy(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    check = Healthcheck(
+        test=("CMD-SHELL", "test -e /tmp/ready"), interval_s=0.2, timeout_s=1, retries=50
+    )
+    spec = make_spec(names, busybox_image, volumes=(), healthcheck=check)
+    apply(driver, ActionKind.CREATE, make_spec(names, busybox_image, volumes=()))
+    slow = make_spec(
+        names,
+        busybox_image,
+        volumes=(),
+        healthcheck=check,
+        command=("sh", "-c", "sleep 1; touch /tmp/ready; exec sleep 3600"),
+    )
+    log = Recorder()
+
+    result = apply(driver, ActionKind.UPDATE, slow, log=log)
+
+    assert result.status is DeploymentStatus.SUCCESS, log.text
+    assert "waiting for health" in log.text
+    assert "healthy after" in log.text
+    live = driver.live()[spec.name]
+    assert live.health == "healthy"
+    assert live.status == "running"
+
+
+def test_remove_keeps_volumes_unless_prune(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    kept = make_spec(names, busybox_image, name=f"{names}kept")
+    pruned = make_spec(names, busybox_image, name=f"{names}pruned", prune_volumes=True)
+    for spec in (kept, pruned):
+        assert apply(driver, ActionKind.CREATE, spec).status is DeploymentStatus.SUCCESS
+
+    for spec in (kept, pruned):
+        result = apply(driver, ActionKind.REMOVE, None, name=spec.name)
+        assert result.status is DeploymentStatus.SUCCESS
+
+    assert kept.name not in driver.live() and pruned.name not in driver.live()
+    docker_client.volumes.get(f"{kept.name}_data")
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.volumes.get(f"{pruned.name}_data")
+
+
+def test_live_reports_each_managed_container_once(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    a = make_spec(names, busybox_image, name=f"{names}a", volumes=())
+    b = make_spec(names, busybox_image, name=f"{names}b", volumes=())
+    apply(driver, ActionKind.CREATE, a, revision=4)
+    apply(driver, ActionKind.CREATE, b, revision=7)
+    driver.stop(b.name)
+    # An unmanaged container with our prefix is not an instance.
+    docker_client.containers.create(busybox_image, ["sleep", "60"], name=f"{names}stray")
+
+    calls: list[str] = []
+    real = docker_client.api.containers
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append("containers")
+        return real(*args, **kwargs)
+
+    docker_client.api.containers = counting  # type: ignore[method-assign]
+    try:
+        live = driver.live()
+    finally:
+        del docker_client.api.containers
+
+    ours = {k: v for k, v in live.items() if k.startswith(names)}
+    assert sorted(ours) == [a.name, b.name]
+    assert calls == ["containers"]
+    assert ours[a.name].revision == 4 and ours[a.name].rendered_hash == a.rendered_hash
+    assert ours[a.name].status == "running" and ours[a.name].health is None
+    assert ours[b.name].revision == 7 and ours[b.name].status == "exited"
+    assert ours[a.name].definition_id == a.definition_id
+    assert ours[a.name].commit == COMMIT
+
+
+def test_recover_after_a_crash_mid_update_restores_one_running_container(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    spec = make_spec(names, busybox_image)
+    first = apply(driver, ActionKind.CREATE, spec)
+    assert first.container_id is not None
+    # The crash: the old container was renamed and a half-made new one never started.
+    docker_client.api.rename(first.container_id, f"{spec.name}.old")
+    half = docker_client.api.create_container(
+        busybox_image, ["sleep", "60"], name=spec.name, labels={LABEL_MANAGED: "true"}
+    )
+    assert spec.name not in driver.live() or driver.live()[spec.name].status != "running"
+    log = Recorder()
+
+    driver.recover(log)
+
+    info = docker_client.api.inspect_container(spec.name)
+    assert info["Id"] == first.container_id
+    assert info["State"]["Running"]
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.api.inspect_container(half["Id"])
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.api.inspect_container(f"{spec.name}.old")
+    assert f"recovered {spec.name}" in log.text
+
+
+def test_secret_values_reach_env_but_never_labels_or_logs(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    value = "s3cr3t-" + names
+    spec = make_spec(
+        names,
+        busybox_image,
+        volumes=(),
+        env=(("PASSWORD", secrets.placeholder("db_root")),),
+        labels=(("org.example.pw", secrets.placeholder("db_root")),),
+        command=("sh", "-c", 'echo "password is $PASSWORD"; exit 1'),
+    )
+    log = Recorder()
+
+    def resolve(text: str) -> str:
+        return secrets.resolve(text, lambda name: value)
+
+    result = apply(driver, ActionKind.CREATE, spec, log=log, resolve=resolve)
+
+    assert result.status is DeploymentStatus.FAILED
+    assert "password is <secret:db_root>" in log.text  # the container's output, masked
+    assert value not in log.text and value not in result.message
+
+    ok = dataclasses.replace(spec, command=SERVE)
+    log = Recorder()
+    assert apply(driver, ActionKind.CREATE, ok, log=log, resolve=resolve).status is (
+        DeploymentStatus.SUCCESS
+    )
+    info = docker_client.api.inspect_container(spec.name)
+    assert f"PASSWORD={value}" in info["Config"]["Env"]
+    assert all(value not in v for v in info["Config"]["Labels"].values())
+    assert value not in log.text
+
+
+def test_operator_actions_and_missing_names(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    spec = make_spec(names, busybox_image, volumes=())
+    apply(driver, ActionKind.CREATE, spec)
+
+    driver.stop(spec.name)
+    assert driver.live()[spec.name].status == "exited"
+    result = apply(driver, ActionKind.START, None, name=spec.name)
+    assert result.status is DeploymentStatus.SUCCESS
+    driver.restart(spec.name)
+    assert driver.live()[spec.name].status == "running"
+    with pytest.raises(NotFound):
+        driver.start(f"{names}missing")
+
+
+def test_missing_image_fails_without_touching_the_running_container(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    spec = make_spec(names, busybox_image, volumes=())
+    first = apply(driver, ActionKind.CREATE, spec)
+    log = Recorder()
+
+    result = apply(
+        driver, ActionKind.UPDATE, make_spec(names, f"{names}/nowhere:1", volumes=()), log=log
+    )
+
+    assert result.status is DeploymentStatus.FAILED
+    assert f"{names}/nowhere:1" in result.message
+    assert "pulling" in log.text
+    assert docker_client.api.inspect_container(spec.name)["Id"] == first.container_id
