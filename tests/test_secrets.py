@@ -1,0 +1,97 @@
+"""Secret placeholders, masking, and lookups through the store."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from deployally.errors import SecretError
+from deployally.secrets import (
+    SecretMasker,
+    display,
+    lookup_from,
+    placeholder,
+    referenced,
+    resolve,
+)
+from deployally.store import Store
+
+
+def test_placeholders_resolve_and_display_without_values() -> None:
+    text = f"user=root password={placeholder('mysql_root')} key={placeholder('api.key')}"
+    assert referenced(text) == {"mysql_root", "api.key"}
+    values = {"mysql_root": "hunter2", "api.key": "k-1"}
+    assert resolve(text, values.__getitem__) == "user=root password=hunter2 key=k-1"
+    assert display(text) == "user=root password=<secret:mysql_root> key=<secret:api.key>"
+
+
+def test_masker_hides_every_known_value() -> None:
+    masker = SecretMasker()
+    assert masker.mask("nothing known yet: hunter2") == "nothing known yet: hunter2"
+    masker.add("hunter2")
+    masker.add("s3cr3t-token")
+    line = "login root/hunter2 then hunter2 again with s3cr3t-token"
+    assert masker.mask(line) == "login root/******** then ******** again with ********"
+
+
+def test_masker_hides_the_longer_secret_whole() -> None:
+    masker = SecretMasker()
+    masker.add("abc")
+    masker.add("abcdef")
+    assert masker.mask("x=abcdef y=abc") == "x=******** y=********"
+
+
+def test_masker_treats_values_literally_and_ignores_empty() -> None:
+    masker = SecretMasker()
+    masker.add("")
+    masker.add("a.b*c")
+    assert masker.mask("axbxc a.b*c") == "axbxc ********"
+    assert repr(masker) == "SecretMasker(1 values)"
+
+
+def test_masker_hides_each_line_of_a_multi_line_secret() -> None:
+    key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----"
+    masker = SecretMasker()
+    masker.add(key)
+    logged = "read key line MIIEvQIBADANBgkqhkiG9w0BAQEFAASC from file"
+    assert masker.mask(logged) == "read key line ******** from file"
+    assert masker.mask(f"whole: {key}") == "whole: ********"
+    assert masker.mask("a } b") == "a } b"
+
+
+def test_masker_is_safe_to_share_between_threads() -> None:
+    masker = SecretMasker()
+    values = [f"secret-value-{i:03d}" for i in range(200)]
+
+    def add(chunk: list[str]) -> None:
+        for v in chunk:
+            masker.add(v)
+
+    threads = [threading.Thread(target=add, args=(values[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert masker.mask(" ".join(values)) == " ".join(["********"] * 200)
+
+
+def test_lookup_from_store_reads_values_and_raises_when_missing(tmp_path: Path) -> None:
+    with Store(tmp_path / "state") as store:
+        store.set_secret("mysql_root", "hunter2")
+        lookup = lookup_from(store)
+        assert resolve(placeholder("mysql_root"), lookup) == "hunter2"
+        with pytest.raises(SecretError, match="deployally secret set redis"):
+            resolve(placeholder("redis"), lookup)
+
+
+def test_lookup_from_store_feeds_the_masker(tmp_path: Path) -> None:
+    with Store(tmp_path / "state") as store:
+        store.set_secret("mysql_root", "hunter2")
+        masker = SecretMasker()
+        env = resolve(
+            f"MYSQL_ROOT_PASSWORD={placeholder('mysql_root')}", lookup_from(store, masker)
+        )
+        assert env == "MYSQL_ROOT_PASSWORD=hunter2"
+        assert masker.mask(f"container env: {env}") == "container env: MYSQL_ROOT_PASSWORD=********"
