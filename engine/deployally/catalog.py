@@ -1,0 +1,478 @@
+"""Templates: parse and validate them (built-in and repo-local), derive ids and spec hashes, look them up.
+
+Also holds the YAML-and-schema reading that definitions and settings share, so
+every file DeployAlly reads reports errors the same way: file, line, dotted field.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import functools
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any
+
+import jinja2
+import jsonschema
+import yaml
+from jinja2.sandbox import SandboxedEnvironment
+
+from deployally import identity
+from deployally.errors import ValidationError, ValidationErrors
+from deployally.types import Taxonomy, Template, UserInput
+
+# The project is installed editable (pip install -e), so the repo root sits two
+# levels above this package; DEPLOYALLY_HOME points elsewhere, e.g. in a wheel install.
+_HOME = Path(os.environ.get("DEPLOYALLY_HOME", Path(__file__).resolve().parents[2]))
+BUILTIN_DIR = _HOME / "catalog"
+SCHEMA_DIR = _HOME / "schemas"
+
+INPUT_TYPES = ("string", "password", "integer", "number", "boolean", "enum", "port")
+
+FieldPath = tuple[str | int, ...]
+LineIndex = Mapping[FieldPath, int]
+
+# ------------------------------------------------------------------ YAML + schema
+
+
+def load_yaml(path: str, text: str) -> tuple[dict[str, Any], LineIndex]:
+    """Parse one YAML mapping into JSON-safe data plus the line of every field; raise ValidationError."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValidationError(
+            path, "", f"invalid YAML: {problem}; fix the syntax", line=line
+        ) from exc
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise ValidationError(
+            path, "", f"the file is {kind}; it must be a YAML mapping of fields", line=1
+        )
+    lines: dict[FieldPath, int] = {}
+    _index_lines(path, root, (), lines)
+    return _plain(data), lines
+
+
+def _index_lines(
+    path: str, node: yaml.Node | None, at: FieldPath, out: dict[FieldPath, int]
+) -> None:
+    # PyYAML keeps the last of two equal keys without a word; a silently ignored
+    # value is exactly the kind of typo users need to hear about.
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            here = (*at, key)
+            if key in seen:
+                raise ValidationError(
+                    path,
+                    field_name(here),
+                    "appears twice; keep one",
+                    line=key_node.start_mark.line + 1,
+                )
+            seen.add(key)
+            out[here] = key_node.start_mark.line + 1
+            _index_lines(path, value_node, here, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[(*at, i)] = item.start_mark.line + 1
+            _index_lines(path, item, (*at, i), out)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: string keys, dates as ISO text (YAML turns 2024-01-01 into a date)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return value
+
+
+def field_name(parts: Iterable[str | int]) -> str:
+    """Dotted field path a user can find: spec.ports[0].container_port."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def line_of(lines: LineIndex, parts: Iterable[str | int]) -> int | None:
+    """Line of the field, or of its nearest parent that has one."""
+    at = tuple(parts)
+    while at:
+        if at in lines:
+            return lines[at]
+        at = at[:-1]
+    return None
+
+
+@functools.cache
+def _validator(schema_file: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMA_DIR / schema_file).read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def schema_errors(
+    schema_file: str, path: str, data: Any, lines: LineIndex
+) -> list[ValidationError]:
+    """Every violation of schemas/<schema_file>, each naming its dotted field and line."""
+    out: list[ValidationError] = []
+    seen: set[tuple[str, str]] = set()
+    for err in sorted(
+        _validator(schema_file).iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]
+    ):
+        at: FieldPath = tuple(err.absolute_path)
+        for parts, message in _explain(err, at):
+            key = (field_name(parts), message)
+            if key not in seen:
+                seen.add(key)
+                out.append(
+                    ValidationError(path, field_name(parts), message, line=line_of(lines, parts))
+                )
+    return out
+
+
+def _explain(err: jsonschema.ValidationError, at: FieldPath) -> list[tuple[FieldPath, str]]:
+    schema = err.schema if isinstance(err.schema, dict) else {}
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = sorted(schema.get("properties", {}))
+        out = []
+        for extra in sorted(k for k in err.instance if k not in allowed):
+            close = difflib.get_close_matches(extra, allowed, n=1)
+            fix = f"did you mean `{close[0]}`?" if close else f"allowed here: {', '.join(allowed)}"
+            out.append(((*at, extra), f"unknown field; {fix}"))
+        return out or [(at, err.message)]
+    if err.validator == "required":
+        missing = re.match(r"'([^']+)'", err.message)
+        return [((*at, missing.group(1)) if missing else at, "is required; add it")]
+    if err.validator == "propertyNames":
+        return [(at, f"{_short(err.instance)} is not an allowed key here")]
+    hint = schema.get("x-hint")
+    if hint:
+        return [(at, f"{_short(err.instance)} is not valid: {hint}")]
+    return [(at, err.message)]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def repo_path_problem(source: str) -> str | None:
+    """Why `source` is not a safe repo-relative file path, or None when it is."""
+    p = PurePosixPath(source)
+    if not source or source.startswith("/") or "\\" in source or re.match(r"^[A-Za-z]:", source):
+        return f"{source!r} must be a relative path inside the repository, e.g. config/nginx.conf"
+    if ".." in p.parts:
+        return f"{source!r} must not contain `..`; name a file inside the repository"
+    return None
+
+
+def mount_path_problem(mount: str) -> str | None:
+    """Why `mount` is not an absolute container path without `..`, or None."""
+    if not mount.startswith("/") or ".." in PurePosixPath(mount).parts or mount.rstrip("/") == "":
+        return f"{mount!r} must be an absolute path inside the container without `..`, e.g. /etc/app.conf"
+    return None
+
+
+# ------------------------------------------------------------------ user inputs
+
+
+def check_input_value(spec: UserInput, value: Any) -> str | None:
+    """Why `value` does not fit the input (type, enum values, pattern, port range), or None."""
+    kind = spec.type
+    if kind in ("integer", "port") and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"{_short(value)} is not an integer"
+    if kind == "port" and not 1 <= value <= 65535:
+        return f"{value} is not a port; use 1..65535"
+    if kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return f"{_short(value)} is not a number"
+    if kind == "boolean" and not isinstance(value, bool):
+        return f"{_short(value)} is not a boolean; write true or false"
+    if kind == "string" and not isinstance(value, str):
+        return f'{_short(value)} is not a string; quote it: "{value}"'
+    if kind == "enum" and value not in spec.values:
+        return f"{_short(value)} is not one of: {', '.join(str(v) for v in spec.values)}"
+    if spec.pattern and isinstance(value, str) and not re.fullmatch(spec.pattern, value):
+        return f"{_short(value)} does not match the pattern {spec.pattern!r}"
+    return None
+
+
+def _user_inputs(raw: Mapping[str, Any]) -> tuple[UserInput, ...]:
+    return tuple(
+        UserInput(
+            name=name,
+            type=decl["type"],
+            required=bool(decl.get("required", False)),
+            default=decl.get("default"),
+            values=tuple(decl.get("values", ())),
+            pattern=decl.get("pattern"),
+            description=decl.get("description", ""),
+        )
+        for name, decl in raw.items()
+    )
+
+
+# ------------------------------------------------------------------ templates
+
+_JINJA = SandboxedEnvironment()
+_PARAM_REF = re.compile(r"params\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*['\"]([A-Za-z_]\w*)['\"]\s*\])")
+
+
+def parse_template(path: str, text: str, *, builtin: bool) -> Template:
+    """Parse and validate one template file; raise ValidationError (YAML) or ValidationErrors."""
+    data, lines = load_yaml(path, text)
+    errors = schema_errors("template.schema.json", path, data, lines)
+    if errors:
+        raise ValidationErrors(errors)
+    spec = data["spec"]
+    inputs = _user_inputs(spec.get("user_inputs", {}))
+    errors = _spec_errors(path, spec, inputs, lines, builtin=builtin)
+    if errors:
+        raise ValidationErrors(errors)
+    tax = Taxonomy(
+        **{
+            k: str(data["taxonomy"][k])
+            for k in ("kingdom", "family", "species", "variant", "specimen")
+        }
+    )
+    return Template(
+        id=identity.template_id(tax.path),
+        name=data["name"],
+        description=data.get("description", ""),
+        version=str(data["version"]),
+        taxonomy=tax,
+        deprecated=bool(data.get("deprecated", False)),
+        spec=spec,
+        spec_hash=identity.content_hash(spec),
+        user_inputs=inputs,
+        source=path,
+        builtin=builtin,
+    )
+
+
+def _spec_errors(
+    path: str,
+    spec: Mapping[str, Any],
+    inputs: tuple[UserInput, ...],
+    lines: LineIndex,
+    *,
+    builtin: bool,
+) -> list[ValidationError]:
+    """Checks JSON Schema cannot express: cross-field rules, defaults, Jinja syntax and names."""
+    found: list[tuple[FieldPath, str]] = []
+    profiles = spec["profiles"]
+    for profile in spec.get("profile_overrides", {}):
+        if profile not in profiles:
+            found.append(
+                (
+                    (("spec", "profile_overrides", profile)),
+                    f"`{profile}` is not in spec.profiles; add it there or fix the name",
+                )
+            )
+    for ui in inputs:
+        at: FieldPath = ("spec", "user_inputs", ui.name)
+        if ui.pattern is not None:
+            try:
+                re.compile(ui.pattern)
+            except re.error as exc:
+                found.append(((*at, "pattern"), f"is not a valid regular expression: {exc}"))
+                continue
+        if ui.type == "password" and ui.default is not None:
+            found.append(
+                (
+                    (*at, "default"),
+                    "a password input cannot have a default; definitions give {secret: NAME}",
+                )
+            )
+        elif ui.type != "enum" and ui.values:
+            found.append(
+                ((*at, "values"), "only enum inputs take values; set type: enum or remove it")
+            )
+        elif ui.default is not None and (problem := check_input_value(ui, ui.default)):
+            found.append(((*at, "default"), problem))
+    bodies: list[tuple[FieldPath, Mapping[str, Any]]] = [(("spec",), spec)]
+    bodies += [
+        (("spec", "profile_overrides", p), o) for p, o in spec.get("profile_overrides", {}).items()
+    ]
+    declared = {ui.name for ui in inputs}
+    for at, body in bodies:
+        mounts: set[str] = set()
+        for i, vol in enumerate(body.get("volumes", [])):
+            if problem := mount_path_problem(vol["mount_path"]):
+                found.append(((*at, "volumes", i, "mount_path"), problem))
+            elif vol["mount_path"] in mounts:
+                found.append(((*at, "volumes", i, "mount_path"), "is mounted twice; keep one"))
+            mounts.add(vol["mount_path"])
+        for i, file in enumerate(body.get("files", [])):
+            if problem := mount_path_problem(file["path"]):
+                found.append(((*at, "files", i, "path"), problem))
+            if "source" in file and builtin:
+                found.append(
+                    (
+                        (*at, "files", i, "source"),
+                        "built-in templates carry their files inline; use content",
+                    )
+                )
+            elif "source" in file and (problem := repo_path_problem(file["source"])):
+                found.append(((*at, "files", i, "source"), problem))
+        for key, value in body.items():
+            if key in ("user_inputs", "profiles", "profile_overrides"):
+                continue  # declarations, not rendered; overrides get their own pass
+            for leaf_at, leaf in _string_leaves(value, (*at, key)):
+                found.extend(_jinja_problems(leaf_at, leaf, declared))
+    return [ValidationError(path, field_name(p), m, line=line_of(lines, p)) for p, m in found]
+
+
+def _string_leaves(value: Any, at: FieldPath) -> Iterator[tuple[FieldPath, str]]:
+    if isinstance(value, str):
+        yield at, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _string_leaves(v, (*at, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _string_leaves(v, (*at, i))
+
+
+def _jinja_problems(at: FieldPath, text: str, declared: set[str]) -> list[tuple[FieldPath, str]]:
+    if "{" not in text:
+        return []
+    try:
+        _JINJA.parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        return [(at, f"Jinja syntax error on line {exc.lineno} of the value: {exc.message}")]
+    out = []
+    for match in _PARAM_REF.finditer(text):
+        name = match.group(1) or match.group(2)
+        if name not in declared:
+            out.append(
+                (
+                    at,
+                    f"uses params.{name}, which spec.user_inputs does not declare; declare it or fix the name",
+                )
+            )
+    return out
+
+
+# ------------------------------------------------------------------ lookup
+
+
+class Catalog:
+    """An immutable set of templates, found by taxonomy path or tpl_ id."""
+
+    def __init__(self, templates: Iterable[Template] = ()) -> None:
+        by_path: dict[str, Template] = {}
+        for tpl in templates:
+            other = by_path.get(tpl.taxonomy.path)
+            if other is not None:
+                raise ValidationError(
+                    tpl.source,
+                    "taxonomy",
+                    f"{tpl.taxonomy.path} is already the taxonomy of {other.source}; give one of them another variant or specimen",
+                )
+            by_path[tpl.taxonomy.path] = tpl
+        self._by_path = MappingProxyType(dict(sorted(by_path.items())))
+        self._by_id = MappingProxyType({t.id: t for t in by_path.values()})
+
+    def __repr__(self) -> str:
+        return f"<Catalog {len(self._by_path)} templates>"
+
+    def __len__(self) -> int:
+        return len(self._by_path)
+
+    def resolve(self, ref: str) -> Template | None:
+        """The template a definition's `template:` names: taxonomy path or tpl_ id."""
+        return self._by_id.get(ref) if ref.startswith("tpl_") else self._by_path.get(ref.strip("/"))
+
+    def by_id(self, template_id: str) -> Template | None:
+        """The template with this tpl_ id."""
+        return self._by_id.get(template_id)
+
+    def all(self) -> tuple[Template, ...]:
+        """Every template, sorted by taxonomy path."""
+        return tuple(self._by_path.values())
+
+    def paths(self) -> tuple[str, ...]:
+        """Every taxonomy path, sorted (for "did you mean" hints)."""
+        return tuple(self._by_path)
+
+    @classmethod
+    def merge(cls, builtin: Catalog, repo_templates: Iterable[Template]) -> Catalog:
+        """Built-in plus repo templates; a repo template may not reuse a built-in path (no silent override)."""
+        repo = sorted(repo_templates, key=lambda t: t.source)
+        for tpl in repo:
+            clash = builtin.resolve(tpl.taxonomy.path)
+            if clash is not None:
+                raise ValidationError(
+                    tpl.source,
+                    "taxonomy",
+                    f"{tpl.taxonomy.path} is the built-in template {clash.source}; built-ins are never "
+                    "overridden, so give this one another variant (e.g. variant: custom)",
+                )
+        return cls([*builtin.all(), *repo])
+
+
+@functools.cache
+def load_builtin() -> Catalog:
+    """The built-in catalog under BUILTIN_DIR, read once; raises if any template there is invalid."""
+    files = sorted(BUILTIN_DIR.rglob("*.yaml"))
+    if not files:
+        raise ValidationError(
+            str(BUILTIN_DIR),
+            "",
+            "no built-in templates found; set DEPLOYALLY_HOME to the project root",
+        )
+    templates: list[Template] = []
+    errors: list[ValidationError] = []
+    for file in files:
+        source = "catalog/" + file.relative_to(BUILTIN_DIR).as_posix()
+        try:
+            templates.append(parse_template(source, file.read_text(encoding="utf-8"), builtin=True))
+        except ValidationErrors as exc:
+            errors.extend(exc.errors)
+        except ValidationError as exc:
+            errors.append(exc)
+    if errors:
+        raise ValidationErrors(errors)
+    return Catalog(templates)
+
+
+def load_repo_templates(files: Mapping[str, str]) -> tuple[list[Template], list[ValidationError]]:
+    """Parse a repo's catalog/**.yaml texts (keyed by repo path): the valid templates and every error."""
+    templates: list[Template] = []
+    errors: list[ValidationError] = []
+    by_path: dict[str, str] = {}
+    for source in sorted(files):
+        try:
+            tpl = parse_template(source, files[source], builtin=False)
+        except ValidationErrors as exc:
+            errors.extend(exc.errors)
+            continue
+        except ValidationError as exc:
+            errors.append(exc)
+            continue
+        if tpl.taxonomy.path in by_path:
+            errors.append(
+                ValidationError(
+                    source,
+                    "taxonomy",
+                    f"{tpl.taxonomy.path} is already the taxonomy of {by_path[tpl.taxonomy.path]}; give one of them another variant",
+                    line=None,
+                )
+            )
+            continue
+        by_path[tpl.taxonomy.path] = source
+        templates.append(tpl)
+    return templates, errors

@@ -1,0 +1,324 @@
+"""Definitions: parse and validate definitions/<name>.yaml, check params against the template, write them back."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+from deployally import identity
+from deployally.catalog import (
+    Catalog,
+    FieldPath,
+    LineIndex,
+    check_input_value,
+    field_name,
+    line_of,
+    load_yaml,
+    mount_path_problem,
+    repo_path_problem,
+    schema_errors,
+)
+from deployally.errors import ValidationError, ValidationErrors
+from deployally.settings import Settings
+from deployally.types import Definition, SecretRef, Template
+
+# Also the container name: Docker-safe, and no "../x" or "a/b" path tricks.
+NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+_NAME = re.compile(NAME_RE)
+
+# The order a definition file is written in, so commits made by the API diff cleanly.
+FIELD_ORDER = (
+    "name",
+    "template",
+    "server",
+    "profile",
+    "params",
+    "depends_on",
+    "publish",
+    "prune_volumes",
+    "files",
+)
+
+
+def parse_definition(
+    path: str, text: str, catalog: Catalog, *, defaults: Settings | None = None
+) -> Definition:
+    """Parse and validate one definition file against its template; raise ValidationError (YAML) or ValidationErrors."""
+    settings = defaults or Settings()
+    data, lines = load_yaml(path, text)
+    errors = schema_errors("definition.schema.json", path, data, lines)
+    # Fields the schema rejected are not checked further: their shape is unknown.
+    bad = {re.split(r"[.\[]", e.field)[0] for e in errors}
+    bad_params = {e.field.split(".")[1] for e in errors if e.field.startswith("params.")}
+    bad -= {"params"} if bad_params else set()
+    problems: list[tuple[FieldPath, str]] = []
+
+    name = data.get("name") if "name" not in bad else None
+    if isinstance(name, str) and not _NAME.fullmatch(name):
+        problems.append(
+            (
+                ("name",),
+                f"{name!r} is not a valid name: 1-63 of a-z 0-9 _ . - starting with a letter or digit",
+            )
+        )
+    server = data.get("server", settings.default_server)
+    profile = data.get("profile", settings.default_profile)
+    template = _resolve_template(data, catalog, problems) if "template" not in bad else None
+    if template is not None and "profile" not in bad and profile not in template.spec["profiles"]:
+        choices = ", ".join(template.spec["profiles"])
+        problems.append(
+            (
+                ("profile",),
+                f"`{profile}` is not a profile of {template.taxonomy.path}; use one of: {choices}",
+            )
+        )
+
+    params: dict[str, Any] = {}
+    if template is not None and "params" not in bad:
+        given = {k: v for k, v in (data.get("params") or {}).items() if k not in bad_params}
+        params = _check_params(given, template, problems, skip=bad_params)
+
+    depends_on = tuple(data.get("depends_on", ())) if "depends_on" not in bad else ()
+    for i, dep in enumerate(depends_on):
+        if not _NAME.fullmatch(dep):
+            problems.append((("depends_on", i), f"{dep!r} is not a definition name"))
+        elif dep == name:
+            problems.append((("depends_on", i), "a definition cannot depend on itself; remove it"))
+
+    publish: tuple[tuple[int, int], ...] = ()
+    if "publish" not in bad:
+        publish = tuple(sorted((int(c), int(h)) for c, h in (data.get("publish") or {}).items()))
+        hosts: dict[int, int] = {}
+        for container_port, host_port in publish:
+            if container_port < 1 or container_port > 65535:
+                problems.append(
+                    (
+                        ("publish", str(container_port)),
+                        f"{container_port} is not a port; use 1..65535",
+                    )
+                )
+            if host_port in hosts:
+                problems.append(
+                    (
+                        (("publish", str(container_port))),
+                        f"host port {host_port} is already published for {hosts[host_port]}; pick another",
+                    )
+                )
+            hosts[host_port] = container_port
+
+    files = tuple(data.get("files", ())) if "files" not in bad else ()
+    for i, file in enumerate(files):
+        if problem := mount_path_problem(file["path"]):
+            problems.append((("files", i, "path"), problem))
+        if "source" in file and (problem := repo_path_problem(file["source"])):
+            problems.append((("files", i, "source"), problem))
+
+    errors += _located(path, problems, lines)
+    if errors:
+        raise ValidationErrors(errors)
+    assert template is not None and isinstance(name, str)  # both checked above
+    return Definition(
+        id=identity.definition_id(name),
+        name=name,
+        path=path,
+        template=data["template"],
+        template_id=template.id,
+        server=server,
+        profile=profile,
+        params=params,
+        depends_on=depends_on,
+        publish=publish,
+        prune_volumes=bool(data.get("prune_volumes", False)),
+        files=files,
+    )
+
+
+def _located(
+    path: str, problems: list[tuple[FieldPath, str]], lines: LineIndex
+) -> list[ValidationError]:
+    return [ValidationError(path, field_name(p), m, line=line_of(lines, p)) for p, m in problems]
+
+
+def _resolve_template(
+    data: Mapping[str, Any], catalog: Catalog, problems: list[tuple[FieldPath, str]]
+) -> Template | None:
+    ref = data["template"]
+    template = catalog.resolve(ref)
+    if template is None:
+        close = difflib.get_close_matches(ref, catalog.paths(), n=1)
+        hint = f"did you mean `{close[0]}`? " if close else ""
+        problems.append(
+            (
+                ("template",),
+                f"no template `{ref}`; {hint}run `deployally templates list` to see them",
+            )
+        )
+    return template
+
+
+def _check_params(
+    given: Mapping[str, Any],
+    template: Template,
+    problems: list[tuple[FieldPath, str]],
+    *,
+    skip: set[str],
+) -> dict[str, Any]:
+    """Params with defaults applied and secrets as SecretRef; every problem appended to `problems`."""
+    declared = {ui.name: ui for ui in template.user_inputs if ui.name not in skip}
+    for key in given:
+        if key not in declared:
+            close = difflib.get_close_matches(key, list(declared), n=1)
+            hint = (
+                f"did you mean `{close[0]}`?"
+                if close
+                else f"{template.taxonomy.path} takes: {', '.join(declared) or 'none'}"
+            )
+            problems.append((("params", key), f"unknown param; {hint}"))
+    out: dict[str, Any] = {}
+    for name, ui in declared.items():
+        at: FieldPath = ("params", name)
+        value = given.get(name)
+        if isinstance(value, dict):  # the schema allows no other mapping than {secret: NAME}
+            out[name] = SecretRef(value["secret"])
+        elif value is None:
+            if ui.required and ui.default is None:
+                how = f"{{secret: {name}}}" if ui.type == "password" else "a value"
+                problems.append(
+                    (
+                        at,
+                        f"is required by {template.taxonomy.path}; add `{name}: {how}` under params",
+                    )
+                )
+            # Optional inputs are always present, so templates can test them under StrictUndefined.
+            out[name] = ui.default
+        elif ui.type == "password":
+            secret = _secret_name(template, name)
+            fix = f"write `{name}: {{secret: {secret}}}` and run `deployally secret set {secret}`"
+            problems.append((at, f"a password is never written in git; {fix}"))
+        elif problem := check_input_value(ui, value):
+            problems.append((at, problem))
+        else:
+            out[name] = value
+    return out
+
+
+def _secret_name(template: Template, param: str) -> str:
+    # mysql + root_password -> mysql_root: short, and what the docs show.
+    stem = param.removesuffix("_password").removesuffix("password").strip("_")
+    return f"{template.taxonomy.species}_{stem}" if stem else template.taxonomy.species
+
+
+def check_unique(defs: Iterable[Definition]) -> list[ValidationError]:
+    """An error for every definition whose name an earlier file (by path) already uses."""
+    first: dict[str, Definition] = {}
+    errors = []
+    for d in sorted(defs, key=lambda d: d.path):
+        if d.name in first:
+            errors.append(
+                ValidationError(
+                    d.path,
+                    "name",
+                    f"`{d.name}` is also the name in {first[d.name].path}; names are unique, rename one of them",
+                )
+            )
+        else:
+            first[d.name] = d
+    return errors
+
+
+def referenced_files(definition: Definition, template: Template) -> tuple[str, ...]:
+    """Repo paths of the `files[].source` a render of this definition reads (template, its profile, definition)."""
+    override = template.spec.get("profile_overrides", {}).get(definition.profile, {})
+    files = [*template.spec.get("files", ()), *override.get("files", ()), *definition.files]
+    return tuple(sorted({f["source"] for f in files if "source" in f}))
+
+
+def public_params(definition: Definition) -> dict[str, Any]:
+    """Params as JSON-safe values, a secret shown as {"secret": NAME} (never a value)."""
+    return {k: _public(v) for k, v in definition.params.items()}
+
+
+def _public(value: Any) -> Any:
+    return {"secret": value.name} if isinstance(value, SecretRef) else value
+
+
+def definition_fields(definition: Definition) -> dict[str, Any]:
+    """The fields of a definition as its file would hold them (unset optional params left out)."""
+    fields: dict[str, Any] = {
+        "name": definition.name,
+        "template": definition.template,
+        "server": definition.server,
+        "profile": definition.profile,
+        "params": {k: v for k, v in definition.params.items() if v is not None},
+    }
+    if definition.depends_on:
+        fields["depends_on"] = list(definition.depends_on)
+    if definition.publish:
+        fields["publish"] = dict(definition.publish)
+    if definition.prune_volumes:
+        fields["prune_volumes"] = True
+    if definition.files:
+        fields["files"] = [dict(f) for f in definition.files]
+    return fields
+
+
+def to_yaml(definition: Definition) -> str:
+    """A definition file text for `definition`."""
+    return dump_definition(definition_fields(definition))
+
+
+class _Flow(list[Any]):
+    """A list written inline: depends_on: [a, b]."""
+
+
+class _FlowMap(dict[Any, Any]):
+    """A mapping written inline: {secret: mysql_root}, publish: {3306: 13306}."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    _Flow, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True)
+)
+_Dumper.add_representer(
+    _FlowMap, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v, flow_style=True)
+)
+_Dumper.add_representer(
+    SecretRef,
+    lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", {"secret": v.name}, flow_style=True),
+)
+
+
+def dump_definition(fields: Mapping[str, Any]) -> str:
+    """Definition file text with a stable key order (name, template, server, profile, params, ...)."""
+    ordered: dict[str, Any] = {k: fields[k] for k in FIELD_ORDER if k in fields}
+    ordered |= {k: fields[k] for k in sorted(fields) if k not in ordered}
+    if isinstance(ordered.get("params"), Mapping):
+        ordered["params"] = {
+            k: _FlowMap(v) if isinstance(v, Mapping) else v
+            for k, v in sorted(ordered["params"].items())
+        }
+    if isinstance(ordered.get("depends_on"), (list, tuple)):
+        ordered["depends_on"] = _Flow(ordered["depends_on"])
+    if isinstance(ordered.get("publish"), Mapping):
+        ordered["publish"] = _FlowMap(
+            {
+                int(k): int(v)
+                for k, v in sorted(ordered["publish"].items(), key=lambda kv: int(kv[0]))
+            }
+        )
+    text: str = yaml.dump(
+        ordered,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=100,
+    )
+    return text

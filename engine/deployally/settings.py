@@ -1,0 +1,76 @@
+"""Repository settings (deployally.yaml) and the duration and memory sizes written in YAML files."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from deployally.catalog import load_yaml, schema_errors
+from deployally.errors import ValidationError, ValidationErrors
+from deployally.types import DEFAULT_NETWORK, DEFAULT_PROFILE, DEFAULT_SERVER
+
+SETTINGS_FILE = "deployally.yaml"
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?(?:([bkmgt])i?b?)?", re.IGNORECASE)
+_MEMORY_UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """deployally.yaml, with every default filled in; durations in seconds."""
+
+    branch: str = "main"
+    reconcile_interval: float = 30.0
+    network: str = DEFAULT_NETWORK
+    max_parallel: int = 4
+    health_timeout: float = 120.0
+    default_server: str = DEFAULT_SERVER
+    default_profile: str = DEFAULT_PROFILE
+
+
+def parse_settings(path: str, text: str | None) -> Settings:
+    """Parse deployally.yaml; None (no file) gives all defaults. Raises ValidationError(s)."""
+    if text is None or not text.strip():
+        return Settings()
+    data, lines = load_yaml(path, text)
+    errors = schema_errors("settings.schema.json", path, data, lines)
+    if errors:
+        raise ValidationErrors(errors)
+    defaults = data.get("defaults", {})
+    base = Settings()
+    return Settings(
+        branch=data.get("branch", base.branch),
+        reconcile_interval=float(data.get("reconcile_interval", base.reconcile_interval)),
+        network=data.get("network", base.network),
+        max_parallel=data.get("max_parallel", base.max_parallel),
+        health_timeout=parse_duration(
+            data.get("health_timeout", base.health_timeout), path=path, field="health_timeout"
+        ),
+        default_server=defaults.get("server", base.default_server),
+        default_profile=defaults.get("profile", base.default_profile),
+    )
+
+
+def parse_duration(value: str | float, *, path: str = "", field: str = "") -> float:
+    """Seconds in "1m30s", "10s", "500ms", "2h" or a plain number of seconds; ValidationError names the value."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    text = value.strip() if isinstance(value, str) else ""
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValidationError(
+            path, field, f"{value!r} is not a duration; write e.g. 10s, 1m30s or 500ms"
+        )
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def parse_memory(value: str | int, *, path: str = "", field: str = "") -> int:
+    """Bytes in "512m", "2g", "1.5g", "64k" (binary units, as Docker) or a plain byte count."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _MEMORY.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValidationError(path, field, f"{value!r} is not a memory size; write e.g. 512m or 2g")
+    return int(float(match.group(1)) * _MEMORY_UNITS[(match.group(2) or "b").lower()])
