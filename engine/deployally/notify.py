@@ -7,6 +7,7 @@ so a restart picks up exactly where the last process stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -183,8 +184,10 @@ class Sender:
     def wake(self) -> None:
         """Send what is due now instead of after the idle wait; safe from any thread."""
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake.set)
+        if loop is not None:
+            # The loop may close between the check and the call; then there is nothing to wake.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send due deliveries until `stop` is set, sleeping between rounds unless woken."""
