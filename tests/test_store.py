@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -429,6 +431,36 @@ def test_two_stores_on_one_directory_see_each_other(state_dir: Path) -> None:
         assert cli.last_applied_commit() == "a" * 40
 
 
+_WRITER = """
+import sys
+from pathlib import Path
+from deployally.store import Store
+store = Store(Path(sys.argv[1]))
+for n in range(100):
+    store.append_log(sys.argv[2], f"{sys.argv[2]} {n}")
+    store.set_secret("shared", sys.argv[2])
+store.close()
+"""
+
+
+def test_two_processes_write_at_once(state_dir: Path, store: Store) -> None:
+    ids = ["deploy_00000000000a", "deploy_00000000000b"]
+    for dep_id in ids:
+        store.create_deployment(deployment(dep_id))
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(state_dir), d], stderr=subprocess.PIPE)
+        for d in ids
+    ]
+    for w in writers:
+        _, err = w.communicate()
+        assert w.returncode == 0, err.decode()
+    for dep_id in ids:
+        got = store.deployment(dep_id)
+        assert got is not None
+        assert [line.message for line in got.logs] == [f"{dep_id} {n}" for n in range(100)]
+    assert store.secret_versions() == {"shared": 200}
+
+
 # ---------------------------------------------------------------- secrets
 
 
@@ -440,6 +472,8 @@ def test_secret_versions_increment_and_listing_hides_values(store: Store) -> Non
     assert store.secret_versions() == {"mysql_root": 2, "redis": 1}
     listed = store.list_secrets()
     assert [(s.name, s.version) for s in listed] == [("mysql_root", 2), ("redis", 1)]
+    name, version, updated_at = listed[0]
+    assert (name, version) == ("mysql_root", 2) and updated_at.tzinfo is not None
     assert "second-value" not in repr(listed) and "r-value" not in repr(listed)
 
 

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Self, Union, get_args, get_origin, get_type_hints
+from typing import Any, Final, NamedTuple, Self, Union, get_args, get_origin, get_type_hints
 
 from . import identity
 from .errors import Conflict, NotFound, SecretError, ValidationError
@@ -77,9 +77,9 @@ class ServerRecord:
     last_seen_at: datetime | None = None
 
 
-@dataclass(frozen=True)
-class SecretInfo:
-    """A secret as listed: name and version, never the value."""
+class SecretInfo(NamedTuple):
+    """A secret as listed: name and version, never the value. A tuple, so callers may
+    unpack `for name, version, updated_at in store.list_secrets()`."""
 
     name: str
     version: int
