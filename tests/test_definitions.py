@@ -1,0 +1,372 @@
+"""Definitions: parsing, params against user_inputs, every bad-input error, uniqueness, writing files back."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from deployally import identity
+from deployally.catalog import Catalog, load_builtin, parse_template
+from deployally.definitions import (
+    check_unique,
+    dump_definition,
+    parse_definition,
+    public_params,
+    referenced_files,
+    to_yaml,
+)
+from deployally.errors import ValidationError, ValidationErrors
+from deployally.settings import Settings
+from deployally.types import Definition, SecretRef
+
+PATH = "definitions/mysql_producao.yaml"
+
+MYSQL = textwrap.dedent(
+    """\
+    name: mysql_producao
+    template: database/mysql/standard/8.4
+    server: local
+    profile: production
+    params:
+      database_name: app_db
+      root_password: {secret: mysql_root}
+    depends_on: [redis_cache]
+    publish: {3306: 13306}
+    """
+)
+
+# A repo template with one input of every type, to check params type by type.
+KITCHEN = textwrap.dedent(
+    """\
+    name: Kitchen Sink
+    version: "1"
+    taxonomy: {kingdom: assets, family: tools, species: kitchen, variant: sink, specimen: "1"}
+    spec:
+      image: {repository: busybox, tag: stable}
+      user_inputs:
+        label: {type: string, pattern: "[a-z]+", default: abc}
+        count: {type: integer, default: 1}
+        ratio: {type: number, default: 0.5}
+        enabled: {type: boolean, default: false}
+        level: {type: enum, values: [low, high], default: low}
+        port: {type: port, default: 8080}
+        token: {type: password}
+      profiles: [development, production]
+      profile_overrides:
+        production:
+          files: [{path: /etc/prod.conf, source: config/prod.conf}]
+      files: [{path: /etc/base.conf, source: config/base.conf}, {path: /etc/inline.conf, content: "x"}]
+      command: ["sh", "-c", "echo {{ params.label }} {{ params.count }} {{ params.ratio }} {{ params.enabled }}"]
+      env: {LEVEL: "{{ params.level }}", PORT: "{{ params.port }}", TOKEN: "{{ params.token }}"}
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    kitchen = parse_template("catalog/kitchen.yaml", KITCHEN, builtin=False)
+    return Catalog.merge(load_builtin(), [kitchen])
+
+
+def kitchen(params: str = "", extra: str = "") -> str:
+    body = textwrap.indent(textwrap.dedent(params), "  ") if params else "  {}\n"
+    return f"name: sink\ntemplate: tools/kitchen/sink/1\nparams:\n{body}{extra}"
+
+
+def errors_of(text: str, catalog: Catalog, path: str = PATH) -> list[ValidationError]:
+    with pytest.raises(ValidationErrors) as exc:
+        parse_definition(path, text, catalog)
+    for err in exc.value.errors:
+        assert err.path == path
+    return exc.value.errors
+
+
+def only_error(text: str, catalog: Catalog) -> ValidationError:
+    errors = errors_of(text, catalog)
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+# ------------------------------------------------------------------ valid files
+
+
+def test_documented_example_parses(catalog: Catalog) -> None:
+    d = parse_definition(PATH, MYSQL, catalog)
+    mysql = catalog.resolve("database/mysql/standard/8.4")
+    assert mysql is not None
+    assert d.id == identity.definition_id("mysql_producao")
+    assert (d.name, d.path, d.template, d.template_id) == (
+        "mysql_producao",
+        PATH,
+        mysql.taxonomy.path,
+        mysql.id,
+    )
+    assert (d.server, d.profile) == ("local", "production")
+    assert d.params["root_password"] == SecretRef("mysql_root")
+    assert d.params["database_name"] == "app_db"
+    assert d.depends_on == ("redis_cache",)
+    assert d.publish == ((3306, 13306),)
+    assert d.prune_volumes is False
+
+
+def test_defaults_fill_server_profile_and_params(catalog: Catalog) -> None:
+    d = parse_definition("definitions/sink.yaml", kitchen("token: {secret: t}\n"), catalog)
+    assert (d.server, d.profile) == ("local", "development")
+    assert d.params == {
+        "label": "abc",
+        "count": 1,
+        "ratio": 0.5,
+        "enabled": False,
+        "level": "low",
+        "port": 8080,
+        "token": SecretRef("t"),
+    }
+    mysql = parse_definition(PATH, MYSQL.replace("profile: production\n", ""), catalog)
+    assert (
+        mysql.params["user_name"] is None
+    )  # optional, no default: present so templates can test it
+
+
+def test_repo_settings_supply_the_defaults(catalog: Catalog) -> None:
+    settings = Settings(default_server="edge-1", default_profile="production")
+    text = MYSQL.replace("server: local\n", "").replace("profile: production\n", "")
+    d = parse_definition(PATH, text, catalog, defaults=settings)
+    assert (d.server, d.profile) == ("edge-1", "production")
+
+
+def test_template_by_id_and_given_values_of_every_type(catalog: Catalog) -> None:
+    sink = catalog.resolve("tools/kitchen/sink/1")
+    assert sink is not None
+    text = kitchen(
+        """\
+        label: xyz
+        count: 3
+        ratio: 2
+        enabled: true
+        level: high
+        port: 65535
+        token: {secret: t}
+        """
+    ).replace("tools/kitchen/sink/1", sink.id)
+    d = parse_definition("definitions/sink.yaml", text, catalog)
+    assert d.template == sink.id and d.template_id == sink.id
+    assert (d.params["label"], d.params["count"], d.params["ratio"], d.params["enabled"]) == (
+        "xyz",
+        3,
+        2,
+        True,
+    )
+    assert (d.params["level"], d.params["port"]) == ("high", 65535)
+
+
+def test_secret_reference_is_allowed_on_any_input(catalog: Catalog) -> None:
+    d = parse_definition(
+        PATH, MYSQL.replace("database_name: app_db", "database_name: {secret: db_name}"), catalog
+    )
+    assert d.params["database_name"] == SecretRef("db_name")
+
+
+# ------------------------------------------------------------------ bad input, one case each
+
+
+def test_broken_yaml_names_the_line(catalog: Catalog) -> None:
+    with pytest.raises(ValidationError) as exc:
+        parse_definition(
+            PATH, MYSQL.replace("depends_on: [redis_cache]", "depends_on: [redis_cache"), catalog
+        )
+    assert exc.value.path == PATH and exc.value.line is not None and exc.value.line >= 8
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "Mysql", "-db", "", "x" * 64, "a b"])
+def test_names_must_be_docker_safe(catalog: Catalog, name: str) -> None:
+    err = only_error(MYSQL.replace("name: mysql_producao", f"name: {json.dumps(name)}"), catalog)
+    assert err.field == "name" and err.line == 1
+
+
+def test_unknown_template_suggests_the_templates_command(catalog: Catalog) -> None:
+    err = only_error(MYSQL.replace("standard/8.4", "standard/8.5"), catalog)
+    assert err.field == "template"
+    assert "deployally templates list" in err.message
+    assert "database/mysql/standard/8.4" in err.message  # the close match
+
+
+def test_profile_must_be_one_of_the_templates(catalog: Catalog) -> None:
+    err = only_error(MYSQL.replace("profile: production", "profile: staging"), catalog)
+    assert err.field == "profile" and "minimal, development, production" in err.message
+
+
+def test_unknown_top_level_field(catalog: Catalog) -> None:
+    err = only_error(MYSQL + "replicas: 3\n", catalog)
+    assert err.field == "replicas" and "unknown field" in err.message
+
+
+def test_unknown_param(catalog: Catalog) -> None:
+    err = only_error(
+        MYSQL.replace("database_name: app_db", "database_name: app_db\n  databse: x"), catalog
+    )
+    assert err.field == "params.databse" and "unknown param" in err.message
+
+
+def test_missing_required_param(catalog: Catalog) -> None:
+    err = only_error(MYSQL.replace("  database_name: app_db\n", ""), catalog)
+    assert err.field == "params.database_name" and "required" in err.message
+
+
+def test_plaintext_password_says_exactly_how_to_fix_it(catalog: Catalog) -> None:
+    err = only_error(MYSQL.replace("{secret: mysql_root}", "hunter2"), catalog)
+    assert err.field == "params.root_password"
+    assert (
+        "write `root_password: {secret: mysql_root}` and run `deployally secret set mysql_root`"
+        in err.message
+    )
+    assert "hunter2" not in str(err)
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("count", "true"),  # a bool is not an integer
+        ("count", "1.5"),
+        ("count", '"3"'),
+        ("ratio", '"half"'),
+        ("enabled", '"yes"'),
+        ("label", "ABC"),  # pattern mismatch
+        ("label", "12"),  # not a string
+        ("level", "medium"),  # not in values
+        ("port", "0"),
+        ("port", "65536"),
+        ("port", "true"),
+    ],
+)
+def test_param_of_the_wrong_type_or_value(catalog: Catalog, param: str, value: str) -> None:
+    err = only_error(kitchen(f"token: {{secret: t}}\n{param}: {value}\n"), catalog)
+    assert err.field == f"params.{param}"
+    assert err.line == 5
+
+
+def test_malformed_secret_reference(catalog: Catalog) -> None:
+    err = only_error(
+        MYSQL.replace("{secret: mysql_root}", "{secret: mysql_root, version: 2}"), catalog
+    )
+    assert err.field == "params.root_password"
+
+
+def test_depends_on_itself_or_a_bad_name(catalog: Catalog) -> None:
+    err = only_error(MYSQL.replace("[redis_cache]", "[mysql_producao]"), catalog)
+    assert err.field == "depends_on[0]" and "itself" in err.message
+    err = only_error(MYSQL.replace("[redis_cache]", "[../etc]"), catalog)
+    assert err.field == "depends_on[0]"
+
+
+def test_publish_ports_must_be_valid_and_distinct(catalog: Catalog) -> None:
+    assert (
+        only_error(MYSQL.replace("{3306: 13306}", "{3306: 70000}"), catalog).field == "publish.3306"
+    )
+    assert only_error(MYSQL.replace("{3306: 13306}", "{0: 13306}"), catalog).field == "publish.0"
+    err = only_error(MYSQL.replace("{3306: 13306}", "{3306: 13306, 33060: 13306}"), catalog)
+    assert err.field == "publish.33060" and "13306" in err.message
+
+
+@pytest.mark.parametrize("source", ["../secrets.txt", "config/../../x", "/etc/passwd", "C:/x"])
+def test_file_sources_cannot_leave_the_repository(catalog: Catalog, source: str) -> None:
+    err = only_error(
+        MYSQL + f"files: [{{path: /etc/mysql/conf.d/x.cnf, source: {json.dumps(source)}}}]\n",
+        catalog,
+    )
+    assert err.field == "files[0].source"
+
+
+def test_file_mount_path_must_be_absolute(catalog: Catalog) -> None:
+    err = only_error(MYSQL + "files: [{path: etc/x.cnf, content: x}]\n", catalog)
+    assert err.field == "files[0].path"
+
+
+def test_every_error_of_the_file_is_reported_at_once(catalog: Catalog) -> None:
+    text = textwrap.dedent(
+        """\
+        name: mysql_producao
+        template: database/mysql/standard/8.4
+        profile: staging
+        params:
+          root_password: hunter2
+          user_name: "not valid!"
+          extra: 1
+        depends_on: [mysql_producao]
+        publish: {3306: 0}
+        """
+    )
+    assert sorted(e.field for e in errors_of(text, catalog)) == [
+        "depends_on[0]",
+        "params.database_name",
+        "params.extra",
+        "params.root_password",
+        "params.user_name",
+        "profile",
+        "publish.3306",
+    ]
+
+
+# ------------------------------------------------------------------ across files and helpers
+
+
+def test_duplicate_names_name_both_files(catalog: Catalog) -> None:
+    a = parse_definition("definitions/a.yaml", MYSQL, catalog)
+    b = parse_definition("definitions/b.yaml", MYSQL, catalog)
+    other = parse_definition(
+        "definitions/c.yaml", MYSQL.replace("mysql_producao", "mysql_teste"), catalog
+    )
+    errors = check_unique([b, other, a])
+    assert len(errors) == 1
+    assert errors[0].path == "definitions/b.yaml" and errors[0].field == "name"
+    assert "definitions/a.yaml" in errors[0].message
+    assert check_unique([a, other]) == []
+
+
+def test_referenced_files_cover_template_profile_and_definition(catalog: Catalog) -> None:
+    sink = catalog.resolve("tools/kitchen/sink/1")
+    assert sink is not None
+    extra = "profile: production\nfiles: [{path: /etc/mine.conf, source: config/mine.conf}]\n"
+    d = parse_definition("definitions/sink.yaml", kitchen("token: {secret: t}\n", extra), catalog)
+    assert referenced_files(d, sink) == ("config/base.conf", "config/mine.conf", "config/prod.conf")
+    dev = parse_definition("definitions/sink.yaml", kitchen("token: {secret: t}\n"), catalog)
+    assert referenced_files(dev, sink) == ("config/base.conf",)
+
+
+def test_public_params_show_secret_names_only(catalog: Catalog) -> None:
+    d = parse_definition(PATH, MYSQL, catalog)
+    shown = public_params(d)
+    assert shown["root_password"] == {"secret": "mysql_root"}
+    assert json.loads(json.dumps(shown)) == shown
+
+
+def test_dump_definition_writes_a_stable_order() -> None:
+    text = dump_definition(
+        {
+            "publish": {3306: 13306},
+            "params": {"root_password": SecretRef("mysql_root"), "database_name": "app_db"},
+            "name": "mysql_producao",
+            "template": "database/mysql/standard/8.4",
+            "depends_on": ["redis_cache"],
+        }
+    )
+    assert text == textwrap.dedent(
+        """\
+        name: mysql_producao
+        template: database/mysql/standard/8.4
+        params:
+          database_name: app_db
+          root_password: {secret: mysql_root}
+        depends_on: [redis_cache]
+        publish: {3306: 13306}
+        """
+    )
+
+
+def test_written_definition_parses_back_to_the_same_value(catalog: Catalog) -> None:
+    d = parse_definition(
+        PATH, MYSQL + "prune_volumes: true\nfiles: [{path: /etc/x.cnf, content: hi}]\n", catalog
+    )
+    again: Definition = parse_definition(PATH, to_yaml(d), catalog)
+    assert again == d
