@@ -1,0 +1,121 @@
+"""Repository settings (deployally.yaml), durations and memory sizes."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployally.errors import ValidationError, ValidationErrors
+from deployally.settings import Settings, parse_duration, parse_memory, parse_settings
+
+PATH = "deployally.yaml"
+
+
+def test_no_file_gives_the_documented_defaults() -> None:
+    for text in (None, "", "\n"):
+        s = parse_settings(PATH, text)
+        assert s == Settings()
+    assert (s.branch, s.reconcile_interval, s.network, s.max_parallel, s.health_timeout) == (
+        "main",
+        30.0,
+        "deployally",
+        4,
+        120.0,
+    )
+    assert (s.default_server, s.default_profile) == ("local", "development")
+
+
+def test_every_field_is_read() -> None:
+    text = (
+        "branch: production\n"
+        "reconcile_interval: 5\n"
+        "network: apps\n"
+        "max_parallel: 8\n"
+        "health_timeout: 2m30s\n"
+        "defaults: {server: edge-1, profile: production}\n"
+    )
+    assert parse_settings(PATH, text) == Settings(
+        branch="production",
+        reconcile_interval=5.0,
+        network="apps",
+        max_parallel=8,
+        health_timeout=150.0,
+        default_server="edge-1",
+        default_profile="production",
+    )
+
+
+def test_partial_file_keeps_other_defaults() -> None:
+    s = parse_settings(PATH, "defaults: {profile: minimal}\n")
+    assert (s.default_profile, s.default_server, s.branch) == ("minimal", "local", "main")
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("brnach: main\n", "brnach"),
+        ("reconcile_interval: 0\n", "reconcile_interval"),
+        ("max_parallel: 0\n", "max_parallel"),
+        ("max_parallel: two\n", "max_parallel"),
+        ("health_timeout: forever\n", "health_timeout"),
+        ("defaults: {profil: production}\n", "defaults.profil"),
+        ("network: 'bad name'\n", "network"),
+    ],
+)
+def test_bad_settings_name_file_and_field(text: str, field: str) -> None:
+    with pytest.raises(ValidationErrors) as exc:
+        parse_settings(PATH, text)
+    assert [(e.path, e.field, e.line) for e in exc.value.errors] == [(PATH, field, 1)]
+
+
+def test_settings_must_be_a_mapping() -> None:
+    with pytest.raises(ValidationError) as exc:
+        parse_settings(PATH, "- main\n")
+    assert exc.value.path == PATH and "mapping" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("10s", 10.0),
+        ("1m30s", 90.0),
+        ("500ms", 0.5),
+        ("2h", 7200.0),
+        ("1.5s", 1.5),
+        ("1h1m1s", 3661.0),
+        (7, 7.0),
+    ],
+)
+def test_parse_duration(value: str | int, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "10", "ten seconds", "10x", "s", "1m 30s", "-5s", -1, True])
+def test_bad_duration_names_the_value(value: object) -> None:
+    with pytest.raises(ValidationError) as exc:
+        parse_duration(value, path="catalog/x.yaml", field="spec.healthcheck.interval")  # type: ignore[arg-type]
+    assert repr(value) in exc.value.message
+    assert (exc.value.path, exc.value.field) == ("catalog/x.yaml", "spec.healthcheck.interval")
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [
+        ("512m", 512 * 1024**2),
+        ("2g", 2 * 1024**3),
+        ("2G", 2 * 1024**3),
+        ("64k", 65536),
+        ("1.5g", 3 * 1024**3 // 2),
+        ("256mb", 256 * 1024**2),
+        ("1000", 1000),
+        (4096, 4096),
+    ],
+)
+def test_parse_memory(value: str | int, size: int) -> None:
+    assert parse_memory(value) == size
+
+
+@pytest.mark.parametrize("value", ["", "lots", "2 gigabytes", "g", "-1m"])
+def test_bad_memory_names_the_value(value: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        parse_memory(value, field="spec.resources.memory")
+    assert repr(value) in exc.value.message and exc.value.field == "spec.resources.memory"
