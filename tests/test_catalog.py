@@ -325,3 +325,16 @@ def test_load_repo_templates_keeps_the_valid_and_reports_the_rest() -> None:
         ("catalog/demo.yaml", "taxonomy"),
     ]
     assert "catalog/demo-copy.yaml" in next(e for e in errors if e.field == "taxonomy").message
+
+
+def test_file_mode_may_be_yaml_octal_or_quoted_text() -> None:
+    for mode in ("0640", '"0640"', "416"):
+        text = REPO_TEMPLATE + f"  files: [{{path: /etc/demo.conf, content: x, mode: {mode}}}]\n"
+        assert (
+            parse_template("catalog/apps/demo.yaml", text, builtin=False).spec["files"][0]["path"]
+            == "/etc/demo.conf"
+        )
+    errors = spec_errors(
+        REPO_TEMPLATE + '  files: [{path: /etc/demo.conf, content: x, mode: "rw-r--r--"}]\n'
+    )
+    assert fields(errors) == ["spec.files[0].mode"]
