@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -408,3 +409,34 @@ def test_missing_image_fails_without_touching_the_running_container(
     assert f"{names}/nowhere:1" in result.message
     assert "pulling" in log.text
     assert docker_client.api.inspect_container(spec.name)["Id"] == first.container_id
+
+
+def test_parallel_creates_share_one_new_network(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    specs = [make_spec(names, busybox_image, name=f"{names}p{i}", volumes=()) for i in range(4)]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda s: apply(driver, ActionKind.CREATE, s), specs))
+
+    assert [r.status for r in results] == [DeploymentStatus.SUCCESS] * 4
+    networks = [n for n in docker_client.api.networks() if n["Name"] == f"{names}net"]
+    assert len(networks) == 1
+    ours = {k for k in driver.live() if k.startswith(names)}
+    assert ours == {s.name for s in specs}
+
+
+def test_update_drops_the_old_config_files(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    spec = make_spec(names, busybox_image, volumes=())
+    apply(driver, ActionKind.CREATE, spec)
+    changed = make_spec(
+        names, busybox_image, volumes=(), files=(ConfigFile("/etc/app.conf", "port=9090\n"),)
+    )
+
+    assert apply(driver, ActionKind.UPDATE, changed).status is DeploymentStatus.SUCCESS
+
+    assert exec_in(docker_client, spec.name, "cat /etc/app.conf") == "port=9090\n"
+    left = list((driver.state_dir / "files" / spec.name).iterdir())
+    assert [d.name for d in left] == [changed.rendered_hash.split(":")[1][:12]]

@@ -343,6 +343,11 @@ class LocalDriver(Driver):
             with _docker(f"remove container {spec.name}{OLD_SUFFIX}"):
                 self._api.remove_container(old["Id"], force=True, v=False)
             log(f"removed old container {old['Id'][:12]}")
+            # The old container's config files: nothing mounts them any more.
+            current = self._files_dir(spec)
+            for directory in (self.state_dir / "files" / spec.name).glob("*"):
+                if directory != current:
+                    shutil.rmtree(directory, ignore_errors=True)
         return ApplyResult(DeploymentStatus.SUCCESS, new_id, "deployed")
 
     # ------------------------------------------------------------ pieces of a rollout
@@ -379,10 +384,15 @@ class LocalDriver(Driver):
                     labels={LABEL_MANAGED: "true", LABEL_DEFINITION: spec.definition_id},
                 )
 
+    def _files_dir(self, spec: ContainerSpec) -> Path:
+        digest = spec.rendered_hash.split(":")[-1][:12] or "unhashed"
+        return self.state_dir / "files" / spec.name / digest
+
     def _write_files(self, spec: ContainerSpec, resolve: _Masker) -> list[Mount]:
         """Write config files under state_dir/files/<name>/<hash12>/<n>; bind them read-only."""
-        digest = spec.rendered_hash.split(":")[-1][:12] or "unhashed"
-        directory = self.state_dir / "files" / spec.name / digest
+        if not spec.files:
+            return []
+        directory = self._files_dir(spec)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
         mounts = []
