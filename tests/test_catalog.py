@@ -338,3 +338,14 @@ def test_file_mode_may_be_yaml_octal_or_quoted_text() -> None:
         REPO_TEMPLATE + '  files: [{path: /etc/demo.conf, content: x, mode: "rw-r--r--"}]\n'
     )
     assert fields(errors) == ["spec.files[0].mode"]
+
+
+def test_alias_expansion_is_refused_before_it_eats_memory() -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]"
+        for i in range(1, 12)
+    ]
+    with pytest.raises(ValidationError) as exc:
+        parse_template("catalog/bomb.yaml", "\n".join(lines) + "\n", builtin=False)
+    assert "aliases" in exc.value.message

@@ -34,6 +34,9 @@ SCHEMA_DIR = _HOME / "schemas"
 
 INPUT_TYPES = ("string", "password", "integer", "number", "boolean", "enum", "port")
 
+# Far above any real template or definition, far below what would exhaust memory.
+MAX_FIELDS = 20_000
+
 FieldPath = tuple[str | int, ...]
 LineIndex = Mapping[FieldPath, int]
 
@@ -44,7 +47,11 @@ def load_yaml(path: str, text: str) -> tuple[dict[str, Any], LineIndex]:
     """Parse one YAML mapping into JSON-safe data plus the line of every field; raise ValidationError."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        lines: dict[FieldPath, int] = {}
+        _index_lines(path, root, (), lines)
         data = yaml.safe_load(text)
+    except RecursionError as exc:
+        raise ValidationError(path, "", "nested too deeply; flatten the file") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -57,8 +64,6 @@ def load_yaml(path: str, text: str) -> tuple[dict[str, Any], LineIndex]:
         raise ValidationError(
             path, "", f"the file is {kind}; it must be a YAML mapping of fields", line=1
         )
-    lines: dict[FieldPath, int] = {}
-    _index_lines(path, root, (), lines)
     return _plain(data), lines
 
 
@@ -81,11 +86,25 @@ def _index_lines(
                 )
             seen.add(key)
             out[here] = key_node.start_mark.line + 1
+            _check_size(path, out, key_node)
             _index_lines(path, value_node, here, out)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             out[(*at, i)] = item.start_mark.line + 1
+            _check_size(path, out, item)
             _index_lines(path, item, (*at, i), out)
+
+
+def _check_size(path: str, out: dict[FieldPath, int], node: yaml.Node) -> None:
+    # Aliases can expand a few lines into billions of fields ("billion laughs").
+    if len(out) > MAX_FIELDS:
+        raise ValidationError(
+            path,
+            "",
+            f"more than {MAX_FIELDS} fields (or aliases expanding to them); "
+            "split the file or drop the aliases",
+            line=node.start_mark.line + 1,
+        )
 
 
 def _plain(value: Any) -> Any:
