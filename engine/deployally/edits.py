@@ -6,7 +6,18 @@ the new commit like any push.
 
 from __future__ import annotations
 
-from .errors import NotFound
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from . import definitions as definitions_mod
+from .catalog import Catalog
+from .errors import Conflict, NotFound, ValidationError
+from .identity import definition_id
+from .settings import Settings
 from .source.git import GitRepo
 from .store import Store
 
@@ -41,3 +52,197 @@ def rollback(repo: GitRepo, store: Store, name: str, to: int, *, author: str) ->
         author_email=AUTHOR_EMAIL,
         expected_head=repo.head(),
     )
+
+
+DEFINITIONS_DIR = "definitions"
+_NAME = re.compile(definitions_mod.NAME_RE)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A definition edit made as a commit: the commit and the revision it makes."""
+
+    definition_id: str
+    name: str
+    path: str
+    commit: str
+    revision: int  # the revision that commit makes (previous + 1, or 1)
+    changed: bool  # False when the file already said this: no commit was made
+
+
+def create_definition(
+    repo: GitRepo,
+    store: Store,
+    catalog: Catalog,
+    *,
+    name: str,
+    template: str,
+    server: str,
+    params: Mapping[str, Any],
+    profile: str,
+    author: str,
+    settings: Settings | None = None,
+) -> Edit:
+    """Commit a new definitions/<name>.yaml; password params go to the secret store, never git."""
+    if not _NAME.fullmatch(name):
+        raise ValidationError(
+            f"{DEFINITIONS_DIR}/<name>.yaml",
+            "name",
+            f"{name!r} is not a valid name: 1-63 of a-z 0-9 _ . - starting with a letter or digit",
+        )
+    path = f"{DEFINITIONS_DIR}/{name}.yaml"
+    head = repo.head()
+    known = store.definition(name)
+    if (head is not None and repo.read(head, path) is not None) or (
+        known is not None and known.desired is not None
+    ):
+        raise Conflict(f"definition {name!r} already exists ({path}); update it with PUT instead")
+    tpl = catalog.resolve(template)
+    if tpl is None:
+        raise ValidationError(
+            path, "template", f"no template {template!r}; list them with GET /templates"
+        )
+    fields = {"name": name, "template": tpl.taxonomy.path, "server": server, "profile": profile}
+    plain, secrets = _split_passwords(
+        path, name, dict(params), _password_inputs(catalog, tpl.id), {}
+    )
+    text = definitions_mod.dump_definition(fields | {"params": plain})
+    definitions_mod.parse_definition(path, text, catalog, defaults=settings)
+    message = (
+        f"Create definition {name}\n\n"
+        f"Template {tpl.taxonomy.path}, profile {profile}, server {server}; "
+        f"requested through the API by {author}.\n"
+    )
+    return _commit(repo, store, name, path, text, secrets, message, author, head)
+
+
+def update_definition(
+    repo: GitRepo,
+    store: Store,
+    catalog: Catalog,
+    key: str,
+    *,
+    profile: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    author: str,
+    settings: Settings | None = None,
+) -> Edit:
+    """Commit a partial update (profile, and params merged into the file's; None unsets one)."""
+    head = repo.head()
+    name, path, text = _current(repo, store, key, head)
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValidationError(path, "", "the file is not a mapping; fix it in git first")
+    if profile is not None:
+        data["profile"] = profile
+    current = dict(data.get("params") or {})
+    secrets: dict[str, str] = {}
+    if params:
+        tpl = catalog.resolve(str(data.get("template", "")))
+        passwords = _password_inputs(catalog, tpl.id) if tpl else set()
+        refs = {k: v["secret"] for k, v in current.items() if isinstance(v, dict) and "secret" in v}
+        given = {k: v for k, v in params.items() if v is not None}
+        for k in params:
+            if params[k] is None:
+                current.pop(k, None)
+        plain, secrets = _split_passwords(path, name, given, passwords, refs)
+        current |= plain
+    data["params"] = current
+    new_text = definitions_mod.dump_definition(data)
+    definitions_mod.parse_definition(path, new_text, catalog, defaults=settings)
+    changes = [f"profile {profile}"] if profile is not None else []
+    changes += [f"params {', '.join(sorted(params))}"] if params else []
+    message = (
+        f"Update definition {name}: {'; '.join(changes) or 'no change'}\n\n"
+        f"Requested through the API by {author}.\n"
+    )
+    return _commit(repo, store, name, path, new_text, secrets, message, author, head)
+
+
+def delete_definition(repo: GitRepo, store: Store, key: str, *, author: str) -> Edit:
+    """Commit the removal of a definition's file; the engine then removes its container."""
+    head = repo.head()
+    name, path, _text = _current(repo, store, key, head)
+    message = (
+        f"Delete definition {name}\n\n"
+        f"Removes {path}; requested through the API by {author}. "
+        "Its volumes are kept unless it set prune_volumes.\n"
+    )
+    return _commit(repo, store, name, path, None, {}, message, author, head)
+
+
+def _current(repo: GitRepo, store: Store, key: str, head: str | None) -> tuple[str, str, str]:
+    """Name, path and text at head of the definition `key` (def_ id or name)."""
+    record = store.definition(key)
+    candidates = [record.path] if record is not None and record.path else []
+    if record is None and _NAME.fullmatch(key):
+        candidates.append(f"{DEFINITIONS_DIR}/{key}.yaml")
+    if head is not None and not candidates and key.startswith("def_"):
+        # Committed but not yet synced: find the file whose name has this id.
+        for path in repo.list_files(head, f"{DEFINITIONS_DIR}/"):
+            stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            if definition_id(stem) == key:
+                candidates.append(path)
+    for path in candidates:
+        text = repo.read(head, path) if head is not None else None
+        if text is not None:
+            name = record.name if record is not None else path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            return name, path, text
+    raise NotFound(f"definition {key!r} has no file on the branch; list them with GET /definitions")
+
+
+def _password_inputs(catalog: Catalog, template_id: str) -> set[str]:
+    tpl = catalog.by_id(template_id)
+    return {ui.name for ui in tpl.user_inputs if ui.type == "password"} if tpl else set()
+
+
+def _split_passwords(
+    path: str,
+    name: str,
+    params: dict[str, Any],
+    passwords: set[str],
+    refs: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Params with each plaintext password replaced by {secret: NAME}, and the secrets to store."""
+    out: dict[str, Any] = {}
+    secrets: dict[str, str] = {}
+    for key, value in params.items():
+        if key in passwords and not isinstance(value, dict):
+            if not isinstance(value, str) or not value:
+                raise ValidationError(
+                    path, f"params.{key}", "a password must be a non-empty string"
+                )
+            secret = refs.get(key, f"{name}_{key}")
+            secrets[secret] = value
+            out[key] = {"secret": secret}
+        else:
+            out[key] = value
+    return out, secrets
+
+
+def _commit(
+    repo: GitRepo,
+    store: Store,
+    name: str,
+    path: str,
+    text: str | None,
+    secrets: Mapping[str, str],
+    message: str,
+    author: str,
+    head: str | None,
+) -> Edit:
+    # Secrets first: the engine may deploy the commit the moment it exists.
+    for secret, value in secrets.items():
+        store.set_secret(secret, value)
+    def_id = definition_id(name)
+    latest = store.latest_revision(def_id)
+    commit = repo.write(
+        {path: text},
+        message=message,
+        author_name=author,
+        author_email=AUTHOR_EMAIL,
+        expected_head=head,
+    )
+    changed = commit != head
+    current = latest.number if latest else 0
+    return Edit(def_id, name, path, commit, current + 1 if changed else max(current, 1), changed)

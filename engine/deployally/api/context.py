@@ -1,0 +1,89 @@
+"""What every route handler shares: the workspace, the engine hooks, caches, and a way off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from .. import catalog as catalog_mod
+from .. import desired
+from ..source.tree import CommitTree
+from ..store import ServerRecord
+from ..workspace import Workspace
+from .live import LiveCache
+from .metrics import Metrics
+
+T = TypeVar("T")
+
+
+@dataclass
+class Context:
+    """One app's shared state; route handlers reach it with `context(request)`."""
+
+    ws: Workspace
+    trigger_sync: Callable[[], None] | None = None
+    status: Callable[[], dict[str, Any]] | None = None
+    live: LiveCache = field(default_factory=LiveCache)
+    metrics: Metrics = field(default_factory=Metrics)
+    _catalogs: dict[str | None, catalog_mod.Catalog] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"Context({self.ws.repo_path})"
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """Run blocking work (sqlite, git, Docker) in the default executor, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(fn, *args, **kw))
+
+    def catalog(self) -> catalog_mod.Catalog:
+        """Built-in plus the repository's templates at the branch head, read once per head (blocking)."""
+        head = self.ws.repo.head()
+        if head not in self._catalogs:
+            if head is None:
+                found = catalog_mod.load_builtin()
+            else:
+                found, _errors = desired.load_catalog(CommitTree(self.ws.repo, head))
+            self._catalogs = {head: found}  # only the newest head is worth keeping
+        return self._catalogs[head]
+
+    def sync_soon(self) -> None:
+        """Ask the engine to deploy the commit just made (blocking; run it in the executor)."""
+        if self.trigger_sync is not None:
+            self.trigger_sync()
+
+
+class ServerIds:
+    """Maps server names and ids both ways: definitions name a server either way, the API shows ids."""
+
+    def __init__(self, servers: list[ServerRecord]) -> None:
+        self._by_key = {s.name: s for s in servers} | {s.id: s for s in servers}
+
+    def __repr__(self) -> str:
+        return f"ServerIds({len(self._by_key) // 2})"
+
+    def shown(self, key: str) -> str:
+        """The srv_ id of a server written by name or id (as written when unknown)."""
+        server = self._by_key.get(key)
+        return server.id if server else key
+
+    def keys(self, key: str) -> tuple[str, ...]:
+        """Every way a definition may name the server `key` names (its name and id)."""
+        server = self._by_key.get(key)
+        return (server.name, server.id) if server else (key,)
+
+    def get(self, key: str) -> ServerRecord | None:
+        """The server with this name or id."""
+        return self._by_key.get(key)
+
+
+CONTEXT = web.AppKey("deployally.context", Context)
+
+
+def context(request: web.Request) -> Context:
+    """The Context of the app serving `request`."""
+    return request.app[CONTEXT]

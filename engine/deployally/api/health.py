@@ -1,0 +1,59 @@
+"""GET /health, without auth: healthy, or degraded with the reason when Docker or the repository is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__
+from ..types import DEFAULT_SERVER
+from ..views import iso
+from .auth import PUBLIC, access
+from .context import Context, context
+
+routes = web.RouteTableDef()
+
+CHECK_TIMEOUT_S = 5.0
+
+
+async def _check(ctx: Context, what: str, fn: Any) -> dict[str, Any]:
+    try:
+        await asyncio.wait_for(ctx.run(fn), CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return {"status": "unreachable", "reason": f"{what} did not answer in {CHECK_TIMEOUT_S:g}s"}
+    except Exception as exc:  # noqa: BLE001 - a probe reports any failure as its reason
+        return {"status": "unreachable", "reason": str(exc) or type(exc).__name__}
+    return {"status": "ok"}
+
+
+@routes.get("/api/v1/health")
+@access(PUBLIC)
+async def health(request: web.Request) -> web.Response:
+    """`{"status", "version", "timestamp", "checks"}`; always 200 so a probe can read the reason."""
+    ctx = context(request)
+
+    def docker() -> None:
+        driver = ctx.ws.driver_for(DEFAULT_SERVER)
+        if driver is not None:
+            driver.ping()
+
+    checks = {
+        "repository": await _check(ctx, "the git repository", lambda: ctx.ws.repo.head()),
+        "docker": await _check(ctx, "the Docker engine", docker),
+        "store": await _check(ctx, "the state store", lambda: ctx.ws.store.schema_version()),
+    }
+    if ctx.status is not None:
+        checks["engine"] = {"status": "ok", **await ctx.run(ctx.status)}
+    bad = [f"{name}: {c['reason']}" for name, c in checks.items() if c["status"] != "ok"]
+    body: dict[str, Any] = {
+        "status": "degraded" if bad else "healthy",
+        "version": __version__,
+        "timestamp": iso(datetime.now(UTC)),
+        "checks": checks,
+    }
+    if bad:
+        body["reason"] = "; ".join(bad)
+    return web.json_response(body)
