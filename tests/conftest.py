@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import subprocess
@@ -121,3 +122,145 @@ def state_dir(tmp_path: Path) -> Path:
     path = tmp_path / "state"
     path.mkdir()
     return path
+
+
+# ---------------------------------------------------------------- git repositories of definitions
+
+
+class DefinitionsRepo:
+    """A real working git repository of definitions, for engine tests."""
+
+    def __init__(self, path: Path, prefix: str) -> None:
+        self.path = path
+        self.prefix = prefix
+        path.mkdir(parents=True, exist_ok=True)
+        self.git("init", "-q", "-b", "main")
+        self.write("deployally.yaml", f"network: {prefix}net\nhealth_timeout: 30s\n")
+        self.commit("Start")
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
+            cwd=self.path, check=True, capture_output=True, text=True,
+        ).stdout
+
+    def write(self, rel: str, text: str) -> None:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    def remove(self, rel: str) -> None:
+        (self.path / rel).unlink()
+
+    def commit(self, message: str) -> str:
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        return self.git("rev-parse", "HEAD").strip()
+
+    def name(self, short: str) -> str:
+        """A definition name unique to this test (and so cleaned up by `names`)."""
+        return f"{self.prefix}_{short}"
+
+    def worker(self, short: str, **params: str) -> str:
+        """Write definitions/<name>.yaml running the busybox worker template; returns the name."""
+        name = self.name(short)
+        lines = [f"name: {name}", "template: tools/busybox/worker/stable"]
+        extra = params.pop("_extra", "")
+        if params:
+            lines.append("params:")
+            lines += [f"  {k}: {json.dumps(v)}" for k, v in params.items()]
+        self.write(f"definitions/{name}.yaml", "\n".join(lines) + "\n" + extra)
+        return name
+
+
+@pytest.fixture
+def defs_repo(tmp_path: Path, names: str, busybox_image: str) -> DefinitionsRepo:
+    """A definitions repository whose containers, volumes and network this test owns."""
+    return DefinitionsRepo(tmp_path / "repo", names)
+
+
+# ---------------------------------------------------------------- the REST API over real HTTP
+
+
+class ApiServer:
+    """The API app served on 127.0.0.1 (a free port) by its own event loop in a thread."""
+
+    def __init__(self, ws: object, **kw: object) -> None:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        from deployally.api.app import create_app
+
+        self.ws = ws
+        self.app = create_app(ws, **kw)  # type: ignore[arg-type]
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(self.app)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        host, port = self.runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.session = requests.Session()
+
+    def __repr__(self) -> str:
+        return f"ApiServer({self.url})"
+
+    def request(self, method: str, path: str, token: str | None = None, **kw: object) -> requests.Response:
+        """`method` on /api/v1`path` (or on `path` itself when it starts with /metrics)."""
+        headers = dict(kw.pop("headers", None) or {})  # type: ignore[call-overload]
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        url = self.url + (path if path.startswith("/metrics") else "/api/v1" + path)
+        return self.session.request(method, url, headers=headers, timeout=60, **kw)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        import asyncio
+
+        self.session.close()
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
+
+
+def _git_repo_with_first_commit(path: Path) -> Path:
+    from deployally.source.git import GitRepo
+
+    repo = GitRepo.init(path, bare=False, branch="main")
+    repo.write(
+        {"deployally.yaml": "reconcile_interval: 30s\n"},
+        message="Start",
+        author_name="Test",
+        author_email="test@example.com",
+        expected_head=None,
+    )
+    return path
+
+
+@pytest.fixture
+def api_ws(tmp_path: Path) -> Iterator[object]:
+    """A workspace on a fresh git repository (one commit) and an empty state store."""
+    from deployally.workspace import Workspace
+
+    ws = Workspace.open(_git_repo_with_first_commit(tmp_path / "repo"), tmp_path / "state")
+    yield ws
+    ws.close()
+
+
+@pytest.fixture
+def api_tokens(api_ws: object) -> dict[str, str]:
+    """One API token per scope: {"read": "da_...", "write": ..., "admin": ...}."""
+    store = api_ws.store  # type: ignore[attr-defined]
+    return {scope: store.create_token(f"{scope}-bot", scope) for scope in ("read", "write", "admin")}
+
+
+@pytest.fixture
+def api(api_ws: object, api_tokens: dict[str, str]) -> Iterator[ApiServer]:
+    """The API of `api_ws`, served over real HTTP; writes do not sync (tests sync themselves)."""
+    server = ApiServer(api_ws)
+    yield server
+    server.close()

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Collection, Iterator, Mapping
 
+import re
+
 import yaml
 
 from . import catalog as catalog_mod
@@ -61,6 +63,7 @@ class DesiredState:
     invalid: Mapping[str, tuple[ValidationError, ...]]  # by file path
     invalid_names: Mapping[str, str]  # file path -> name, where the name could be read
     errors: tuple[ValidationError, ...] = field(default=())  # settings/catalog-wide errors
+    files: frozenset[str] = frozenset()  # the definition files that exist among those loaded
 
     def all_errors(self) -> list[ValidationError]:
         """Every error, tree-wide ones first, then per file in path order."""
@@ -177,6 +180,7 @@ def load(
         invalid={p: tuple(e) for p, e in invalid.items()},
         invalid_names=invalid_names,
         errors=tuple(errors),
+        files=frozenset(texts),
     )
 
 
@@ -192,4 +196,4 @@ def _name_of(text: str) -> str | None:
     except yaml.YAMLError:
         return None
     name = data.get("name") if isinstance(data, dict) else None
-    return name if isinstance(name, str) and definitions_mod.is_valid_name(name) else None
+    return name if isinstance(name, str) and re.match(definitions_mod.NAME_RE, name) is not None else None

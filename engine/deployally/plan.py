@@ -51,19 +51,22 @@ def _action(
     held: bool,
     reasons: Mapping[str, Reason] | None,
 ) -> Action:
+    given = reasons.get(name) if reasons else None
     if want is None:
-        reason = Reason(ReasonKind.REMOVED, "definition was removed")
+        reason = given or Reason(ReasonKind.REMOVED, "definition was removed")
         return Action(ActionKind.REMOVE, name, None, have, reason=reason)
     if have is None:
-        if before is None:
+        if given is not None:
+            reason = given
+        elif before is None:
             reason = Reason(ReasonKind.NEW, "first deployment")
         else:
             reason = Reason(ReasonKind.DRIFT, "container is missing")
         return Action(ActionKind.CREATE, name, want, None, reason=reason)
     if have.rendered_hash != want.rendered_hash:
         changes = diff_specs(before, want)
-        if reasons and name in reasons:
-            reason = reasons[name]
+        if given is not None:
+            reason = given
         elif before is not None and before.rendered_hash == want.rendered_hash:
             reason = Reason(ReasonKind.DRIFT, "container was changed outside DeployAlly")
         else:

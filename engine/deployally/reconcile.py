@@ -40,7 +40,7 @@ from .types import (
     Revision,
 )
 
-ROLLBACK_TRAILER = "DeployAlly-Rollback:"
+from .edits import ROLLBACK_TRAILER
 RETRY_BASE_S = 10.0
 RETRY_MAX_S = 600.0
 
@@ -234,7 +234,7 @@ class Engine:
                 before = old.desired if old else None
                 refresh.before[name] = before
                 refresh.reasons[name] = _reason(
-                    head, info.summary, d, before, touched, rollback=rollback, full=full
+                    head, info.summary, d, before, touched, rollback=rollback
                 )
                 self._retry_at.pop(name, None)
             if old is None or d.definition.path in touched:
@@ -245,7 +245,7 @@ class Engine:
         for path, errors in state.invalid.items():
             refresh.errors.extend(errors)
             name = state.invalid_names.get(path)
-            old = self.store.definition(name) if name else None
+            old = self.store.definition(name) if name else self._record_at_path(path)
             message = "; ".join(str(e) for e in errors)
             if old is not None:
                 self.store.upsert_definition(
@@ -257,16 +257,17 @@ class Engine:
                     _invalid_record(name, path, message, latest.number if latest else 1, now)
                 )
         refresh.errors.extend(state.errors)
-        present = {d.definition.path for d in state.ok.values()} | set(state.invalid)
-        gone: list[DefinitionRecord] = []
+        # A definition goes only when its file is gone and no other file now holds its name;
+        # a file that stopped validating keeps its container.
+        defined = set(state.ok) | set(state.invalid_names.values())
         if full:
-            names = set(state.ok) | set(state.invalid_names.values())
-            gone = [r for r in self.store.definitions() if r.name not in names]
+            candidates = self.store.definitions()
         else:
-            for path in _removed_definition_paths(changes):
-                record = self._record_at_path(path)
-                if record and path not in present and not self._still_defined(state, record):
-                    gone.append(record)
+            candidates = [r for p in _removed_definition_paths(changes) if (r := self._record_at_path(p))]
+        gone = [
+            r for r in candidates
+            if r.path not in state.files and r.name not in defined and r.desired is not None
+        ]
         for record in gone:
             # The record goes once its container is removed; until then plan sees it as absent.
             self.store.upsert_definition(replace(record, desired=None, updated_at=now))
@@ -543,7 +544,6 @@ def _reason(
     touched: frozenset[str],
     *,
     rollback: bool,
-    full: bool,
 ) -> Reason:
     """Name the change that caused a deployment: file, template, config file or rollback."""
     changes = diff_specs(before, d.spec)
@@ -557,8 +557,11 @@ def _reason(
     files = sorted(touched.intersection(d.depends_files))
     if files:
         return Reason(ReasonKind.CONFIG_FILE, f"{', '.join(files)} changed in {short} ({summary})", head, changes)
-    if before.template_id == d.spec.template_id and not full:
-        return Reason(ReasonKind.TEMPLATE, f"template {d.template.taxonomy.path} changed in {short}", head, changes)
+    if changes and all(c.field.startswith("secrets.") for c in changes):
+        names = ", ".join(c.field.removeprefix("secrets.") for c in changes)
+        return Reason(ReasonKind.SECRET, f"secret {names} has a new version", head, changes)
+    if desired_mod.SETTINGS_PATH in touched:
+        return Reason(ReasonKind.DEFINITION, f"{desired_mod.SETTINGS_PATH} changed in {short} ({summary})", head, changes)
     return Reason(
         ReasonKind.TEMPLATE,
         f"template {d.template.taxonomy.path} is now {d.template.spec_hash[:19]}",

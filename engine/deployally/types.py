@@ -20,6 +20,9 @@ LABEL_RENDERED_HASH = "com.deployally.rendered-hash"
 LABEL_COMMIT = "com.deployally.commit"
 LABEL_SERVER = "com.deployally.server"
 LABEL_PRUNE_VOLUMES = "com.deployally.prune-volumes"
+# Which engine (state store) owns a container: two engines on one Docker host never touch
+# each other's containers.
+LABEL_OWNER = "com.deployally.owner"
 
 DEFAULT_NETWORK = "deployally"
 DEFAULT_PROFILE = "development"

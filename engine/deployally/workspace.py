@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .drivers.base import Driver
+from .identity import random_id
 from .reconcile import Engine, Progress
 from .source.git import GitRepo
 from .store import Store
@@ -61,9 +62,21 @@ class Workspace:
             from .drivers.local import LocalDriver  # Docker is imported only when needed
 
             self._drivers[DEFAULT_SERVER] = LocalDriver(
-                self.state_dir, server=DEFAULT_SERVER, health_timeout_s=self.health_timeout_s
+                self.state_dir,
+                server=DEFAULT_SERVER,
+                health_timeout_s=self.health_timeout_s,
+                owner=self.engine_id,
             )
         return self._drivers[DEFAULT_SERVER]
+
+    @cached_property
+    def engine_id(self) -> str:
+        """This state store's identity, made once: it labels the containers this engine owns."""
+        existing = self.store.get_meta("engine_id")
+        if existing:
+            return existing
+        self.store.set_meta("engine_id", random_id("eng"))
+        return self.store.get_meta("engine_id") or ""
 
     @cached_property
     def engine(self) -> Engine:

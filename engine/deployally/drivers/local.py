@@ -30,6 +30,7 @@ from deployally.types import (
     LABEL_DEFINITION,
     LABEL_MANAGED,
     LABEL_NAME,
+    LABEL_OWNER,
     LABEL_PRUNE_VOLUMES,
     LABEL_RENDERED_HASH,
     LABEL_REVISION,
@@ -108,8 +109,10 @@ class LocalDriver(Driver):
         client: docker.DockerClient | None = None,
         health_timeout_s: float = 120,
         settle_s: float = 2.0,
+        owner: str = "",
     ) -> None:
         self.server = server
+        self.owner = owner
         self.state_dir = Path(state_dir)
         self.health_timeout_s = health_timeout_s
         self.settle_s = settle_s
@@ -133,6 +136,14 @@ class LocalDriver(Driver):
     def _api(self) -> docker.APIClient:
         return self._client.api
 
+    @property
+    def _owned(self) -> list[str]:
+        """Label filter for this engine's containers (all managed ones when it has no owner id)."""
+        owned = [f"{LABEL_MANAGED}=true"]
+        if self.owner:
+            owned.append(f"{LABEL_OWNER}={self.owner}")
+        return owned
+
     def _name_lock(self, name: str) -> threading.Lock:
         with self._lock:
             return self._name_locks.setdefault(name, threading.Lock())
@@ -147,7 +158,7 @@ class LocalDriver(Driver):
     def live(self) -> dict[str, LiveInstance]:
         """Every managed instance keyed by definition name, from one filtered list call."""
         with _docker("list containers"):
-            rows = self._api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+            rows = self._api.containers(all=True, filters={"label": self._owned})
         out: dict[str, LiveInstance] = {}
         for row in rows:
             labels: dict[str, str] = row.get("Labels") or {}
@@ -297,10 +308,16 @@ class LocalDriver(Driver):
         create_args = self._create_args(spec, revision, commit, resolve)
 
         old = self._inspect(spec.name)
-        if old is not None and (old["Config"].get("Labels") or {}).get(LABEL_MANAGED) != "true":
+        old_labels = (old["Config"].get("Labels") or {}) if old is not None else {}
+        if old is not None and old_labels.get(LABEL_MANAGED) != "true":
             raise DriverError(
                 f"a container named {spec.name!r} exists and is not managed by DeployAlly; "
                 "rename or remove it, then sync again"
+            )
+        if old is not None and self.owner and old_labels.get(LABEL_OWNER, "") != self.owner:
+            raise DriverError(
+                f"a container named {spec.name!r} belongs to another DeployAlly engine "
+                f"(owner {old_labels.get(LABEL_OWNER) or 'unknown'}); rename the definition"
             )
         old_stopped = False
         if old is not None:
@@ -421,6 +438,7 @@ class LocalDriver(Driver):
                 LABEL_RENDERED_HASH: spec.rendered_hash,
                 LABEL_COMMIT: commit or "",
                 LABEL_SERVER: self.server,
+                LABEL_OWNER: self.owner,
             }
         )
         if revision is not None:
@@ -517,7 +535,7 @@ class LocalDriver(Driver):
     def recover(self, log: Log) -> None:
         """Finish or undo rollouts a crash interrupted; drop config file dirs nobody mounts."""
         with _docker("list containers"):
-            rows = self._api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+            rows = self._api.containers(all=True, filters={"label": self._owned})
         for row in rows:
             cname = (row.get("Names") or ["/"])[0].lstrip("/")
             if cname.endswith(OLD_SUFFIX):

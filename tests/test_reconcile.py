@@ -1,0 +1,419 @@
+"""End to end: a real git repository of definitions synced to a real Docker engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from click.testing import CliRunner
+
+from conftest import DefinitionsRepo
+from deployally.cli import main
+from deployally.reconcile import SyncReport
+from deployally.types import DeploymentStatus, ReasonKind
+from deployally.workspace import Workspace
+
+pytestmark = pytest.mark.docker
+
+
+def sync(repo: DefinitionsRepo) -> SyncReport:
+    ws = Workspace.open(repo.path, health_timeout_s=30)
+    try:
+        return ws.engine.sync()
+    finally:
+        ws.close()
+
+
+def container(client: docker.DockerClient, name: str) -> Any:
+    return client.containers.get(name)
+
+
+def run_in(client: docker.DockerClient, name: str, cmd: str) -> str:
+    result = container(client, name).exec_run(["sh", "-c", cmd])
+    assert result.exit_code == 0, result.output
+    return str(result.output.decode())
+
+
+def statuses(report: SyncReport) -> dict[str, str]:
+    return {d.definition_name: d.status.value for d in report.deployments}
+
+
+def test_create_runs_every_definition_with_labels_volume_and_network(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    a = defs_repo.worker("a", message="hello")
+    b = defs_repo.worker("b", _extra=f"depends_on: [{a}]\n",
+                         health=f"ping -c1 -W1 {a} >/dev/null")
+    head = defs_repo.commit("Add a and b")
+
+    report = sync(defs_repo)
+
+    assert statuses(report) == {a: "success", b: "success"}
+    c = container(docker_client, a)
+    labels = c.labels
+    assert c.status == "running"
+    assert labels["com.deployally.managed"] == "true"
+    assert labels["com.deployally.revision"] == "1"
+    assert labels["com.deployally.commit"] == head
+    assert labels["com.deployally.rendered-hash"].startswith("sha256:")
+    assert "MESSAGE=hello" in c.attrs["Config"]["Env"]
+    assert c.attrs["HostConfig"]["PortBindings"] in (None, {})
+    mounts = {m["Destination"]: m for m in c.attrs["Mounts"]}
+    assert mounts["/data"]["Name"] == f"{a}_data"
+    # b reached a by name on the shared network, which is how it became healthy.
+    assert container(docker_client, b).attrs["State"]["Health"]["Status"] == "healthy"
+    # depends_on: b was applied after a was healthy.
+    order = [d.definition_name for d in sorted(report.deployments, key=lambda d: d.finished_at)]
+    assert order == [a, b]
+
+
+def test_update_replaces_container_and_keeps_volume_data(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    name = defs_repo.worker("db", message="v1")
+    defs_repo.commit("Add db")
+    sync(defs_repo)
+    old_id = container(docker_client, name).id
+    run_in(docker_client, name, "echo precious > /data/keep.txt")
+
+    defs_repo.worker("db", message="v2")
+    defs_repo.commit("Bump db message")
+    report = sync(defs_repo)
+
+    assert statuses(report) == {name: "success"}
+    new = container(docker_client, name)
+    assert new.id != old_id
+    assert "MESSAGE=v2" in new.attrs["Config"]["Env"]
+    assert new.labels["com.deployally.revision"] == "2"
+    assert run_in(docker_client, name, "cat /data/keep.txt").strip() == "precious"
+    deployment = report.deployments[0]
+    assert deployment.reason.kind is ReasonKind.DEFINITION
+    assert "changed in" in deployment.reason.summary
+    assert [c.field for c in deployment.reason.changes] == ["env.MESSAGE"]
+
+
+def test_failing_update_rolls_back_to_the_old_container(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    name = defs_repo.worker("svc", message="good")
+    defs_repo.commit("Add svc")
+    sync(defs_repo)
+    old = container(docker_client, name)
+    run_in(docker_client, name, "echo still-here > /data/mark")
+
+    defs_repo.worker("svc", message="bad", script="echo broken; exit 3")
+    defs_repo.commit("Break svc")
+    ws = Workspace.open(defs_repo.path, health_timeout_s=30)
+    report = ws.engine.sync()
+
+    assert statuses(report) == {name: "rolled_back"}
+    back = container(docker_client, name)
+    assert back.id == old.id and back.status == "running"
+    assert "MESSAGE=good" in back.attrs["Config"]["Env"]
+    assert run_in(docker_client, name, "cat /data/mark").strip() == "still-here"
+    record = ws.store.definition(name)
+    assert record is not None and record.status.value == "failed"
+    logs = ws.store.deployment(report.deployments[0].id)
+    assert logs is not None
+    text = "\n".join(line.message for line in logs.logs)
+    assert "broken" in text  # the failing container's own output is kept
+    ws.close()
+
+
+def test_removed_file_removes_container_and_keeps_volume(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    keep = defs_repo.worker("keep")
+    gone = defs_repo.worker("gone")
+    defs_repo.commit("Add two")
+    sync(defs_repo)
+
+    defs_repo.remove(f"definitions/{gone}.yaml")
+    defs_repo.commit("Remove one")
+    report = sync(defs_repo)
+
+    assert statuses(report) == {gone: "success"}
+    assert report.deployments[0].reason.kind is ReasonKind.REMOVED
+    with pytest.raises(docker.errors.NotFound):
+        container(docker_client, gone)
+    assert container(docker_client, keep).status == "running"
+    assert docker_client.volumes.get(f"{gone}_data") is not None  # data is never lost by a deploy
+
+
+BAD_INPUTS = {
+    "broken_yaml": ("name: {n}\ntemplate: [unclosed\n", "invalid YAML"),
+    "schema": ("name: {n}\ntemplate: tools/busybox/worker/stable\nflavour: spicy\n", "flavour"),
+    "unknown_template": ("name: {n}\ntemplate: database/nosuch/x/1\n", "template"),
+    "missing_required": ("name: {n}\ntemplate: database/mysql/standard/8.4\n"
+                         "params: {{root_password: {{secret: r}}}}\n", "params.database_name"),
+    "wrong_type": ("name: {n}\ntemplate: tools/busybox/worker/stable\nparams: {{message: [1, 2]}}\n",
+                   "params.message"),
+    "jinja_error": ("name: {n}\ntemplate: tools/busybox/worker/stable\n"
+                    "params: {{message: ok}}\nfiles: [{{path: /etc/x, content: '{{{{ nope.missing }}}}'}}]\n",
+                    "files"),
+    "path_trick": ("name: {n}\ntemplate: tools/busybox/worker/stable\n"
+                   "files: [{{path: /etc/x, source: ../../etc/passwd}}]\n", "source"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_names_file_and_field_and_touches_nothing_running(
+    case: str, defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    victim = defs_repo.worker("victim", message="original")
+    defs_repo.commit("Add victim")
+    sync(defs_repo)
+    before = container(docker_client, victim)
+
+    text, field = BAD_INPUTS[case]
+    defs_repo.write(f"definitions/{victim}.yaml", text.format(n=victim))
+    fresh = defs_repo.worker("fresh")  # a good definition in the same commit
+    defs_repo.commit(f"Break victim ({case})")
+    report = sync(defs_repo)
+
+    assert statuses(report) == {fresh: "success"}
+    assert report.errors, "the bad file must be reported"
+    messages = [str(e) for e in report.errors]
+    assert any(f"definitions/{victim}.yaml" in m and field in m for m in messages), messages
+    after = container(docker_client, victim)
+    assert after.id == before.id and after.status == "running"
+    assert "MESSAGE=original" in after.attrs["Config"]["Env"]
+
+
+def test_unsafe_name_and_duplicate_names_are_refused(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    one = defs_repo.worker("one")
+    defs_repo.write("definitions/evil.yaml", "name: ../../evil\ntemplate: tools/busybox/worker/stable\n")
+    defs_repo.write("definitions/copy.yaml", f"name: {one}\ntemplate: tools/busybox/plain/stable\n")
+    defs_repo.commit("Add bad names")
+
+    report = sync(defs_repo)
+
+    messages = "\n".join(str(e) for e in report.errors)
+    assert "definitions/evil.yaml" in messages and "name" in messages
+    assert "definitions/copy.yaml" in messages and one in messages
+    assert docker_client.containers.list(all=True, filters={"name": "evil"}) == []
+
+
+def test_revisions_count_commits_that_change_the_desired_state(defs_repo: DefinitionsRepo) -> None:
+    name = defs_repo.worker("rev", message="1")
+    defs_repo.commit("r1")
+    defs_repo.worker("rev", message="2")
+    defs_repo.commit("r2")
+    defs_repo.write("README.md", "unrelated\n")
+    defs_repo.commit("not a revision of rev")
+    defs_repo.worker("rev", message="3")
+    third = defs_repo.commit("r3")
+
+    report = sync(defs_repo)  # three revisions in one catch-up sync
+
+    assert statuses(report) == {name: "success"}
+    ws = Workspace.open(defs_repo.path)
+    record = ws.store.definition(name)
+    assert record is not None and record.current_revision == 3
+    revisions = ws.store.revisions(record.id)
+    assert [r.number for r in revisions] == [1, 2, 3]
+    assert revisions[-1].commit == third
+    ws.close()
+
+
+def test_secret_reaches_the_container_but_no_label_log_or_git(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    name = defs_repo.name("sec")
+    defs_repo.write(
+        f"definitions/{name}.yaml",
+        f"name: {name}\ntemplate: tools/busybox/worker/stable\n"
+        "params:\n  message: {secret: greeting}\n",
+    )
+    defs_repo.commit("Add sec")
+    runner = CliRunner()
+    result = runner.invoke(main, ["secret", "set", "greeting", "--repo", str(defs_repo.path)],
+                           input="s3cr3t-value\n")
+    assert result.exit_code == 0, result.output
+
+    report = sync(defs_repo)
+
+    assert statuses(report) == {name: "success"}
+    c = container(docker_client, name)
+    assert "MESSAGE=s3cr3t-value" in c.attrs["Config"]["Env"]
+    assert "s3cr3t-value" not in json.dumps(c.labels)
+    assert "s3cr3t-value" not in defs_repo.git("log", "-p", "--all")
+    shown = runner.invoke(main, ["deployments", "show", report.deployments[0].id,
+                                 "--repo", str(defs_repo.path), "--json"])
+    assert shown.exit_code == 0 and "s3cr3t-value" not in shown.output
+
+    # A new secret version redeploys, with the reason saying so.
+    runner.invoke(main, ["secret", "set", "greeting", "--repo", str(defs_repo.path)], input="other\n")
+    report = sync(defs_repo)
+    assert statuses(report) == {name: "success"}
+    assert report.deployments[0].reason.kind is ReasonKind.SECRET
+    assert "MESSAGE=other" in container(docker_client, name).attrs["Config"]["Env"]
+
+
+def test_config_file_change_redeploys_exactly_its_users(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    defs_repo.write("config/motd.txt", "hello from {{ definition.name }}\n")
+    user = defs_repo.worker("user", _extra="files: [{path: /etc/motd, source: config/motd.txt}]\n")
+    other = defs_repo.worker("other")
+    defs_repo.commit("Add user and other")
+    sync(defs_repo)
+    assert run_in(docker_client, user, "cat /etc/motd") == f"hello from {user}\n"
+
+    defs_repo.write("config/motd.txt", "changed\n")
+    defs_repo.commit("Change motd")
+    report = sync(defs_repo)
+
+    assert statuses(report) == {user: "success"}
+    assert report.deployments[0].reason.kind is ReasonKind.CONFIG_FILE
+    assert run_in(docker_client, user, "cat /etc/motd") == "changed\n"
+    assert container(docker_client, other).labels["com.deployally.revision"] == "1"
+    assert run_in(docker_client, user, "touch /etc/motd 2>&1 || echo read-only").strip().endswith("read-only")
+
+
+def test_one_failing_definition_never_blocks_the_others(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    bad = defs_repo.worker("bad", script="exit 1")
+    good = [defs_repo.worker(f"g{i}") for i in range(3)]
+    defs_repo.commit("Mixed")
+
+    report = sync(defs_repo)
+
+    result = statuses(report)
+    assert result[bad] == "failed"
+    assert all(result[g] == "success" for g in good)
+    with pytest.raises(docker.errors.NotFound):
+        container(docker_client, bad)  # a failed create leaves no half-made container
+
+
+def test_out_of_band_changes_are_healed(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    name = defs_repo.worker("heal")
+    defs_repo.commit("Add heal")
+    sync(defs_repo)
+
+    container(docker_client, name).remove(force=True)
+    report = sync(defs_repo)
+    assert statuses(report) == {name: "success"}
+    assert report.deployments[0].reason.kind is ReasonKind.DRIFT
+    assert container(docker_client, name).status == "running"
+
+    container(docker_client, name).stop(timeout=1)
+    report = sync(defs_repo)
+    assert statuses(report) == {name: "success"}
+    assert container(docker_client, name).status == "running"
+
+
+def test_plan_cli_between_revisions_and_against_live(defs_repo: DefinitionsRepo) -> None:
+    name = defs_repo.worker("p", message="one")
+    base = defs_repo.commit("p1")
+    defs_repo.worker("p", message="two")
+    added = defs_repo.worker("q")
+    head = defs_repo.commit("p2")
+    runner = CliRunner()
+    repo = str(defs_repo.path)
+
+    text = runner.invoke(main, ["plan", "--repo", repo, "--base", base, "--head", head])
+    assert text.exit_code == 0, text.output
+    assert f"~ update" in text.output and name in text.output
+    assert 'env.MESSAGE: "one" -> "two"' in text.output
+    assert f"+ create" in text.output and added in text.output
+
+    md = runner.invoke(main, ["plan", "--repo", repo, "--base", base, "--head", head,
+                              "--format", "markdown"])
+    assert md.exit_code == 0 and "```diff" in md.output
+
+    js = runner.invoke(main, ["plan", "--repo", repo, "--base", base, "--head", head,
+                              "--format", "json"])
+    data = json.loads(js.output)
+    kinds = {a["name"]: a["kind"] for a in data["actions"]}
+    assert kinds == {name: "update", added: "create"}
+
+    live = runner.invoke(main, ["plan", "--repo", repo, "--format", "json"])
+    kinds = {a["name"]: a["kind"] for a in json.loads(live.output)["actions"]}
+    assert kinds[name] == "create" and kinds[added] == "create"
+    sync(defs_repo)
+    live = runner.invoke(main, ["plan", "--repo", repo, "--format", "json"])
+    kinds = {a["name"]: a["kind"] for a in json.loads(live.output)["actions"]}
+    assert kinds[name] == "unchanged" and kinds[added] == "unchanged"
+
+
+def test_validate_cli_exit_codes(defs_repo: DefinitionsRepo) -> None:
+    runner = CliRunner()
+    defs_repo.worker("v")
+    defs_repo.commit("ok")
+    ok = runner.invoke(main, ["validate", "--repo", str(defs_repo.path)])
+    assert ok.exit_code == 0, ok.output
+    defs_repo.write("definitions/broken.yaml", "name: broken\ntemplate: nope/nope/nope/1\n")
+    bad = runner.invoke(main, ["validate", "--repo", str(defs_repo.path)])
+    assert bad.exit_code == 1
+    assert "definitions/broken.yaml" in bad.output and "template" in bad.output
+    at_head = runner.invoke(main, ["validate", "--repo", str(defs_repo.path), "--rev", "HEAD"])
+    assert at_head.exit_code == 0  # the broken file is not committed
+
+
+def test_rollback_commits_a_past_revision_back(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    name = defs_repo.worker("rb", message="first")
+    defs_repo.commit("rb1")
+    sync(defs_repo)
+    defs_repo.worker("rb", message="second")
+    defs_repo.commit("rb2")
+    sync(defs_repo)
+
+    result = CliRunner().invoke(main, ["rollback", name, "--to", "1", "--repo", str(defs_repo.path)])
+    assert result.exit_code == 0, result.output
+    report = sync(defs_repo)
+
+    assert statuses(report) == {name: "success"}
+    assert report.deployments[0].reason.kind is ReasonKind.ROLLBACK
+    c = container(docker_client, name)
+    assert "MESSAGE=first" in c.attrs["Config"]["Env"]
+    assert c.labels["com.deployally.revision"] == "3"
+    assert "Roll back" in defs_repo.git("log", "-1", "--format=%s")
+
+
+def test_second_sync_with_no_change_does_nothing(defs_repo: DefinitionsRepo) -> None:
+    defs_repo.worker("idle")
+    defs_repo.commit("idle")
+    first = sync(defs_repo)
+    assert len(first.deployments) == 1
+    again = sync(defs_repo)
+    assert again.deployments == () and again.unchanged == 1
+    assert again.ok
+
+
+def test_deployment_records_reason_and_log(defs_repo: DefinitionsRepo) -> None:
+    name = defs_repo.worker("rec")
+    head = defs_repo.commit("Add rec")
+    report = sync(defs_repo)
+    ws = Workspace.open(defs_repo.path)
+    d = ws.store.deployment(report.deployments[0].id)
+    assert d is not None
+    assert d.status is DeploymentStatus.SUCCESS and d.commit == head
+    assert d.reason.kind is ReasonKind.NEW and "Add rec" in d.reason.summary
+    assert d.created_at <= d.started_at <= d.finished_at  # type: ignore[operator]
+    assert any("healthy" in line.message for line in d.logs)
+    assert ws.store.last_applied_commit() == head
+    ws.close()
+
+
+def test_init_makes_a_repository_with_hooks(tmp_path: Path) -> None:
+    runner = CliRunner()
+    bare = tmp_path / "deploy.git"
+    result = runner.invoke(main, ["init", str(bare), "--bare"])
+    assert result.exit_code == 0, result.output
+    assert (bare / "hooks" / "pre-receive").stat().st_mode & 0o111
+    assert (bare / "hooks" / "post-receive").exists()
+    work = tmp_path / "work"
+    result = runner.invoke(main, ["init", str(work)])
+    assert result.exit_code == 0, result.output
+    assert (work / "deployally.yaml").exists() and (work / ".git" / "hooks" / "pre-commit").exists()
