@@ -11,7 +11,15 @@ from typing import Any, Mapping
 
 from . import secrets
 from .identity import instance_id
-from .types import Deployment, DefinitionRecord, FieldChange, LiveInstance, Reason, Template
+from .types import (
+    Deployment,
+    DefinitionRecord,
+    FieldChange,
+    LiveInstance,
+    Reason,
+    SecretRef,
+    Template,
+)
 
 MASK = "********"
 
@@ -53,7 +61,7 @@ def masked_params(params: Mapping[str, Any], password_inputs: set[str] | None = 
     """Params as shown to people: secret references and password inputs as ********."""
     out: dict[str, Any] = {}
     for key, value in params.items():
-        is_secret = isinstance(value, Mapping) and set(value) == {"secret"}
+        is_secret = isinstance(value, SecretRef) or (isinstance(value, Mapping) and set(value) == {"secret"})
         out[key] = MASK if is_secret or (password_inputs and key in password_inputs) else value
     return out
 

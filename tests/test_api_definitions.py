@@ -1,0 +1,217 @@
+"""Definitions over real HTTP, real git, a real store and Docker: reads, and writes that become commits."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+from conftest import ApiServer
+
+from deployally.identity import definition_id
+from deployally.workspace import Workspace
+
+SECRET_TEMPLATE = """\
+name: Busybox With Password
+description: busybox keeping a password in its environment
+version: stable
+taxonomy: {kingdom: assets, family: tools, species: busybox, variant: secret, specimen: stable}
+deprecated: false
+spec:
+  image: {repository: busybox, tag: stable}
+  user_inputs:
+    admin_password: {type: password, required: true}
+    greeting: {type: string, default: hello}
+  profiles: [minimal, development, production]
+  command: ["sh", "-c", "sleep 2147483647"]
+  env:
+    ADMIN_PASSWORD: "{{ params.admin_password }}"
+    GREETING: "{{ params.greeting }}"
+  stop_signal: SIGKILL
+"""
+TEMPLATE_PATH = "tools/busybox/secret/stable"
+
+
+def git(ws: Workspace, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ws.repo_path, check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def docker_ws(api_ws: Workspace, names: str, busybox_image: str) -> Workspace:
+    """`api_ws` with a per-test network and a repo template that takes a password."""
+    repo = api_ws.repo
+    repo.write(
+        {
+            "deployally.yaml": f"network: {names}net\nhealth_timeout: 30s\n",
+            "catalog/busybox-secret.yaml": SECRET_TEMPLATE,
+        },
+        message="Test settings and template",
+        author_name="Test",
+        author_email="test@example.com",
+        expected_head=repo.head(),
+    )
+    return api_ws
+
+
+@pytest.fixture
+def tpl_id(api: ApiServer, api_tokens: dict[str, str], docker_ws: Workspace) -> str:
+    found = api.request("GET", "/templates?family=tools", api_tokens["read"]).json()["data"]
+    return next(t["id"] for t in found if t["path"] == TEMPLATE_PATH)
+
+
+@pytest.fixture
+def local_id(api: ApiServer, api_tokens: dict[str, str]) -> str:
+    servers = api.request("GET", "/servers", api_tokens["read"]).json()["data"]
+    return next(s["id"] for s in servers if s["name"] == "local")
+
+
+def create(api: ApiServer, token: str, tpl_id: str, server: str, name: str, **extra: object) -> dict:  # type: ignore[type-arg]
+    body = {
+        "template_id": tpl_id,
+        "server_id": server,
+        "name": name,
+        "params": {"admin_password": "s3cret-pw-123"},
+        **extra,
+    }
+    r = api.request("POST", "/definitions", token, json=body)
+    assert r.status_code == 201, r.text
+    return r.json()["data"]  # type: ignore[no-any-return]
+
+
+def test_create_commits_a_reference_and_stores_the_password(
+    api: ApiServer, api_tokens: dict[str, str], docker_ws: Workspace, tpl_id: str, local_id: str,
+    names: str,
+) -> None:
+    name = f"{names}-app"
+    data = create(api, api_tokens["write"], tpl_id, local_id, name, profile="production")
+    assert data["id"] == definition_id(name)
+    assert data["name"] == name and data["status"] == "pending"
+    assert data["current_revision"] == 1
+    assert data["created_at"].endswith("Z")
+    assert docker_ws.repo.head() == data["commit"]
+
+    shown = git(docker_ws, "show", "HEAD")
+    assert "s3cret-pw-123" not in git(docker_ws, "log", "-p", "--all")
+    assert f"admin_password: {{secret: {name}_admin_password}}" in shown
+    assert "profile: production" in shown
+    assert git(docker_ws, "log", "-1", "--format=%an").strip() == "write-bot"
+    assert f"Create definition {name}" in git(docker_ws, "log", "-1", "--format=%B")
+    assert docker_ws.store.secret_value(f"{name}_admin_password") == "s3cret-pw-123"
+
+    again = api.request(
+        "POST", "/definitions", api_tokens["write"],
+        json={"template_id": tpl_id, "server_id": local_id, "name": name,
+              "params": {"admin_password": "x"}},
+    )
+    assert again.status_code == 409
+    assert name in again.json()["error"]["message"]
+
+
+def test_synced_definitions_list_and_get_with_revisions(
+    api: ApiServer, api_tokens: dict[str, str], docker_ws: Workspace, tpl_id: str, local_id: str,
+    names: str,
+) -> None:
+    name = f"{names}-app"
+    create(api, api_tokens["write"], tpl_id, "local", name)
+    report = docker_ws.engine.sync()
+    assert report.ok, report
+
+    listed = api.request("GET", "/definitions", api_tokens["read"]).json()
+    assert listed["pagination"] == {"page": 1, "per_page": 20, "total": 1}
+    [row] = listed["data"]
+    assert set(row) >= {
+        "id", "name", "template_id", "server_id", "status", "current_revision",
+        "container_name", "created_at", "updated_at",
+    }
+    assert row["template_id"] == tpl_id and row["server_id"] == local_id
+    assert row["status"] == "active" and row["current_revision"] == 1
+    assert row["container_name"] == name
+    assert row["params"]["admin_password"] == "********"
+    assert "s3cret-pw-123" not in str(listed)
+
+    for query, count in [(f"server_id={local_id}", 1), ("server_id=local", 1),
+                         ("server_id=srv_000000000000", 0), ("status=active", 1),
+                         ("status=failed", 0)]:
+        r = api.request("GET", f"/definitions?{query}", api_tokens["read"]).json()
+        assert r["pagination"]["total"] == count, query
+
+    one = api.request("GET", f"/definitions/{row['id']}", api_tokens["read"]).json()["data"]
+    assert [r["number"] for r in one["revisions"]] == [1]
+    assert one["revisions"][0]["commit"] == docker_ws.repo.head()
+    by_name = api.request("GET", f"/definitions/{name}", api_tokens["read"])
+    assert by_name.json()["data"]["id"] == row["id"]
+
+
+def test_put_makes_a_new_revision_and_delete_commits_the_removal(
+    api: ApiServer, api_tokens: dict[str, str], docker_ws: Workspace, tpl_id: str, names: str,
+) -> None:
+    name = f"{names}-app"
+    made = create(api, api_tokens["write"], tpl_id, "local", name)
+    assert docker_ws.engine.sync().ok
+
+    r = api.request(
+        "PUT", f"/definitions/{made['id']}", api_tokens["write"],
+        json={"profile": "production", "params": {"greeting": "ola", "admin_password": "n0va-senha"}},
+    )
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["current_revision"] == 2 and data["status"] == "pending"
+    text = git(docker_ws, "show", "HEAD:" + f"definitions/{name}.yaml")
+    assert "greeting: ola" in text and "profile: production" in text
+    assert "n0va-senha" not in git(docker_ws, "log", "-p", "--all")
+    assert docker_ws.store.secret_value(f"{name}_admin_password") == "n0va-senha"
+    assert docker_ws.engine.sync().ok
+    got = api.request("GET", f"/definitions/{made['id']}", api_tokens["read"]).json()["data"]
+    assert got["current_revision"] == 2 and got["profile"] == "production"
+    assert [rev["number"] for rev in got["revisions"]] == [1, 2]
+
+    bad = api.request(
+        "PUT", f"/definitions/{made['id']}", api_tokens["write"],
+        json={"params": {"nope": 1}, "profile": "huge"},
+    )
+    assert bad.status_code == 422
+    fields = {d["field"] for d in bad.json()["error"]["details"]}
+    assert {"params.nope", "profile"} <= fields
+    assert git(docker_ws, "rev-parse", "HEAD").strip() == data["commit"]  # nothing committed
+
+    gone = api.request("DELETE", f"/definitions/{made['id']}", api_tokens["write"])
+    assert gone.status_code == 200
+    assert gone.json()["data"]["current_revision"] == 3
+    assert f"definitions/{name}.yaml" in git(docker_ws, "show", "--stat", "HEAD")
+    assert git(docker_ws, "ls-tree", "HEAD", "definitions/").strip() == ""
+    assert docker_ws.engine.sync().ok
+    assert name not in docker_ws.driver_for("local").live()  # type: ignore[union-attr]
+    again = api.request("DELETE", f"/definitions/{made['id']}", api_tokens["write"])
+    assert again.status_code == 404
+
+
+def test_create_checks_every_field(
+    api: ApiServer, api_tokens: dict[str, str], docker_ws: Workspace, tpl_id: str,
+) -> None:
+    head = docker_ws.repo.head()
+    r = api.request("POST", "/definitions", api_tokens["write"], json={"params": []})
+    assert r.status_code == 422
+    fields = {d["field"] for d in r.json()["error"]["details"]}
+    assert fields == {"template_id", "server_id", "name", "params"}
+
+    r = api.request(
+        "POST", "/definitions", api_tokens["write"],
+        json={"template_id": "tpl_000000000000", "server_id": "mars", "name": "x", "params": {}},
+    )
+    assert {d["field"] for d in r.json()["error"]["details"]} == {"template_id", "server_id"}
+
+    r = api.request(
+        "POST", "/definitions", api_tokens["write"],
+        json={"template_id": tpl_id, "server_id": "local", "name": "Bad/../Name", "params": {}},
+    )
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "name"
+
+    r = api.request(
+        "POST", "/definitions", api_tokens["write"],
+        json={"template_id": tpl_id, "server_id": "local", "name": "ok-name", "params": {}},
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["details"][0]["field"] == "params.admin_password"
+    assert docker_ws.repo.head() == head  # nothing invalid was committed
