@@ -264,3 +264,33 @@ def api(api_ws: object, api_tokens: dict[str, str]) -> Iterator[ApiServer]:
     server = ApiServer(api_ws)
     yield server
     server.close()
+
+
+@pytest.fixture
+def api_docker_ws(api_ws: object, names: str, busybox_image: str) -> object:
+    """`api_ws` whose containers use a network this test owns (removed with its `names`)."""
+    repo = api_ws.repo  # type: ignore[attr-defined]
+    repo.write(
+        {"deployally.yaml": f"network: {names}net\nhealth_timeout: 30s\n"},
+        message="Test settings",
+        author_name="Test",
+        author_email="test@example.com",
+        expected_head=repo.head(),
+    )
+    return api_ws
+
+
+def commit_busybox(ws: object, name: str, script: str = "sleep 2147483647") -> str:
+    """Commit definitions/<name>.yaml on the busybox-plain template; returns the commit."""
+    repo = ws.repo  # type: ignore[attr-defined]
+    text = (
+        f"name: {name}\ntemplate: tools/busybox/plain/stable\n"
+        f"params:\n  script: {script!r}\n"
+    )
+    return repo.write(  # type: ignore[no-any-return]
+        {f"definitions/{name}.yaml": text},
+        message=f"Define {name}",
+        author_name="Test",
+        author_email="test@example.com",
+        expected_head=repo.head(),
+    )
