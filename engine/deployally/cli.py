@@ -429,5 +429,127 @@ def copy_tree(source: Path, dest: Path) -> None:
     shutil.copytree(source, dest, dirs_exist_ok=True)
 
 
+# ---------------------------------------------------------------- API tokens
+
+
+@main.group()
+def token() -> None:
+    """API tokens (`Authorization: Bearer da_...`): read, write or admin."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["read", "write", "admin"]), default="read",
+              show_default=True, help="read sees all but secrets; write changes; admin all.")
+@state_option
+@repo_option
+@branch_option
+def token_create(name: str, scope: str, state_dir: str | None, repo: str, branch: str) -> None:
+    """Make a token and print it this once; only its hash is kept."""
+    ws = _workspace(repo, state_dir, branch)
+    click.echo(ws.store.create_token(name, scope))
+    click.echo(f"token {name} ({scope}) created; it is shown only now", err=True)
+
+
+@token.command("list")
+@state_option
+@repo_option
+@branch_option
+@json_option
+def token_list(state_dir: str | None, repo: str, branch: str, as_json: bool) -> None:
+    """List tokens by name and scope (never the tokens)."""
+    ws = _workspace(repo, state_dir, branch)
+    items = ws.store.list_tokens()
+    if as_json:
+        _echo_json([{"id": t.id, "name": t.name, "scope": t.scope,
+                     "created_at": str(t.created_at)} for t in items])
+        return
+    _table([(t.name, t.scope, t.id, t.created_at) for t in items],
+           ["NAME", "SCOPE", "ID", "CREATED"])
+
+
+@token.command("revoke")
+@click.argument("name")
+@state_option
+@repo_option
+@branch_option
+def token_revoke(name: str, state_dir: str | None, repo: str, branch: str) -> None:
+    """Revoke a token by name or id; it stops working at once."""
+    ws = _workspace(repo, state_dir, branch)
+    ws.store.revoke_token(name)
+    click.echo(f"token {name} revoked")
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+@main.group()
+def webhook() -> None:
+    """Webhooks: signed POSTs of deployment, instance and definition events."""
+
+
+@webhook.command("add")
+@click.argument("url")
+@click.option("--event", "events", multiple=True, required=True,
+              help="An event to send (repeat for more), e.g. deployment.failed.")
+@click.option("--secret-file", type=click.File("r"), default=None,
+              help="Read the signing secret from this file [default: prompt or stdin].")
+@state_option
+@repo_option
+@branch_option
+def webhook_add(url: str, events: tuple[str, ...], secret_file: Any, state_dir: str | None,
+                repo: str, branch: str) -> None:
+    """Subscribe URL to events; payloads are signed with the secret (never an argument)."""
+    from .notify import EVENTS, check_url
+
+    if problem := check_url(url):
+        raise click.BadParameter(problem, param_hint="URL")
+    unknown = [e for e in events if e not in EVENTS]
+    if unknown:
+        raise click.BadParameter(
+            f"{', '.join(unknown)}: not events; use {', '.join(sorted(EVENTS))}",
+            param_hint="--event",
+        )
+    source = secret_file or click.get_text_stream("stdin")
+    if source.isatty():
+        value = click.prompt("webhook secret", hide_input=True, confirmation_prompt=True)
+    else:
+        value = source.read()
+    value = value.rstrip("\r\n")
+    if not value:
+        raise click.ClickException("the webhook secret is empty")
+    ws = _workspace(repo, state_dir, branch)
+    record = ws.store.add_webhook(url, events, value)
+    click.echo(record.id)
+
+
+@webhook.command("list")
+@state_option
+@repo_option
+@branch_option
+@json_option
+def webhook_list(state_dir: str | None, repo: str, branch: str, as_json: bool) -> None:
+    """List webhooks (never their secrets)."""
+    ws = _workspace(repo, state_dir, branch)
+    items = ws.store.webhooks()
+    if as_json:
+        _echo_json([{"id": w.id, "url": w.url, "events": list(w.events),
+                     "created_at": str(w.created_at)} for w in items])
+        return
+    _table([(w.id, w.url, ",".join(w.events)) for w in items], ["ID", "URL", "EVENTS"])
+
+
+@webhook.command("rm")
+@click.argument("webhook_id")
+@state_option
+@repo_option
+@branch_option
+def webhook_rm(webhook_id: str, state_dir: str | None, repo: str, branch: str) -> None:
+    """Remove a webhook and its pending deliveries."""
+    ws = _workspace(repo, state_dir, branch)
+    ws.store.delete_webhook(webhook_id)
+    click.echo(f"webhook {webhook_id} removed")
+
+
 if __name__ == "__main__":
     main()
