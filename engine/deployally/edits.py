@@ -173,20 +173,22 @@ def delete_definition(repo: GitRepo, store: Store, key: str, *, author: str) -> 
 
 def _current(repo: GitRepo, store: Store, key: str, head: str | None) -> tuple[str, str, str]:
     """Name, path and text at head of the definition `key` (def_ id or name)."""
+    if head is None:
+        raise NotFound(f"definition {key!r}: the branch has no commits yet")
     record = store.definition(key)
-    candidates = [record.path] if record is not None and record.path else []
-    if record is None and _NAME.fullmatch(key):
-        candidates.append(f"{DEFINITIONS_DIR}/{key}.yaml")
-    if head is not None and not candidates and key.startswith("def_"):
-        # Committed but not yet synced: find the file whose name has this id.
-        for path in repo.list_files(head, f"{DEFINITIONS_DIR}/"):
-            stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-            if definition_id(stem) == key:
-                candidates.append(path)
-    for path in candidates:
-        text = repo.read(head, path) if head is not None else None
+    if record is not None and record.path:
+        candidates = {record.path: record.name}
+    else:
+        candidates = {f"{DEFINITIONS_DIR}/{key}.yaml": key} if _NAME.fullmatch(key) else {}
+        if key.startswith("def_"):
+            # Committed but not yet synced: find the file whose name has this id.
+            for path in repo.list_files(head, f"{DEFINITIONS_DIR}/"):
+                stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+                if definition_id(stem) == key:
+                    candidates[path] = stem
+    for path, name in candidates.items():
+        text = repo.read(head, path)
         if text is not None:
-            name = record.name if record is not None else path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             return name, path, text
     raise NotFound(f"definition {key!r} has no file on the branch; list them with GET /definitions")
 
