@@ -20,6 +20,7 @@ from . import secrets
 from .drivers.base import Driver
 from .errors import DeployAllyError, ValidationError
 from .identity import definition_id, random_id
+from .lock import sync_lock
 from .definitions import public_params
 from .plan import diff_specs, order, plan
 from .source.git import GitRepo
@@ -104,7 +105,7 @@ class Engine:
 
     def sync(self) -> SyncReport:
         """Bring live state to the head of the tracked branch, once, in order."""
-        with self._lock:
+        with self._lock, sync_lock(self.store.state_dir):
             self._close_interrupted()
             head = self.repo.head()
             if head is None:
