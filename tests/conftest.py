@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import secrets
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,6 @@ import pytest
 import requests.exceptions
 
 BUSYBOX_IMAGE = "busybox:stable"
-BUSYBOX_BINARY = Path("/bin/busybox")  # Debian's busybox-static
 # Containers a test makes outside the driver may carry this label with the test's prefix,
 # so the `names` finalizer removes them even when their name does not start with it.
 TEST_LABEL = "com.deployally.test"
@@ -37,48 +34,16 @@ def docker_client() -> Iterator[docker.DockerClient]:
     client.close()
 
 
-def _busybox_rootfs() -> bytes:
-    """A tar of bin/busybox plus one bin/<applet> symlink per applet, so sh, wget... exist."""
-    applets = subprocess.run(
-        [str(BUSYBOX_BINARY), "--list"], check=True, capture_output=True, text=True
-    ).stdout.split()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for directory, mode in (("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777)):
-            info = tarfile.TarInfo(directory)
-            info.type = tarfile.DIRTYPE
-            info.mode = mode
-            tar.addfile(info)
-        tar.add(str(BUSYBOX_BINARY), arcname="bin/busybox")
-        for applet in applets:
-            if applet == "busybox":
-                continue
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type = tarfile.SYMTYPE
-            link.linkname = "busybox"
-            tar.addfile(link)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="session")
 def busybox_image(docker_client: docker.DockerClient) -> str:
     """`busybox:stable`, imported from the host's static busybox when missing (no registry)."""
+    from deployally.drivers.images import ensure_busybox
+    from deployally.errors import DriverError
+
     try:
-        docker_client.images.get(BUSYBOX_IMAGE)
-        return BUSYBOX_IMAGE
-    except docker.errors.ImageNotFound:
-        pass
-    if not BUSYBOX_BINARY.exists():
-        pytest.fail(f"{BUSYBOX_BINARY} is missing: install Debian's busybox-static")
-    repository, tag = BUSYBOX_IMAGE.split(":")
-    docker_client.api.import_image_from_data(
-        _busybox_rootfs(),
-        repository=repository,
-        tag=tag,
-        changes=['CMD ["sh"]', "ENV PATH=/bin"],
-    )
-    docker_client.images.get(BUSYBOX_IMAGE)
-    return BUSYBOX_IMAGE
+        return ensure_busybox(docker_client, pull=False)
+    except DriverError as exc:
+        pytest.fail(str(exc))
 
 
 def _remove_prefixed(client: docker.DockerClient, prefix: str) -> None:
