@@ -19,7 +19,7 @@ from ..errors import (
     ValidationErrors,
 )
 from ..workspace import Workspace
-from . import definitions, deployments, health, instances, meta, servers, templates, webhooks
+from . import definitions, deployments, health, instances, meta, servers, sync, templates, webhooks
 from .auth import Handler, auth_middleware
 from .context import CONTEXT, Context, context
 from .envelope import ApiError, failure
@@ -47,7 +47,7 @@ def create_app(
     """The API for one workspace; `trigger_sync` is called after each write commit."""
     app = web.Application(middlewares=[metrics_middleware, error_middleware, auth_middleware])
     app[CONTEXT] = Context(ws, trigger_sync=trigger_sync, status=status)
-    for module in (templates, definitions, instances, servers, deployments, webhooks, health, meta):
+    for module in (templates, definitions, instances, servers, deployments, webhooks, health, meta, sync):
         app.router.add_routes(module.routes)
     return app
 

@@ -1,0 +1,146 @@
+"""POST /api/v1/sync: run a sync now; from a Bearer token, a GitHub or a GitLab push webhook.
+
+A push webhook carries no token: GitHub signs the body (`X-Hub-Signature-256:
+sha256=<HMAC>`), GitLab sends the shared secret (`X-Gitlab-Token`); both are
+checked against the configured webhook secret in constant time. With
+`{"wait": true}` the answer comes when the sync covering the push has finished,
+with its deployments: what the post-receive hook prints into `git push`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from .. import notify
+from ..reconcile import SyncReport
+from ..views import deployment_view
+from .auth import PUBLIC, WRITE, access
+from .context import context
+from .envelope import ApiError, bad_request, success
+
+routes = web.RouteTableDef()
+
+MAX_BODY = 1024 * 1024  # a push webhook with many commits is a few hundred KB at most
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """A finished sync: its report and the progress lines it printed ("site: revision 3 deployed")."""
+
+    report: SyncReport
+    lines: tuple[str, ...] = ()
+
+
+class SyncService(Protocol):
+    """What the running engine offers this route (set by `deployally serve`)."""
+
+    webhook_secret: str | None
+    branch: str
+
+    def trigger(self, why: str) -> None:
+        """Ask for a sync soon (fetching first for a mirrored remote); never waits."""
+
+    async def sync_covering(self, commit: str | None, why: str) -> SyncOutcome:
+        """Wait for a sync that started after this call, and answer with the one that reached `commit`."""
+
+
+SYNC = web.AppKey("deployally.sync", SyncService)
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message)
+
+
+async def _authorize(request: web.Request, body: bytes, secret: str | None) -> str:
+    """Who is asking: "github", "gitlab" or "token"; 401/403 otherwise."""
+    github = request.headers.get("X-Hub-Signature-256")
+    gitlab = request.headers.get("X-Gitlab-Token")
+    if github is not None or gitlab is not None:
+        if not secret:
+            raise _unauthorized(
+                "push webhooks are not accepted: start `deployally serve` with --webhook-secret "
+                "(or DEPLOYALLY_WEBHOOK_SECRET)"
+            )
+        if github is not None:
+            if not notify.verify(secret, body, github):
+                raise _unauthorized("X-Hub-Signature-256 does not match the body and secret")
+            return "github"
+        assert gitlab is not None
+        if not hmac.compare_digest(gitlab.encode(), secret.encode()):
+            raise _unauthorized("X-Gitlab-Token does not match the webhook secret")
+        return "gitlab"
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized(
+            "send `Authorization: Bearer da_...` (write scope) or a signed push webhook"
+        )
+    ctx = context(request)
+    record = await ctx.run(ctx.ws.store.verify_token, token.strip())
+    if record is None:
+        raise _unauthorized("the token is not known or was revoked; make one with `deployally token create NAME`")
+    if record.scope not in (WRITE, "admin"):
+        raise ApiError(403, "forbidden", f"token {record.name!r} has scope {record.scope!r}; this needs 'write'")
+    return "token"
+
+
+def _payload(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise bad_request(f"the body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def outcome_view(outcome: SyncOutcome) -> dict[str, Any]:
+    """A finished sync as the API shows it."""
+    report = outcome.report
+    return {
+        "commit": report.commit,
+        "ok": report.ok,
+        "lines": list(outcome.lines),
+        "deployments": [deployment_view(d) for d in report.deployments],
+        "errors": [e.as_dict() for e in report.errors],
+        "unchanged": report.unchanged,
+    }
+
+
+@routes.post("/api/v1/sync")
+@access(PUBLIC)  # checked below: a push webhook proves itself with a signature, not a token
+async def sync(request: web.Request) -> web.Response:
+    """Sync now (202), or with `{"wait": true}` answer with the finished sync's deployments (200)."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"the body is over {MAX_BODY} bytes")
+    body = await request.read()
+    service = request.app.get(SYNC)
+    sender = await _authorize(request, body, service.webhook_secret if service else None)
+    if sender == "github" and request.headers.get("X-GitHub-Event", "push") == "ping":
+        return success({"queued": False, "reason": "ping"})
+    payload = _payload(body)
+    ref = payload.get("ref")
+    tracked = f"refs/heads/{service.branch}" if service is not None else None
+    if sender != "token" and isinstance(ref, str) and tracked and ref != tracked:
+        return success({"queued": False, "reason": f"{ref} is not the tracked branch"})
+    commit = payload.get("commit") or payload.get("after") or payload.get("checkout_sha")
+    if commit is not None and not isinstance(commit, str):
+        raise bad_request("commit must be a commit sha", "commit")
+    why = f"{sender} push" if sender != "token" else "POST /api/v1/sync"
+    if service is None:
+        ctx = context(request)
+        if ctx.trigger_sync is None:
+            raise ApiError(503, "unavailable", "no engine runs in this process: start `deployally serve`")
+        await ctx.run(ctx.sync_soon)
+        return success({"queued": True}, status=202)
+    if payload.get("wait") is True:
+        return success(outcome_view(await service.sync_covering(commit, why)))
+    service.trigger(why)
+    return success({"queued": True}, status=202)
