@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from conftest import ApiServer
 
 RANK = {"read": 1, "write": 2, "admin": 3}

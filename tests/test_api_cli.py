@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from click.testing import CliRunner
-from conftest import ApiServer
 
+from conftest import ApiServer
 from deployally.cli import main
 from deployally.workspace import Workspace
 
@@ -40,8 +40,14 @@ def test_webhook_add_list_rm(api: ApiServer, api_ws: Workspace, api_tokens: dict
     runner = CliRunner()
     added = runner.invoke(
         main,
-        ["webhook", "add", "https://hooks.example.com/x", "--event", "deployment.failed",
-         *_args(api_ws)],
+        [
+            "webhook",
+            "add",
+            "https://hooks.example.com/x",
+            "--event",
+            "deployment.failed",
+            *_args(api_ws),
+        ],
         input="signing-secret\n",
     )
     assert added.exit_code == 0, added.output

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 
 import pytest
-from conftest import ApiServer
 
+from conftest import ApiServer
 from deployally.identity import definition_id
 from deployally.workspace import Workspace
 
@@ -67,7 +66,9 @@ def local_id(api: ApiServer, api_tokens: dict[str, str]) -> str:
     return next(s["id"] for s in servers if s["name"] == "local")
 
 
-def create(api: ApiServer, token: str, tpl_id: str, server: str, name: str, **extra: object) -> dict:  # type: ignore[type-arg]
+def create(
+    api: ApiServer, token: str, tpl_id: str, server: str, name: str, **extra: object
+) -> dict:  # type: ignore[type-arg]
     body = {
         "template_id": tpl_id,
         "server_id": server,
@@ -81,7 +82,11 @@ def create(api: ApiServer, token: str, tpl_id: str, server: str, name: str, **ex
 
 
 def test_create_commits_a_reference_and_stores_the_password(
-    api: ApiServer, api_tokens: dict[str, str], docker_ws: Workspace, tpl_id: str, local_id: str,
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
     names: str,
 ) -> None:
     name = f"{names}-app"
@@ -101,16 +106,26 @@ def test_create_commits_a_reference_and_stores_the_password(
     assert docker_ws.store.secret_value(f"{name}_admin_password") == "s3cret-pw-123"
 
     again = api.request(
-        "POST", "/definitions", api_tokens["write"],
-        json={"template_id": tpl_id, "server_id": local_id, "name": name,
-              "params": {"admin_password": "x"}},
+        "POST",
+        "/definitions",
+        api_tokens["write"],
+        json={
+            "template_id": tpl_id,
+            "server_id": local_id,
+            "name": name,
+            "params": {"admin_password": "x"},
+        },
     )
     assert again.status_code == 409
     assert name in again.json()["error"]["message"]
 
 
 def test_synced_definitions_list_and_get_with_revisions(
-    api: ApiServer, api_tokens: dict[str, str], docker_ws: Workspace, tpl_id: str, local_id: str,
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
     names: str,
 ) -> None:
     name = f"{names}-app"
@@ -122,8 +137,15 @@ def test_synced_definitions_list_and_get_with_revisions(
     assert listed["pagination"] == {"page": 1, "per_page": 20, "total": 1}
     [row] = listed["data"]
     assert set(row) >= {
-        "id", "name", "template_id", "server_id", "status", "current_revision",
-        "container_name", "created_at", "updated_at",
+        "id",
+        "name",
+        "template_id",
+        "server_id",
+        "status",
+        "current_revision",
+        "container_name",
+        "created_at",
+        "updated_at",
     }
     assert row["template_id"] == tpl_id and row["server_id"] == local_id
     assert row["status"] == "active" and row["current_revision"] == 1
@@ -131,9 +153,13 @@ def test_synced_definitions_list_and_get_with_revisions(
     assert row["params"]["admin_password"] == "********"
     assert "s3cret-pw-123" not in str(listed)
 
-    for query, count in [(f"server_id={local_id}", 1), ("server_id=local", 1),
-                         ("server_id=srv_000000000000", 0), ("status=active", 1),
-                         ("status=failed", 0)]:
+    for query, count in [
+        (f"server_id={local_id}", 1),
+        ("server_id=local", 1),
+        ("server_id=srv_000000000000", 0),
+        ("status=active", 1),
+        ("status=failed", 0),
+    ]:
         r = api.request("GET", f"/definitions?{query}", api_tokens["read"]).json()
         assert r["pagination"]["total"] == count, query
 
@@ -145,15 +171,24 @@ def test_synced_definitions_list_and_get_with_revisions(
 
 
 def test_put_makes_a_new_revision_and_delete_commits_the_removal(
-    api: ApiServer, api_tokens: dict[str, str], docker_ws: Workspace, tpl_id: str, names: str,
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    names: str,
 ) -> None:
     name = f"{names}-app"
     made = create(api, api_tokens["write"], tpl_id, "local", name)
     assert docker_ws.engine.sync().ok
 
     r = api.request(
-        "PUT", f"/definitions/{made['id']}", api_tokens["write"],
-        json={"profile": "production", "params": {"greeting": "ola", "admin_password": "n0va-senha"}},
+        "PUT",
+        f"/definitions/{made['id']}",
+        api_tokens["write"],
+        json={
+            "profile": "production",
+            "params": {"greeting": "ola", "admin_password": "n0va-senha"},
+        },
     )
     assert r.status_code == 200, r.text
     data = r.json()["data"]
@@ -168,7 +203,9 @@ def test_put_makes_a_new_revision_and_delete_commits_the_removal(
     assert [rev["number"] for rev in got["revisions"]] == [1, 2]
 
     bad = api.request(
-        "PUT", f"/definitions/{made['id']}", api_tokens["write"],
+        "PUT",
+        f"/definitions/{made['id']}",
+        api_tokens["write"],
         json={"params": {"nope": 1}, "profile": "huge"},
     )
     assert bad.status_code == 422
@@ -188,7 +225,10 @@ def test_put_makes_a_new_revision_and_delete_commits_the_removal(
 
 
 def test_create_checks_every_field(
-    api: ApiServer, api_tokens: dict[str, str], docker_ws: Workspace, tpl_id: str,
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
 ) -> None:
     head = docker_ws.repo.head()
     r = api.request("POST", "/definitions", api_tokens["write"], json={"params": []})
@@ -197,19 +237,25 @@ def test_create_checks_every_field(
     assert fields == {"template_id", "server_id", "name", "params"}
 
     r = api.request(
-        "POST", "/definitions", api_tokens["write"],
+        "POST",
+        "/definitions",
+        api_tokens["write"],
         json={"template_id": "tpl_000000000000", "server_id": "mars", "name": "x", "params": {}},
     )
     assert {d["field"] for d in r.json()["error"]["details"]} == {"template_id", "server_id"}
 
     r = api.request(
-        "POST", "/definitions", api_tokens["write"],
+        "POST",
+        "/definitions",
+        api_tokens["write"],
         json={"template_id": tpl_id, "server_id": "local", "name": "Bad/../Name", "params": {}},
     )
     assert r.status_code == 422 and r.json()["error"]["details"][0]["field"] == "name"
 
     r = api.request(
-        "POST", "/definitions", api_tokens["write"],
+        "POST",
+        "/definitions",
+        api_tokens["write"],
         json={"template_id": tpl_id, "server_id": "local", "name": "ok-name", "params": {}},
     )
     assert r.status_code == 422

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 
 from conftest import ApiServer, commit_busybox
-
 from deployally.workspace import Workspace
 
 
@@ -26,12 +25,21 @@ def test_list_filter_and_get_with_logs(
     a = api.request("GET", f"/definitions/{names}-a", token).json()["data"]
     only_a = api.request("GET", f"/deployments?definition_id={a['id']}", token).json()
     assert [d["definition_name"] for d in only_a["data"]] == [f"{names}-a"]
-    assert api.request("GET", f"/deployments?definition_id={names}-a", token).json()[
-        "pagination"]["total"] == 1
-    assert api.request("GET", "/deployments?server_id=local", token).json()[
-        "pagination"]["total"] == 2
-    assert api.request("GET", f"/deployments?server_id={row['server_id']}", token).json()[
-        "pagination"]["total"] == 2
+    assert (
+        api.request("GET", f"/deployments?definition_id={names}-a", token).json()["pagination"][
+            "total"
+        ]
+        == 1
+    )
+    assert (
+        api.request("GET", "/deployments?server_id=local", token).json()["pagination"]["total"] == 2
+    )
+    assert (
+        api.request("GET", f"/deployments?server_id={row['server_id']}", token).json()[
+            "pagination"
+        ]["total"]
+        == 2
+    )
     assert api.request("GET", "/deployments?status=failed", token).json()["data"] == []
     assert api.request("GET", "/deployments?status=bogus", token).status_code == 400
 
@@ -59,12 +67,15 @@ def test_post_without_revision_records_a_redeploy(
     assert "write-bot" in got["logs"][0]["message"]
 
     wrong = api.request(
-        "POST", "/deployments", api_tokens["write"],
+        "POST",
+        "/deployments",
+        api_tokens["write"],
         json={"definition_id": a["id"], "server_id": "srv_000000000000"},
     )
     assert wrong.status_code == 422
-    missing = api.request("POST", "/deployments", api_tokens["write"],
-                          json={"definition_id": "def_000000000000"})
+    missing = api.request(
+        "POST", "/deployments", api_tokens["write"], json={"definition_id": "def_000000000000"}
+    )
     assert missing.status_code == 404
 
 
@@ -88,8 +99,11 @@ def test_post_with_revision_commits_the_old_file_back(
     assert data["reason"]["kind"] == "rollback" and data["revision"] == 3
     assert data["commit"] == ws.repo.head()
     text = subprocess.run(
-        ["git", "show", f"HEAD:definitions/{name}.yaml"], cwd=ws.repo_path, check=True,
-        capture_output=True, text=True,
+        ["git", "show", f"HEAD:definitions/{name}.yaml"],
+        cwd=ws.repo_path,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert "sleep 1000001" in text
     assert ws.repo.commit_info("HEAD").author_name == "write-bot"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ApiServer
 
+from conftest import ApiServer
 from deployally.api.envelope import ApiError, Page, parse_page
 
 
@@ -12,8 +12,15 @@ def test_parse_page_defaults_and_limits() -> None:
     assert parse_page({}) == Page(1, 20)
     assert parse_page({"page": "3", "per_page": "100"}) == Page(3, 100)
     assert Page(3, 10).offset == 20
-    for bad in ({"page": "abc"}, {"page": "0"}, {"per_page": "0"}, {"per_page": "1000"},
-                {"per_page": "-1"}, {"page": "1.5"}, {"page": ""}):
+    for bad in (
+        {"page": "abc"},
+        {"page": "0"},
+        {"per_page": "0"},
+        {"per_page": "1000"},
+        {"per_page": "-1"},
+        {"page": "1.5"},
+        {"page": ""},
+    ):
         with pytest.raises(ApiError) as caught:
             parse_page(bad)
         assert caught.value.status == 400
@@ -44,7 +51,10 @@ def test_page_past_the_end_is_an_empty_page(api: ApiServer, api_tokens: dict[str
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"", b'"text"', b"\xff\xfe"])
 def test_malformed_json_is_400(api: ApiServer, api_tokens: dict[str, str], body: bytes) -> None:
     r = api.request(
-        "POST", "/webhooks", api_tokens["admin"], data=body,
+        "POST",
+        "/webhooks",
+        api_tokens["admin"],
+        data=body,
         headers={"Content-Type": "application/json"},
     )
     assert r.status_code == 400
@@ -53,7 +63,9 @@ def test_malformed_json_is_400(api: ApiServer, api_tokens: dict[str, str], body:
 
 def test_invalid_body_is_422_naming_each_field(api: ApiServer, api_tokens: dict[str, str]) -> None:
     r = api.request(
-        "POST", "/servers", api_tokens["admin"],
+        "POST",
+        "/servers",
+        api_tokens["admin"],
         json={"name": "Bad Name!", "environment": "moon", "colour": "red"},
     )
     assert r.status_code == 422
@@ -77,8 +89,12 @@ def test_unknown_route_is_404_and_wrong_method_is_405(
 
 
 def test_errors_never_show_a_stack_trace(api: ApiServer, api_tokens: dict[str, str]) -> None:
-    for method, path in [("GET", "/definitions/%00"), ("PUT", "/definitions/../../etc"),
-                         ("POST", "/instances/x/stop"), ("GET", "/deployments/'")]:
+    for method, path in [
+        ("GET", "/definitions/%00"),
+        ("PUT", "/definitions/../../etc"),
+        ("POST", "/instances/x/stop"),
+        ("GET", "/deployments/'"),
+    ]:
         r = api.request(method, path, api_tokens["admin"], json={"profile": "x"})
         assert r.status_code < 500, (method, path, r.text)
         assert "Traceback" not in r.text

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ApiServer
 
+from conftest import ApiServer
 from deployally import __version__
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from conftest import ApiServer, commit_busybox
-
 from deployally.workspace import Workspace
 
 
@@ -20,12 +19,20 @@ def test_list_has_the_documented_fields(
     assert len(mine) == 1
     inst = mine[0]
     assert set(inst) >= {
-        "id", "definition_id", "container_id", "container_name", "status", "health",
-        "started_at", "uptime_seconds",
+        "id",
+        "definition_id",
+        "container_id",
+        "container_name",
+        "status",
+        "health",
+        "started_at",
+        "uptime_seconds",
     }
     assert re.fullmatch(r"[0-9a-f]{12}", inst["container_id"])
     assert inst["id"] == "inst_" + inst["container_id"]
-    assert inst["status"] == "running" and inst["health"] is None  # busybox-plain has no healthcheck
+    assert (
+        inst["status"] == "running" and inst["health"] is None
+    )  # busybox-plain has no healthcheck
     assert isinstance(inst["uptime_seconds"], int) and inst["uptime_seconds"] >= 0
     d = api.request("GET", f"/definitions/{names}-a", api_tokens["read"]).json()["data"]
     assert inst["definition_id"] == d["id"] and d["instance_id"] == inst["id"]
@@ -38,8 +45,11 @@ def test_stop_holds_against_self_heal_and_start_releases_it(
     name = f"{names}-a"
     commit_busybox(ws, name)
     assert ws.engine.sync().ok
-    [inst] = [i for i in api.request("GET", "/instances", api_tokens["read"]).json()["data"]
-              if i["container_name"] == name]
+    [inst] = [
+        i
+        for i in api.request("GET", "/instances", api_tokens["read"]).json()["data"]
+        if i["container_name"] == name
+    ]
 
     stopped = api.request("POST", f"/instances/{inst['id']}/stop", api_tokens["write"])
     assert stopped.status_code == 200, stopped.text

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import yaml
-from conftest import ApiServer
 
+from conftest import ApiServer
 from deployally.api.meta import OPENAPI_PATH
 
 
@@ -46,13 +46,19 @@ def test_metrics_count_requests_by_route_and_status(
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("text/plain")
     text = r.text
-    assert 'deployally_http_requests_total{method="GET",route="/api/v1/servers",status="200"} 2' in text
+    assert (
+        'deployally_http_requests_total{method="GET",route="/api/v1/servers",status="200"} 2'
+        in text
+    )
     assert 'route="/api/v1/templates/{id}",status="404"} 1' in text
     assert re.search(
         r'deployally_http_request_duration_seconds_count\{route="/api/v1/servers",status="200"\} 2',
         text,
     )
-    assert 'deployally_http_request_duration_seconds_bucket{route="/api/v1/servers",status="200",le="+Inf"} 2' in text
+    assert (
+        'deployally_http_request_duration_seconds_bucket{route="/api/v1/servers",status="200",le="+Inf"} 2'
+        in text
+    )
     assert 'deployally_deployments{status="success"} 0' in text
     assert 'deployally_definitions{status="active"} 0' in text
     # Every non-comment line is `name{labels} number`.

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import ApiServer
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -19,6 +18,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from conftest import ApiServer
 from deployally.api.meta import OPENAPI_PATH
 from deployally.source.git import GitRepo
 from deployally.workspace import Workspace
@@ -37,8 +37,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer
     """One API for every generated case, and an admin token (it reaches every endpoint)."""
     root: Path = tmp_path_factory.mktemp("schemathesis")
     repo = GitRepo.init(root / "repo", bare=False, branch="main")
-    repo.write({"deployally.yaml": "reconcile_interval: 30s\n"}, message="Start",
-               author_name="Test", author_email="test@example.com", expected_head=None)
+    repo.write(
+        {"deployally.yaml": "reconcile_interval: 30s\n"},
+        message="Start",
+        author_name="Test",
+        author_email="test@example.com",
+        expected_head=None,
+    )
     ws = Workspace.open(root / "repo", root / "state")
     token = ws.store.create_token("fuzz", "admin")
     server = ApiServer(ws)

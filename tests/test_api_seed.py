@@ -10,15 +10,23 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import ApiServer, commit_busybox
-
 from deployally.catalog import load_builtin
 from deployally.workspace import Workspace
 
 TEMPLATE = {
-    "id": "tpl_abc123", "name": "MySQL Database Server", "version": "8.4",
-    "taxonomy": {"kingdom": "assets", "family": "database", "species": "mysql",
-                 "variant": "standard", "specimen": "8.4"},
-    "spec_hash": "sha256:abc123...", "deprecated": False, "created_at": "2026-01-15T10:00:00Z",
+    "id": "tpl_abc123",
+    "name": "MySQL Database Server",
+    "version": "8.4",
+    "taxonomy": {
+        "kingdom": "assets",
+        "family": "database",
+        "species": "mysql",
+        "variant": "standard",
+        "specimen": "8.4",
+    },
+    "spec_hash": "sha256:abc123...",
+    "deprecated": False,
+    "created_at": "2026-01-15T10:00:00Z",
 }
 TEMPLATE_DETAIL = {
     **{k: v for k, v in TEMPLATE.items() if k not in ("deprecated", "created_at")},
@@ -26,22 +34,47 @@ TEMPLATE_DETAIL = {
     "spec": {"image": {"repository": "mysql", "tag": "8.4"}, "profiles": []},
 }
 DEFINITION = {
-    "id": "def_xyz789", "name": "mysql_meu_banco", "template_id": "tpl_abc123",
-    "server_id": "srv_123", "status": "active", "current_revision": 2,
-    "container_name": "mysql_meu_banco", "created_at": "2026-01-20T14:00:00Z",
+    "id": "def_xyz789",
+    "name": "mysql_meu_banco",
+    "template_id": "tpl_abc123",
+    "server_id": "srv_123",
+    "status": "active",
+    "current_revision": 2,
+    "container_name": "mysql_meu_banco",
+    "created_at": "2026-01-20T14:00:00Z",
     "updated_at": "2026-01-25T09:00:00Z",
 }
-WRITTEN = {"id": "def_new123", "name": "mysql_producao", "status": "pending",
-           "current_revision": 1, "created_at": "2026-02-13T10:00:00Z"}
-INSTANCE = {
-    "id": "inst_abc", "definition_id": "def_xyz789", "container_id": "abc123def456",
-    "container_name": "mysql_meu_banco", "status": "running", "health": "healthy",
-    "started_at": "2026-02-10T08:00:00Z", "uptime_seconds": 259200,
+WRITTEN = {
+    "id": "def_new123",
+    "name": "mysql_producao",
+    "status": "pending",
+    "current_revision": 1,
+    "created_at": "2026-02-13T10:00:00Z",
 }
-SERVER = {"id": "srv_new123", "name": "servidor-producao-01", "api_key": "da_server_xxx",
-          "status": "pending", "created_at": "2026-02-13T10:00:00Z"}
-DEPLOYMENT = {"id": "deploy_abc123", "definition_id": "def_xyz789", "server_id": "srv_123",
-              "status": "pending", "created_at": "2026-02-13T10:00:00Z"}
+INSTANCE = {
+    "id": "inst_abc",
+    "definition_id": "def_xyz789",
+    "container_id": "abc123def456",
+    "container_name": "mysql_meu_banco",
+    "status": "running",
+    "health": "healthy",
+    "started_at": "2026-02-10T08:00:00Z",
+    "uptime_seconds": 259200,
+}
+SERVER = {
+    "id": "srv_new123",
+    "name": "servidor-producao-01",
+    "api_key": "da_server_xxx",
+    "status": "pending",
+    "created_at": "2026-02-13T10:00:00Z",
+}
+DEPLOYMENT = {
+    "id": "deploy_abc123",
+    "definition_id": "def_xyz789",
+    "server_id": "srv_123",
+    "status": "pending",
+    "created_at": "2026-02-13T10:00:00Z",
+}
 HEALTH = {"status": "healthy", "version": "0.5.1", "timestamp": "2026-02-13T12:00:00Z"}
 NULLABLE = {"health", "started_at"}  # null when there is no healthcheck / never started
 
@@ -90,10 +123,16 @@ def test_the_documents_examples(
     envelope(api.request("GET", f"/templates/{mysql.id}", da), TEMPLATE_DETAIL)
 
     server = envelope(
-        api.request("POST", "/servers", da, json={
-            "name": "servidor-producao-01", "environment": "production",
-            "description": "Servidor principal de produção",
-        }),
+        api.request(
+            "POST",
+            "/servers",
+            da,
+            json={
+                "name": "servidor-producao-01",
+                "environment": "production",
+                "description": "Servidor principal de produção",
+            },
+        ),
         SERVER,
     )
     listed = envelope(
@@ -104,18 +143,35 @@ def test_the_documents_examples(
     assert all("api_key" not in s for s in listed)  # shown once, at registration only
 
     created = envelope(
-        api.request("POST", "/definitions", da, json={
-            "template_id": mysql.id, "server_id": server["id"], "name": "mysql_producao",
-            "params": {"root_password": "senha_root_segura", "database_name": "app_db",
-                       "user_name": "app_user", "user_password": "senha_user_segura"},
-            "profile": "production",
-        }),
+        api.request(
+            "POST",
+            "/definitions",
+            da,
+            json={
+                "template_id": mysql.id,
+                "server_id": server["id"],
+                "name": "mysql_producao",
+                "params": {
+                    "root_password": "senha_root_segura",
+                    "database_name": "app_db",
+                    "user_name": "app_user",
+                    "user_password": "senha_user_segura",
+                },
+                "profile": "production",
+            },
+        ),
         WRITTEN,
     )
     updated = envelope(
-        api.request("PUT", f"/definitions/{created['id']}", da, json={
-            "profile": "production", "params": {"user_password": "nova_senha_segura"},
-        }),
+        api.request(
+            "PUT",
+            f"/definitions/{created['id']}",
+            da,
+            json={
+                "profile": "production",
+                "params": {"user_password": "nova_senha_segura"},
+            },
+        ),
         {k: v for k, v in WRITTEN.items() if k != "created_at"},
     )
     assert updated["id"] == created["id"]
@@ -132,8 +188,9 @@ def test_the_documents_examples(
         r = api.request("POST", f"/instances/{inst['id']}/{action}", da)
         assert r.status_code == 200, (action, r.text)
 
-    envelope(api.request("GET", "/deployments", da), [DEPLOYMENT | {"status": "success"}],
-             paginated=True)
+    envelope(
+        api.request("GET", "/deployments", da), [DEPLOYMENT | {"status": "success"}], paginated=True
+    )
     deployment = envelope(
         api.request("POST", "/deployments", da, json={"definition_id": definition["id"]}),
         DEPLOYMENT,
@@ -145,10 +202,15 @@ def test_the_documents_examples(
     assert_shape(HEALTH, health, "health")
 
     envelope(
-        api.request("POST", "/webhooks", da, json={
-            "url": "https://meu-site.com/webhook",
-            "events": ["deployment.success", "deployment.failed", "instance.unhealthy"],
-            "secret": "meu_webhook_secret",
-        }),
+        api.request(
+            "POST",
+            "/webhooks",
+            da,
+            json={
+                "url": "https://meu-site.com/webhook",
+                "events": ["deployment.success", "deployment.failed", "instance.unhealthy"],
+                "secret": "meu_webhook_secret",
+            },
+        ),
         {"id": "whk_x", "url": "https://meu-site.com/webhook", "events": ["deployment.success"]},
     )

@@ -11,7 +11,9 @@ def test_register_as_in_the_document_then_list(
     api: ApiServer, api_tokens: dict[str, str], api_ws: object
 ) -> None:
     r = api.request(
-        "POST", "/servers", api_tokens["admin"],
+        "POST",
+        "/servers",
+        api_tokens["admin"],
         json={
             "name": "servidor-producao-01",
             "environment": "production",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from conftest import ApiServer
-
 from deployally.catalog import load_builtin
 
 
@@ -17,7 +16,13 @@ def test_list_has_every_builtin_template_with_the_documented_fields(
     assert body["pagination"] == {"page": 1, "per_page": 20, "total": len(load_builtin())}
     first = body["data"][0]
     assert set(first) >= {
-        "id", "name", "version", "taxonomy", "spec_hash", "deprecated", "created_at"
+        "id",
+        "name",
+        "version",
+        "taxonomy",
+        "spec_hash",
+        "deprecated",
+        "created_at",
     }
     assert set(first["taxonomy"]) == {"kingdom", "family", "species", "variant", "specimen"}
     assert first["spec_hash"].startswith("sha256:")

@@ -9,7 +9,9 @@ def test_create_as_in_the_document_list_and_delete(
     api: ApiServer, api_tokens: dict[str, str], api_ws: object
 ) -> None:
     r = api.request(
-        "POST", "/webhooks", api_tokens["admin"],
+        "POST",
+        "/webhooks",
+        api_tokens["admin"],
         json={
             "url": "https://meu-site.com/webhook",
             "events": ["deployment.success", "deployment.failed", "instance.unhealthy"],
@@ -39,9 +41,14 @@ def test_bad_url_and_unknown_events_are_422_by_field(
     api: ApiServer, api_tokens: dict[str, str]
 ) -> None:
     r = api.request(
-        "POST", "/webhooks", api_tokens["admin"],
-        json={"url": "ftp://example.com/x", "events": ["deployment.success", "deploy.done"],
-              "secret": "s"},
+        "POST",
+        "/webhooks",
+        api_tokens["admin"],
+        json={
+            "url": "ftp://example.com/x",
+            "events": ["deployment.success", "deploy.done"],
+            "secret": "s",
+        },
     )
     assert r.status_code == 422
     details = {d["field"]: d["message"] for d in r.json()["error"]["details"]}

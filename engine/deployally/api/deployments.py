@@ -143,6 +143,7 @@ async def create_deployment(request: web.Request) -> web.Response:
     who = author(request)
     server = servers.get(record.server_id)
     server_name = server.name if server is not None else record.server_id
+    commit: str | None
     if revision is not None:
         commit = await ctx.run(
             edits.rollback, ctx.ws.repo, store, record.name, revision, author=who
