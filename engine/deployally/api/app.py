@@ -47,7 +47,17 @@ def create_app(
     """The API for one workspace; `trigger_sync` is called after each write commit."""
     app = web.Application(middlewares=[metrics_middleware, error_middleware, auth_middleware])
     app[CONTEXT] = Context(ws, trigger_sync=trigger_sync, status=status)
-    for module in (templates, definitions, instances, servers, deployments, webhooks, health, meta, sync):
+    for module in (
+        templates,
+        definitions,
+        instances,
+        servers,
+        deployments,
+        webhooks,
+        health,
+        meta,
+        sync,
+    ):
         app.router.add_routes(module.routes)
     return app
 
