@@ -551,5 +551,191 @@ def webhook_rm(webhook_id: str, state_dir: str | None, repo: str, branch: str) -
     click.echo(f"webhook {webhook_id} removed")
 
 
+# ---------------------------------------------------------------- serve, demo, status, logs, hooks
+
+
+@main.command()
+@click.option("--repo", default=".", show_default=True,
+              help="A local working or bare repository, or a remote URL to mirror and fetch.")
+@state_option
+@branch_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the API listens on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="API port (0: any free port).")
+@click.option("--reconcile-interval", default=30.0, show_default=True, type=float,
+              help="Seconds between drift checks (and fetches of a remote).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Log lines on stderr: text, or one JSON object a line.")
+@click.option("--webhook-secret", envvar="DEPLOYALLY_WEBHOOK_SECRET", default=None,
+              help="Secret for GitHub/GitLab push webhooks [env: DEPLOYALLY_WEBHOOK_SECRET].")
+@click.option("--parallel", default=4, show_default=True, help="Definitions applied at once.")
+def serve(repo: str, state_dir: str | None, branch: str, host: str, port: int,
+          reconcile_interval: float, log_format: str, webhook_secret: str | None,
+          parallel: int) -> None:
+    """Run the engine and the API until SIGTERM/SIGINT: push to git, and the change goes live."""
+    from . import logs
+    from .server import ServeConfig
+    from .server import serve as run_server
+
+    logs.configure(log_format)
+    config = ServeConfig(
+        repo=repo, state_dir=Path(state_dir) if state_dir else None, branch=branch, host=host,
+        port=port, reconcile_interval_s=reconcile_interval, webhook_secret=webhook_secret or None,
+        max_parallel=parallel,
+    )
+    sys.exit(run_server(config))
+
+
+@main.command()
+@click.argument("directory", default="./deployally-demo", type=click.Path(file_okay=False))
+@click.option("--port", default=8080, show_default=True, type=int, help="API port.")
+@click.option("--no-serve", is_flag=True, help="Set up and deploy once, then exit.")
+@click.pass_context
+def demo(ctx: click.Context, directory: str, port: int, no_serve: bool) -> None:
+    """A bare repo to push to, a working clone of example-repo/, deployed, then `serve` on it."""
+    from . import demo as demo_mod
+
+    layout = demo_mod.DemoLayout(Path(directory).resolve())
+    image = demo_mod.check_docker()
+    click.echo(f"Docker answers; image {image} is present")
+    if layout.bare.exists():
+        click.echo(f"{layout.bare} exists: using it as it is")
+    else:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        ctx.invoke(init, path=str(layout.bare), bare=True, branch="main")
+        GitRepo(layout.bare).set_config("deployally.stateDir", str(layout.state))
+        demo_mod.clone_and_push(layout, click.echo)
+    token_value = demo_mod.read_token(layout.state)
+    api_url = f"http://127.0.0.1:{port}/api/v1"
+    click.echo("")
+    click.echo(f"Site:       {demo_mod.SITE_URL}")
+    click.echo(f"API:        {api_url}   (try: curl -H 'Authorization: Bearer {token_value}' "
+               f"{api_url}/definitions)")
+    click.echo(f"Read token: {token_value}")
+    click.echo(f"State:      {layout.state}")
+    click.echo("Next: cd " + str(layout.work) + "; edit definitions/site.yaml; "
+               "git commit -am 'Change the site'; git push   -- and watch it redeploy")
+    if no_serve:
+        return
+    from . import logs
+    from .server import ServeConfig
+    from .server import serve as run_server
+
+    click.echo(f"Serving on {api_url} (Ctrl-C to stop)")
+    logs.configure("text")
+    sys.exit(run_server(ServeConfig(repo=str(layout.bare), state_dir=layout.state, port=port)))
+
+
+def _uptime(since: Any) -> str:
+    from datetime import UTC, datetime
+
+    if since is None:
+        return ""
+    seconds = int((datetime.now(UTC) - since).total_seconds())
+    days, rest = divmod(max(seconds, 0), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+@main.command()
+@repo_option
+@state_option
+@branch_option
+@json_option
+def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None:
+    """Every definition with its revision, status, health and uptime."""
+    from .types import LiveInstance
+
+    ws = _workspace(repo, state_dir, branch)
+    records = ws.store.definitions()
+    driver = ws.driver_for("local")
+    docker_error = None
+    live: dict[str, LiveInstance] = {}
+    try:
+        live = driver.live() if driver is not None else {}
+    except DeployAllyError as exc:
+        docker_error = str(exc)
+    rows = []
+    for r in records:
+        inst = live.get(r.name)
+        running = inst is not None and inst.status == "running"
+        since = (inst.started_at or inst.created_at) if inst is not None and running else None
+        rows.append({
+            "name": r.name,
+            "revision": r.current_revision,
+            "applied_revision": r.applied_revision,
+            "status": r.status.value,
+            "instance": inst.status if inst is not None else ("unknown" if docker_error else "absent"),
+            "health": inst.health if inst is not None else None,
+            "uptime": _uptime(since),
+            "error": r.last_error,
+        })
+    if as_json:
+        _echo_json({"definitions": rows, "docker_error": docker_error})
+        return
+    _table([(x["name"], x["revision"], x["status"], x["instance"], x["health"] or "",
+             x["uptime"], x["error"] or "") for x in rows],
+           ["NAME", "REV", "STATUS", "INSTANCE", "HEALTH", "UPTIME", "ERROR"])
+    if docker_error:
+        click.echo(f"warning: {docker_error}", err=True)
+
+
+@main.command()
+@click.argument("deployment")
+@click.option("-f", "--follow", is_flag=True, help="Follow a deployment in progress until it ends.")
+@repo_option
+@state_option
+@branch_option
+def logs(deployment: str, follow: bool, repo: str, state_dir: str | None, branch: str) -> None:
+    """Print a deployment's log (a deployment id, or a definition name for its latest)."""
+    import time
+
+    ws = _workspace(repo, state_dir, branch)
+    found = ws.store.deployment(deployment, with_logs=False)
+    if found is None:
+        record = ws.store.definition(deployment)
+        latest = ws.store.deployments(definition_id=record.id, limit=1) if record else []
+        if not latest:
+            raise click.ClickException(
+                f"no deployment {deployment}: `deployally deployments list` shows them"
+            )
+        found = latest[0]
+    seen = 0
+    final = (DeploymentStatus.SUCCESS, DeploymentStatus.FAILED, DeploymentStatus.ROLLED_BACK)
+    while True:
+        current = ws.store.deployment(found.id, with_logs=False)
+        for number, line in ws.store.logs_since(found.id, seen):
+            seen = number
+            click.echo(f"{line.at.strftime('%H:%M:%S.%f')[:-3]}  {line.message}")
+        if not follow or current is None or current.status in final:
+            break
+        time.sleep(0.3)
+    if current is not None:
+        click.echo(f"-- {current.id} {current.definition_name}: {current.status.value}", err=True)
+
+
+@main.group()
+def hook() -> None:
+    """What the installed git hooks call."""
+
+
+@hook.command("post-receive")
+@click.option("--repo", required=True, type=click.Path(file_okay=False), help="The git dir pushed to.")
+@branch_option
+@click.option("--commit", required=True, help="The new head of the branch.")
+@state_option
+def hook_post_receive(repo: str, branch: str, commit: str, state_dir: str | None) -> None:
+    """Deploy a push through the running engine (or here) and print each deployment's outcome."""
+    from .hook import post_receive
+
+    code = post_receive(Path(repo), branch, commit, click.echo,
+                        Path(state_dir) if state_dir else None)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     main()

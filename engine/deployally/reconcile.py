@@ -19,7 +19,8 @@ from . import desired as desired_mod
 from . import secrets
 from .drivers.base import Driver
 from .errors import DeployAllyError, ValidationError
-from .identity import definition_id, random_id
+from .catalog import load_builtin
+from .identity import content_hash, definition_id, random_id
 from .lock import sync_lock
 from .definitions import public_params
 from .plan import diff_specs, order, plan
@@ -42,6 +43,7 @@ from .types import (
 )
 
 from .edits import ROLLBACK_TRAILER
+IN_FLIGHT_PER_SLOT = 4  # definitions in flight per concurrent Docker call
 RETRY_BASE_S = 10.0
 RETRY_MAX_S = 600.0
 
@@ -95,7 +97,6 @@ class Engine:
         self.max_parallel = max_parallel
         self.progress = progress or (lambda line: None)
         self._lock = threading.Lock()
-        self._full_refresh = True  # the first sync of a process re-reads everything
         self._retry_at: dict[str, tuple[float, int]] = {}  # name -> (monotonic due, attempts)
 
     def __repr__(self) -> str:
@@ -130,7 +131,10 @@ class Engine:
         """Read what changed since the last sync; record revisions and the new desired specs."""
         previous = self.store.get_meta("desired_commit")
         refresh = _Refresh()
-        if previous == head and not self._full_refresh:
+        # New built-in templates (an upgrade of DeployAlly) can change any definition.
+        fingerprint = builtin_fingerprint()
+        full = previous is None or self.store.get_meta("builtin_catalog") != fingerprint
+        if previous == head and not full:
             self._refresh_secrets(head, refresh)
             return refresh
         commits = self.repo.commits_between(previous, head) if previous != head else []
@@ -139,12 +143,11 @@ class Engine:
             if commit != head:
                 self._record_revisions(commit, changes, self._load(commit, changes))
         changes = self.repo.changes(previous, head) if previous != head else ChangeSet()
-        full = self._full_refresh or previous is None
         state = self._load(head, None if full else changes)
         self._record_revisions(head, changes, state)
         self._record_desired(head, changes, state, refresh, full=full)
         self.store.set_meta("desired_commit", head)
-        self._full_refresh = False
+        self.store.set_meta("builtin_catalog", fingerprint)
         self._refresh_secrets(head, refresh)
         return refresh
 
@@ -360,7 +363,8 @@ class Engine:
         """Carry out a plan in dependency waves, in parallel within a wave."""
         done: list[Deployment] = []
         failed: set[str] = set()
-        with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
+        # Health waits are idle; the driver bounds the Docker calls themselves.
+        with ThreadPoolExecutor(max_workers=self.max_parallel * IN_FLIGHT_PER_SLOT) as pool:
             for wave in order(the_plan.changed()):
                 futures = [
                     pool.submit(self._deploy, driver, action, records.get(action.name), head, failed)
@@ -508,6 +512,11 @@ class Engine:
 
 
 # ---------------------------------------------------------------- pure pieces
+
+
+def builtin_fingerprint() -> str:
+    """What the built-in catalog is now: its templates' spec hashes."""
+    return content_hash(sorted(t.spec_hash for t in load_builtin().all()))
 
 
 def _is_definition(path: str) -> bool:

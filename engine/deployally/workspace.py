@@ -66,6 +66,7 @@ class Workspace:
                 server=DEFAULT_SERVER,
                 health_timeout_s=self.health_timeout_s,
                 owner=self.engine_id,
+                docker_slots=self.max_parallel,
             )
         return self._drivers[DEFAULT_SERVER]
 

@@ -110,9 +110,13 @@ class LocalDriver(Driver):
         health_timeout_s: float = 120,
         settle_s: float = 2.0,
         owner: str = "",
+        docker_slots: int = 4,
     ) -> None:
         self.server = server
         self.owner = owner
+        # Docker saturates at about 4 concurrent creates/starts on 2 cores; health waits are
+        # idle polling, so more definitions may be in flight than hold a slot.
+        self._slots = threading.BoundedSemaphore(docker_slots)
         self.state_dir = Path(state_dir)
         self.health_timeout_s = health_timeout_s
         self.settle_s = settle_s
@@ -332,11 +336,12 @@ class LocalDriver(Driver):
 
         new_id: str | None = None
         try:
-            with _docker(f"create container {spec.name}"):
-                new_id = str(self._api.create_container(**create_args)["Id"])
-            log(f"created container {new_id[:12]}")
-            with _docker(f"start container {spec.name}"):
-                self._api.start(new_id)
+            with self._slots:
+                with _docker(f"create container {spec.name}"):
+                    new_id = str(self._api.create_container(**create_args)["Id"])
+                log(f"created container {new_id[:12]}")
+                with _docker(f"start container {spec.name}"):
+                    self._api.start(new_id)
             self._wait_ready(new_id, spec.healthcheck is not None, log)
         except (_Failed, DriverError) as exc:
             reason = str(exc)

@@ -1,0 +1,83 @@
+"""How long a sync takes with many definitions: cold, no-op, and one changed.
+
+    python bench/sync_scale.py --definitions 100
+
+Deploys N busybox definitions to the local Docker engine from a fresh git
+repository, then times a no-op sync and a sync after one definition changed,
+and prints the figures (the same three docker-compose is measured by in
+DESIGN.md). Needs the `busybox:stable` image (the test suite or `deployally
+demo` makes it). Everything it creates carries the prefix `bench` and is
+removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+
+from deployally.workspace import Workspace
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args],
+                   cwd=repo, check=True, capture_output=True)
+
+
+def definition(name: str, message: str) -> str:
+    return (f"name: {name}\ntemplate: tools/busybox/plain/stable\n"
+            f"params: {{script: 'echo {message}; exec sleep 2147483647'}}\n")
+
+
+def timed_sync(repo: Path, state: Path, parallel: int) -> tuple[float, int]:
+    ws = Workspace.open(repo, state, max_parallel=parallel)
+    started = time.perf_counter()
+    report = ws.engine.sync()
+    elapsed = time.perf_counter() - started
+    ws.close()
+    failed = [d for d in report.deployments if d.status.value != "success"]
+    if failed:
+        raise SystemExit(f"{len(failed)} deployments failed, e.g. {failed[0]}")
+    return elapsed, len(report.deployments)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--definitions", type=int, default=100)
+    parser.add_argument("--parallel", type=int, default=4)
+    args = parser.parse_args()
+    client = docker.from_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        repo, state = Path(tmp) / "repo", Path(tmp) / "state"
+        (repo / "definitions").mkdir(parents=True)
+        git(repo, "init", "-q", "-b", "main")
+        (repo / "deployally.yaml").write_text("network: benchnet\n")
+        names = [f"bench{i:04d}" for i in range(args.definitions)]
+        for name in names:
+            (repo / "definitions" / f"{name}.yaml").write_text(definition(name, "one"))
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "many definitions")
+        try:
+            cold, n = timed_sync(repo, state, args.parallel)
+            print(f"cold sync, {n} definitions created: {cold:.2f} s")
+            noop, n = timed_sync(repo, state, args.parallel)
+            print(f"no-op sync ({n} deployments):          {noop:.2f} s")
+            (repo / "definitions" / f"{names[0]}.yaml").write_text(definition(names[0], "two"))
+            git(repo, "commit", "-qam", "change one")
+            one, n = timed_sync(repo, state, args.parallel)
+            print(f"one definition changed ({n} deployment): {one:.2f} s")
+        finally:
+            for c in client.containers.list(all=True, filters={"name": "bench"}):
+                c.remove(force=True)
+            for v in client.volumes.list(filters={"name": "bench"}):
+                v.remove(force=True)
+            for net in client.networks.list(names=["benchnet"]):
+                net.remove()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""`deployally hook post-receive`: tell the running engine about a push and print each outcome.
+
+The lines go to the pusher's terminal ("remote: site: revision 3 deployed"),
+as with Dokku or Heroku. With no engine running the sync runs right here, in
+the push; the sync lock keeps it from overlapping an engine that starts meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import DeployAllyError
+from .server import read_engine_file
+from .types import DeploymentStatus
+from .workspace import Workspace, default_state_dir
+
+Echo = Callable[[str], None]
+# A deploy waits for health checks; a push may take this long before the hook gives up.
+ENGINE_TIMEOUT_S = 30 * 60
+PREFIX = "DeployAlly: "
+
+
+def state_dir_for(git_dir: Path) -> Path:
+    """Where the engine of this repository keeps its state: `deployally.stateDir`, else beside it."""
+    proc = subprocess.run(
+        ["git", "config", "--file", str(git_dir / "config"), "--get", "deployally.stateDir"],
+        capture_output=True, text=True, check=False,
+    )
+    configured = proc.stdout.strip()
+    return Path(configured) if configured else default_state_dir(git_dir)
+
+
+def _ask_engine(engine: dict[str, Any], commit: str) -> dict[str, Any]:
+    """POST /api/v1/sync with wait; the parsed envelope (raises URLError when nobody listens)."""
+    request = urllib.request.Request(
+        f"{engine['url']}/api/v1/sync",
+        data=json.dumps({"commit": commit, "wait": True}).encode(),
+        headers={"Authorization": f"Bearer {engine['token']}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=ENGINE_TIMEOUT_S) as response:
+            body: dict[str, Any] = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+    return body
+
+
+def _refused(exc: urllib.error.URLError) -> bool:
+    return isinstance(exc.reason, (ConnectionRefusedError, FileNotFoundError))
+
+
+def post_receive(
+    repo: Path, branch: str, commit: str, echo: Echo, state_dir: Path | None = None
+) -> int:
+    """Deploy a push through the running engine (or in-process); 0 when every deployment succeeded."""
+    git_dir = Path(repo).resolve()
+    state = state_dir or state_dir_for(git_dir)
+    engine = read_engine_file(state)
+    echo(f"{PREFIX}deploying {commit[:12]}")
+    if engine is not None:
+        try:
+            body = _ask_engine(engine, commit)
+        except urllib.error.URLError as exc:
+            if not _refused(exc):
+                echo(f"{PREFIX}the engine at {engine['url']} did not answer: {exc.reason}")
+                return 1
+            echo(f"{PREFIX}no engine answers at {engine['url']}; deploying here")
+        else:
+            return _print_engine_answer(body, echo)
+    return _sync_here(git_dir, state, branch, echo)
+
+
+def _print_engine_answer(body: dict[str, Any], echo: Echo) -> int:
+    if not body.get("success"):
+        error = body.get("error") or {}
+        echo(f"{PREFIX}the engine refused the sync: {error.get('message', body)}")
+        return 1
+    data = body["data"]
+    for line in data.get("lines") or []:
+        echo(line)
+    for err in data.get("errors") or []:
+        where = err["file"] + (f":{err['line']}" if err.get("line") else "")
+        field = f" {err['field']}:" if err.get("field") else ""
+        echo(f"error: {where}:{field} {err['message']}")
+    deployments = data.get("deployments") or []
+    failed = sum(1 for d in deployments if d["status"] != DeploymentStatus.SUCCESS.value)
+    _summary(len(deployments) - failed, failed, int(data.get("unchanged", 0)),
+             len(data.get("errors") or []), echo)
+    return 0 if data.get("ok") else 1
+
+
+def _sync_here(git_dir: Path, state: Path, branch: str, echo: Echo) -> int:
+    ws = Workspace.open(git_dir, state, branch, progress=echo)
+    try:
+        report = ws.engine.sync()
+    except DeployAllyError as exc:
+        echo(f"{PREFIX}sync failed: {exc}")
+        return 1
+    finally:
+        ws.close()
+    for err in report.errors:
+        echo(f"error: {err}")
+    failed = sum(1 for d in report.deployments if d.status is not DeploymentStatus.SUCCESS)
+    _summary(len(report.deployments) - failed, failed, report.unchanged, len(report.errors), echo)
+    return 0 if report.ok else 1
+
+
+def _summary(deployed: int, failed: int, unchanged: int, invalid: int, echo: Echo) -> None:
+    echo(f"{PREFIX}{deployed} deployed, {failed} failed, {unchanged} unchanged, {invalid} invalid")
