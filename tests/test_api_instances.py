@@ -34,6 +34,7 @@ def test_list_has_the_documented_fields(
         inst["status"] == "running" and inst["health"] is None
     )  # busybox-plain has no healthcheck
     assert isinstance(inst["uptime_seconds"], int) and inst["uptime_seconds"] >= 0
+    assert inst["started_at"] is not None and inst["started_at"].endswith("Z")
     d = api.request("GET", f"/definitions/{names}-a", api_tokens["read"]).json()["data"]
     assert inst["definition_id"] == d["id"] and d["instance_id"] == inst["id"]
 

@@ -98,6 +98,7 @@ class Engine:
         self.progress = progress or (lambda line: None)
         self._lock = threading.Lock()
         self._retry_at: dict[str, tuple[float, int]] = {}  # name -> (monotonic due, attempts)
+        self._requested: dict[str, Deployment] = {}  # pending deployments asked for by people
 
     def __repr__(self) -> str:
         return f"Engine(repo={self.repo!r})"
@@ -107,7 +108,7 @@ class Engine:
     def sync(self) -> SyncReport:
         """Bring live state to the head of the tracked branch, once, in order."""
         with self._lock, sync_lock(self.store.state_dir):
-            self._close_interrupted()
+            self._requested = self._close_interrupted()  # operator requests from the API stay
             head = self.repo.head()
             if head is None:
                 return SyncReport(commit=None)
@@ -121,6 +122,7 @@ class Engine:
                 the_plan = self._plan(server, driver, records, refresh)  # plan
                 unchanged += sum(1 for a in the_plan.actions if a.kind is ActionKind.NOOP)
                 deployments += self._apply(driver, the_plan, records, head)  # apply+record+notify
+            self._settle_requests(records)
             if all(d.status is DeploymentStatus.SUCCESS for d in deployments):
                 self.store.set_last_applied_commit(head)
             return SyncReport(head, tuple(deployments), tuple(refresh.errors), unchanged)
@@ -346,7 +348,15 @@ class Engine:
                 )
         held = {n for n, r in mine.items() if r.operator_stopped}
         the_plan = plan(desired, live, applied, held=held, reasons=reasons)
-        return Plan(tuple(a for a in the_plan.actions if self._due(a)))
+        actions = []
+        for action in the_plan.actions:
+            request = self._requested.get(action.name)
+            if action.kind is ActionKind.NOOP and request and request.reason.kind is ReasonKind.OPERATOR:
+                # A redeploy asked for by an operator replaces the container even if unchanged.
+                action = replace(action, kind=ActionKind.UPDATE, reason=request.reason)
+            if self._due(action) or request is not None:
+                actions.append(action)
+        return Plan(tuple(actions))
 
     def _due(self, action: Action) -> bool:
         """Failed definitions retry with exponential backoff, not in a hot loop."""
@@ -389,8 +399,9 @@ class Engine:
         name = action.name
         reason = action.reason or Reason(ReasonKind.DRIFT, "live state differs", head)
         revision = record.current_revision if record else None
+        request = self._requested.pop(name, None)
         deployment = Deployment(
-            id=random_id("deploy"),
+            id=request.id if request else random_id("deploy"),
             definition_id=record.id if record else (action.live.definition_id if action.live else ""),
             definition_name=name,
             server_id=driver.server,
@@ -401,7 +412,8 @@ class Engine:
             reason=reason,
             created_at=utcnow(),
         )
-        self.store.create_deployment(deployment)
+        if request is None:
+            self.store.create_deployment(deployment)
         masker = secrets.SecretMasker()
         for secret_name, _ in action.desired.secrets if action.desired else ():
             try:
@@ -487,17 +499,38 @@ class Engine:
 
     # ------------------------------------------------------------ small lookups
 
-    def _close_interrupted(self) -> None:
-        """Deployments left running by a crash are closed as failed; the plan redoes their work."""
+    def _close_interrupted(self) -> dict[str, Deployment]:
+        """Close deployments a crash left open (the plan redoes their work); keep people's requests."""
         for deployment in self.store.deployments(status=DeploymentStatus.RUNNING, limit=1000):
             self.store.append_log(deployment.id, "the engine stopped during this deployment")
             self.store.update_deployment(
                 deployment.id, status=DeploymentStatus.FAILED, finished_at=utcnow()
             )
+        requested: dict[str, Deployment] = {}
         for deployment in self.store.deployments(status=DeploymentStatus.PENDING, limit=1000):
-            self.store.update_deployment(
-                deployment.id, status=DeploymentStatus.FAILED, finished_at=utcnow()
-            )
+            if deployment.reason.kind in (ReasonKind.OPERATOR, ReasonKind.ROLLBACK):
+                requested.setdefault(deployment.definition_name, deployment)
+            else:
+                self.store.update_deployment(
+                    deployment.id, status=DeploymentStatus.FAILED, finished_at=utcnow()
+                )
+        return requested
+
+    def _settle_requests(self, records: Mapping[str, DefinitionRecord]) -> None:
+        """Requests no action carried out: already in place, or impossible right now."""
+        for name, request in self._requested.items():
+            record = records.get(name)
+            if record is not None and record.operator_stopped:
+                status, message = DeploymentStatus.FAILED, f"{name} is stopped by an operator; start it first"
+            elif record is None or record.desired is None:
+                status, message = DeploymentStatus.FAILED, f"{name} is no longer defined"
+            elif name in self._retry_at:
+                continue  # waiting for its backoff; the next sync carries it out
+            else:
+                status, message = DeploymentStatus.SUCCESS, "already in the requested state"
+            self.store.append_log(request.id, message)
+            self.store.update_deployment(request.id, status=status, finished_at=utcnow())
+        self._requested = {}
 
     def _record_at_path(self, path: str) -> DefinitionRecord | None:
         for record in self.store.definitions():

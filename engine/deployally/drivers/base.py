@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from datetime import datetime
 
 from deployally.types import Action, ApplyResult, LiveInstance
 
@@ -25,6 +26,10 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def live(self) -> dict[str, LiveInstance]:
         """Every managed instance on this server, keyed by definition name, from one list call."""
+
+    @abc.abstractmethod
+    def started_at(self, container_id: str) -> datetime | None:
+        """When the container last started (the list call does not say); None if not running."""
 
     @abc.abstractmethod
     def apply(

@@ -186,6 +186,20 @@ class LocalDriver(Driver):
             )
         return out
 
+    def started_at(self, container_id: str) -> datetime | None:
+        """The container's State.StartedAt, from one inspect; None when it is not running."""
+        info = self._inspect(container_id)
+        state = (info or {}).get("State") or {}
+        if not state.get("Running"):
+            return None
+        # Docker gives nanoseconds ("2026-02-10T08:00:00.123456789Z"); Python takes microseconds.
+        stamp = str(state.get("StartedAt", ""))
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        try:
+            return datetime.fromisoformat(f"{head}.{(frac or '0')[:6]:0<6}+00:00")
+        except ValueError:
+            return None
+
     def _inspect(self, name: str) -> dict[str, Any] | None:
         """The container's inspect document, or None when there is none by that name."""
         try:
