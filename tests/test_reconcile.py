@@ -147,15 +147,23 @@ BAD_INPUTS = {
     "broken_yaml": ("name: {n}\ntemplate: [unclosed\n", "invalid YAML"),
     "schema": ("name: {n}\ntemplate: tools/busybox/worker/stable\nflavour: spicy\n", "flavour"),
     "unknown_template": ("name: {n}\ntemplate: database/nosuch/x/1\n", "template"),
-    "missing_required": ("name: {n}\ntemplate: database/mysql/standard/8.4\n"
-                         "params: {{root_password: {{secret: r}}}}\n", "params.database_name"),
+    "missing_required": (
+        "name: {n}\ntemplate: database/mysql/standard/8.4\n"
+        "params: {{root_password: {{secret: r}}}}\n",
+        "params.database_name",
+    ),
     "wrong_type": ("name: {n}\ntemplate: tools/busybox/worker/stable\nparams: {{message: [1, 2]}}\n",
                    "params.message"),
-    "jinja_error": ("name: {n}\ntemplate: tools/busybox/worker/stable\n"
-                    "params: {{message: ok}}\nfiles: [{{path: /etc/x, content: '{{{{ nope.missing }}}}'}}]\n",
-                    "files"),
-    "path_trick": ("name: {n}\ntemplate: tools/busybox/worker/stable\n"
-                   "files: [{{path: /etc/x, source: ../../etc/passwd}}]\n", "source"),
+    "jinja_error": (
+        "name: {n}\ntemplate: tools/busybox/worker/stable\n"
+        "params: {{message: ok}}\nfiles: [{{path: /etc/x, content: '{{{{ nope.missing }}}}'}}]\n",
+        "files",
+    ),
+    "path_trick": (
+        "name: {n}\ntemplate: tools/busybox/worker/stable\n"
+        "files: [{{path: /etc/x, source: ../../etc/passwd}}]\n",
+        "source",
+    ),
 }
 
 
@@ -322,9 +330,9 @@ def test_plan_cli_between_revisions_and_against_live(defs_repo: DefinitionsRepo)
 
     text = runner.invoke(main, ["plan", "--repo", repo, "--base", base, "--head", head])
     assert text.exit_code == 0, text.output
-    assert f"~ update" in text.output and name in text.output
+    assert "~ update" in text.output and name in text.output
     assert 'env.MESSAGE: "one" -> "two"' in text.output
-    assert f"+ create" in text.output and added in text.output
+    assert "+ create" in text.output and added in text.output
 
     md = runner.invoke(main, ["plan", "--repo", repo, "--base", base, "--head", head,
                               "--format", "markdown"])
@@ -398,6 +406,7 @@ def test_deployment_records_reason_and_log(defs_repo: DefinitionsRepo) -> None:
     ws = Workspace.open(defs_repo.path)
     d = ws.store.deployment(report.deployments[0].id)
     assert d is not None
+    assert d.definition_name == name
     assert d.status is DeploymentStatus.SUCCESS and d.commit == head
     assert d.reason.kind is ReasonKind.NEW and "Add rec" in d.reason.summary
     assert d.created_at <= d.started_at <= d.finished_at  # type: ignore[operator]

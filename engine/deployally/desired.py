@@ -7,10 +7,9 @@ Pure apart from reading the given tree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Collection, Iterator, Mapping
-
 import re
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 
 import yaml
 

@@ -10,19 +10,20 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from typing import Callable, Mapping
+from datetime import UTC, datetime
 
 from . import desired as desired_mod
 from . import secrets
-from .drivers.base import Driver
-from .errors import DeployAllyError, ValidationError
 from .catalog import load_builtin
+from .definitions import public_params
+from .drivers.base import Driver
+from .edits import ROLLBACK_TRAILER
+from .errors import DeployAllyError, ValidationError
 from .identity import content_hash, definition_id, random_id
 from .lock import sync_lock
-from .definitions import public_params
 from .plan import diff_specs, order, plan
 from .source.git import GitRepo
 from .source.tree import CommitTree
@@ -42,7 +43,6 @@ from .types import (
     Revision,
 )
 
-from .edits import ROLLBACK_TRAILER
 IN_FLIGHT_PER_SLOT = 4  # definitions in flight per concurrent Docker call
 RETRY_BASE_S = 10.0
 RETRY_MAX_S = 600.0
@@ -51,7 +51,7 @@ Progress = Callable[[str], None]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -250,17 +250,17 @@ class Engine:
                 )
         for path, errors in state.invalid.items():
             refresh.errors.extend(errors)
-            name = state.invalid_names.get(path)
-            old = self.store.definition(name) if name else self._record_at_path(path)
+            known = state.invalid_names.get(path)
+            old = self.store.definition(known) if known else self._record_at_path(path)
             message = "; ".join(str(e) for e in errors)
             if old is not None:
                 self.store.upsert_definition(
                     replace(old, status=DefinitionStatus.INVALID, last_error=message, updated_at=now)
                 )
-            elif name is not None:
-                latest = self.store.latest_revision(definition_id(name))
+            elif known is not None:
+                latest = self.store.latest_revision(definition_id(known))
                 self.store.upsert_definition(
-                    _invalid_record(name, path, message, latest.number if latest else 1, now)
+                    _invalid_record(known, path, message, latest.number if latest else 1, now)
                 )
         refresh.errors.extend(state.errors)
         # A definition goes only when its file is gone and no other file now holds its name;

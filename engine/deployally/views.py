@@ -6,14 +6,15 @@ whichever it asks. Pure: values in, JSON-safe dicts out; never a secret value.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from . import secrets
 from .identity import instance_id
 from .types import (
-    Deployment,
     DefinitionRecord,
+    Deployment,
     FieldChange,
     LiveInstance,
     Reason,
@@ -28,7 +29,7 @@ def iso(at: datetime | None) -> str | None:
     """ISO-8601 in UTC with a Z, as the API document writes times."""
     if at is None:
         return None
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def template_summary(t: Template, created_at: datetime | None = None) -> dict[str, Any]:
@@ -88,7 +89,7 @@ def definition_view(r: DefinitionRecord, instance: LiveInstance | None = None) -
 
 
 def instance_view(i: LiveInstance, now: datetime | None = None) -> dict[str, Any]:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     running = i.status == "running" and i.started_at is not None
     return {
         "id": instance_id(i.container_id),

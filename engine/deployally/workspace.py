@@ -40,7 +40,7 @@ class Workspace:
     @classmethod
     def open(
         cls, repo: str | Path, state_dir: str | Path | None = None, branch: str = "main", **kw: object
-    ) -> "Workspace":
+    ) -> Workspace:
         """A workspace for `repo`, with the state directory defaulting beside it."""
         repo_path = Path(repo).resolve()
         state = Path(state_dir).resolve() if state_dir else default_state_dir(repo_path)

@@ -7,8 +7,9 @@ to the model through `Tree`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 from .git import GitRepo
 
