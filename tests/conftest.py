@@ -259,3 +259,116 @@ def commit_busybox(ws: object, name: str, script: str = "sleep 2147483647") -> s
         author_email="test@example.com",
         expected_head=repo.head(),
     )
+
+
+# ---------------------------------------------------------------- `deployally serve` as a real process
+
+
+def wait_until(check: object, timeout: float, what: str, interval: float = 0.2) -> object:
+    """Poll `check()` until it returns something truthy; fail naming `what` at the deadline."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()  # type: ignore[operator]
+        except Exception as exc:  # noqa: BLE001 - a check may fail until the thing exists
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class ServeProcess:
+    """`deployally serve` in a subprocess on 127.0.0.1 (any free port), stopped by `stop()`."""
+
+    def __init__(
+        self, repo: str | Path, state_dir: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
+        import sys
+
+        self.state_dir = state_dir
+        self.log_path = state_dir.parent / f"serve-{secrets.token_hex(3)}.log"
+        state_dir.mkdir(parents=True, exist_ok=True)
+        (state_dir / "engine.json").unlink(missing_ok=True)
+        command = [
+            sys.executable, "-m", "deployally", "serve", "--repo", str(repo),
+            "--state-dir", str(state_dir), "--port", "0", "--reconcile-interval", "2", *args,
+        ]
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+        info = wait_until(self._engine_file, 60, "engine.json of the new engine")
+        assert isinstance(info, dict)
+        self.url: str = info["url"]
+        self.token: str = info["token"]
+        self.session = requests.Session()
+
+    def __repr__(self) -> str:
+        return f"ServeProcess({self.url if hasattr(self, 'url') else '?'}, pid={self.proc.pid})"
+
+    def _engine_file(self) -> dict[str, object] | None:
+        if self.proc.poll() is not None:
+            pytest.fail(f"serve exited with {self.proc.returncode}:\n{self.log()}")
+        path = self.state_dir / "engine.json"
+        data = json.loads(path.read_text()) if path.exists() else None
+        return data if data and data.get("pid") == self.proc.pid else None
+
+    def request(self, method: str, path: str, token: str | None = None, **kw: object) -> requests.Response:
+        """`method` on /api/v1`path`, with the hook's write token unless another is given."""
+        headers = dict(kw.pop("headers", None) or {})  # type: ignore[call-overload]
+        headers.setdefault("Authorization", f"Bearer {token or self.token}")
+        if headers["Authorization"] == "":
+            del headers["Authorization"]
+        return self.session.request(  # type: ignore[arg-type]
+            method, self.url + "/api/v1" + path, headers=headers, timeout=120, **kw
+        )
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def stop(self, sig: int = 15, timeout: float = 120) -> int:
+        """Send `sig` and wait for the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        self.session.close()
+        self._log.close()
+        return self.proc.returncode
+
+
+class PushRepo(DefinitionsRepo):
+    """`deployally init --bare` (hooks installed) plus a working clone to commit and push from."""
+
+    def __init__(self, root: Path, prefix: str) -> None:
+        import sys
+
+        self.bare = root / "deploy.git"
+        self.path = root / "work"
+        self.prefix = prefix
+        root.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "deployally", "init", "--bare", str(self.bare)],
+                       check=True, capture_output=True)
+        subprocess.run(["git", "clone", "-q", str(self.bare), str(self.path)], check=True,
+                       capture_output=True)
+        self.write("deployally.yaml", f"network: {prefix}net\nhealth_timeout: 30s\n")
+        self.commit("Test settings")
+
+    def push(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`git push origin main`; stdout+stderr (the hooks' `remote:` lines) in `.stdout`."""
+        return subprocess.run(["git", "push", "origin", "main", *args], cwd=self.path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture
+def push_repo(tmp_path: Path, names: str, busybox_image: str) -> PushRepo:
+    """A bare repository with hooks and its clone; the settings commit is not pushed yet."""
+    return PushRepo(tmp_path / "push", names)

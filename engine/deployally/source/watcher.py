@@ -35,8 +35,8 @@ class _RefEvents(FileSystemEventHandler):
         self._watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return  # reads (our own `git` calls) change nothing
+        if event.is_directory or event.event_type in ("opened", "closed_no_write"):
+            return  # reads change nothing; a directory event repeats its files' events
         paths = [event.src_path] + ([event.dest_path] if getattr(event, "dest_path", "") else [])
         if any(_is_ref_path(self._watcher.git_dir, p) for p in paths):
             self._watcher.poke()
