@@ -1,0 +1,145 @@
+"""git push to deploy: real pushes through the installed hooks, with and without a running engine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+import pytest
+
+from conftest import PushRepo, ServeProcess
+from deployally.store import Store
+from deployally.types import DefinitionStatus
+
+pytestmark = pytest.mark.docker
+
+
+def revision_of(client: docker.DockerClient, name: str) -> str:
+    return str(client.containers.get(name).labels["com.deployally.revision"])
+
+
+def test_push_with_no_engine_deploys_in_the_push_and_prints_each_outcome(
+    push_repo: PushRepo, docker_client: docker.DockerClient
+) -> None:
+    name = push_repo.worker("web", message="one")
+    push_repo.commit("Add web")
+
+    pushed = push_repo.push()
+
+    assert pushed.returncode == 0, pushed.stdout
+    assert f"remote: {name}: revision 1 deployed" in pushed.stdout
+    assert "1 deployed, 0 failed" in pushed.stdout
+    assert docker_client.containers.get(name).status == "running"
+
+
+def test_invalid_push_is_refused_with_file_and_field_and_changes_nothing(
+    push_repo: PushRepo, docker_client: docker.DockerClient
+) -> None:
+    name = push_repo.worker("web")
+    push_repo.commit("Add web")
+    assert push_repo.push().returncode == 0
+    before = docker_client.containers.get(name).id
+    push_repo.write(f"definitions/{name}.yaml", f"name: {name}\ntemplate: no/such/template/1\n")
+    push_repo.commit("Break web")
+
+    pushed = push_repo.push()
+
+    assert pushed.returncode != 0
+    assert f"definitions/{name}.yaml" in pushed.stdout and "template" in pushed.stdout
+    assert "push refused" in pushed.stdout
+    assert docker_client.containers.get(name).id == before
+
+
+def test_push_with_the_engine_running_prints_the_engines_outcome_once(
+    push_repo: PushRepo, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    name = push_repo.worker("web", message="one")
+    push_repo.commit("Add web")
+    assert push_repo.push().returncode == 0
+    state = push_repo.bare / ".deployally"
+    engine = ServeProcess(push_repo.bare, state)
+    try:
+        push_repo.worker("web", message="two")
+        push_repo.commit("Change web")
+        pushed = push_repo.push()
+        assert f"remote: {name}: revision 2 deployed" in pushed.stdout, pushed.stdout
+        assert "deploying here" not in pushed.stdout  # the engine did it, not the hook
+        assert revision_of(docker_client, name) == "2"
+        assert f"{name}: revision 2 deployed" in engine.log()
+    finally:
+        assert engine.stop() == 0
+    with Store(state) as store:
+        record = store.definition(name)
+        assert record is not None
+        revision_2 = [d for d in store.deployments(definition_id=record.id) if d.revision == 2]
+    assert len(revision_2) == 1  # the watcher and the hook both asked; one deployment
+
+
+def test_a_stale_engine_file_falls_back_to_deploying_in_the_push(
+    push_repo: PushRepo, docker_client: docker.DockerClient
+) -> None:
+    state = push_repo.bare / ".deployally"
+    state.mkdir(parents=True, exist_ok=True)
+    # What a SIGKILLed engine leaves behind: a URL nobody listens on.
+    (state / "engine.json").write_text('{"url": "http://127.0.0.1:9", "token": "da_x", "pid": 1}')
+    name = push_repo.worker("web")
+    push_repo.commit("Add web")
+
+    pushed = push_repo.push()
+
+    assert "no engine answers" in pushed.stdout
+    assert f"remote: {name}: revision 1 deployed" in pushed.stdout
+
+
+def test_a_commit_that_bypassed_pre_receive_is_recorded_invalid_and_keeps_its_container(
+    push_repo: PushRepo, docker_client: docker.DockerClient
+) -> None:
+    name = push_repo.worker("web")
+    push_repo.commit("Add web")
+    assert push_repo.push().returncode == 0
+    before = docker_client.containers.get(name).id
+    (push_repo.bare / "hooks" / "pre-receive").unlink()  # a bare repo without the guard
+    push_repo.write(f"definitions/{name}.yaml", f"name: {name}\ntemplate: tools/busybox/worker/stable\nparams: {{nope: 1}}\n")
+    push_repo.commit("Bad param")
+
+    pushed = push_repo.push()
+
+    assert "error: definitions/" in pushed.stdout and "nope" in pushed.stdout, pushed.stdout
+    assert "1 invalid" in pushed.stdout
+    assert docker_client.containers.get(name).id == before
+    with Store(push_repo.bare / ".deployally") as store:
+        record = store.definition(name)
+    assert record is not None and record.status is DefinitionStatus.INVALID
+    assert record.last_error and "nope" in record.last_error
+
+
+def test_demo_sets_up_pushes_and_deploys_the_example(
+    tmp_path: Path, docker_client: docker.DockerClient, busybox_image: str
+) -> None:
+    target = tmp_path / "demo"
+    owner = None
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "deployally", "demo", str(target), "--no-serve"],
+            capture_output=True, text=True, timeout=600,
+        )
+        with Store(target / "state") as store:
+            owner = store.get_meta("engine_id")
+            records = {r.name: r.status.value for r in store.definitions()}
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "remote: site: revision 1 deployed" in result.stdout
+        assert "Read token: da_" in result.stdout and "http://127.0.0.1:18080/" in result.stdout
+        assert "git push" in result.stdout
+        assert records == {n: "active" for n in ("docs", "heartbeat", "site", "site_checker")}
+        assert (target / "work" / "definitions" / "site.yaml").exists()
+    finally:
+        if owner:
+            for c in docker_client.containers.list(
+                all=True, filters={"label": f"com.deployally.owner={owner}"}
+            ):
+                volumes = [m["Name"] for m in c.attrs["Mounts"] if m.get("Type") == "volume"]
+                c.remove(force=True)
+                for volume in volumes:
+                    docker_client.volumes.get(volume).remove(force=True)
