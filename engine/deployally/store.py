@@ -1001,6 +1001,32 @@ class Store:
                     )
         return event_id
 
+    def enqueue_for(self, webhook_id: str, event: str, data: Mapping[str, Any]) -> str:
+        """Store an event for one webhook only (a test ping), whatever it subscribed to; the delivery id."""
+        event_id = identity.random_id("evt")
+        delivery_id = identity.random_id("dlv")
+        now = _ts(_now())
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM webhooks WHERE id = ?", (webhook_id,)).fetchone() is None:
+                raise NotFound(f"webhook '{webhook_id}' does not exist")
+            conn.execute(
+                "INSERT INTO events (id, event, data, created_at) VALUES (?, ?, ?, ?)",
+                (event_id, event, _dumps(data), now),
+            )
+            conn.execute(
+                "INSERT INTO deliveries (id, event_id, webhook_id, status,"
+                " next_attempt_at, created_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+                (delivery_id, event_id, webhook_id, now, now),
+            )
+        return delivery_id
+
+    def count_deliveries(self, webhook_id: str) -> int:
+        """How many deliveries a webhook has, in any status."""
+        row = self._conn().execute(
+            "SELECT COUNT(*) FROM deliveries WHERE webhook_id = ?", (webhook_id,)
+        ).fetchone()
+        return int(row[0])
+
     def due_deliveries(self, now: datetime, limit: int = 100) -> list[DeliveryRecord]:
         """Pending deliveries whose next attempt is due by `now`, most overdue first."""
         rows = (

@@ -1,13 +1,17 @@
-"""POST, GET and DELETE /webhooks: who is told of which events. The secret is never shown back."""
+"""/webhooks: who is told of which events, how each delivery went, and a test ping.
+
+The secret is never shown back.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from .. import notify
-from ..store import WebhookRecord
+from ..store import DeliveryAttempt, DeliveryRecord, Store, WebhookRecord
 from ..views import iso
 from .auth import ADMIN, READ, access
 from .context import context
@@ -17,11 +21,38 @@ routes = web.RouteTableDef()
 
 # "ping" is the notifier's own test event, not one a subscriber chooses.
 EVENTS = tuple(sorted(notify.EVENTS - {"ping"}))
+PING = "ping"
+
+# Set by `serve` to the Sender's wake(): a test ping goes out now, not after the sender's idle wait.
+WakeSender = Callable[[], None]
+WAKE_SENDER: web.AppKey[WakeSender] = web.AppKey("deployally.wake_sender")
 
 
 def webhook_view(w: WebhookRecord) -> dict[str, Any]:
     """A webhook as the API shows it: never its secret."""
     return {"id": w.id, "url": w.url, "events": list(w.events), "created_at": iso(w.created_at)}
+
+
+def delivery_view(d: DeliveryRecord, attempts: list[DeliveryAttempt]) -> dict[str, Any]:
+    """One delivery with every attempt: status code, duration and error of each."""
+    return {
+        "id": d.id,
+        "event_id": d.event_id,
+        "event": d.event,
+        "status": d.status.value,
+        "attempts": [
+            {
+                "number": a.number,
+                "at": iso(a.at),
+                "status_code": a.status_code,
+                "duration_ms": a.duration_ms,
+                "error": a.error,
+            }
+            for a in attempts
+        ],
+        "created_at": iso(d.created_at),
+        "next_attempt_at": iso(d.next_attempt_at),
+    }
 
 
 @routes.post("/api/v1/webhooks")
@@ -70,3 +101,48 @@ async def delete_webhook(request: web.Request) -> web.Response:
         raise not_found(f"no webhook {key!r}; GET /api/v1/webhooks lists them")
     await ctx.run(ctx.ws.store.delete_webhook, key)
     return success({"id": key, "deleted": True})
+
+
+@routes.get("/api/v1/webhooks/{id}/deliveries")
+@access(ADMIN)
+async def list_deliveries(request: web.Request) -> web.Response:
+    """A webhook's deliveries, newest first, each with its attempts."""
+    page = parse_page(request.query)
+    ctx = context(request)
+    key = request.match_info["id"]
+    found = await ctx.run(_deliveries_page, ctx.ws.store, key, page.per_page, page.offset)
+    if found is None:
+        raise not_found(f"no webhook {key!r}; GET /api/v1/webhooks lists them")
+    views, total = found
+    return listing(views, page, total)
+
+
+def _deliveries_page(
+    store: Store, webhook_id: str, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int] | None:
+    """One page of delivery views and the total, or None when the webhook does not exist."""
+    if store.webhook(webhook_id) is None:
+        return None
+    page = store.deliveries(webhook_id, limit=limit, offset=offset)
+    views = [delivery_view(d, store.delivery_attempts(d.id)) for d in page]
+    return views, store.count_deliveries(webhook_id)
+
+
+@routes.post("/api/v1/webhooks/{id}/test")
+@access(ADMIN)
+async def test_webhook(request: web.Request) -> web.Response:
+    """Queue a signed `ping` for this webhook only and wake the sender; 202 with the delivery id."""
+    ctx = context(request)
+    key = request.match_info["id"]
+    record = await ctx.run(ctx.ws.store.webhook, key)
+    if record is None:
+        raise not_found(f"no webhook {key!r}; GET /api/v1/webhooks lists them")
+    data = {"webhook_id": record.id, "url": record.url, "events": list(record.events)}
+    delivery_id = await ctx.run(ctx.ws.store.enqueue_for, record.id, PING, data)
+    wake = request.app.get(WAKE_SENDER)
+    if wake is not None:
+        wake()
+    return success(
+        {"delivery_id": delivery_id, "webhook_id": record.id, "event": PING, "status": "pending"},
+        status=202,
+    )
