@@ -551,6 +551,30 @@ def webhook_rm(webhook_id: str, state_dir: str | None, repo: str, branch: str) -
     click.echo(f"webhook {webhook_id} removed")
 
 
+@webhook.command("verify")
+@click.option("--signature", required=True,
+              help="The X-DeployAlly-Signature header as received: sha256=<hex>.")
+@click.option("--secret", envvar="DEPLOYALLY_WEBHOOK_SECRET", default=None,
+              help="The webhook's secret [env: DEPLOYALLY_WEBHOOK_SECRET].")
+@click.option("--secret-file", type=click.File("r"), default=None,
+              help="Read the webhook's secret from this file instead.")
+def webhook_verify(signature: str, secret: str | None, secret_file: Any) -> None:
+    """Read a webhook body on stdin: print "valid" (exit 0) if SIGNATURE signs it, else "invalid" (exit 1)."""
+    from .notify import verify
+
+    if secret_file is not None:
+        secret = secret_file.read().rstrip("\r\n")
+    if not secret:
+        raise click.UsageError(
+            "give the webhook's secret: --secret-file PATH, env DEPLOYALLY_WEBHOOK_SECRET, or --secret"
+        )
+    # The exact bytes: one changed byte (even a trailing newline) is a different body.
+    body = click.get_binary_stream("stdin").read()
+    ok = verify(secret, body, signature)
+    click.echo("valid" if ok else "invalid")
+    sys.exit(0 if ok else 1)
+
+
 # ---------------------------------------------------------------- serve, demo, status, logs, hooks
 
 

@@ -29,8 +29,10 @@ from aiohttp import web
 
 from .api.app import create_app
 from .api.sync import SYNC, SyncOutcome
+from .api.webhooks import WAKE_SENDER
 from .drivers.events import (
     INSTANCE_HEALTHY,
+    INSTANCE_STARTED,
     INSTANCE_STOPPED,
     INSTANCE_UNHEALTHY,
     DockerEvents,
@@ -39,7 +41,7 @@ from .drivers.events import (
 from .errors import DeployAllyError, NotFound, SourceError
 from .identity import instance_id
 from .logs import fields
-from .notify import Sender
+from .notify import Schedule, Sender
 from .source.git import GitRepo
 from .source.watcher import RefWatcher
 from .workspace import Workspace, default_state_dir
@@ -57,6 +59,9 @@ RETRY_MAX_S = 60.0
 REACHED_KEPT = 100
 
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
+# Seconds between webhook retries, e.g. "0.2,0.2,0.2" (the last repeats): for tests and drills,
+# so a retry is seen in seconds instead of the production schedule's minutes.
+WEBHOOK_BACKOFF_ENV = "DEPLOYALLY_WEBHOOK_BACKOFF"
 
 
 def is_remote(repo: str) -> bool:
@@ -85,6 +90,21 @@ class ServeConfig:
         if is_remote(self.repo):
             return default_state_dir(Path.cwd())
         return default_state_dir(Path(self.repo).resolve())
+
+
+def webhook_schedule(text: str | None) -> Schedule | None:
+    """The retry schedule DEPLOYALLY_WEBHOOK_BACKOFF asks for ("0.2,0.2,..."), or None for the default."""
+    if not text or not text.strip():
+        return None
+    try:
+        delays = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise DeployAllyError(
+            f"{WEBHOOK_BACKOFF_ENV}={text!r}: use seconds separated by commas, e.g. 1,5,30"
+        ) from None
+    if any(d < 0 for d in delays):
+        raise DeployAllyError(f"{WEBHOOK_BACKOFF_ENV}={text!r}: delays cannot be negative")
+    return lambda attempt: delays[min(max(attempt, 1), len(delays)) - 1]
 
 
 # ---------------------------------------------------------------- engine.json
@@ -261,6 +281,8 @@ class EngineProcess:
         self.watcher: RefWatcher | None = None
         self.events: DockerEvents | None = None
         self._sender: Sender | None = None
+        # Read before anything starts, so a bad value stops `serve` with one readable line.
+        self._webhook_schedule = webhook_schedule(os.environ.get(WEBHOOK_BACKOFF_ENV))
         self.sync_loop = SyncLoop(self._sync_blocking, on_recovered=self._rewatch)
 
     def __repr__(self) -> str:
@@ -345,6 +367,7 @@ class EngineProcess:
 
         app = create_app(ws, trigger_sync=self.trigger_threadsafe, status=self.status)
         app[SYNC] = self
+        app[WAKE_SENDER] = self._wake_sender
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port)
@@ -365,7 +388,7 @@ class EngineProcess:
                          branch=self.branch, engine_id=ws.engine_id),
         )
 
-        sender = self._sender = Sender(ws.store)
+        sender = self._sender = Sender(ws.store, schedule=self._webhook_schedule)
         self._start_watching(ws)
         self.events = DockerEvents(docker.from_env, self._on_instance_event)
         self.events.start()
@@ -412,6 +435,7 @@ class EngineProcess:
                 self._fetch_error = str(exc)
                 log.warning("fetch failed", extra=fields(error=str(exc)))
         report = self.ws.engine.sync()
+        self._wake_sender()  # the sync's deployment and definition events go out now
         with self._lines_lock:
             lines = tuple(self._lines)
         return SyncOutcome(report, lines)
@@ -421,6 +445,11 @@ class EngineProcess:
         with self._lines_lock:
             self._lines.append(line)
         log.info(line)
+
+    def _wake_sender(self) -> None:
+        """Webhooks queued just now go out at once (safe from any thread)."""
+        if self._sender is not None:
+            self._sender.wake()
 
     def _start_watching(self, ws: Workspace) -> None:
         if self.remote_url is not None:
@@ -459,6 +488,11 @@ class EngineProcess:
         if record is None or record.id != event.definition_id:
             return  # another engine's container
         if event.event != INSTANCE_HEALTHY:
+            applied = (
+                ws.store.revision(record.id, record.applied_revision)
+                if record.applied_revision is not None
+                else None
+            )
             ws.store.enqueue_event(
                 event.event,
                 {
@@ -466,12 +500,14 @@ class EngineProcess:
                     "definition_id": record.id,
                     "name": event.name,
                     "server_id": record.server_id,
+                    "revision": record.applied_revision,
+                    "commit": applied.commit if applied is not None else None,
+                    "status": _INSTANCE_STATUS[event.event],
                     "exit_code": event.exit_code,
                     "at": event.at.isoformat().replace("+00:00", "Z"),
                 },
             )
-            if self._sender is not None:
-                self._sender.wake()
+            self._wake_sender()
         went_down = event.event in (INSTANCE_STOPPED, INSTANCE_UNHEALTHY)
         if went_down and not record.operator_stopped and self._loop is not None:
             self._loop.call_soon_threadsafe(self._heal_soon, event.event)
@@ -491,6 +527,14 @@ class EngineProcess:
         log.info("signal received", extra=fields(signal=signal.Signals(signum).name))
         assert self._stop is not None
         self._stop.set()
+
+
+# What an instance event says the container now is, as `status` in its webhook payload.
+_INSTANCE_STATUS = {
+    INSTANCE_STARTED: "running",
+    INSTANCE_STOPPED: "exited",
+    INSTANCE_UNHEALTHY: "unhealthy",
+}
 
 
 def _revoke_quietly(ws: Workspace, name: str) -> None:
