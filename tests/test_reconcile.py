@@ -426,3 +426,25 @@ def test_init_makes_a_repository_with_hooks(tmp_path: Path) -> None:
     result = runner.invoke(main, ["init", str(work)])
     assert result.exit_code == 0, result.output
     assert (work / "deployally.yaml").exists() and (work / ".git" / "hooks" / "pre-commit").exists()
+
+
+def test_definition_waiting_for_its_secret_deploys_once_the_secret_is_set(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    name = defs_repo.name("late")
+    defs_repo.write(
+        f"definitions/{name}.yaml",
+        f"name: {name}\ntemplate: tools/busybox/worker/stable\nparams:\n  message: {{secret: {name}_msg}}\n",
+    )
+    defs_repo.commit("Add late, secret not set yet")
+    first = sync(defs_repo)
+    assert first.deployments == ()
+    assert any(f"{name}_msg" in str(e) and "deployally secret set" in str(e) for e in first.errors)
+
+    result = CliRunner().invoke(main, ["secret", "set", f"{name}_msg", "--repo", str(defs_repo.path)],
+                                input="now-set\n")
+    assert result.exit_code == 0, result.output
+    second = sync(defs_repo)  # no new commit: the secret alone makes it valid
+
+    assert statuses(second) == {name: "success"}
+    assert "MESSAGE=now-set" in container(docker_client, name).attrs["Config"]["Env"]

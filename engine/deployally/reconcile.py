@@ -143,20 +143,27 @@ class Engine:
         for commit in commits:
             changes = self.repo.changes(self.repo.first_parent(commit), commit)
             if commit != head:
-                self._record_revisions(commit, changes, self._load(commit, changes))
+                self._record_revisions(
+                    commit, changes, self._load(commit, changes, for_revisions=True)
+                )
         changes = self.repo.changes(previous, head) if previous != head else ChangeSet()
         state = self._load(head, None if full else changes)
         self._record_revisions(head, changes, state)
         self._record_desired(head, changes, state, refresh, full=full)
         self.store.set_meta("desired_commit", head)
         self.store.set_meta("builtin_catalog", fingerprint)
-        self._refresh_secrets(head, refresh)
+        self._refresh_secrets(head, refresh, done=state.files)
         return refresh
 
-    def _load(self, commit: str, changes: ChangeSet | None) -> desired_mod.DesiredState:
+    def _load(
+        self, commit: str, changes: ChangeSet | None, *, for_revisions: bool = False
+    ) -> desired_mod.DesiredState:
         """Validate and render the definitions a change touches (all of them when None)."""
         tree = CommitTree(self.repo, commit)
-        versions = self.store.secret_versions()
+        # Revision numbers follow git alone, never whether a secret happens to be set.
+        versions: Mapping[str, int] = (
+            desired_mod.AnySecretVersion() if for_revisions else self.store.secret_versions()
+        )
         if changes is None or _touches_tree_wide(changes):
             return desired_mod.load(tree, secret_versions=versions)
         return desired_mod.load(tree, secret_versions=versions, only=self._affected(changes))
@@ -282,31 +289,22 @@ class Engine:
             )
             self.store.enqueue_event("definition.deleted", _definition_event(record, head))
 
-    def _refresh_secrets(self, head: str, refresh: _Refresh) -> None:
-        """Re-render definitions whose secrets got a new version since they were rendered."""
+    def _refresh_secrets(self, head: str, refresh: _Refresh, done: frozenset[str] = frozenset()) -> None:
+        """Re-render definitions whose secrets changed, and retry those that did not validate
+        (a missing secret may have been set since); `done` were rendered in this sync already."""
         versions = self.store.secret_versions()
         stale = [
             r.path
             for r in self.store.definitions()
-            if r.desired is not None
-            and any(versions.get(n, 0) != v for n, v in r.desired.secrets)
+            if r.path not in done
+            and (
+                r.status is DefinitionStatus.INVALID
+                or (r.desired is not None and any(versions.get(n, 0) != v for n, v in r.desired.secrets))
+            )
         ]
-        if not stale:
-            return
-        state = desired_mod.load(CommitTree(self.repo, head), secret_versions=versions, only=stale)
-        for name, d in state.ok.items():
-            old = self.store.definition(name)
-            if old is None or old.desired == d.spec:
-                continue
-            self.store.upsert_definition(
-                replace(old, desired=d.spec, status=DefinitionStatus.PENDING, updated_at=utcnow())
-            )
-            refresh.before[name] = old.desired
-            names = ", ".join(n for n, _ in d.spec.secrets)
-            refresh.reasons[name] = Reason(
-                ReasonKind.SECRET, f"secret {names} has a new version", head,
-                diff_specs(old.desired, d.spec),
-            )
+        if stale:
+            state = desired_mod.load(CommitTree(self.repo, head), secret_versions=versions, only=stale)
+            self._record_desired(head, ChangeSet(), state, refresh, full=False)
 
     # ------------------------------------------------------------ plan
 
