@@ -61,3 +61,125 @@ def test_events_and_secret_are_required(api: ApiServer, api_tokens: dict[str, st
     r = api.request("POST", "/webhooks", api_tokens["admin"], json={"url": "http://x.test/h"})
     assert r.status_code == 422
     assert {d["field"] for d in r.json()["error"]["details"]} == {"events", "secret"}
+
+
+def _webhook(api: ApiServer, token: str, url: str = "http://127.0.0.1:9/hook") -> str:
+    r = api.request(
+        "POST",
+        "/webhooks",
+        token,
+        json={"url": url, "events": ["deployment.success"], "secret": "s3cret"},
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["data"]["id"])
+
+
+def test_url_must_be_http_or_https_and_named_in_the_error(
+    api: ApiServer, api_tokens: dict[str, str]
+) -> None:
+    for url in ("file:///etc/passwd", "javascript:alert(1)", "example.com/hook", "http://"):
+        r = api.request(
+            "POST",
+            "/webhooks",
+            api_tokens["admin"],
+            json={"url": url, "events": ["deployment.success"], "secret": "s"},
+        )
+        assert r.status_code == 422, url
+        (detail,) = r.json()["error"]["details"]
+        assert detail["field"] == "url"
+
+
+def test_events_must_be_a_list_naming_the_known_events(
+    api: ApiServer, api_tokens: dict[str, str]
+) -> None:
+    r = api.request(
+        "POST",
+        "/webhooks",
+        api_tokens["admin"],
+        json={"url": "http://x.test/h", "events": "deployment.success", "secret": "s"},
+    )
+    assert r.status_code == 422
+    (detail,) = r.json()["error"]["details"]
+    assert detail["field"] == "events"
+    assert "instance.unhealthy" in detail["message"] and "definition.deleted" in detail["message"]
+
+
+def test_deliveries_show_each_attempt_newest_delivery_first(
+    api: ApiServer, api_tokens: dict[str, str], api_ws: object
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from deployally.store import DeliveryStatus
+
+    store = api_ws.store  # type: ignore[attr-defined]
+    hook = _webhook(api, api_tokens["admin"])
+    store.enqueue_event("deployment.success", {"name": "first"})
+    store.enqueue_event("deployment.success", {"name": "second"})
+    first, second = sorted(store.deliveries(hook), key=lambda d: d.data["name"])
+    retry_at = datetime.now(UTC) + timedelta(minutes=5)
+    store.record_attempt(
+        first.id, status_code=500, duration_ms=12.5, error="receiver answered HTTP 500",
+        next_attempt_at=retry_at,
+    )
+    store.record_attempt(
+        first.id, status_code=None, duration_ms=5000.0, error="no answer within 5s",
+        next_attempt_at=retry_at,
+    )
+    store.record_attempt(
+        second.id, status_code=204, duration_ms=3.0, error=None, next_attempt_at=None,
+        final_status=DeliveryStatus.DELIVERED,
+    )
+
+    r = api.request("GET", f"/webhooks/{hook}/deliveries", api_tokens["admin"])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["pagination"] == {"page": 1, "per_page": 20, "total": 2}
+    newest, oldest = body["data"]
+    assert newest["id"] == second.id and newest["status"] == "delivered"
+    assert newest["next_attempt_at"] is None
+    assert [(a["status_code"], a["error"]) for a in newest["attempts"]] == [(204, None)]
+    assert oldest["event"] == "deployment.success" and oldest["status"] == "pending"
+    assert oldest["next_attempt_at"] == retry_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert [(a["number"], a["status_code"], a["duration_ms"], a["error"])
+            for a in oldest["attempts"]] == [
+        (1, 500, 12.5, "receiver answered HTTP 500"),
+        (2, None, 5000.0, "no answer within 5s"),
+    ]
+
+    paged = api.request("GET", f"/webhooks/{hook}/deliveries?per_page=1&page=2", api_tokens["admin"])
+    assert [d["id"] for d in paged.json()["data"]] == [first.id]
+    assert paged.json()["pagination"] == {"page": 2, "per_page": 1, "total": 2}
+
+
+def test_deliveries_and_test_are_admin_only_and_404_for_an_unknown_webhook(
+    api: ApiServer, api_tokens: dict[str, str]
+) -> None:
+    hook = _webhook(api, api_tokens["admin"])
+    for method, path in (("GET", "deliveries"), ("POST", "test")):
+        assert api.request(method, f"/webhooks/{hook}/{path}", api_tokens["write"]).status_code == 403
+        assert api.request(method, f"/webhooks/{hook}/{path}").status_code == 401
+        missing = api.request(method, f"/webhooks/whk_000000000000/{path}", api_tokens["admin"])
+        assert missing.status_code == 404
+        assert "GET /api/v1/webhooks" in missing.json()["error"]["message"]
+
+
+def test_test_queues_a_ping_for_that_webhook_only(
+    api: ApiServer, api_tokens: dict[str, str], api_ws: object
+) -> None:
+    store = api_ws.store  # type: ignore[attr-defined]
+    hook = _webhook(api, api_tokens["admin"])
+    other = _webhook(api, api_tokens["admin"], "https://other.test/hook")
+    r = api.request("POST", f"/webhooks/{hook}/test", api_tokens["admin"])
+    assert r.status_code == 202, r.text
+    data = r.json()["data"]
+    assert data["delivery_id"].startswith("dlv_") and data["event"] == "ping"
+    # A ping goes to the webhook asked about, though it subscribed only to deployment.success.
+    (queued,) = store.deliveries(hook)
+    assert queued.id == data["delivery_id"] and queued.event == "ping"
+    assert queued.data["webhook_id"] == hook
+    assert store.deliveries(other) == []
+    listed = api.request("GET", f"/webhooks/{hook}/deliveries", api_tokens["admin"]).json()["data"]
+    assert [(d["id"], d["event"], d["status"], d["attempts"]) for d in listed] == [
+        (data["delivery_id"], "ping", "pending", [])
+    ]
+
