@@ -356,6 +356,12 @@ class Engine:
                 actions.append(action)
         return Plan(tuple(actions))
 
+    def next_retry_s(self) -> float | None:
+        """Seconds until the earliest failed definition may be retried; None when none failed."""
+        if not self._retry_at:
+            return None
+        return max(0.0, min(due for due, _ in self._retry_at.values()) - time.monotonic())
+
     def _due(self, action: Action) -> bool:
         """Failed definitions retry with exponential backoff, not in a hot loop."""
         if action.kind is ActionKind.NOOP:

@@ -234,8 +234,16 @@ class SyncLoop:
             self._reached[commit] = outcome
             while len(self._reached) > REACHED_KEPT:
                 self._reached.popitem(last=False)
+        if outcome.next_retry_s is not None:
+            # The engine backs failed definitions off; come back exactly when one is due.
+            if self._retry is not None:
+                self._retry.cancel()
+            self._retry = loop.call_later(
+                outcome.next_retry_s + 0.1, self.trigger, "retry a failed definition"
+            )
         report = outcome.report
-        if report.deployments or report.errors or recovered:
+        new_errors = bool(report.errors) and commit is not None and self._reached.get(commit) is outcome
+        if report.deployments or new_errors or recovered:
             log.info(
                 "sync done",
                 extra=fields(
@@ -438,7 +446,7 @@ class EngineProcess:
         self._wake_sender()  # the sync's deployment and definition events go out now
         with self._lines_lock:
             lines = tuple(self._lines)
-        return SyncOutcome(report, lines)
+        return SyncOutcome(report, lines, self.ws.engine.next_retry_s())
 
     def _progress(self, line: str) -> None:
         """The engine's progress lines ("site: revision 3 deployed"): logged, and kept for the hook."""

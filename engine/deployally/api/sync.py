@@ -34,6 +34,7 @@ class SyncOutcome:
 
     report: SyncReport
     lines: tuple[str, ...] = ()
+    next_retry_s: float | None = None  # when a failed definition is due again, if one failed
 
 
 class SyncService(Protocol):
