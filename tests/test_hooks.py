@@ -123,7 +123,7 @@ def test_demo_sets_up_pushes_and_deploys_the_example(
     try:
         result = subprocess.run(
             [sys.executable, "-m", "deployally", "demo", str(target), "--no-serve"],
-            capture_output=True, text=True, timeout=600,
+            check=False, capture_output=True, text=True, timeout=600,
         )
         with Store(target / "state") as store:
             owner = store.get_meta("engine_id")
