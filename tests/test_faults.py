@@ -1,0 +1,213 @@
+"""Faults against a running engine: Docker stops answering, the repository goes, git locks, SIGKILL mid-sync."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import docker
+import pytest
+
+from conftest import DefinitionsRepo, ServeProcess, wait_until
+from deployally.store import Store
+
+pytestmark = pytest.mark.docker
+
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+class DockerProxy:
+    """A unix-socket proxy in front of the real engine, so a test can make Docker stop answering."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self.path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.path))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Close every connection and the socket: clients see the engine gone."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        self.path.unlink(missing_ok=True)
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(DOCKER_SOCKET)
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def revision(client: docker.DockerClient, name: str) -> str | None:
+    try:
+        c = client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
+    return str(c.labels["com.deployally.revision"]) if c.status == "running" else None
+
+
+def health(engine: ServeProcess) -> dict[str, object]:
+    return engine.request("GET", "/health").json()  # type: ignore[no-any-return]
+
+
+def test_docker_that_stops_answering_degrades_health_and_the_engine_catches_up(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    if not Path(DOCKER_SOCKET).exists():
+        pytest.fail(f"{DOCKER_SOCKET} is needed to proxy the Docker engine")
+    proxy = DockerProxy(tmp_path / "docker.sock")
+    proxy.start()
+    name = defs_repo.worker("web", message="one")
+    defs_repo.commit("Add web")
+    engine = ServeProcess(defs_repo.path, tmp_path / "state",
+                          env={"DOCKER_HOST": f"unix://{proxy.path}"})
+    try:
+        wait_until(lambda: revision(docker_client, name) == "1", 60, "revision 1 running")
+        proxy.stop()
+        defs_repo.worker("web", message="two")
+        defs_repo.commit("Change web while Docker is away")
+        degraded = wait_until(lambda: (h := health(engine))["status"] == "degraded" and h, 60,
+                              "health to turn degraded")
+        assert isinstance(degraded, dict)
+        assert "docker" in str(degraded["reason"]).lower(), degraded
+        assert engine.request("GET", "/definitions").status_code == 200  # the API still serves
+
+        proxy.start()
+        wait_until(lambda: revision(docker_client, name) == "2", 120, "revision 2 after Docker is back")
+        wait_until(lambda: health(engine)["status"] == "healthy", 60, "health back to healthy")
+    finally:
+        assert engine.stop() == 0, engine.log()
+        proxy.stop()
+
+
+def test_a_repository_that_disappears_and_comes_back(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    name = defs_repo.worker("web", message="one")
+    defs_repo.commit("Add web")
+    engine = ServeProcess(defs_repo.path, tmp_path / "state", "--reconcile-interval", "1")
+    aside = tmp_path / "aside"
+    try:
+        wait_until(lambda: revision(docker_client, name) == "1", 60, "revision 1 running")
+        defs_repo.path.rename(aside)
+        degraded = wait_until(lambda: (h := health(engine))["status"] == "degraded" and h, 60,
+                              "health to report the missing repository")
+        assert "repo" in str(degraded["reason"]), degraded  # type: ignore[index]
+        assert docker_client.containers.get(name).status == "running"  # nothing running changed
+
+        shutil.copytree(aside, defs_repo.path, symlinks=True)  # back, as a new directory
+        defs_repo.worker("web", message="two")
+        defs_repo.commit("Change web after the repository came back")
+        wait_until(lambda: revision(docker_client, name) == "2", 120, "revision 2 after the repo is back")
+    finally:
+        assert engine.stop() == 0, engine.log()
+
+
+def test_git_locks_do_not_stop_the_engine(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    name = defs_repo.worker("web", message="one")
+    defs_repo.commit("Add web")
+    engine = ServeProcess(defs_repo.path, tmp_path / "state", "--reconcile-interval", "1")
+    locks = [defs_repo.path / ".git" / "index.lock", defs_repo.path / ".git" / "refs/heads/main.lock"]
+    try:
+        wait_until(lambda: revision(docker_client, name) == "1", 60, "revision 1 running")
+        for lock in locks:
+            lock.write_text("")
+        syncs = health(engine)["checks"]["engine"]["syncs"]  # type: ignore[index]
+        wait_until(lambda: health(engine)["checks"]["engine"]["syncs"] >= syncs + 2, 60,  # type: ignore[index]
+                   "syncs to go on while git is locked")
+        assert health(engine)["status"] == "healthy"
+        for lock in locks:
+            lock.unlink()
+        defs_repo.worker("web", message="two")
+        defs_repo.commit("Change web after the locks went")
+        wait_until(lambda: revision(docker_client, name) == "2", 60, "revision 2 after the locks")
+    finally:
+        for lock in locks:
+            lock.unlink(missing_ok=True)
+        assert engine.stop() == 0, engine.log()
+
+
+def test_sigkill_in_the_middle_of_a_sync_then_restart_converges_with_no_duplicate_or_orphan(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    engine = ServeProcess(defs_repo.path, state, "--parallel", "2")
+    wanted = {defs_repo.worker(f"w{n:02d}", message=str(n)) for n in range(12)}
+    defs_repo.commit("Add twelve workers")
+
+    def started() -> bool:
+        with Store(state) as store:
+            return len(store.deployments(limit=100)) >= 3
+
+    try:
+        wait_until(started, 60, "the sync to be under way")
+    finally:
+        engine.stop(signal.SIGKILL)
+    with Store(state) as store:
+        owner = store.get_meta("engine_id")
+        assert any(d.status.value in ("running", "pending") for d in store.deployments(limit=100)) or (
+            len([d for d in store.deployments(limit=100) if d.status.value == "success"]) < 12
+        ), "the kill came after the sync finished; nothing was interrupted"
+
+    again = ServeProcess(defs_repo.path, state)
+    try:
+        def converged() -> bool:
+            mine = docker_client.containers.list(
+                all=True, filters={"label": f"com.deployally.owner={owner}"})
+            with Store(state) as store:
+                open_ = [d for d in store.deployments(limit=200)
+                         if d.status.value in ("running", "pending")]
+            return not open_ and sorted(c.name for c in mine) == sorted(wanted) and all(
+                c.status == "running" for c in mine)
+
+        # Converged: each name once, running, and no deployment left open by the kill.
+        wait_until(converged, 180, "all twelve running, once each, no deployment left open")
+        everything = docker_client.containers.list(all=True, filters={"name": defs_repo.prefix})
+        assert sorted(c.name for c in everything) == sorted(wanted)  # no orphans under other names
+    finally:
+        assert again.stop() == 0, again.log()
+    assert os.path.exists(state / "deployally.db")
