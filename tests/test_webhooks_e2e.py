@@ -58,7 +58,6 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
@@ -348,13 +347,13 @@ def test_instance_unhealthy_and_stopped_come_from_dockers_own_events(
                    and c.attrs["State"].get("Health", {}).get("Status") == "healthy",
                    EVENT_WAIT_S, f"{name} to be healthy")
 
-        _container(docker_client, name).exec_run(["rm", "-f", "/data/ok"])  # type: ignore[union-attr]
+        _container(docker_client, name).exec_run(["rm", "-f", "/data/ok"])
         _wait_for(receiver, "instance.unhealthy",
                   lambda b: "instance.unhealthy" in _kinds(receiver.events(name)))
 
         wait_until(lambda: (c := _container(docker_client, name)) is not None
                    and c.status == "running", EVENT_WAIT_S, f"{name} running again")
-        _container(docker_client, name).stop(timeout=1)  # type: ignore[union-attr]
+        _container(docker_client, name).stop(timeout=1)
         _wait_for(receiver, "instance.stopped",
                   lambda b: "instance.stopped" in _kinds(receiver.events(name)))
     finally:
