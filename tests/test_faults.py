@@ -113,6 +113,14 @@ def test_docker_that_stops_answering_degrades_health_and_the_engine_catches_up(
         assert isinstance(degraded, dict)
         assert "docker" in str(degraded["reason"]).lower(), degraded
         assert engine.request("GET", "/definitions").status_code == 200  # the API still serves
+        # The change that could not be applied is a failed deployment whose log names the cause.
+        failed = wait_until(
+            lambda: engine.request("GET", "/deployments?status=failed").json()["data"], 60,
+            "a failed deployment for the change made while Docker was away",
+        )
+        assert isinstance(failed, list) and failed[0]["definition_name"] == name
+        detail = engine.request("GET", f"/deployments/{failed[0]['id']}").json()["data"]
+        assert "docker" in " ".join(line["message"] for line in detail["logs"]).lower(), detail
 
         proxy.start()
         wait_until(lambda: revision(docker_client, name) == "2", 120, "revision 2 after Docker is back")

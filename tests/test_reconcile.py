@@ -415,10 +415,11 @@ def test_deployment_records_reason_and_log(defs_repo: DefinitionsRepo) -> None:
     ws.close()
 
 
-def test_init_makes_a_repository_with_hooks(tmp_path: Path) -> None:
+def test_init_makes_a_repository_with_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
     bare = tmp_path / "deploy.git"
-    result = runner.invoke(main, ["init", str(bare), "--bare"])
+    result = runner.invoke(main, ["init", "deploy.git", "--bare"])  # a relative path
     assert result.exit_code == 0, result.output
     assert (bare / "hooks" / "pre-receive").stat().st_mode & 0o111
     assert (bare / "hooks" / "post-receive").exists()

@@ -109,7 +109,7 @@ def test_a_mirrored_remote_deploys_on_signed_push_webhooks_and_refuses_bad_ones(
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(defs_repo.path), str(remote)], check=True)
     engine = ServeProcess(f"file://{remote}", tmp_path / "state", "--reconcile-interval", "600",
-                          env={"DEPLOYALLY_WEBHOOK_SECRET": SECRET})
+                          env={"DEPLOYALLY_PUSH_SECRET": SECRET})
     try:
         assert (tmp_path / "state" / "mirror.git" / "HEAD").exists()
         name = defs_repo.worker("web")

@@ -37,6 +37,13 @@ branch_option = click.option("--branch", default="main", show_default=True, help
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
+def workspace_options(command: Any) -> Any:
+    """--repo, --state-dir and --branch: where a command finds the repository and its state."""
+    for option in (branch_option, state_option, repo_option):
+        command = option(command)
+    return command
+
+
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
 
@@ -149,9 +156,7 @@ def validate(repo: str, branch: str, rev: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@repo_option
-@state_option
-@branch_option
+@workspace_options
 @click.option("--base", default=None, help="Compare against this revision instead of live state.")
 @click.option("--head", default=None, help="The revision to plan [default: working directory, or the branch head when bare].")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
@@ -190,9 +195,7 @@ def plan(repo: str, state_dir: str | None, branch: str, base: str | None, head: 
 
 
 @main.command()
-@repo_option
-@state_option
-@branch_option
+@workspace_options
 @click.option("--parallel", default=4, show_default=True, help="Definitions applied at once.")
 @json_option
 def sync(repo: str, state_dir: str | None, branch: str, parallel: int, as_json: bool) -> None:
@@ -222,9 +225,7 @@ def sync(repo: str, state_dir: str | None, branch: str, parallel: int, as_json: 
 @main.command()
 @click.argument("name")
 @click.option("--to", "to", type=int, required=True, help="The revision number to go back to.")
-@repo_option
-@state_option
-@branch_option
+@workspace_options
 def rollback(name: str, to: int, repo: str, state_dir: str | None, branch: str) -> None:
     """Commit a past revision of a definition back (rollback is a commit)."""
     ws = _workspace(repo, state_dir, branch)
@@ -301,9 +302,7 @@ def definitions() -> None:
 
 
 @definitions.command("list")
-@repo_option
-@state_option
-@branch_option
+@workspace_options
 @json_option
 def definitions_list(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None:
     """List definitions with revision and status."""
@@ -322,9 +321,7 @@ def deployments() -> None:
 
 
 @deployments.command("list")
-@repo_option
-@state_option
-@branch_option
+@workspace_options
 @click.option("--definition", default=None, help="Only this definition (name or id).")
 @click.option("--limit", default=20, show_default=True)
 @json_option
@@ -347,9 +344,7 @@ def deployments_list(repo: str, state_dir: str | None, branch: str, definition: 
 
 @deployments.command("show")
 @click.argument("deployment_id")
-@repo_option
-@state_option
-@branch_option
+@workspace_options
 @json_option
 def deployments_show(deployment_id: str, repo: str, state_dir: str | None, branch: str,
                      as_json: bool) -> None:
@@ -379,9 +374,7 @@ def secret() -> None:
 @click.argument("name")
 @click.option("--file", "from_file", type=click.File("r"), default=None,
               help="Read the value from this file [default: standard input].")
-@state_option
-@repo_option
-@branch_option
+@workspace_options
 def secret_set(name: str, from_file: Any, state_dir: str | None, repo: str, branch: str) -> None:
     """Set a secret; the value comes from stdin or a file, never an argument."""
     source = from_file or click.get_text_stream("stdin")
@@ -398,9 +391,7 @@ def secret_set(name: str, from_file: Any, state_dir: str | None, repo: str, bran
 
 
 @secret.command("list")
-@state_option
-@repo_option
-@branch_option
+@workspace_options
 @json_option
 def secret_list(state_dir: str | None, repo: str, branch: str, as_json: bool) -> None:
     """List secret names and versions (never values)."""
@@ -414,9 +405,7 @@ def secret_list(state_dir: str | None, repo: str, branch: str, as_json: bool) ->
 
 @secret.command("rm")
 @click.argument("name")
-@state_option
-@repo_option
-@branch_option
+@workspace_options
 def secret_rm(name: str, state_dir: str | None, repo: str, branch: str) -> None:
     """Delete a secret."""
     ws = _workspace(repo, state_dir, branch)
@@ -441,9 +430,7 @@ def token() -> None:
 @click.argument("name")
 @click.option("--scope", type=click.Choice(["read", "write", "admin"]), default="read",
               show_default=True, help="read sees all but secrets; write changes; admin all.")
-@state_option
-@repo_option
-@branch_option
+@workspace_options
 def token_create(name: str, scope: str, state_dir: str | None, repo: str, branch: str) -> None:
     """Make a token and print it this once; only its hash is kept."""
     ws = _workspace(repo, state_dir, branch)
@@ -452,9 +439,7 @@ def token_create(name: str, scope: str, state_dir: str | None, repo: str, branch
 
 
 @token.command("list")
-@state_option
-@repo_option
-@branch_option
+@workspace_options
 @json_option
 def token_list(state_dir: str | None, repo: str, branch: str, as_json: bool) -> None:
     """List tokens by name and scope (never the tokens)."""
@@ -470,9 +455,7 @@ def token_list(state_dir: str | None, repo: str, branch: str, as_json: bool) -> 
 
 @token.command("revoke")
 @click.argument("name")
-@state_option
-@repo_option
-@branch_option
+@workspace_options
 def token_revoke(name: str, state_dir: str | None, repo: str, branch: str) -> None:
     """Revoke a token by name or id; it stops working at once."""
     ws = _workspace(repo, state_dir, branch)
@@ -494,9 +477,7 @@ def webhook() -> None:
               help="An event to send (repeat for more), e.g. deployment.failed.")
 @click.option("--secret-file", type=click.File("r"), default=None,
               help="Read the signing secret from this file [default: prompt or stdin].")
-@state_option
-@repo_option
-@branch_option
+@workspace_options
 def webhook_add(url: str, events: tuple[str, ...], secret_file: Any, state_dir: str | None,
                 repo: str, branch: str) -> None:
     """Subscribe URL to events; payloads are signed with the secret (never an argument)."""
@@ -524,9 +505,7 @@ def webhook_add(url: str, events: tuple[str, ...], secret_file: Any, state_dir: 
 
 
 @webhook.command("list")
-@state_option
-@repo_option
-@branch_option
+@workspace_options
 @json_option
 def webhook_list(state_dir: str | None, repo: str, branch: str, as_json: bool) -> None:
     """List webhooks (never their secrets)."""
@@ -541,9 +520,7 @@ def webhook_list(state_dir: str | None, repo: str, branch: str, as_json: bool) -
 
 @webhook.command("rm")
 @click.argument("webhook_id")
-@state_option
-@repo_option
-@branch_option
+@workspace_options
 def webhook_rm(webhook_id: str, state_dir: str | None, repo: str, branch: str) -> None:
     """Remove a webhook and its pending deliveries."""
     ws = _workspace(repo, state_dir, branch)
@@ -589,8 +566,8 @@ def webhook_verify(signature: str, secret: str | None, secret_file: Any) -> None
               help="Seconds between drift checks (and fetches of a remote).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Log lines on stderr: text, or one JSON object a line.")
-@click.option("--webhook-secret", envvar="DEPLOYALLY_WEBHOOK_SECRET", default=None,
-              help="Secret for GitHub/GitLab push webhooks [env: DEPLOYALLY_WEBHOOK_SECRET].")
+@click.option("--push-secret", "webhook_secret", envvar="DEPLOYALLY_PUSH_SECRET", default=None,
+              help="Secret for GitHub/GitLab push webhooks [env: DEPLOYALLY_PUSH_SECRET].")
 @click.option("--parallel", default=4, show_default=True, help="Definitions applied at once.")
 def serve(repo: str, state_dir: str | None, branch: str, host: str, port: int,
           reconcile_interval: float, log_format: str, webhook_secret: str | None,
@@ -666,9 +643,7 @@ def _uptime(since: Any) -> str:
 
 
 @main.command()
-@repo_option
-@state_option
-@branch_option
+@workspace_options
 @json_option
 def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None:
     """Every definition with its revision, status, health and uptime."""
@@ -711,9 +686,7 @@ def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None
 @main.command()
 @click.argument("deployment")
 @click.option("-f", "--follow", is_flag=True, help="Follow a deployment in progress until it ends.")
-@repo_option
-@state_option
-@branch_option
+@workspace_options
 def logs(deployment: str, follow: bool, repo: str, state_dir: str | None, branch: str) -> None:
     """Print a deployment's log (a deployment id, or a definition name for its latest)."""
     import time

@@ -21,7 +21,7 @@ from .catalog import load_builtin
 from .definitions import public_params
 from .drivers.base import Driver
 from .edits import ROLLBACK_TRAILER
-from .errors import DeployAllyError, ValidationError
+from .errors import DeployAllyError, DriverError, ValidationError
 from .identity import content_hash, definition_id, random_id
 from .lock import sync_lock
 from .plan import diff_specs, order, plan
@@ -99,6 +99,7 @@ class Engine:
         self._lock = threading.Lock()
         self._retry_at: dict[str, tuple[float, int]] = {}  # name -> (monotonic due, attempts)
         self._requested: dict[str, Deployment] = {}  # pending deployments asked for by people
+        self._reported_down: dict[str, str] = {}  # name -> rendered hash failed for "unreachable"
 
     def __repr__(self) -> str:
         return f"Engine(repo={self.repo!r})"
@@ -118,8 +119,12 @@ class Engine:
             deployments: list[Deployment] = []
             unchanged = 0
             for server, driver in self._drivers(records):
-                driver.recover(self.progress)
-                the_plan = self._plan(server, driver, records, refresh)  # plan
+                try:
+                    driver.recover(self.progress)
+                    the_plan = self._plan(server, driver, records, refresh)  # plan
+                except DriverError as exc:
+                    self._record_unreachable(server, driver, records, refresh, head, exc)
+                    raise
                 unchanged += sum(1 for a in the_plan.actions if a.kind is ActionKind.NOOP)
                 deployments += self._apply(driver, the_plan, records, head)  # apply+record+notify
             self._settle_requests(records)
@@ -503,6 +508,43 @@ class Engine:
 
     # ------------------------------------------------------------ small lookups
 
+    def _record_unreachable(
+        self,
+        server: str,
+        driver: Driver,
+        records: Mapping[str, DefinitionRecord],
+        refresh: _Refresh,
+        head: str,
+        exc: DriverError,
+    ) -> None:
+        """The engine cannot be reached: each change waiting to deploy fails once, with the cause."""
+        for name, record in records.items():
+            spec = record.desired
+            if record.server_id != server or spec is None:
+                continue
+            waiting = name in refresh.reasons or record.applied_hash != spec.rendered_hash
+            if not waiting or self._reported_down.get(name) == spec.rendered_hash:
+                continue
+            self._reported_down[name] = spec.rendered_hash
+            now = utcnow()
+            reason = refresh.reasons.get(name) or Reason(
+                ReasonKind.DEFINITION, f"revision {record.current_revision} is not applied yet", head
+            )
+            deployment = Deployment(
+                id=random_id("deploy"), definition_id=record.id, definition_name=name,
+                server_id=driver.server, revision=record.current_revision, commit=head,
+                action=ActionKind.UPDATE if record.applied_hash else ActionKind.CREATE,
+                status=DeploymentStatus.FAILED, reason=reason, created_at=now,
+                started_at=now, finished_at=now,
+            )
+            self.store.create_deployment(deployment)
+            self.store.append_log(deployment.id, f"not applied: {exc}; retrying until it answers")
+            self.store.set_definition_status(record.id, DefinitionStatus.FAILED, last_error=str(exc))
+            data = _deployment_event(deployment)
+            data.update(error=str(exc), rolled_back=False)
+            self.store.enqueue_event("deployment.failed", data)
+            self.progress(f"{name}: revision {record.current_revision} failed: {exc}")
+
     def _close_interrupted(self) -> dict[str, Deployment]:
         """Close deployments a crash left open (the plan redoes their work); keep people's requests."""
         for deployment in self.store.deployments(status=DeploymentStatus.RUNNING, limit=1000):
@@ -655,6 +697,7 @@ def _definition_event(record: DefinitionRecord, commit: str) -> dict[str, object
         "commit": commit,
         "server_id": record.server_id,
         "template_id": record.template_id,
+        "status": record.status.value,
     }
 
 

@@ -64,8 +64,8 @@ async def _authorize(request: web.Request, body: bytes, secret: str | None) -> s
     if github is not None or gitlab is not None:
         if not secret:
             raise _unauthorized(
-                "push webhooks are not accepted: start `deployally serve` with --webhook-secret "
-                "(or DEPLOYALLY_WEBHOOK_SECRET)"
+                "push webhooks are not accepted: start `deployally serve` with --push-secret "
+                "(or DEPLOYALLY_PUSH_SECRET)"
             )
         if github is not None:
             if not notify.verify(secret, body, github):

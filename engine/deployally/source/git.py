@@ -87,8 +87,9 @@ class GitRepo:
         """Create (or re-open) a repository at `path` whose HEAD names `branch`."""
         if not _valid_branch_name(branch):
             raise SourceError(f"{path}: branch: {branch!r} is not a valid branch name")
-        Path(path).mkdir(parents=True, exist_ok=True)
-        _run(["init", "--quiet", *(["--bare"] if bare else []), str(path)], cwd=Path(path))
+        path = Path(path).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        _run(["init", "--quiet", *(["--bare"] if bare else []), str(path)], cwd=path)
         repo = cls(path, branch)
         if repo._try_resolve("HEAD") is None:  # unborn: name the branch the first commit makes
             repo._git("symbolic-ref", "HEAD", repo.ref)
