@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import hmac
 import json
@@ -259,6 +260,12 @@ def _params_from_json(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _fields_of(tp: type) -> tuple[dict[str, Any], frozenset[str]]:
+    """A dataclass's resolved field types and names; resolving them is slow, so once per type."""
+    return get_type_hints(tp), frozenset(f.name for f in dataclasses.fields(tp))
+
+
 def _from_jsonable(tp: Any, value: Any) -> Any:
     """Rebuild a value of type `tp` (as annotated in types.py) from its JSON form."""
     if value is None:
@@ -273,8 +280,7 @@ def _from_jsonable(tp: Any, value: Any) -> Any:
             return tuple(_from_jsonable(args[0], v) for v in value)
         return tuple(_from_jsonable(a, v) for a, v in zip(args, value, strict=True))
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = get_type_hints(tp)
-        known = {f.name for f in dataclasses.fields(tp)}
+        hints, known = _fields_of(tp)
         # Unknown keys come from a newer writer; ignoring them lets an older reader cope.
         return tp(**{k: _from_jsonable(hints[k], v) for k, v in value.items() if k in known})
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
