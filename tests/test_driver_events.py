@@ -13,6 +13,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+
 from deployally.drivers.events import (
     INSTANCE_HEALTHY,
     INSTANCE_STARTED,

@@ -148,20 +148,26 @@ BAD_INPUTS = {
     "schema": ("name: {n}\ntemplate: tools/busybox/worker/stable\nflavour: spicy\n", "flavour"),
     "unknown_template": ("name: {n}\ntemplate: database/nosuch/x/1\n", "template"),
     "missing_required": (
-        "name: {n}\ntemplate: database/mysql/standard/8.4\n"
-        "params: {{root_password: {{secret: r}}}}\n",
+        (
+            "name: {n}\ntemplate: database/mysql/standard/8.4\n"
+            "params: {{root_password: {{secret: r}}}}\n"
+        ),
         "params.database_name",
     ),
     "wrong_type": ("name: {n}\ntemplate: tools/busybox/worker/stable\nparams: {{message: [1, 2]}}\n",
                    "params.message"),
     "jinja_error": (
-        "name: {n}\ntemplate: tools/busybox/worker/stable\n"
-        "params: {{message: ok}}\nfiles: [{{path: /etc/x, content: '{{{{ nope.missing }}}}'}}]\n",
+        (
+            "name: {n}\ntemplate: tools/busybox/worker/stable\n"
+            "params: {{message: ok}}\nfiles: [{{path: /etc/x, content: '{{{{ nope.missing }}}}'}}]\n"
+        ),
         "files",
     ),
     "path_trick": (
-        "name: {n}\ntemplate: tools/busybox/worker/stable\n"
-        "files: [{{path: /etc/x, source: ../../etc/passwd}}]\n",
+        (
+            "name: {n}\ntemplate: tools/busybox/worker/stable\n"
+            "files: [{{path: /etc/x, source: ../../etc/passwd}}]\n"
+        ),
         "source",
     ),
 }

@@ -10,6 +10,7 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
+
 from deployally.errors import Conflict, SourceError
 from deployally.source import GitRepo
 from deployally.types import ChangeSet

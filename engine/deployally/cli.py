@@ -6,16 +6,17 @@ import json
 import shutil
 import stat
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, edits
 from . import desired as desired_mod
-from . import edits
 from .errors import DeployAllyError, ValidationError
-from .plan import live_from_specs, plan as make_plan
+from .plan import live_from_specs
+from .plan import plan as make_plan
 from .report import plan_json, plan_markdown, plan_text
 from .source.git import GitRepo
 from .source.tree import CommitTree, DirTree, Tree

@@ -7,9 +7,10 @@ and returns these, so each can be tested with plain data.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 # Labels every managed container carries (DESIGN.md, "Docker conventions").
 LABEL_MANAGED = "com.deployally.managed"
