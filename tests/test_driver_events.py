@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -14,6 +13,7 @@ import docker
 import docker.errors
 import pytest
 
+from conftest import DockerProxy
 from deployally.drivers.events import (
     INSTANCE_HEALTHY,
     INSTANCE_STARTED,
@@ -226,68 +226,6 @@ def test_engine_unreachable_at_first_then_reachable(
         watcher.stop()
 
 
-class SocketProxy:
-    """A unix-socket proxy to the Docker socket whose connections the test can cut,
-    as an engine restart would."""
-
-    def __init__(self, path: Path, target: str) -> None:
-        self.path, self.target = path, target
-        self.up = threading.Event()
-        self.up.set()
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._server.bind(str(path))
-        self._server.listen(16)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            if not self.up.is_set():
-                conn.close()
-                continue
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(self.target)
-            with self._lock:
-                self._conns += [conn, upstream]
-            threading.Thread(target=self._pipe, args=(conn, upstream), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, conn), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def cut(self) -> None:
-        """Go down: drop every open connection and refuse new ones."""
-        self.up.clear()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self) -> None:
-        self.cut()
-        self._server.close()
-
-
 @pytest.mark.docker
 def test_connection_loss_reconnects_and_replays_what_was_missed(
     docker_client: docker.DockerClient,
@@ -300,7 +238,8 @@ def test_connection_loss_reconnects_and_replays_what_was_missed(
         pytest.fail(f"this test proxies a unix socket; DOCKER_HOST is {host}")
     # a short directory: a unix socket path must fit in 108 bytes, pytest's tmp_path may not
     short = tempfile.TemporaryDirectory(prefix="da-", dir="/tmp")
-    proxy = SocketProxy(Path(short.name) / "docker.sock", host.removeprefix("unix://"))
+    proxy = DockerProxy(Path(short.name) / "docker.sock", host.removeprefix("unix://"))
+    proxy.start()
     watcher = DockerEvents(lambda: docker.DockerClient(base_url=f"unix://{proxy.path}"), collector)
     watcher.start()
     try:
@@ -308,13 +247,13 @@ def test_connection_loss_reconnects_and_replays_what_was_missed(
         before = _run(docker_client, busybox_image, f"{names}_a")
         collector.wait_for(lambda e: e.container_id == before and e.event == INSTANCE_STARTED)
 
-        proxy.cut()
+        proxy.stop()
         deadline = time.monotonic() + WAIT_S
         while watcher.wait_connected(0) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not watcher.wait_connected(0), "the watcher never noticed the cut"
         during = _run(docker_client, busybox_image, f"{names}_b")  # while we are cut off
-        proxy.up.set()
+        proxy.start()
 
         # replayed from where the stream broke, reported once
         collector.wait_for(lambda e: e.container_id == during and e.event == INSTANCE_STARTED)
@@ -325,5 +264,5 @@ def test_connection_loss_reconnects_and_replays_what_was_missed(
         assert [e.event for e in collector.of(during)] == [INSTANCE_STARTED]
     finally:
         watcher.stop()
-        proxy.close()
+        proxy.stop()
         short.cleanup()

@@ -5,80 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
-import threading
 from pathlib import Path
 
 import docker
 import pytest
 
-from conftest import DefinitionsRepo, ServeProcess, wait_until
+from conftest import DOCKER_SOCKET, DefinitionsRepo, DockerProxy, ServeProcess, wait_until
 from deployally.store import Store
 
 pytestmark = pytest.mark.docker
-
-DOCKER_SOCKET = "/var/run/docker.sock"
-
-
-class DockerProxy:
-    """A unix-socket proxy in front of the real engine, so a test can make Docker stop answering."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        self.path.unlink(missing_ok=True)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(self.path))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def stop(self) -> None:
-        """Close every connection and the socket: clients see the engine gone."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.close()
-        self.path.unlink(missing_ok=True)
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(DOCKER_SOCKET)
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
 
 def revision(client: docker.DockerClient, name: str) -> str | None:
     try:
