@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import stat
 import sys
 from collections.abc import Iterable, Sequence
@@ -412,11 +411,6 @@ def secret_rm(name: str, state_dir: str | None, repo: str, branch: str) -> None:
     ws = _workspace(repo, state_dir, branch)
     ws.store.delete_secret(name)
     click.echo(f"secret {name} removed")
-
-
-def copy_tree(source: Path, dest: Path) -> None:
-    """Copy a directory's files (used by `demo` to lay out the example repository)."""
-    shutil.copytree(source, dest, dirs_exist_ok=True)
 
 
 # ---------------------------------------------------------------- API tokens

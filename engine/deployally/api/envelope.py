@@ -129,9 +129,15 @@ def choice(query: Mapping[str, str], name: str, allowed: Collection[str]) -> str
 
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; 400 when it is missing, malformed or not an object."""
-    raw = await request.read()
+    return json_object(await request.read())
+
+
+def json_object(raw: bytes, *, required: bool = True) -> dict[str, Any]:
+    """Raw body bytes as a JSON object (an empty body is {} unless required); else 400."""
     if not raw.strip():
-        raise bad_request("the request needs a JSON object body")
+        if required:
+            raise bad_request("the request needs a JSON object body")
+        return {}
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -10,7 +10,6 @@ with its deployments: what the post-receive hook prints into `git push`.
 from __future__ import annotations
 
 import hmac
-import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +20,7 @@ from ..reconcile import SyncReport
 from ..views import deployment_view
 from .auth import PUBLIC, WRITE, access
 from .context import context
-from .envelope import ApiError, bad_request, success
+from .envelope import ApiError, bad_request, json_object, success
 
 routes = web.RouteTableDef()
 
@@ -90,18 +89,6 @@ async def _authorize(request: web.Request, body: bytes, secret: str | None) -> s
     return "token"
 
 
-def _payload(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise bad_request(f"the body must be a JSON object, not {type(data).__name__}")
-    return data
-
-
 def outcome_view(outcome: SyncOutcome) -> dict[str, Any]:
     """A finished sync as the API shows it."""
     report = outcome.report
@@ -126,7 +113,7 @@ async def sync(request: web.Request) -> web.Response:
     sender = await _authorize(request, body, service.webhook_secret if service else None)
     if sender == "github" and request.headers.get("X-GitHub-Event", "push") == "ping":
         return success({"queued": False, "reason": "ping"})
-    payload = _payload(body)
+    payload = json_object(body, required=False)
     ref = payload.get("ref")
     tracked = f"refs/heads/{service.branch}" if service is not None else None
     if sender != "token" and isinstance(ref, str) and tracked and ref != tracked:
