@@ -155,3 +155,31 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
     return value
+
+
+def definition_event(record: DefinitionRecord, commit: str) -> dict[str, object]:
+    """The `data` of a definition.* event."""
+    return {
+        "definition_id": record.id,
+        "name": record.name,
+        "revision": record.current_revision,
+        "commit": commit,
+        "server_id": record.server_id,
+        "template_id": record.template_id,
+        "status": record.status.value,
+    }
+
+
+def deployment_event(d: Deployment) -> dict[str, object]:
+    """The `data` of a deployment.* event."""
+    return {
+        "deployment_id": d.id,
+        "definition_id": d.definition_id,
+        "name": d.definition_name,
+        "revision": d.revision,
+        "commit": d.commit,
+        "server_id": d.server_id,
+        "action": d.action.value,
+        "status": d.status.value,
+        "reason": {"kind": d.reason.kind.value, "summary": d.reason.summary},
+    }

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from .deployer import Progress
 from .drivers.base import Driver
 from .identity import random_id
-from .reconcile import Engine, Progress
+from .reconcile import Engine
 from .source.git import GitRepo
 from .store import Store
 from .types import DEFAULT_SERVER

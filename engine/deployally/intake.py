@@ -1,0 +1,341 @@
+"""Intake: what new commits mean, recorded — revisions and desired specs (source -> model -> render).
+
+Reads only the definitions a change touches, numbers their revisions, stores
+their rendered specs, and says why each changed. A file that does not validate
+keeps its last good spec, so nothing running changes because of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from . import desired as desired_mod
+from .backoff import Backoff
+from .catalog import load_builtin
+from .definitions import public_params
+from .edits import ROLLBACK_TRAILER
+from .errors import ValidationError
+from .identity import content_hash, definition_id
+from .plan import diff_specs
+from .source.git import GitRepo
+from .source.tree import CommitTree
+from .store import Store
+from .types import (
+    ChangeSet,
+    ContainerSpec,
+    DefinitionRecord,
+    DefinitionStatus,
+    Reason,
+    ReasonKind,
+    Revision,
+)
+from .views import definition_event
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Refresh:
+    """What the intake found: changed definitions, why they changed, and refused files."""
+
+    reasons: dict[str, Reason] = field(default_factory=dict)
+    before: dict[str, ContainerSpec | None] = field(default_factory=dict)  # specs they replace
+    errors: list[ValidationError] = field(default_factory=list)
+
+
+class Intake:
+    """Turns the commits since the last sync into revisions and desired specs in the store."""
+
+    def __init__(self, repo: GitRepo, store: Store, backoff: Backoff) -> None:
+        self.repo = repo
+        self.store = store
+        self.backoff = backoff
+
+    def __repr__(self) -> str:
+        return f"Intake(repo={self.repo!r})"
+
+    def refresh(self, head: str) -> Refresh:
+        """Read what changed since the last sync; record revisions and the new desired specs."""
+        previous = self.store.get_meta("desired_commit")
+        refresh = Refresh()
+        # New built-in templates (an upgrade of DeployAlly) can change any definition.
+        fingerprint = builtin_fingerprint()
+        full = previous is None or self.store.get_meta("builtin_catalog") != fingerprint
+        if previous == head and not full:
+            self._refresh_secrets(head, refresh)
+            return refresh
+        commits = self.repo.commits_between(previous, head) if previous != head else []
+        for commit in commits:
+            changes = self.repo.changes(self.repo.first_parent(commit), commit)
+            if commit != head:
+                self._record_revisions(
+                    commit, changes, self._load(commit, changes, for_revisions=True)
+                )
+        changes = self.repo.changes(previous, head) if previous != head else ChangeSet()
+        state = self._load(head, None if full else changes)
+        self._record_revisions(head, changes, state)
+        self._record_desired(head, changes, state, refresh, full=full)
+        self.store.set_meta("desired_commit", head)
+        self.store.set_meta("builtin_catalog", fingerprint)
+        self._refresh_secrets(head, refresh, done=state.files)
+        return refresh
+
+    def _load(
+        self, commit: str, changes: ChangeSet | None, *, for_revisions: bool = False
+    ) -> desired_mod.DesiredState:
+        """Validate and render the definitions a change touches (all of them when None)."""
+        tree = CommitTree(self.repo, commit)
+        # Revision numbers follow git alone, never whether a secret happens to be set.
+        versions: Mapping[str, int] = (
+            desired_mod.AnySecretVersion() if for_revisions else self.store.secret_versions()
+        )
+        if changes is None or _touches_tree_wide(changes):
+            return desired_mod.load(tree, secret_versions=versions)
+        return desired_mod.load(tree, secret_versions=versions, only=self._affected(changes))
+
+    def _affected(self, changes: ChangeSet) -> set[str]:
+        """Definition files a change reaches: themselves, or a config file they mount."""
+        touched = changes.paths()
+        paths = {p for p in touched if _is_definition(p)}
+        for record in self.store.definitions():
+            if touched.intersection(record.depends_files):
+                paths.add(record.path)
+        return paths
+
+    def _record_revisions(
+        self, commit: str, changes: ChangeSet, state: desired_mod.DesiredState
+    ) -> None:
+        """A definition's revision N is the Nth commit that changed its desired state."""
+        now = utcnow()
+        hashes: dict[str, tuple[str, str]] = {
+            name: (d.desired_hash, d.definition.path) for name, d in state.ok.items()
+        }
+        for path, name in state.invalid_names.items():
+            if path in changes.paths():
+                text = CommitTree(self.repo, commit).read_many([path]).get(path, "")
+                hashes.setdefault(name, (desired_mod.desired_hash(text, "", {}), path))
+        for path in _removed_definition_paths(changes):
+            record = self._record_at_path(path)
+            if record and record.name not in hashes and not self._still_defined(state, record):
+                hashes[record.name] = ("", "")
+        for name, (digest, path) in hashes.items():
+            def_id = definition_id(name)
+            latest = self.store.latest_revision(def_id)
+            if latest is not None and latest.desired_hash == digest:
+                continue
+            if latest is None and digest == "":
+                continue
+            number = (latest.number if latest else 0) + 1
+            self.store.add_revision(Revision(def_id, name, number, commit, digest, path, now))
+
+    def _record_desired(
+        self,
+        head: str,
+        changes: ChangeSet,
+        state: desired_mod.DesiredState,
+        refresh: Refresh,
+        *,
+        full: bool,
+    ) -> None:
+        """Store the new desired specs; invalid files keep their old spec, so nothing running changes."""
+        now = utcnow()
+        info = self.repo.commit_info(head)
+        rollback = ROLLBACK_TRAILER in info.message
+        touched = changes.paths()
+        for name, d in state.ok.items():
+            old = self.store.definition(name)
+            latest = self.store.latest_revision(d.definition.id)
+            respec = old is None or old.desired is None or old.desired != d.spec
+            record = DefinitionRecord(
+                id=d.definition.id,
+                name=name,
+                path=d.definition.path,
+                template_id=d.template.id,
+                server_id=d.definition.server,
+                profile=d.definition.profile,
+                status=DefinitionStatus.PENDING if respec or old is None else _settled(old),
+                current_revision=latest.number if latest else 1,
+                applied_revision=old.applied_revision if old else None,
+                desired=d.spec,
+                applied_hash=old.applied_hash if old else None,
+                depends_files=d.depends_files,
+                params=public_params(d.definition),
+                last_error=None,
+                operator_stopped=old.operator_stopped if old else False,
+                created_at=old.created_at if old else now,
+                updated_at=now,
+            )
+            if old is not None and replace(old, updated_at=now) == record:
+                continue
+            self.store.upsert_definition(record)
+            if respec:
+                before = old.desired if old else None
+                refresh.before[name] = before
+                refresh.reasons[name] = _reason(
+                    head, info.summary, d, before, touched, rollback=rollback
+                )
+                self.backoff.forget(name)
+            if old is None or d.definition.path in touched:
+                self.store.enqueue_event(
+                    "definition.created" if old is None else "definition.updated",
+                    definition_event(record, head),
+                )
+        for path, errors in state.invalid.items():
+            refresh.errors.extend(errors)
+            known = state.invalid_names.get(path)
+            old = self.store.definition(known) if known else self._record_at_path(path)
+            message = "; ".join(str(e) for e in errors)
+            if old is not None:
+                self.store.upsert_definition(
+                    replace(old, status=DefinitionStatus.INVALID, last_error=message, updated_at=now)
+                )
+            elif known is not None:
+                latest = self.store.latest_revision(definition_id(known))
+                self.store.upsert_definition(
+                    _invalid_record(known, path, message, latest.number if latest else 1, now)
+                )
+        refresh.errors.extend(state.errors)
+        # A definition goes only when its file is gone and no other file now holds its name;
+        # a file that stopped validating keeps its container.
+        defined = set(state.ok) | set(state.invalid_names.values())
+        if full:
+            candidates = self.store.definitions()
+        else:
+            candidates = [r for p in _removed_definition_paths(changes) if (r := self._record_at_path(p))]
+        gone = [
+            r for r in candidates
+            if r.path not in state.files and r.name not in defined and r.desired is not None
+        ]
+        for record in gone:
+            # The record goes once its container is removed; until then plan sees it as absent.
+            self.store.upsert_definition(replace(record, desired=None, updated_at=now))
+            refresh.reasons[record.name] = Reason(
+                ReasonKind.REMOVED, f"{record.path} was deleted in {head[:12]}", head
+            )
+            self.store.enqueue_event("definition.deleted", definition_event(record, head))
+
+    def _refresh_secrets(self, head: str, refresh: Refresh, done: frozenset[str] = frozenset()) -> None:
+        """Re-render definitions whose secrets changed, and retry those that did not validate
+        (a missing secret may have been set since); `done` were rendered in this sync already."""
+        versions = self.store.secret_versions()
+        stale = [
+            r.path
+            for r in self.store.definitions()
+            if r.path not in done
+            and (
+                r.status is DefinitionStatus.INVALID
+                or (r.desired is not None and any(versions.get(n, 0) != v for n, v in r.desired.secrets))
+            )
+        ]
+        if stale:
+            state = desired_mod.load(CommitTree(self.repo, head), secret_versions=versions, only=stale)
+            self._record_desired(head, ChangeSet(), state, refresh, full=False)
+
+    def _record_at_path(self, path: str) -> DefinitionRecord | None:
+        for record in self.store.definitions():
+            if record.path == path:
+                return record
+        return None
+
+    @staticmethod
+    def _still_defined(state: desired_mod.DesiredState, record: DefinitionRecord) -> bool:
+        """A renamed file that keeps its `name` is the same definition, not a removal."""
+        return record.name in state.ok or record.name in state.invalid_names.values()
+
+
+# ---------------------------------------------------------------- pure pieces
+
+
+def builtin_fingerprint() -> str:
+    """What the built-in catalog is now: its templates' spec hashes."""
+    return content_hash(sorted(t.spec_hash for t in load_builtin().all()))
+
+
+def _is_definition(path: str) -> bool:
+    return path.startswith(desired_mod.DEFINITIONS_DIR) and path.endswith((".yaml", ".yml"))
+
+
+def _touches_tree_wide(changes: ChangeSet) -> bool:
+    """Settings and repo templates can change any definition: reload them all."""
+    return any(
+        p == desired_mod.SETTINGS_PATH or p.startswith(desired_mod.CATALOG_DIR)
+        for p in changes.paths()
+    )
+
+
+def _removed_definition_paths(changes: ChangeSet) -> list[str]:
+    return [p for p in changes.deleted if _is_definition(p)] + [
+        old for old, _ in changes.renamed if _is_definition(old)
+    ]
+
+
+def _settled(old: DefinitionRecord) -> DefinitionStatus:
+    """The status a definition returns to when its spec did not change."""
+    if old.operator_stopped:
+        return DefinitionStatus.STOPPED
+    if old.desired is not None and old.applied_hash == old.desired.rendered_hash:
+        return DefinitionStatus.ACTIVE
+    return DefinitionStatus.PENDING
+
+
+def _reason(
+    head: str,
+    summary: str,
+    d: desired_mod.DesiredDefinition,
+    before: ContainerSpec | None,
+    touched: frozenset[str],
+    *,
+    rollback: bool,
+) -> Reason:
+    """Name the change that caused a deployment: file, template, config file or rollback."""
+    changes = diff_specs(before, d.spec)
+    short = head[:12]
+    if before is None:
+        return Reason(ReasonKind.NEW, f"{d.definition.path} added in {short} ({summary})", head, changes)
+    if rollback:
+        return Reason(ReasonKind.ROLLBACK, f"rolled back in {short} ({summary})", head, changes)
+    if d.definition.path in touched:
+        return Reason(ReasonKind.DEFINITION, f"{d.definition.path} changed in {short} ({summary})", head, changes)
+    files = sorted(touched.intersection(d.depends_files))
+    if files:
+        return Reason(ReasonKind.CONFIG_FILE, f"{', '.join(files)} changed in {short} ({summary})", head, changes)
+    if changes and all(c.field.startswith("secrets.") for c in changes):
+        names = ", ".join(c.field.removeprefix("secrets.") for c in changes)
+        return Reason(ReasonKind.SECRET, f"secret {names} has a new version", head, changes)
+    if desired_mod.SETTINGS_PATH in touched:
+        return Reason(ReasonKind.DEFINITION, f"{desired_mod.SETTINGS_PATH} changed in {short} ({summary})", head, changes)
+    return Reason(
+        ReasonKind.TEMPLATE,
+        f"template {d.template.taxonomy.path} is now {d.template.spec_hash[:19]}",
+        head,
+        changes,
+    )
+
+
+def _invalid_record(
+    name: str, path: str, message: str, revision: int, now: datetime
+) -> DefinitionRecord:
+    """A definition that has never validated: listed, with its error, and nothing deployed."""
+    return DefinitionRecord(
+        id=definition_id(name),
+        name=name,
+        path=path,
+        template_id="",
+        server_id="local",
+        profile="",
+        status=DefinitionStatus.INVALID,
+        current_revision=revision,
+        applied_revision=None,
+        desired=None,
+        applied_hash=None,
+        depends_files=(),
+        params={},
+        last_error=message,
+        operator_stopped=False,
+        created_at=now,
+        updated_at=now,
+    )
