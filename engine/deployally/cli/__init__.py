@@ -1,0 +1,45 @@
+"""The `deployally` command: thin click commands that parse, call the core and format."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import DeployAllyError
+from .credentials import secret, token
+from .engine import demo, hook, serve
+from .records import definitions, deployments, logs, status, templates
+from .repository import HOOKS_DIR, init, install_hooks, plan, rollback, sync, validate
+from .webhooks import webhook
+
+__all__ = ["HOOKS_DIR", "install_hooks", "main"]
+
+
+class _Group(click.Group):
+    """Turn our own errors into one readable line and exit 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DeployAllyError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="deployally")
+def main() -> None:
+    """DeployAlly: deploy Docker containers from definitions kept in git."""
+
+
+for _command in (
+    init, validate, plan, sync, rollback,  # the repository
+    templates, definitions, deployments, status, logs,  # the catalog and the records
+    secret, token,  # what stays out of git
+    webhook,
+    serve, demo, hook,  # the engine
+):
+    main.add_command(_command)

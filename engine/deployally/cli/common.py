@@ -1,0 +1,63 @@
+"""What every `deployally` command shares: the workspace options, JSON and table output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ValidationError
+from ..source.git import GitRepo
+from ..source.tree import CommitTree, DirTree, Tree
+from ..workspace import Workspace
+
+repo_option = click.option(
+    "--repo", default=".", show_default=True, type=click.Path(file_okay=False),
+    help="The git repository of definitions (working or bare).",
+)
+state_option = click.option(
+    "--state-dir", default=None, type=click.Path(file_okay=False),
+    help="Where the state store lives [default: .deployally/ in the repository].",
+)
+branch_option = click.option("--branch", default="main", show_default=True, help="Tracked branch.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def workspace_options(command: Any) -> Any:
+    """--repo, --state-dir and --branch: where a command finds the repository and its state."""
+    for option in (branch_option, state_option, repo_option):
+        command = option(command)
+    return command
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    cells = [list(map(str, headers))] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _workspace(repo: str, state_dir: str | None, branch: str, **kw: Any) -> Workspace:
+    return Workspace.open(repo, state_dir, branch, **kw)
+
+
+def _tree(repo: str, rev: str | None, branch: str) -> Tree:
+    """A commit when --rev is given or the repo is bare; otherwise the working directory."""
+    path = Path(repo)
+    git_repo = GitRepo(path, branch)
+    if rev is None and not git_repo.bare:
+        return DirTree(path)
+    commit = git_repo.resolve(rev or f"refs/heads/{branch}")
+    return CommitTree(git_repo, commit)
+
+
+def _print_errors(errors: Iterable[ValidationError]) -> None:
+    for err in errors:
+        click.echo(f"error: {err}", err=True)

@@ -1,0 +1,174 @@
+"""Commands on the definitions repository: init, validate, plan, sync and rollback."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from pathlib import Path
+
+import click
+
+from .. import desired as desired_mod
+from .. import edits
+from ..plan import live_from_specs
+from ..plan import plan as make_plan
+from ..report import plan_json, plan_markdown, plan_text
+from ..source.git import GitRepo
+from ..types import DeploymentStatus
+from ..views import deployment_view
+from ..workspace import STATE_DIR_NAME
+from .common import (
+    _echo_json,
+    _print_errors,
+    _tree,
+    _workspace,
+    branch_option,
+    json_option,
+    repo_option,
+    workspace_options,
+)
+
+# The repository's top-level hooks/: engine/deployally/cli/ is three levels below it.
+HOOKS_DIR = Path(__file__).resolve().parents[3] / "hooks"
+
+
+# ---------------------------------------------------------------- init
+
+
+@click.command()
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--bare", is_flag=True, help="Make a bare repository to push to (git push to deploy).")
+@branch_option
+def init(path: str, bare: bool, branch: str) -> None:
+    """Make a new definitions repository with its settings file and git hooks."""
+    target = Path(path)
+    if target.exists() and any(target.iterdir()):
+        raise click.ClickException(f"{target} exists and is not empty")
+    repo = GitRepo.init(target, bare=bare, branch=branch)
+    files = {
+        "deployally.yaml": f"# DeployAlly settings: see the README\nbranch: {branch}\nreconcile_interval: 30\n",
+        "definitions/.gitkeep": "",
+        ".gitignore": f"{STATE_DIR_NAME}/\n",
+    }
+    repo.write(files, message="Start a DeployAlly repository", author_name="deployally",
+               author_email="deployally@localhost", expected_head=None)
+    repo.set_config("deployally.branch", branch)
+    installed = install_hooks(repo)
+    click.echo(f"Initialized {'bare ' if bare else ''}DeployAlly repository in {target.resolve()}")
+    click.echo(f"Hooks installed: {', '.join(installed)}")
+
+
+def install_hooks(repo: GitRepo) -> list[str]:
+    """Copy hooks/ into the repository, pointing them at this Python's deployally."""
+    hooks_dir = repo.git_dir / "hooks"
+    hooks_dir.mkdir(parents=True, exist_ok=True)
+    names = ["pre-receive", "post-receive"] if repo.bare else ["pre-commit"]
+    command = f'"{sys.executable}" -m deployally'
+    for name in names:
+        source = HOOKS_DIR / name
+        dest = hooks_dir / name
+        dest.write_text(source.read_text().replace("@DEPLOYALLY@", command))
+        dest.chmod(dest.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return names
+
+
+# ---------------------------------------------------------------- validate and plan
+
+
+@click.command()
+@repo_option
+@branch_option
+@click.option("--rev", default=None, help="Validate this commit instead of the working directory.")
+@json_option
+def validate(repo: str, branch: str, rev: str | None, as_json: bool) -> None:
+    """Check every definition; exit 1 with every error, each naming its file and field."""
+    tree = _tree(repo, rev, branch)
+    state = desired_mod.load(tree, secret_versions=desired_mod.AnySecretVersion())
+    errors = state.all_errors()
+    if as_json:
+        _echo_json({"valid": not errors, "definitions": len(state.ok),
+                    "errors": [e.as_dict() for e in errors]})
+    elif errors:
+        _print_errors(errors)
+        click.echo(f"{len(errors)} error(s) in {tree.label}", err=True)
+    else:
+        click.echo(f"{len(state.ok)} definition(s) valid in {tree.label}")
+    sys.exit(1 if errors else 0)
+
+
+@click.command()
+@workspace_options
+@click.option("--base", default=None, help="Compare against this revision instead of live state.")
+@click.option("--head", default=None, help="The revision to plan [default: working directory, or the branch head when bare].")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
+def plan(repo: str, state_dir: str | None, branch: str, base: str | None, head: str | None, fmt: str) -> None:
+    """Show what applying would create, update or remove, field by field."""
+    head_state = desired_mod.load(_tree(repo, head, branch), secret_versions=desired_mod.AnySecretVersion())
+    if base is not None:
+        base_state = desired_mod.load(_tree(repo, base, branch), secret_versions=desired_mod.AnySecretVersion())
+        base_specs = base_state.specs()
+        # Definitions that fail on head keep their base spec: a merge would not touch them.
+        desired = {**{n: base_specs[n] for n in head_state.invalid_names.values() if n in base_specs},
+                   **head_state.specs()}
+        the_plan = make_plan(desired, live_from_specs(base_specs), base_specs)
+    else:
+        ws = _workspace(repo, state_dir, branch)
+        records = {r.name: r for r in ws.store.definitions()}
+        driver = ws.driver_for("local")
+        assert driver is not None
+        applied = {n: r.desired for n, r in records.items() if r.desired is not None}
+        desired = {**{n: applied[n] for n in head_state.invalid_names.values() if n in applied},
+                   **head_state.specs()}
+        held = {n for n, r in records.items() if r.operator_stopped}
+        the_plan = make_plan(desired, driver.live(), applied, held=held)
+    errors = head_state.all_errors()
+    if fmt == "json":
+        out = plan_json(the_plan)
+        out["errors"] = [e.as_dict() for e in errors]
+        _echo_json(out)
+    else:
+        click.echo(plan_markdown(the_plan) if fmt == "markdown" else plan_text(the_plan))
+        _print_errors(errors)
+    sys.exit(1 if errors else 0)
+
+
+# ---------------------------------------------------------------- sync
+
+
+@click.command()
+@workspace_options
+@click.option("--parallel", default=4, show_default=True, help="Definitions applied at once.")
+@json_option
+def sync(repo: str, state_dir: str | None, branch: str, parallel: int, as_json: bool) -> None:
+    """Apply the head of the tracked branch to Docker, once."""
+    progress = None if as_json else (lambda line: click.echo(line))
+    ws = _workspace(repo, state_dir, branch, max_parallel=parallel, progress=progress)
+    report = ws.engine.sync()
+    if as_json:
+        _echo_json({
+            "commit": report.commit,
+            "ok": report.ok,
+            "deployments": [deployment_view(d) for d in report.deployments],
+            "errors": [e.as_dict() for e in report.errors],
+            "unchanged": report.unchanged,
+        })
+    else:
+        _print_errors(report.errors)
+        failed = sum(1 for d in report.deployments if d.status is not DeploymentStatus.SUCCESS)
+        commit = report.commit[:12] if report.commit else "(no commits)"
+        click.echo(
+            f"Synced {commit}: {len(report.deployments) - failed} deployed, {failed} failed, "
+            f"{report.unchanged} unchanged, {len(report.errors)} invalid"
+        )
+    sys.exit(0 if report.ok else 1)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--to", "to", type=int, required=True, help="The revision number to go back to.")
+@workspace_options
+def rollback(name: str, to: int, repo: str, state_dir: str | None, branch: str) -> None:
+    """Commit a past revision of a definition back (rollback is a commit)."""
+    ws = _workspace(repo, state_dir, branch)
+    sha = edits.rollback(ws.repo, ws.store, name, to, author="deployally cli")
+    click.echo(f"{name}: committed revision {to} back as {sha[:12]}; run `deployally sync` or push to apply")

@@ -1,0 +1,96 @@
+"""Webhook commands: add, list, rm, and verify a received signature."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .common import _echo_json, _table, _workspace, json_option, workspace_options
+
+
+@click.group()
+def webhook() -> None:
+    """Webhooks: signed POSTs of deployment, instance and definition events."""
+
+
+@webhook.command("add")
+@click.argument("url")
+@click.option("--event", "events", multiple=True, required=True,
+              help="An event to send (repeat for more), e.g. deployment.failed.")
+@click.option("--secret-file", type=click.File("r"), default=None,
+              help="Read the signing secret from this file [default: prompt or stdin].")
+@workspace_options
+def webhook_add(url: str, events: tuple[str, ...], secret_file: Any, state_dir: str | None,
+                repo: str, branch: str) -> None:
+    """Subscribe URL to events; payloads are signed with the secret (never an argument)."""
+    from ..notify import EVENTS, check_url
+
+    if problem := check_url(url):
+        raise click.BadParameter(problem, param_hint="URL")
+    unknown = [e for e in events if e not in EVENTS]
+    if unknown:
+        raise click.BadParameter(
+            f"{', '.join(unknown)}: not events; use {', '.join(sorted(EVENTS))}",
+            param_hint="--event",
+        )
+    source = secret_file or click.get_text_stream("stdin")
+    if source.isatty():
+        value = click.prompt("webhook secret", hide_input=True, confirmation_prompt=True)
+    else:
+        value = source.read()
+    value = value.rstrip("\r\n")
+    if not value:
+        raise click.ClickException("the webhook secret is empty")
+    ws = _workspace(repo, state_dir, branch)
+    record = ws.store.add_webhook(url, events, value)
+    click.echo(record.id)
+
+
+@webhook.command("list")
+@workspace_options
+@json_option
+def webhook_list(state_dir: str | None, repo: str, branch: str, as_json: bool) -> None:
+    """List webhooks (never their secrets)."""
+    ws = _workspace(repo, state_dir, branch)
+    items = ws.store.webhooks()
+    if as_json:
+        _echo_json([{"id": w.id, "url": w.url, "events": list(w.events),
+                     "created_at": str(w.created_at)} for w in items])
+        return
+    _table([(w.id, w.url, ",".join(w.events)) for w in items], ["ID", "URL", "EVENTS"])
+
+
+@webhook.command("rm")
+@click.argument("webhook_id")
+@workspace_options
+def webhook_rm(webhook_id: str, state_dir: str | None, repo: str, branch: str) -> None:
+    """Remove a webhook and its pending deliveries."""
+    ws = _workspace(repo, state_dir, branch)
+    ws.store.delete_webhook(webhook_id)
+    click.echo(f"webhook {webhook_id} removed")
+
+
+@webhook.command("verify")
+@click.option("--signature", required=True,
+              help="The X-DeployAlly-Signature header as received: sha256=<hex>.")
+@click.option("--secret", envvar="DEPLOYALLY_WEBHOOK_SECRET", default=None,
+              help="The webhook's secret [env: DEPLOYALLY_WEBHOOK_SECRET].")
+@click.option("--secret-file", type=click.File("r"), default=None,
+              help="Read the webhook's secret from this file instead.")
+def webhook_verify(signature: str, secret: str | None, secret_file: Any) -> None:
+    """Read a webhook body on stdin: print "valid" (exit 0) if SIGNATURE signs it, else "invalid" (exit 1)."""
+    from ..notify import verify
+
+    if secret_file is not None:
+        secret = secret_file.read().rstrip("\r\n")
+    if not secret:
+        raise click.UsageError(
+            "give the webhook's secret: --secret-file PATH, env DEPLOYALLY_WEBHOOK_SECRET, or --secret"
+        )
+    # The exact bytes: one changed byte (even a trailing newline) is a different body.
+    body = click.get_binary_stream("stdin").read()
+    ok = verify(secret, body, signature)
+    click.echo("valid" if ok else "invalid")
+    sys.exit(0 if ok else 1)
