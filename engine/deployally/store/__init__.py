@@ -1,0 +1,54 @@
+"""The SQLite store under the state directory: the only package that speaks SQL.
+
+It keeps sync bookkeeping, definitions, revisions, deployments and their logs,
+secrets, API tokens, servers, and webhooks with their delivery outbox. Each area's
+SQL lives in its own module; `Store` composes them over one `Database`.
+"""
+
+from __future__ import annotations
+
+from .access import (
+    SERVER_KEY_PREFIX,
+    TOKEN_PREFIX,
+    TOKEN_SCOPES,
+    AccessStore,
+    ServerRecord,
+    TokenRecord,
+)
+from .codec import _spec_from_json as _spec_from_json
+from .codec import _spec_to_json as _spec_to_json
+from .db import DB_FILE, LOCAL_SERVER_ID, LOCAL_SERVER_NAME, SCHEMA_VERSION
+from .definitions import META_LAST_APPLIED_COMMIT, META_LAST_ATTEMPTED_COMMIT, DefinitionStore
+from .deployments import DeploymentStore
+from .secrets import SecretInfo, SecretStore
+from .webhooks import (
+    DeliveryAttempt,
+    DeliveryRecord,
+    DeliveryStatus,
+    WebhookRecord,
+    WebhookStore,
+)
+
+__all__ = [
+    "DB_FILE",
+    "LOCAL_SERVER_ID",
+    "LOCAL_SERVER_NAME",
+    "META_LAST_APPLIED_COMMIT",
+    "META_LAST_ATTEMPTED_COMMIT",
+    "SCHEMA_VERSION",
+    "SERVER_KEY_PREFIX",
+    "TOKEN_PREFIX",
+    "TOKEN_SCOPES",
+    "DeliveryAttempt",
+    "DeliveryRecord",
+    "DeliveryStatus",
+    "SecretInfo",
+    "ServerRecord",
+    "Store",
+    "TokenRecord",
+    "WebhookRecord",
+]
+
+
+class Store(DefinitionStore, DeploymentStore, SecretStore, AccessStore, WebhookStore):
+    """The state database at `state_dir/deployally.db`, shared by threads and processes."""

@@ -1,0 +1,192 @@
+"""API tokens and servers with their agent keys: who may talk to the engine.
+
+Only a token's or key's sha256 is stored; the token itself is shown once, when made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets as pysecrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from .. import identity
+from ..errors import Conflict, NotFound, ValidationError
+from .codec import _dt, _dt_req, _now, _ts
+from .db import Database
+
+TOKEN_PREFIX: Final = "da_"
+SERVER_KEY_PREFIX: Final = "da_server_"
+TOKEN_SCOPES: Final = ("read", "write", "admin")
+
+
+def _hash_secret(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """An API token as stored: never the token itself, only who it is and what it may do."""
+
+    id: str
+    name: str
+    scope: str  # read | write | admin
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    id: str
+    name: str
+    environment: str
+    description: str
+    status: str  # active | inactive
+    created_at: datetime
+    last_seen_at: datetime | None = None
+
+
+class AccessStore(Database):
+    """API tokens and registered servers."""
+
+    # ---------------------------------------------------------- API tokens
+
+    def create_token(self, name: str, scope: str) -> str:
+        """Make an API token; returns it this once (only its sha256 is stored)."""
+        if scope not in TOKEN_SCOPES:
+            raise ValidationError(
+                "token", "scope", f"'{scope}' is not a scope: use one of {', '.join(TOKEN_SCOPES)}"
+            )
+        token = TOKEN_PREFIX + pysecrets.token_urlsafe(24)  # 24 bytes -> 32 characters
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO tokens (id, name, scope, token_hash, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (identity.random_id("tok"), name, scope, _hash_secret(token), _ts(_now())),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(
+                f"token '{name}' already exists: revoke it first or choose another name"
+            ) from exc
+        return token
+
+    def verify_token(self, token: str) -> TokenRecord | None:
+        """The token's record when `token` is a live API token, else None."""
+        if not token.startswith(TOKEN_PREFIX) or token.startswith(SERVER_KEY_PREFIX):
+            return None
+        digest = _hash_secret(token)
+        row = (
+            self._conn().execute("SELECT * FROM tokens WHERE token_hash = ?", (digest,)).fetchone()
+        )
+        # The lookup is by hash, so timing reveals nothing of the token; the
+        # constant-time compare is a second, cheap guard.
+        if row is None or not hmac.compare_digest(row["token_hash"], digest):
+            return None
+        return _token_from_row(row)
+
+    def list_tokens(self) -> list[TokenRecord]:
+        """Every live token's record, by name; never the token."""
+        rows = self._conn().execute("SELECT * FROM tokens ORDER BY name")
+        return [_token_from_row(r) for r in rows]
+
+    def revoke_token(self, name_or_id: str) -> None:
+        """Delete a token by name or id, so it no longer verifies."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "DELETE FROM tokens WHERE name = ? OR id = ?", (name_or_id, name_or_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(
+                    f"token '{name_or_id}' does not exist: `deployally token list` shows them"
+                )
+
+    # ---------------------------------------------------------- servers
+
+    def add_server(
+        self, name: str, environment: str, description: str = ""
+    ) -> tuple[ServerRecord, str]:
+        """Register a server; returns its record and its agent key, shown this once."""
+        key = SERVER_KEY_PREFIX + pysecrets.token_urlsafe(24)
+        record = ServerRecord(
+            id=identity.random_id("srv"),
+            name=name,
+            environment=environment,
+            description=description,
+            status="active",
+            created_at=_now(),
+        )
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO servers (id, name, environment, description, status, key_hash,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.id,
+                        name,
+                        environment,
+                        description,
+                        record.status,
+                        _hash_secret(key),
+                        _ts(record.created_at),
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"server '{name}' already exists: choose another name") from exc
+        return record, key
+
+    def servers(self) -> list[ServerRecord]:
+        """Every server, by name; "local" is always there."""
+        rows = self._conn().execute("SELECT * FROM servers ORDER BY name")
+        return [_server_from_row(r) for r in rows]
+
+    def server(self, key: str) -> ServerRecord | None:
+        """A server by id (srv_...) or name, or None."""
+        row = (
+            self._conn()
+            .execute("SELECT * FROM servers WHERE id = ? OR name = ?", (key, key))
+            .fetchone()
+        )
+        return None if row is None else _server_from_row(row)
+
+    def verify_server_key(self, key: str) -> ServerRecord | None:
+        """The server whose agent key `key` is, else None."""
+        if not key.startswith(SERVER_KEY_PREFIX):
+            return None
+        digest = _hash_secret(key)
+        row = self._conn().execute("SELECT * FROM servers WHERE key_hash = ?", (digest,)).fetchone()
+        if row is None or not hmac.compare_digest(row["key_hash"], digest):
+            return None
+        return _server_from_row(row)
+
+    def touch_server(self, id: str) -> None:
+        """Note that a server's agent was heard from just now."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE servers SET last_seen_at = ? WHERE id = ?", (_ts(_now()), id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"server '{id}' does not exist")
+
+
+# ---------------------------------------------------------------- rows -> records
+
+
+def _token_from_row(row: sqlite3.Row) -> TokenRecord:
+    return TokenRecord(
+        id=row["id"], name=row["name"], scope=row["scope"], created_at=_dt_req(row["created_at"])
+    )
+
+
+def _server_from_row(row: sqlite3.Row) -> ServerRecord:
+    return ServerRecord(
+        id=row["id"],
+        name=row["name"],
+        environment=row["environment"],
+        description=row["description"],
+        status=row["status"],
+        created_at=_dt_req(row["created_at"]),
+        last_seen_at=_dt(row["last_seen_at"]),
+    )

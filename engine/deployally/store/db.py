@@ -1,0 +1,214 @@
+"""The database file: connections per thread, transactions, and the schema's migrations."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, Self
+
+from .. import identity
+from .codec import _enum_value, _now, _ts
+
+DB_FILE: Final = "deployally.db"
+LOCAL_SERVER_NAME: Final = "local"
+LOCAL_SERVER_ID: Final = identity.stable_id("srv", LOCAL_SERVER_NAME)
+
+
+# ---------------------------------------------------------------- schema
+
+# Each entry moves the schema from version i to i+1 (PRAGMA user_version). Append,
+# never edit: a database in the field has already run the earlier ones.
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE definitions (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, path TEXT NOT NULL,
+            template_id TEXT NOT NULL, server_id TEXT NOT NULL, profile TEXT NOT NULL,
+            status TEXT NOT NULL, current_revision INTEGER NOT NULL,
+            applied_revision INTEGER, desired TEXT, applied_hash TEXT,
+            depends_files TEXT NOT NULL, params TEXT NOT NULL, last_error TEXT,
+            operator_stopped INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        "CREATE INDEX definitions_server ON definitions (server_id, status)",
+        # No foreign key to definitions: history outlives a deleted definition.
+        """CREATE TABLE revisions (
+            definition_id TEXT NOT NULL, number INTEGER NOT NULL, name TEXT NOT NULL,
+            commit_sha TEXT NOT NULL, desired_hash TEXT NOT NULL, path TEXT NOT NULL,
+            created_at TEXT NOT NULL, PRIMARY KEY (definition_id, number)) WITHOUT ROWID""",
+        # seq keeps insertion order stable for deployments created in the same instant.
+        """CREATE TABLE deployments (
+            seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, definition_id TEXT NOT NULL,
+            definition_name TEXT NOT NULL, server_id TEXT NOT NULL, revision INTEGER,
+            commit_sha TEXT, action TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+            created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT)""",
+        "CREATE INDEX deployments_definition ON deployments (definition_id, seq)",
+        "CREATE INDEX deployments_status ON deployments (status)",
+        """CREATE TABLE deployment_logs (
+            deployment_id TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+            line INTEGER NOT NULL, at TEXT NOT NULL, message TEXT NOT NULL,
+            PRIMARY KEY (deployment_id, line)) WITHOUT ROWID""",
+        # value is NULL once deleted: the row stays so a re-set secret gets a higher
+        # version, and a spec hashed over the old version is redeployed.
+        """CREATE TABLE secrets (
+            name TEXT PRIMARY KEY, value TEXT, version INTEGER NOT NULL,
+            updated_at TEXT NOT NULL)""",
+        """CREATE TABLE tokens (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, scope TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL)""",
+        """CREATE TABLE servers (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, environment TEXT NOT NULL,
+            description TEXT NOT NULL, status TEXT NOT NULL, key_hash TEXT UNIQUE,
+            created_at TEXT NOT NULL, last_seen_at TEXT)""",
+        """CREATE TABLE webhooks (
+            id TEXT PRIMARY KEY, url TEXT NOT NULL, events TEXT NOT NULL,
+            secret TEXT NOT NULL, created_at TEXT NOT NULL)""",
+        """CREATE TABLE events (
+            id TEXT PRIMARY KEY, event TEXT NOT NULL, data TEXT NOT NULL,
+            created_at TEXT NOT NULL)""",
+        """CREATE TABLE deliveries (
+            seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+            event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+            webhook_id TEXT NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+            status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT, last_status_code INTEGER, last_error TEXT,
+            created_at TEXT NOT NULL)""",
+        "CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at)",
+        "CREATE INDEX deliveries_webhook ON deliveries (webhook_id, seq)",
+        """CREATE TABLE delivery_attempts (
+            delivery_id TEXT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+            number INTEGER NOT NULL, at TEXT NOT NULL, status_code INTEGER,
+            duration_ms REAL NOT NULL, error TEXT,
+            PRIMARY KEY (delivery_id, number)) WITHOUT ROWID""",
+    ),
+)
+
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+
+class Database:
+    """The connections, transactions and schema under a Store; each area's SQL builds on them."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / DB_FILE
+        if not self.state_dir.exists():
+            self.state_dir.mkdir(parents=True, mode=0o700)
+            self.state_dir.chmod(0o700)  # mkdir's mode is filtered by the umask
+        # Create the file ourselves so it never exists, even briefly, readable by
+        # others: it holds secrets and key hashes. SQLite gives -wal/-shm the same mode.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        self.path.chmod(0o600)
+        # One connection per thread: under WAL, readers (API handlers, the CLI) never
+        # wait for a writer, and writers in this process queue on SQLite's own lock
+        # (BEGIN IMMEDIATE + busy_timeout) exactly as writers in other processes do,
+        # so there is one concurrency story, not two. All are kept to close them.
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    def close(self) -> None:
+        """Close every connection this Store opened, in any thread."""
+        with self._lock:
+            self._closed = True
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------- connections
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and not self._closed:
+            return conn
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed")
+            # isolation_level=None: we issue BEGIN ourselves; check_same_thread=False
+            # only so close() can close it from another thread.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._connections.append(conn)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # NORMAL under WAL survives a process crash; only a power cut can lose the
+        # last commits, and it saves an fsync per log line.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction. IMMEDIATE takes the write lock up front, so the
+        busy_timeout applies; a deferred read-then-write would fail at once instead."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: several SELECTs see one snapshot."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            # Read the version under the write lock, so two processes opening a new
+            # database at once do not both run the same migration.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[number]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number + 1}")
+            now = _ts(_now())
+            conn.execute(
+                "INSERT INTO servers (id, name, environment, description, status, created_at)"
+                " VALUES (?, ?, 'production', 'this host', 'active', ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                (LOCAL_SERVER_ID, LOCAL_SERVER_NAME, now),
+            )
+
+    def schema_version(self) -> int:
+        """The schema version of the database file (PRAGMA user_version)."""
+        with self._read() as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _returning(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> sqlite3.Row | None:
+    """The first row of a statement with RETURNING, read to the end so it is finished
+    before the COMMIT that follows."""
+    rows = conn.execute(sql, args).fetchall()
+    return rows[0] if rows else None
+
+
+def _filters(**columns: Any) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause for the columns given a value (None means any)."""
+    given = {k: _enum_value(v) for k, v in columns.items() if v is not None}
+    if not given:
+        return "", ()
+    return " WHERE " + " AND ".join(f"{k} = ?" for k in given), tuple(given.values())

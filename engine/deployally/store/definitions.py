@@ -1,0 +1,279 @@
+"""What a sync records: its bookkeeping (meta), definitions and their revisions."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Final
+
+from ..errors import Conflict, NotFound
+from ..types import DefinitionRecord, DefinitionStatus, Revision
+from .codec import (
+    _dt_req,
+    _dumps,
+    _enum_value,
+    _now,
+    _params_from_json,
+    _spec_from_json,
+    _spec_to_json,
+    _ts,
+)
+from .db import Database, _filters
+
+META_LAST_APPLIED_COMMIT: Final = "last_applied_commit"
+META_LAST_ATTEMPTED_COMMIT: Final = "last_attempted_commit"
+
+_UNSET: Any = object()  # "leave this column as it is" in partial updates
+
+
+class DefinitionStore(Database):
+    """Sync bookkeeping, definitions and revisions."""
+
+    # ---------------------------------------------------------- sync bookkeeping
+
+    def get_meta(self, key: str) -> str | None:
+        """A bookkeeping value, or None when never set."""
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a bookkeeping value."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def last_applied_commit(self) -> str | None:
+        """The commit whose sync finished applying."""
+        return self.get_meta(META_LAST_APPLIED_COMMIT)
+
+    def set_last_applied_commit(self, sha: str) -> None:
+        """Record that the sync of `sha` finished applying."""
+        self.set_meta(META_LAST_APPLIED_COMMIT, sha)
+
+    def last_attempted_commit(self) -> str | None:
+        """The commit a sync last started on, whether or not it finished."""
+        return self.get_meta(META_LAST_ATTEMPTED_COMMIT)
+
+    def set_last_attempted_commit(self, sha: str) -> None:
+        """Record that a sync of `sha` started."""
+        self.set_meta(META_LAST_ATTEMPTED_COMMIT, sha)
+
+    # ---------------------------------------------------------- definitions
+
+    def upsert_definition(self, rec: DefinitionRecord) -> None:
+        """Insert or replace a definition's record; the first created_at is kept."""
+        row = (
+            rec.id,
+            rec.name,
+            rec.path,
+            rec.template_id,
+            rec.server_id,
+            rec.profile,
+            _enum_value(rec.status),
+            rec.current_revision,
+            rec.applied_revision,
+            None if rec.desired is None else _spec_to_json(rec.desired),
+            rec.applied_hash,
+            _dumps(rec.depends_files),
+            _dumps(rec.params),
+            rec.last_error,
+            int(rec.operator_stopped),
+            _ts(rec.created_at),
+            _ts(rec.updated_at),
+        )
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO definitions (id, name, path, template_id, server_id, profile,"
+                    " status, current_revision, applied_revision, desired, applied_hash,"
+                    " depends_files, params, last_error, operator_stopped, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+                    " path = excluded.path, template_id = excluded.template_id,"
+                    " server_id = excluded.server_id, profile = excluded.profile,"
+                    " status = excluded.status, current_revision = excluded.current_revision,"
+                    " applied_revision = excluded.applied_revision, desired = excluded.desired,"
+                    " applied_hash = excluded.applied_hash,"
+                    " depends_files = excluded.depends_files, params = excluded.params,"
+                    " last_error = excluded.last_error,"
+                    " operator_stopped = excluded.operator_stopped,"
+                    " updated_at = excluded.updated_at",
+                    row,
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(
+                f"definition name '{rec.name}' is already used by another id: "
+                f"rename {rec.path} or remove the other definition"
+            ) from exc
+
+    def definition(self, key: str) -> DefinitionRecord | None:
+        """A definition by id (def_...) or name, or None."""
+        row = (
+            self._conn()
+            .execute("SELECT * FROM definitions WHERE id = ? OR name = ?", (key, key))
+            .fetchone()
+        )
+        return None if row is None else _definition_from_row(row)
+
+    def definitions(
+        self,
+        *,
+        server_id: str | None = None,
+        status: DefinitionStatus | str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[DefinitionRecord]:
+        """Definitions by name, optionally of one server and/or one status."""
+        where, args = _filters(server_id=server_id, status=status)
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT * FROM definitions{where} ORDER BY name LIMIT ? OFFSET ?",
+                (*args, -1 if limit is None else limit, offset),
+            )
+            .fetchall()
+        )
+        return [_definition_from_row(r) for r in rows]
+
+    def count_definitions(
+        self, server_id: str | None = None, status: DefinitionStatus | str | None = None
+    ) -> int:
+        """How many definitions `definitions` would list without a limit."""
+        where, args = _filters(server_id=server_id, status=status)
+        row = self._conn().execute(f"SELECT count(*) FROM definitions{where}", args).fetchone()
+        return int(row[0])
+
+    def delete_definition(self, id: str) -> None:
+        """Forget a definition; its revisions and deployments stay as history."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM definitions WHERE id = ?", (id,))
+
+    def set_definition_status(
+        self,
+        id: str,
+        status: DefinitionStatus | str,
+        *,
+        last_error: str | None = None,
+        applied_revision: int | None = _UNSET,
+        applied_hash: str | None = _UNSET,
+    ) -> None:
+        """Set status and last_error (None clears it); applied_* change only when given."""
+        sets = ["status = ?", "last_error = ?", "updated_at = ?"]
+        args: list[Any] = [_enum_value(status), last_error, _ts(_now())]
+        if applied_revision is not _UNSET:
+            sets.append("applied_revision = ?")
+            args.append(applied_revision)
+        if applied_hash is not _UNSET:
+            sets.append("applied_hash = ?")
+            args.append(applied_hash)
+        self._update_definition(id, sets, args)
+
+    def set_operator_stopped(self, id: str, stopped: bool) -> None:
+        """Record an operator's stop (True) or start (False), so self-heal respects it."""
+        self._update_definition(
+            id, ["operator_stopped = ?", "updated_at = ?"], [int(stopped), _ts(_now())]
+        )
+
+    def _update_definition(self, id: str, sets: list[str], args: list[Any]) -> None:
+        with self._write() as conn:
+            cur = conn.execute(
+                f"UPDATE definitions SET {', '.join(sets)} WHERE id = ?", (*args, id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"definition '{id}' is not in the store: run a sync first")
+
+    # ---------------------------------------------------------- revisions
+
+    def add_revision(self, rev: Revision) -> None:
+        """Record a revision; adding the same (definition, number) again does nothing."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO revisions (definition_id, number, name, commit_sha, desired_hash,"
+                " path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (definition_id, number) DO NOTHING",
+                (
+                    rev.definition_id,
+                    rev.number,
+                    rev.name,
+                    rev.commit,
+                    rev.desired_hash,
+                    rev.path,
+                    _ts(rev.created_at),
+                ),
+            )
+
+    def revisions(self, definition_id: str) -> list[Revision]:
+        """Every revision of a definition, oldest first."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT * FROM revisions WHERE definition_id = ? ORDER BY number",
+                (definition_id,),
+            )
+            .fetchall()
+        )
+        return [_revision_from_row(r) for r in rows]
+
+    def latest_revision(self, definition_id: str) -> Revision | None:
+        """The newest revision of a definition, or None."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT * FROM revisions WHERE definition_id = ? ORDER BY number DESC LIMIT 1",
+                (definition_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else _revision_from_row(row)
+
+    def revision(self, definition_id: str, number: int) -> Revision | None:
+        """Revision `number` of a definition, or None."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT * FROM revisions WHERE definition_id = ? AND number = ?",
+                (definition_id, number),
+            )
+            .fetchone()
+        )
+        return None if row is None else _revision_from_row(row)
+
+
+# ---------------------------------------------------------------- rows -> records
+
+
+def _definition_from_row(row: sqlite3.Row) -> DefinitionRecord:
+    return DefinitionRecord(
+        id=row["id"],
+        name=row["name"],
+        path=row["path"],
+        template_id=row["template_id"],
+        server_id=row["server_id"],
+        profile=row["profile"],
+        status=DefinitionStatus(row["status"]),
+        current_revision=int(row["current_revision"]),
+        applied_revision=row["applied_revision"],
+        desired=None if row["desired"] is None else _spec_from_json(row["desired"]),
+        applied_hash=row["applied_hash"],
+        depends_files=tuple(json.loads(row["depends_files"])),
+        params=_params_from_json(json.loads(row["params"])),
+        last_error=row["last_error"],
+        operator_stopped=bool(row["operator_stopped"]),
+        created_at=_dt_req(row["created_at"]),
+        updated_at=_dt_req(row["updated_at"]),
+    )
+
+
+def _revision_from_row(row: sqlite3.Row) -> Revision:
+    return Revision(
+        definition_id=row["definition_id"],
+        name=row["name"],
+        number=int(row["number"]),
+        commit=row["commit_sha"],
+        desired_hash=row["desired_hash"],
+        path=row["path"],
+        created_at=_dt_req(row["created_at"]),
+    )
