@@ -12,13 +12,13 @@ import yaml
 from deployally import identity
 from deployally.catalog import (
     BUILTIN_DIR,
-    SCHEMA_DIR,
     Catalog,
     load_builtin,
     load_repo_templates,
     parse_template,
 )
 from deployally.errors import ValidationError, ValidationErrors
+from deployally.schema import SCHEMA_DIR
 from deployally.types import Template
 
 REPO_TEMPLATE = textwrap.dedent(

@@ -1,191 +1,36 @@
-"""Templates: parse and validate them (built-in and repo-local), derive ids and spec hashes, look them up.
-
-Also holds the YAML-and-schema reading that definitions and settings share, so
-every file DeployAlly reads reports errors the same way: file, line, dotted field.
-"""
+"""Templates: parse and validate them (built-in and repo-local), derive ids and spec hashes, look them up."""
 
 from __future__ import annotations
 
-import datetime
-import difflib
 import functools
-import json
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
 import jinja2
-import jsonschema
-import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
 from deployally import identity
 from deployally.errors import ValidationError, ValidationErrors
+from deployally.schema import (
+    HOME,
+    FieldPath,
+    LineIndex,
+    field_name,
+    line_of,
+    load_yaml,
+    schema_errors,
+    short_repr,
+)
 from deployally.types import Taxonomy, Template, UserInput
 
-# The project is installed editable (pip install -e), so the repo root sits two
-# levels above this package; DEPLOYALLY_HOME points elsewhere, e.g. in a wheel install.
-_HOME = Path(os.environ.get("DEPLOYALLY_HOME", Path(__file__).resolve().parents[2]))
-BUILTIN_DIR = _HOME / "catalog"
-SCHEMA_DIR = _HOME / "schemas"
+BUILTIN_DIR = HOME / "catalog"
 
 INPUT_TYPES = ("string", "password", "integer", "number", "boolean", "enum", "port")
 
-# Far above any real template or definition, far below what would exhaust memory.
-MAX_FIELDS = 20_000
-
-FieldPath = tuple[str | int, ...]
-LineIndex = Mapping[FieldPath, int]
-
-# ------------------------------------------------------------------ YAML + schema
-
-
-def load_yaml(path: str, text: str) -> tuple[dict[str, Any], LineIndex]:
-    """Parse one YAML mapping into JSON-safe data plus the line of every field; raise ValidationError."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        lines: dict[FieldPath, int] = {}
-        _index_lines(path, root, (), lines)
-        data = yaml.safe_load(text)
-    except RecursionError as exc:
-        raise ValidationError(path, "", "nested too deeply; flatten the file") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ValidationError(
-            path, "", f"invalid YAML: {problem}; fix the syntax", line=line
-        ) from exc
-    if not isinstance(data, dict):
-        kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise ValidationError(
-            path, "", f"the file is {kind}; it must be a YAML mapping of fields", line=1
-        )
-    return _plain(data), lines
-
-
-def _index_lines(
-    path: str, node: yaml.Node | None, at: FieldPath, out: dict[FieldPath, int]
-) -> None:
-    # PyYAML keeps the last of two equal keys without a word; a silently ignored
-    # value is exactly the kind of typo users need to hear about.
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            here = (*at, key)
-            if key in seen:
-                raise ValidationError(
-                    path,
-                    field_name(here),
-                    "appears twice; keep one",
-                    line=key_node.start_mark.line + 1,
-                )
-            seen.add(key)
-            out[here] = key_node.start_mark.line + 1
-            _check_size(path, out, key_node)
-            _index_lines(path, value_node, here, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            out[(*at, i)] = item.start_mark.line + 1
-            _check_size(path, out, item)
-            _index_lines(path, item, (*at, i), out)
-
-
-def _check_size(path: str, out: dict[FieldPath, int], node: yaml.Node) -> None:
-    # Aliases can expand a few lines into billions of fields ("billion laughs").
-    if len(out) > MAX_FIELDS:
-        raise ValidationError(
-            path,
-            "",
-            f"more than {MAX_FIELDS} fields (or aliases expanding to them); "
-            "split the file or drop the aliases",
-            line=node.start_mark.line + 1,
-        )
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe copy: string keys, dates as ISO text (YAML turns 2024-01-01 into a date)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return value.isoformat()
-    return value
-
-
-def field_name(parts: Iterable[str | int]) -> str:
-    """Dotted field path a user can find: spec.ports[0].container_port."""
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def line_of(lines: LineIndex, parts: Iterable[str | int]) -> int | None:
-    """Line of the field, or of its nearest parent that has one."""
-    at = tuple(parts)
-    while at:
-        if at in lines:
-            return lines[at]
-        at = at[:-1]
-    return None
-
-
-@functools.cache
-def _validator(schema_file: str) -> jsonschema.Draft202012Validator:
-    schema = json.loads((SCHEMA_DIR / schema_file).read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema)
-
-
-def schema_errors(
-    schema_file: str, path: str, data: Any, lines: LineIndex
-) -> list[ValidationError]:
-    """Every violation of schemas/<schema_file>, each naming its dotted field and line."""
-    out: list[ValidationError] = []
-    seen: set[tuple[str, str]] = set()
-    for err in sorted(
-        _validator(schema_file).iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]
-    ):
-        at: FieldPath = tuple(err.absolute_path)
-        for parts, message in _explain(err, at):
-            key = (field_name(parts), message)
-            if key not in seen:
-                seen.add(key)
-                out.append(
-                    ValidationError(path, field_name(parts), message, line=line_of(lines, parts))
-                )
-    return out
-
-
-def _explain(err: jsonschema.ValidationError, at: FieldPath) -> list[tuple[FieldPath, str]]:
-    schema = err.schema if isinstance(err.schema, dict) else {}
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        allowed = sorted(schema.get("properties", {}))
-        out = []
-        for extra in sorted(k for k in err.instance if k not in allowed):
-            close = difflib.get_close_matches(extra, allowed, n=1)
-            fix = f"did you mean `{close[0]}`?" if close else f"allowed here: {', '.join(allowed)}"
-            out.append(((*at, extra), f"unknown field; {fix}"))
-        return out or [(at, err.message)]
-    if err.validator == "required":
-        missing = re.match(r"'([^']+)'", err.message)
-        return [((*at, missing.group(1)) if missing else at, "is required; add it")]
-    if err.validator == "propertyNames":
-        return [(at, f"{_short(err.instance)} is not an allowed key here")]
-    hint = schema.get("x-hint")
-    if hint:
-        return [(at, f"{_short(err.instance)} is not valid: {hint}")]
-    return [(at, err.message)]
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+# ------------------------------------------------------------------ file and mount paths
 
 
 def repo_path_problem(source: str) -> str | None:
@@ -212,19 +57,19 @@ def check_input_value(spec: UserInput, value: Any) -> str | None:
     """Why `value` does not fit the input (type, enum values, pattern, port range), or None."""
     kind = spec.type
     if kind in ("integer", "port") and (isinstance(value, bool) or not isinstance(value, int)):
-        return f"{_short(value)} is not an integer"
+        return f"{short_repr(value)} is not an integer"
     if kind == "port" and not 1 <= value <= 65535:
         return f"{value} is not a port; use 1..65535"
     if kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        return f"{_short(value)} is not a number"
+        return f"{short_repr(value)} is not a number"
     if kind == "boolean" and not isinstance(value, bool):
-        return f"{_short(value)} is not a boolean; write true or false"
+        return f"{short_repr(value)} is not a boolean; write true or false"
     if kind == "string" and not isinstance(value, str):
-        return f'{_short(value)} is not a string; quote it: "{value}"'
+        return f'{short_repr(value)} is not a string; quote it: "{value}"'
     if kind == "enum" and value not in spec.values:
-        return f"{_short(value)} is not one of: {', '.join(str(v) for v in spec.values)}"
+        return f"{short_repr(value)} is not one of: {', '.join(str(v) for v in spec.values)}"
     if spec.pattern and isinstance(value, str) and not re.fullmatch(spec.pattern, value):
-        return f"{_short(value)} does not match the pattern {spec.pattern!r}"
+        return f"{short_repr(value)} does not match the pattern {spec.pattern!r}"
     return None
 
 

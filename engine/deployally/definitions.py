@@ -12,17 +12,12 @@ import yaml
 from deployally import identity
 from deployally.catalog import (
     Catalog,
-    FieldPath,
-    LineIndex,
     check_input_value,
-    field_name,
-    line_of,
-    load_yaml,
     mount_path_problem,
     repo_path_problem,
-    schema_errors,
 )
 from deployally.errors import ValidationError, ValidationErrors
+from deployally.schema import FieldPath, LineIndex, field_name, line_of, load_yaml, schema_errors
 from deployally.settings import Settings
 from deployally.types import Definition, SecretRef, Template
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from deployally.catalog import load_yaml, schema_errors
 from deployally.errors import ValidationError, ValidationErrors
+from deployally.schema import load_yaml, schema_errors
 from deployally.types import DEFAULT_NETWORK, DEFAULT_PROFILE, DEFAULT_SERVER
 
 SETTINGS_FILE = "deployally.yaml"

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from ..catalog import SCHEMA_DIR
+from ..schema import SCHEMA_DIR
 from ..types import DefinitionStatus
 from .auth import PUBLIC, access
 from .context import context

@@ -1,0 +1,40 @@
+"""Reading YAML against schemas/*.json: data, the line of every field, and errors a user can act on."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployally.errors import ValidationError
+from deployally.schema import field_name, line_of, load_yaml, schema_errors
+
+
+def test_load_yaml_gives_json_safe_data_and_the_line_of_every_field() -> None:
+    data, lines = load_yaml("a.yaml", "name: x\nwhen: 2024-01-01\nports:\n  - 80\n  - 443\n")
+    assert data == {"name": "x", "when": "2024-01-01", "ports": [80, 443]}
+    assert lines[("when",)] == 2
+    assert lines[("ports", 1)] == 5
+
+
+def test_a_file_that_is_not_a_mapping_is_refused() -> None:
+    with pytest.raises(ValidationError, match="a list; it must be a YAML mapping"):
+        load_yaml("a.yaml", "- 1\n")
+
+
+def test_a_duplicate_key_names_its_field_and_line() -> None:
+    with pytest.raises(ValidationError) as info:
+        load_yaml("a.yaml", "spec:\n  image: a\n  image: b\n")
+    assert (info.value.field, info.value.line) == ("spec.image", 3)
+
+
+def test_field_name_and_line_of_the_nearest_parent() -> None:
+    assert field_name(("spec", "ports", 0, "container_port")) == "spec.ports[0].container_port"
+    lines = {("spec",): 1, ("spec", "ports"): 4}
+    assert line_of(lines, ("spec", "ports", 0, "container_port")) == 4
+    assert line_of(lines, ("other",)) is None
+
+
+def test_schema_errors_name_the_unknown_field_with_a_suggestion() -> None:
+    data, lines = load_yaml("deployally.yaml", "defaults:\n  sever: local\n")
+    errors = schema_errors("settings.schema.json", "deployally.yaml", data, lines)
+    assert [(e.field, e.line) for e in errors] == [("defaults.sever", 2)]
+    assert "did you mean `server`?" in errors[0].message
