@@ -1,40 +1,32 @@
 """The local driver: carries out actions on this host's Docker engine through docker-py.
 
-docker-py objects never leave this module; callers get LiveInstance and ApplyResult.
+docker-py objects never leave this module and the container_config and config_files
+modules beside it; callers get LiveInstance and ApplyResult.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import os
-import shutil
 import threading
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import Mount
 from docker.utils import parse_repository_tag
 
 from deployally import secrets
+from deployally.drivers import config_files, container_config, readiness
 from deployally.drivers.base import Driver, Log, Resolve
 from deployally.errors import DeployAllyError, DriverError, NotFound
 from deployally.types import (
-    LABEL_COMMIT,
     LABEL_DEFINITION,
     LABEL_MANAGED,
-    LABEL_NAME,
     LABEL_OWNER,
     LABEL_PRUNE_VOLUMES,
-    LABEL_RENDERED_HASH,
-    LABEL_REVISION,
-    LABEL_SERVER,
     Action,
     ActionKind,
     ApplyResult,
@@ -45,8 +37,6 @@ from deployally.types import (
 
 OLD_SUFFIX = ".old"  # the previous container during a rollout, kept until the new one is healthy
 LOG_TAIL = 20
-_POLL_S = 0.25
-_NANO = 1_000_000_000
 _DOCKER_STOP_S = 10  # Docker's grace period when a container sets none
 
 
@@ -61,17 +51,6 @@ def _docker(doing: str) -> Iterator[None]:
         raise DriverError(
             f"could not {doing}: Docker engine unreachable ({exc}); is dockerd running?"
         ) from exc
-
-
-def _health_from_status(status: str) -> str | None:
-    """Health as `docker ps` shows it in its Status text; None when there is no healthcheck."""
-    if "(unhealthy)" in status:
-        return "unhealthy"
-    if "(healthy)" in status:
-        return "healthy"
-    if "(health: starting)" in status:
-        return "starting"
-    return None
 
 
 class _Masker:
@@ -92,10 +71,6 @@ class _Masker:
             if value:
                 text = text.replace(value, f"<secret:{name}>")
         return text
-
-
-class _Failed(Exception):
-    """A container did not come up; the message is the reason shown to the user."""
 
 
 class LocalDriver(Driver):
@@ -165,40 +140,14 @@ class LocalDriver(Driver):
             rows = self._api.containers(all=True, filters={"label": self._owned})
         out: dict[str, LiveInstance] = {}
         for row in rows:
-            labels: dict[str, str] = row.get("Labels") or {}
-            cname = (row.get("Names") or ["/"])[0].lstrip("/")
-            name = labels.get(LABEL_NAME, cname)
-            if cname != name:  # a `<name>.old` mid-rollout, or renamed by hand
-                continue
-            revision = labels.get(LABEL_REVISION, "")
-            created = row.get("Created")
-            out[name] = LiveInstance(
-                container_id=row["Id"],
-                name=name,
-                definition_id=labels.get(LABEL_DEFINITION, ""),
-                revision=int(revision) if revision.isdigit() else None,
-                rendered_hash=labels.get(LABEL_RENDERED_HASH, ""),
-                commit=labels.get(LABEL_COMMIT, ""),
-                status=row.get("State", ""),
-                health=_health_from_status(row.get("Status", "")),
-                image=row.get("Image", ""),
-                created_at=datetime.fromtimestamp(created, UTC) if created else None,
-            )
+            instance = container_config.live_instance(row)
+            if instance is not None:
+                out[instance.name] = instance
         return out
 
     def started_at(self, container_id: str) -> datetime | None:
         """The container's State.StartedAt, from one inspect; None when it is not running."""
-        info = self._inspect(container_id)
-        state = (info or {}).get("State") or {}
-        if not state.get("Running"):
-            return None
-        # Docker gives nanoseconds ("2026-02-10T08:00:00.123456789Z"); Python takes microseconds.
-        stamp = str(state.get("StartedAt", ""))
-        head, _, frac = stamp.rstrip("Z").partition(".")
-        try:
-            return datetime.fromisoformat(f"{head}.{(frac or '0')[:6]:0<6}+00:00")
-        except ValueError:
-            return None
+        return container_config.started_at(self._inspect(container_id) or {})
 
     def _inspect(self, name: str) -> dict[str, Any] | None:
         """The container's inspect document, or None when there is none by that name."""
@@ -230,14 +179,16 @@ class LocalDriver(Driver):
         with self._name_lock(name):
             info = self._managed(name)
             with _docker(f"stop container {name}"):
-                self._api.stop(info["Id"], timeout=_stop_timeout(info))
+                self._api.stop(info["Id"], timeout=container_config.stop_timeout(info))
 
     def restart(self, name: str) -> None:
         """Restart the named instance (operator action); NotFound if there is none."""
         with self._name_lock(name):
             info = self._managed(name)
             with _docker(f"restart container {name}"):
-                self._api.restart(info["Id"], timeout=_stop_timeout(info) or _DOCKER_STOP_S)
+                self._api.restart(
+                    info["Id"], timeout=container_config.stop_timeout(info) or _DOCKER_STOP_S
+                )
 
     # ------------------------------------------------------------ apply
 
@@ -282,7 +233,7 @@ class LocalDriver(Driver):
             self._api.start(info["Id"])
         try:
             self._wait_ready(info["Id"], info["Config"].get("Healthcheck") is not None, log)
-        except _Failed as exc:
+        except readiness.NotReady as exc:
             self._log_tail(info["Id"], log)
             return ApplyResult(DeploymentStatus.FAILED, info["Id"], str(exc))
         return ApplyResult(DeploymentStatus.SUCCESS, info["Id"], "started")
@@ -295,11 +246,11 @@ class LocalDriver(Driver):
         labels = info["Config"].get("Labels") or {}
         log(f"stopping container {info['Id'][:12]}")
         with _docker(f"stop container {name}"):
-            self._api.stop(info["Id"], timeout=_stop_timeout(info))
+            self._api.stop(info["Id"], timeout=container_config.stop_timeout(info))
         with _docker(f"remove container {name}"):
             self._api.remove_container(info["Id"], v=False)
         log("removed container")
-        shutil.rmtree(self.state_dir / "files" / name, ignore_errors=True)
+        config_files.drop_all(self.state_dir, name)
         if labels.get(LABEL_PRUNE_VOLUMES) == "true":
             for mount in info.get("Mounts") or []:
                 if mount.get("Type") == "volume" and mount.get("Name"):
@@ -323,7 +274,16 @@ class LocalDriver(Driver):
             return ApplyResult(DeploymentStatus.FAILED, None, str(exc))
         self._ensure_network(spec.network, log)
         self._ensure_volumes(spec)
-        create_args = self._create_args(spec, revision, commit, resolve)
+        args = container_config.create_args(
+            spec,
+            revision=revision,
+            commit=commit,
+            server=self.server,
+            owner=self.owner,
+            resolve=resolve,
+            file_mounts=config_files.write_files(self.state_dir, spec, resolve),
+            api_version=self._api.api_version,
+        )
 
         old = self._inspect(spec.name)
         old_labels = (old["Config"].get("Labels") or {}) if old is not None else {}
@@ -345,19 +305,19 @@ class LocalDriver(Driver):
             if old["State"].get("Running") and _must_stop_first(old, spec):
                 log("stopping old container first (ports or volumes are shared)")
                 with _docker(f"stop container {spec.name}{OLD_SUFFIX}"):
-                    self._api.stop(old["Id"], timeout=_stop_timeout(old))
+                    self._api.stop(old["Id"], timeout=container_config.stop_timeout(old))
                 old_stopped = True
 
         new_id: str | None = None
         try:
             with self._slots:
                 with _docker(f"create container {spec.name}"):
-                    new_id = str(self._api.create_container(**create_args)["Id"])
+                    new_id = str(self._api.create_container(**args)["Id"])
                 log(f"created container {new_id[:12]}")
                 with _docker(f"start container {spec.name}"):
                     self._api.start(new_id)
             self._wait_ready(new_id, spec.healthcheck is not None, log)
-        except (_Failed, DriverError) as exc:
+        except (readiness.NotReady, DriverError) as exc:
             reason = str(exc)
             log(f"container {spec.name} did not come up: {reason}")
             if new_id is not None:
@@ -380,10 +340,7 @@ class LocalDriver(Driver):
                 self._api.remove_container(old["Id"], force=True, v=False)
             log(f"removed old container {old['Id'][:12]}")
             # The old container's config files: nothing mounts them any more.
-            current = self._files_dir(spec)
-            for directory in (self.state_dir / "files" / spec.name).glob("*"):
-                if directory != current:
-                    shutil.rmtree(directory, ignore_errors=True)
+            config_files.drop_others(self.state_dir, spec)
         return ApplyResult(DeploymentStatus.SUCCESS, new_id, "deployed")
 
     # ------------------------------------------------------------ pieces of a rollout
@@ -420,117 +377,21 @@ class LocalDriver(Driver):
                     labels={LABEL_MANAGED: "true", LABEL_DEFINITION: spec.definition_id},
                 )
 
-    def _files_dir(self, spec: ContainerSpec) -> Path:
-        digest = spec.rendered_hash.split(":")[-1][:12] or "unhashed"
-        return self.state_dir / "files" / spec.name / digest
-
-    def _write_files(self, spec: ContainerSpec, resolve: _Masker) -> list[Mount]:
-        """Write config files under state_dir/files/<name>/<hash12>/<n>; bind them read-only."""
-        if not spec.files:
-            return []
-        directory = self._files_dir(spec)
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(directory, 0o700)
-        mounts = []
-        for n, file in enumerate(spec.files):
-            path = directory / str(n)
-            tmp = directory / f".{n}.tmp"
-            # A new inode each time: a running container keeps seeing the file it started with.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file.mode)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(resolve(file.content))
-            os.chmod(tmp, file.mode)
-            os.replace(tmp, path)
-            mounts.append(Mount(file.mount_path, str(path), type="bind", read_only=True))
-        return mounts
-
-    def _create_args(
-        self, spec: ContainerSpec, revision: int | None, commit: str | None, resolve: _Masker
-    ) -> dict[str, Any]:
-        """Everything create_container needs; secrets are resolved here and only here."""
-        labels = {k: secrets.display(v) for k, v in spec.labels}
-        labels.update(
-            {
-                LABEL_MANAGED: "true",
-                LABEL_DEFINITION: spec.definition_id,
-                LABEL_NAME: spec.name,
-                LABEL_RENDERED_HASH: spec.rendered_hash,
-                LABEL_COMMIT: commit or "",
-                LABEL_SERVER: self.server,
-                LABEL_OWNER: self.owner,
-            }
-        )
-        if revision is not None:
-            labels[LABEL_REVISION] = str(revision)
-        if spec.prune_volumes:
-            labels[LABEL_PRUNE_VOLUMES] = "true"
-        mounts = [Mount(v.mount_path, v.name, type="volume") for v in spec.volumes]
-        mounts += self._write_files(spec, resolve)
-        host_config = self._api.create_host_config(
-            port_bindings={
-                f"{p.container_port}/{p.protocol}": p.host_port
-                for p in spec.ports
-                if p.host_port is not None
-            },
-            mounts=mounts,
-            restart_policy=_restart_policy(spec.restart),
-            mem_limit=spec.memory_bytes,
-            nano_cpus=int(spec.cpus * _NANO) if spec.cpus else None,
-            network_mode=spec.network,
-        )
-        networking = self._api.create_networking_config(
-            # docker-py takes {network: EndpointConfig}; its stubs say otherwise.
-            {spec.network: self._api.create_endpoint_config(aliases=[spec.name])}  # type: ignore[arg-type]
-        )
-        return {
-            "image": spec.image,
-            "name": spec.name,
-            "command": [resolve(c) for c in spec.command] if spec.command is not None else None,
-            "entrypoint": (
-                [resolve(c) for c in spec.entrypoint] if spec.entrypoint is not None else None
-            ),
-            "environment": [f"{k}={resolve(v)}" for k, v in spec.env],
-            "labels": labels,
-            "user": spec.user,
-            "working_dir": spec.working_dir,
-            "ports": [(p.container_port, p.protocol) for p in spec.ports],
-            "host_config": host_config,
-            "networking_config": networking,
-            "healthcheck": _healthcheck(spec, resolve),
-            "stop_signal": spec.stop_signal,
-            "stop_timeout": math.ceil(spec.stop_grace_s) if spec.stop_grace_s is not None else None,
-        }
-
     def _wait_ready(self, container_id: str, has_healthcheck: bool, log: Log) -> None:
-        """Return when the container is healthy (or still running after settle_s); else _Failed."""
-        began = time.monotonic()
-        if has_healthcheck:
-            log(f"waiting for health (timeout {self.health_timeout_s:g}s)")
-            deadline = began + self.health_timeout_s
-        else:
-            log(f"waiting {self.settle_s:g}s to see it keeps running")
-            deadline = began + self.settle_s
-        while True:
+        """Return when the container is healthy (or still running after settle_s); else NotReady."""
+
+        def inspect() -> dict[str, Any]:
             with _docker("inspect the new container"):
-                info = self._api.inspect_container(container_id)
-            state = info["State"]
-            _raise_if_down(info)
-            health = (state.get("Health") or {}).get("Status")
-            if has_healthcheck and health == "healthy":
-                log(f"healthy after {time.monotonic() - began:.1f}s")
-                return
-            if has_healthcheck and health == "unhealthy":
-                checks = (state.get("Health") or {}).get("Log") or []
-                output = checks[-1].get("Output", "").strip() if checks else ""
-                raise _Failed("healthcheck reported unhealthy" + (f": {output}" if output else ""))
-            if time.monotonic() >= deadline:
-                if has_healthcheck:
-                    raise _Failed(
-                        f"not healthy after {self.health_timeout_s:g}s (health: {health})"
-                    )
-                log(f"running after {time.monotonic() - began:.1f}s")
-                return
-            time.sleep(_POLL_S)
+                info: dict[str, Any] = self._api.inspect_container(container_id)
+                return info
+
+        readiness.wait_ready(
+            inspect,
+            has_healthcheck=has_healthcheck,
+            health_timeout_s=self.health_timeout_s,
+            settle_s=self.settle_s,
+            log=log,
+        )
 
     def _log_tail(self, container_id: str, log: Log) -> None:
         """Put the failing container's last lines in the deployment log."""
@@ -561,16 +422,15 @@ class LocalDriver(Driver):
                 name = cname[: -len(OLD_SUFFIX)]
                 with self._name_lock(name):
                     self._recover_name(name, log)
-        used = {
-            m.get("Source", "")
-            for row in rows
-            for m in row.get("Mounts") or []
-            if m.get("Type") == "bind"
-        }
-        files = self.state_dir / "files"
-        for directory in files.glob("*/*") if files.is_dir() else []:
-            if not any(src.startswith(f"{directory}{os.sep}") for src in used):
-                shutil.rmtree(directory, ignore_errors=True)
+        config_files.drop_unmounted(
+            self.state_dir,
+            (
+                m.get("Source", "")
+                for row in rows
+                for m in row.get("Mounts") or []
+                if m.get("Type") == "bind"
+            ),
+        )
 
     def _recover_name(self, name: str, log: Log) -> None:
         """If `<name>.old` is left over, keep whichever of the two containers can run."""
@@ -597,13 +457,6 @@ class LocalDriver(Driver):
 # ---------------------------------------------------------------- pure conversions
 
 
-def _raise_if_down(info: dict[str, Any]) -> None:
-    """_Failed when the container has exited, or exited and was restarted by its policy."""
-    state = info["State"]
-    if not state.get("Running") or state.get("Restarting") or info.get("RestartCount"):
-        raise _Failed(f"container exited with code {state.get('ExitCode')}")
-
-
 def _must_stop_first(old: dict[str, Any], spec: ContainerSpec) -> bool:
     """Stop the old container before starting the new when they share host ports or volumes."""
     if spec.volumes:  # two processes must never write one data directory
@@ -611,35 +464,3 @@ def _must_stop_first(old: dict[str, Any], spec: ContainerSpec) -> bool:
     bindings = old.get("HostConfig", {}).get("PortBindings") or {}
     old_ports = {b.get("HostPort") for bs in bindings.values() for b in bs or []}
     return any(str(p.host_port) in old_ports for p in spec.ports if p.host_port is not None)
-
-
-def _stop_timeout(info: dict[str, Any]) -> int | None:
-    """The container's own grace period, so a stop honours what the spec asked."""
-    value = info.get("Config", {}).get("StopTimeout")
-    return int(value) if value is not None else None
-
-
-def _restart_policy(restart: str) -> dict[str, Any]:
-    """Docker's restart policy dict from compose-style text ("on-failure:3", "always"...)."""
-    name, _, count = restart.partition(":")
-    policy: dict[str, Any] = {"Name": "" if name == "no" else name}
-    if count.isdigit():
-        policy["MaximumRetryCount"] = int(count)
-    return policy
-
-
-def _healthcheck(spec: ContainerSpec, resolve: _Masker) -> dict[str, Any] | None:
-    """Docker's healthcheck config: durations in nanoseconds, test prefixed with CMD if bare."""
-    hc = spec.healthcheck
-    if hc is None:
-        return None
-    test = [resolve(t) for t in hc.test]
-    if test and test[0] not in ("CMD", "CMD-SHELL", "NONE"):
-        test = ["CMD-SHELL", test[0]] if len(test) == 1 else ["CMD", *test]
-    return {
-        "test": test,
-        "interval": int(hc.interval_s * _NANO),
-        "timeout": int(hc.timeout_s * _NANO),
-        "retries": hc.retries,
-        "start_period": int(hc.start_period_s * _NANO),
-    }
