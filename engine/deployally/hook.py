@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .engine_file import read_engine_file
 from .errors import DeployAllyError
-from .server import read_engine_file
 from .types import DeploymentStatus
 from .workspace import Workspace, default_state_dir
 

@@ -10,17 +10,13 @@ process out of the way too.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
 import signal
 import threading
-import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,33 +26,22 @@ from aiohttp import web
 from .api.app import create_app
 from .api.sync import SYNC, SyncOutcome
 from .api.webhooks import WAKE_SENDER
-from .drivers.events import (
-    INSTANCE_HEALTHY,
-    INSTANCE_STARTED,
-    INSTANCE_STOPPED,
-    INSTANCE_UNHEALTHY,
-    DockerEvents,
-    InstanceEvent,
-)
-from .errors import DeployAllyError, NotFound, SourceError
-from .identity import instance_id
+from .drivers.events import DockerEvents
+from .engine_file import issue_hook_token, remove_engine_file, revoke_hook_token, write_engine_file
+from .engine_status import engine_status
+from .errors import DeployAllyError, SourceError
+from .instance_events import InstanceEventHandler
 from .logs import fields
 from .notify import Schedule, Sender
 from .source.git import GitRepo
 from .source.watcher import RefWatcher
+from .sync_loop import SyncLoop
 from .workspace import Workspace, default_state_dir
 
 log = logging.getLogger("deployally.server")
 
-ENGINE_FILE = "engine.json"
 MIRROR_DIR = "mirror.git"
-HOOK_TOKEN_NAME = "hook"
 API_THREADS = 8
-# Docker events for one container come in bursts (die, then destroy): wait a moment, sync once.
-HEAL_DELAY_S = 0.5
-RETRY_FIRST_S = 1.0
-RETRY_MAX_S = 60.0
-REACHED_KEPT = 100
 
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
 # Seconds between webhook retries, e.g. "0.2,0.2,0.2" (the last repeats): for tests and drills,
@@ -107,165 +92,6 @@ def webhook_schedule(text: str | None) -> Schedule | None:
     return lambda attempt: delays[min(max(attempt, 1), len(delays)) - 1]
 
 
-# ---------------------------------------------------------------- engine.json
-
-
-def read_engine_file(state_dir: Path) -> dict[str, Any] | None:
-    """The running engine's URL and hook token, or None when no engine runs on this state dir."""
-    try:
-        data = json.loads((state_dir / ENGINE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "url" in data and "token" in data else None
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` readable by the owner only (it holds a token), replacing atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------- the sync loop
-
-
-class SyncLoop:
-    """Runs syncs one at a time in one thread; triggers during a sync make exactly one more."""
-
-    def __init__(self, run_sync: Any, *, on_recovered: Any = None) -> None:
-        self._run_sync = run_sync  # () -> SyncOutcome, blocking
-        self._on_recovered = on_recovered
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
-        self._wanted = asyncio.Event()
-        self._why: list[str] = []
-        self._waiters: list[asyncio.Future[SyncOutcome]] = []
-        # The first sync that reached each commit: it holds that commit's deployments.
-        self._reached: OrderedDict[str, SyncOutcome] = OrderedDict()
-        self._retry: asyncio.TimerHandle | None = None
-        self.running = False
-        self.syncs = 0
-        self.failures = 0  # in a row
-        self.last_error: str | None = None
-        self.last_outcome: SyncOutcome | None = None
-        self.last_finished_at: datetime | None = None
-
-    def __repr__(self) -> str:
-        return f"SyncLoop(syncs={self.syncs}, running={self.running}, failures={self.failures})"
-
-    def trigger(self, why: str) -> None:
-        """Ask for a sync; call on the loop's thread."""
-        self._why.append(why)
-        self._wanted.set()
-
-    async def sync_covering(self, commit: str | None, why: str) -> SyncOutcome:
-        """Wait for a sync that starts after now; answer with the first sync that reached `commit`."""
-        if commit is not None and commit in self._reached:
-            return self._reached[commit]
-        waiter: asyncio.Future[SyncOutcome] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self.trigger(why)
-        outcome = await waiter
-        return self._reached.get(commit, outcome) if commit else outcome
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Sync whenever asked, until `stop`; a sync in progress is always finished first."""
-        loop = asyncio.get_running_loop()
-        try:
-            while not stop.is_set():
-                wanted = asyncio.ensure_future(self._wanted.wait())
-                stopping = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({wanted, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                wanted.cancel()
-                stopping.cancel()
-                if stop.is_set():
-                    break
-                self._wanted.clear()
-                why, self._why = self._why, []
-                waiters, self._waiters = self._waiters, []
-                await self._sync_once(loop, why, waiters)
-        finally:
-            for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_exception(SourceError("the engine is stopping; push again later"))
-            if self._retry is not None:
-                self._retry.cancel()
-            self._executor.shutdown(wait=True)
-
-    async def _sync_once(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        why: list[str],
-        waiters: list[asyncio.Future[SyncOutcome]],
-    ) -> None:
-        self.running = True
-        started = time.monotonic()
-        try:
-            outcome: SyncOutcome = await loop.run_in_executor(self._executor, self._run_sync)
-        except Exception as exc:  # any failure is reported and retried; the loop lives on
-            self.failures += 1
-            self.last_error = str(exc) or type(exc).__name__
-            delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self.failures - 1))
-            log.warning(
-                "sync failed; retrying in %.0fs",
-                delay,
-                extra=fields(error=self.last_error, why=",".join(sorted(set(why)))),
-                exc_info=not isinstance(exc, DeployAllyError),
-            )
-            if self._retry is not None:
-                self._retry.cancel()
-            self._retry = loop.call_later(delay, self.trigger, "retry after a failed sync")
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-            return
-        finally:
-            self.running = False
-            self.syncs += 1
-        recovered = self.failures > 0
-        self.failures = 0
-        self.last_error = None
-        self.last_outcome = outcome
-        self.last_finished_at = datetime.now(UTC)
-        commit = outcome.report.commit
-        if commit is not None and commit not in self._reached:
-            self._reached[commit] = outcome
-            while len(self._reached) > REACHED_KEPT:
-                self._reached.popitem(last=False)
-        if outcome.next_retry_s is not None:
-            # The engine backs failed definitions off; come back exactly when one is due.
-            if self._retry is not None:
-                self._retry.cancel()
-            self._retry = loop.call_later(
-                outcome.next_retry_s + 0.1, self.trigger, "retry a failed definition"
-            )
-        report = outcome.report
-        new_errors = bool(report.errors) and commit is not None and self._reached.get(commit) is outcome
-        if report.deployments or new_errors or recovered:
-            log.info(
-                "sync done",
-                extra=fields(
-                    commit=(commit or "")[:12],
-                    deployments=len(report.deployments),
-                    failed=sum(1 for d in report.deployments if d.status.value != "success"),
-                    invalid=len(report.errors),
-                    unchanged=report.unchanged,
-                    seconds=round(time.monotonic() - started, 3),
-                    why=",".join(sorted(set(why))),
-                ),
-            )
-        if recovered:
-            if self._on_recovered is not None:
-                self._on_recovered()
-            # Whatever failed may have hidden a commit from a waiter's sync; look again.
-            self.trigger("recovered")
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(outcome)
-
-
 # ---------------------------------------------------------------- the process
 
 
@@ -283,7 +109,6 @@ class EngineProcess:
         self._fetch_error: str | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._heal: asyncio.TimerHandle | None = None
         self.url = ""
         self.ws: Workspace | None = None
         self.watcher: RefWatcher | None = None
@@ -315,29 +140,13 @@ class EngineProcess:
 
     def status(self) -> dict[str, Any]:
         """The engine's part of /api/v1/health: degraded with the reason after a failed sync or fetch."""
-        reasons = []
-        if self.sync_loop.last_error:
-            reasons.append(
-                f"the last {self.sync_loop.failures} sync(s) failed: {self.sync_loop.last_error}"
-            )
-        if self._fetch_error:
-            reasons.append(f"fetching the remote failed: {self._fetch_error}")
-        last = self.sync_loop.last_outcome
-        out: dict[str, Any] = {
-            "status": "degraded" if reasons else "ok",
-            "syncs": self.sync_loop.syncs,
-            "syncing": self.sync_loop.running,
-            "last_sync_at": self.sync_loop.last_finished_at.isoformat().replace("+00:00", "Z")
-            if self.sync_loop.last_finished_at
-            else None,
-            "last_sync_commit": last.report.commit if last else None,
-            "watching": self.watcher.running if self.watcher else False,
-            "docker_events": self.events.running if self.events else False,
-            "mirror": self.remote_url,
-        }
-        if reasons:
-            out["reason"] = "; ".join(reasons)
-        return out
+        return engine_status(
+            self.sync_loop,
+            fetch_error=self._fetch_error,
+            watching=self.watcher.running if self.watcher else False,
+            docker_events=self.events.running if self.events else False,
+            mirror=self.remote_url,
+        )
 
     # ------------------------------------------------------------ running
 
@@ -383,12 +192,9 @@ class EngineProcess:
         port = runner.addresses[0][1]
         host = "127.0.0.1" if self.config.host in ("0.0.0.0", "::", "") else self.config.host
         self.url = f"http://{host}:{port}"
-        token = await loop.run_in_executor(None, self._hook_token, ws)
-        engine_file = self.state_dir / ENGINE_FILE
-        _write_private(
-            engine_file,
-            json.dumps({"url": self.url, "token": token, "pid": os.getpid(),
-                        "repo": str(ws.repo_path), "branch": self.branch}),
+        token = await loop.run_in_executor(None, issue_hook_token, ws)
+        write_engine_file(
+            self.state_dir, url=self.url, token=token, repo=ws.repo_path, branch=self.branch
         )
         log.info(
             "serving",
@@ -398,7 +204,10 @@ class EngineProcess:
 
         sender = self._sender = Sender(ws.store, schedule=self._webhook_schedule)
         self._start_watching(ws)
-        self.events = DockerEvents(docker.from_env, self._on_instance_event)
+        on_event = InstanceEventHandler(
+            ws, loop, wake_sender=self._wake_sender, trigger_sync=self.sync_loop.trigger
+        )
+        self.events = DockerEvents(docker.from_env, on_event)
         self.events.start()
         tasks = [
             asyncio.create_task(self.sync_loop.run(stop), name="sync"),
@@ -414,8 +223,8 @@ class EngineProcess:
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             self.events.stop()
-            engine_file.unlink(missing_ok=True)
-            await loop.run_in_executor(None, _revoke_quietly, ws, HOOK_TOKEN_NAME)
+            remove_engine_file(self.state_dir)
+            await loop.run_in_executor(None, revoke_hook_token, ws)
             await runner.cleanup()
             ws.close()
             api_pool.shutdown(wait=False, cancel_futures=True)
@@ -423,11 +232,6 @@ class EngineProcess:
         return 0
 
     # ------------------------------------------------------------ pieces
-
-    def _hook_token(self, ws: Workspace) -> str:
-        """A fresh write token for the post-receive hook; the one a killed engine left is replaced."""
-        _revoke_quietly(ws, HOOK_TOKEN_NAME)
-        return ws.store.create_token(HOOK_TOKEN_NAME, "write")
 
     def _sync_blocking(self) -> SyncOutcome:
         """One sync (in the sync thread): fetch a mirrored remote, then Engine.sync()."""
@@ -487,47 +291,6 @@ class EngineProcess:
             except TimeoutError:
                 self.sync_loop.trigger("reconcile interval")
 
-    def _on_instance_event(self, event: InstanceEvent) -> None:
-        """Docker told us about a managed container (events thread): webhook it, heal if it went down."""
-        ws = self.ws
-        if ws is None or not event.name:
-            return
-        record = ws.store.definition(event.name)
-        if record is None or record.id != event.definition_id:
-            return  # another engine's container
-        if event.event != INSTANCE_HEALTHY:
-            applied = (
-                ws.store.revision(record.id, record.applied_revision)
-                if record.applied_revision is not None
-                else None
-            )
-            ws.store.enqueue_event(
-                event.event,
-                {
-                    "instance_id": instance_id(event.container_id),
-                    "definition_id": record.id,
-                    "name": event.name,
-                    "server_id": record.server_id,
-                    "revision": record.applied_revision,
-                    "commit": applied.commit if applied is not None else None,
-                    "status": _INSTANCE_STATUS[event.event],
-                    "exit_code": event.exit_code,
-                    "at": event.at.isoformat().replace("+00:00", "Z"),
-                },
-            )
-            self._wake_sender()
-        went_down = event.event in (INSTANCE_STOPPED, INSTANCE_UNHEALTHY)
-        if went_down and not record.operator_stopped and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._heal_soon, event.event)
-
-    def _heal_soon(self, why: str) -> None:
-        if self._heal is None and self._loop is not None:
-            self._heal = self._loop.call_later(HEAL_DELAY_S, self._heal_now, why)
-
-    def _heal_now(self, why: str) -> None:
-        self._heal = None
-        self.sync_loop.trigger(why)
-
     def _on_signal(self, signum: int) -> None:
         if self._stopping:
             log.warning("second signal: exiting at once")
@@ -535,21 +298,6 @@ class EngineProcess:
         log.info("signal received", extra=fields(signal=signal.Signals(signum).name))
         assert self._stop is not None
         self._stop.set()
-
-
-# What an instance event says the container now is, as `status` in its webhook payload.
-_INSTANCE_STATUS = {
-    INSTANCE_STARTED: "running",
-    INSTANCE_STOPPED: "exited",
-    INSTANCE_UNHEALTHY: "unhealthy",
-}
-
-
-def _revoke_quietly(ws: Workspace, name: str) -> None:
-    try:
-        ws.store.revoke_token(name)
-    except NotFound:
-        pass
 
 
 def serve(config: ServeConfig) -> int:
