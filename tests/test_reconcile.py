@@ -455,3 +455,22 @@ def test_definition_waiting_for_its_secret_deploys_once_the_secret_is_set(
 
     assert statuses(second) == {name: "success"}
     assert "MESSAGE=now-set" in container(docker_client, name).attrs["Config"]["Env"]
+
+
+def test_settings_in_the_repository_take_effect(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    defs_repo.write("deployally.yaml", f"network: {defs_repo.prefix}net\nhealth_timeout: 1s\n")
+    slow = defs_repo.worker(
+        "slow", script="sleep 4; touch /tmp/ready; exec sleep 2147483647", health="test -f /tmp/ready"
+    )
+    defs_repo.commit("A definition slower to become healthy than the settings allow")
+
+    report = Workspace.open(defs_repo.path).engine.sync()  # no command-line override
+
+    assert statuses(report) == {slow: "failed"}
+    ws = Workspace.open(defs_repo.path)
+    deployment = ws.store.deployment(report.deployments[0].id)
+    assert deployment is not None
+    assert any("timeout 1s" in line.message for line in deployment.logs)
+    ws.close()

@@ -18,7 +18,7 @@ def test_no_file_gives_the_documented_defaults() -> None:
         "main",
         30.0,
         "deployally",
-        4,
+        8,
         120.0,
     )
     assert (s.default_server, s.default_profile) == ("local", "development")

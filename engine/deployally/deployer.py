@@ -46,7 +46,7 @@ class Deployer:
     """Carries out plans on a driver and records every action as a deployment."""
 
     def __init__(
-        self, store: Store, backoff: Backoff, *, max_parallel: int = 4, progress: Progress
+        self, store: Store, backoff: Backoff, *, progress: Progress, max_parallel: int = 4
     ) -> None:
         self.store = store
         self.backoff = backoff

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+from . import desired as desired_mod
 from .backoff import Backoff
 from .deployer import Deployer, Progress
 from .drivers.base import Driver
@@ -20,7 +21,9 @@ from .errors import DriverError, ValidationError
 from .intake import Intake, Refresh
 from .lock import sync_lock
 from .plan import plan
+from .settings import parse_settings
 from .source.git import GitRepo
+from .source.tree import CommitTree
 from .store import Store
 from .types import (
     Action,
@@ -59,16 +62,21 @@ class Engine:
         store: Store,
         driver_for: Callable[[str], Driver | None],
         *,
-        max_parallel: int = 4,
+        max_parallel: int | None = None,
+        health_timeout_s: float | None = None,
         progress: Progress | None = None,
     ) -> None:
         self.repo = repo
+        # Command-line overrides; None takes the repository's deployally.yaml.
+        self.max_parallel = max_parallel
+        self.health_timeout_s = health_timeout_s
+        self.settings = parse_settings(desired_mod.SETTINGS_PATH, None)
         self.store = store
         self.driver_for = driver_for
         self.backoff = Backoff()
         self.intake = Intake(repo, store, self.backoff)
         self.deployer = Deployer(
-            store, self.backoff, max_parallel=max_parallel, progress=progress or (lambda line: None)
+            store, self.backoff, progress=progress or (lambda line: None)
         )
         self._lock = threading.Lock()
 
@@ -83,11 +91,13 @@ class Engine:
             if head is None:
                 return SyncReport(commit=None)
             self.store.set_last_attempted_commit(head)
+            self.settings = desired_mod.load_settings(CommitTree(self.repo, head))[0]
             refresh = self.intake.refresh(head)  # model + render, recorded
             records = {r.name: r for r in self.store.definitions()}
             deployments: list[Deployment] = []
             unchanged = 0
             for server, driver in self._drivers(records):
+                self._configure(driver)
                 try:
                     driver.recover(self.deployer.progress)
                     the_plan = self._plan(server, driver, records, refresh)  # plan
@@ -104,6 +114,15 @@ class Engine:
     def next_retry_s(self) -> float | None:
         """Seconds until the earliest failed definition may be retried; None when none failed."""
         return self.backoff.next_retry_s()
+
+    def _configure(self, driver: Driver) -> None:
+        """Parallelism and health timeout: the command line's, else the repository's settings."""
+        parallel = self.max_parallel or self.settings.max_parallel
+        self.deployer.max_parallel = parallel
+        driver.configure(
+            health_timeout_s=self.health_timeout_s or self.settings.health_timeout,
+            docker_slots=parallel,
+        )
 
     def _drivers(self, records: Mapping[str, DefinitionRecord]) -> list[tuple[str, Driver]]:
         """The servers this host applies to: those with a driver here."""

@@ -63,10 +63,10 @@ class ServeConfig:
     branch: str = "main"
     host: str = "127.0.0.1"
     port: int = 8080
-    reconcile_interval_s: float = 30.0
+    reconcile_interval_s: float | None = None  # None: deployally.yaml's, default 30 s
     webhook_secret: str | None = None
-    health_timeout_s: float = 120.0
-    max_parallel: int = 4
+    health_timeout_s: float | None = None  # None: deployally.yaml's
+    max_parallel: int | None = None  # None: deployally.yaml's
 
     def resolved_state_dir(self) -> Path:
         """The state directory: as given, or `.deployally/` beside a local repo (or in the cwd)."""
@@ -287,7 +287,11 @@ class EngineProcess:
     async def _every_interval(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), self.config.reconcile_interval_s)
+                settings = self.ws.engine.settings if self.ws is not None else None
+                interval = self.config.reconcile_interval_s or (
+                    settings.reconcile_interval if settings is not None else 30.0
+                )
+                await asyncio.wait_for(stop.wait(), interval)
             except TimeoutError:
                 self.sync_loop.trigger("reconcile interval")
 

@@ -33,8 +33,8 @@ class Workspace:
     repo_path: Path
     state_dir: Path
     branch: str = "main"
-    max_parallel: int = 4
-    health_timeout_s: float = 120.0
+    max_parallel: int | None = None  # None: the repository's settings decide
+    health_timeout_s: float | None = None
     progress: Progress | None = None
     _drivers: dict[str, Driver] = field(default_factory=dict)
 
@@ -65,9 +65,9 @@ class Workspace:
             self._drivers[DEFAULT_SERVER] = LocalDriver(
                 self.state_dir,
                 server=DEFAULT_SERVER,
-                health_timeout_s=self.health_timeout_s,
+                health_timeout_s=self.health_timeout_s or 120.0,
                 owner=self.engine_id,
-                docker_slots=self.max_parallel,
+                docker_slots=self.max_parallel or 4,
             )
         return self._drivers[DEFAULT_SERVER]
 
@@ -87,6 +87,7 @@ class Workspace:
             self.store,
             self.driver_for,
             max_parallel=self.max_parallel,
+            health_timeout_s=self.health_timeout_s,
             progress=self.progress,
         )
 

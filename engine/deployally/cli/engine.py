@@ -19,16 +19,18 @@ from .repository import init
 @branch_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the API listens on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="API port (0: any free port).")
-@click.option("--reconcile-interval", default=30.0, show_default=True, type=float,
-              help="Seconds between drift checks (and fetches of a remote).")
+@click.option("--reconcile-interval", default=None, type=float,
+              help="Seconds between drift checks (and fetches of a remote) "
+                   "[default: deployally.yaml's reconcile_interval, else 30].")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Log lines on stderr: text, or one JSON object a line.")
 @click.option("--push-secret", "webhook_secret", envvar="DEPLOYALLY_PUSH_SECRET", default=None,
               help="Secret for GitHub/GitLab push webhooks [env: DEPLOYALLY_PUSH_SECRET].")
-@click.option("--parallel", default=4, show_default=True, help="Definitions applied at once.")
+@click.option("--parallel", default=None, type=int,
+              help="Concurrent Docker creates/starts [default: deployally.yaml's max_parallel, else 8].")
 def serve(repo: str, state_dir: str | None, branch: str, host: str, port: int,
-          reconcile_interval: float, log_format: str, webhook_secret: str | None,
-          parallel: int) -> None:
+          reconcile_interval: float | None, log_format: str, webhook_secret: str | None,
+          parallel: int | None) -> None:
     """Run the engine and the API until SIGTERM/SIGINT: push to git, and the change goes live."""
     from .. import logs
     from ..server import ServeConfig

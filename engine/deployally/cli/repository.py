@@ -137,9 +137,10 @@ def plan(repo: str, state_dir: str | None, branch: str, base: str | None, head: 
 
 @click.command()
 @workspace_options
-@click.option("--parallel", default=4, show_default=True, help="Definitions applied at once.")
+@click.option("--parallel", default=None, type=int,
+              help="Concurrent Docker creates/starts [default: deployally.yaml's max_parallel, else 8].")
 @json_option
-def sync(repo: str, state_dir: str | None, branch: str, parallel: int, as_json: bool) -> None:
+def sync(repo: str, state_dir: str | None, branch: str, parallel: int | None, as_json: bool) -> None:
     """Apply the head of the tracked branch to Docker, once."""
     progress = None if as_json else (lambda line: click.echo(line))
     ws = _workspace(repo, state_dir, branch, max_parallel=parallel, progress=progress)

@@ -27,6 +27,9 @@ class Driver(abc.ABC):
     def live(self) -> dict[str, LiveInstance]:
         """Every managed instance on this server, keyed by definition name, from one list call."""
 
+    def configure(self, *, health_timeout_s: float, docker_slots: int) -> None:
+        """Take the repository's settings (deployally.yaml) before a sync; a no-op by default."""
+
     @abc.abstractmethod
     def started_at(self, container_id: str) -> datetime | None:
         """When the container last started (the list call does not say); None if not running."""

@@ -92,6 +92,7 @@ class LocalDriver(Driver):
         # Docker saturates at about 4 concurrent creates/starts on 2 cores; health waits are
         # idle polling, so more definitions may be in flight than hold a slot.
         self._slots = threading.BoundedSemaphore(docker_slots)
+        self._slot_count = docker_slots
         self.state_dir = Path(state_dir)
         self.health_timeout_s = health_timeout_s
         self.settle_s = settle_s
@@ -144,6 +145,13 @@ class LocalDriver(Driver):
             if instance is not None:
                 out[instance.name] = instance
         return out
+
+    def configure(self, *, health_timeout_s: float, docker_slots: int) -> None:
+        """Health timeout and concurrent Docker calls from the settings; called between syncs."""
+        self.health_timeout_s = health_timeout_s
+        if docker_slots != self._slot_count:
+            self._slots = threading.BoundedSemaphore(docker_slots)
+            self._slot_count = docker_slots
 
     def started_at(self, container_id: str) -> datetime | None:
         """The container's State.StartedAt, from one inspect; None when it is not running."""
