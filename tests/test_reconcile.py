@@ -474,3 +474,43 @@ def test_settings_in_the_repository_take_effect(
     assert deployment is not None
     assert any("timeout 1s" in line.message for line in deployment.logs)
     ws.close()
+
+
+def test_a_name_changed_inside_its_file_replaces_the_container(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    old = defs_repo.worker("before")
+    defs_repo.commit("Add before")
+    sync(defs_repo)
+
+    new = defs_repo.name("after")
+    path = defs_repo.path / "definitions" / f"{old}.yaml"
+    path.write_text(path.read_text().replace(f"name: {old}", f"name: {new}"))
+    defs_repo.commit("Rename the definition, same file")
+    report = sync(defs_repo)
+
+    assert statuses(report) == {old: "success", new: "success"}
+    with pytest.raises(docker.errors.NotFound):
+        container(docker_client, old)
+    assert container(docker_client, new).status == "running"
+    ws = Workspace.open(defs_repo.path)
+    assert ws.store.definition(old) is None
+    ws.close()
+
+
+def test_a_never_valid_definition_disappears_with_its_file(defs_repo: DefinitionsRepo) -> None:
+    broken = defs_repo.name("broken")
+    defs_repo.write(f"definitions/{broken}.yaml", f"name: {broken}\ntemplate: nope/nope/nope/1\n")
+    defs_repo.commit("Add a broken definition")
+    sync(defs_repo)
+    ws = Workspace.open(defs_repo.path)
+    record = ws.store.definition(broken)
+    assert record is not None and record.status.value == "invalid"
+
+    defs_repo.remove(f"definitions/{broken}.yaml")
+    defs_repo.commit("Remove it")
+    report = sync(defs_repo)
+
+    assert report.deployments == () and report.errors == ()
+    assert ws.store.definition(broken) is None
+    ws.close()

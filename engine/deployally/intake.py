@@ -118,10 +118,8 @@ class Intake:
             if path in changes.paths():
                 text = CommitTree(self.repo, commit).read_many([path]).get(path, "")
                 hashes.setdefault(name, (desired_mod.desired_hash(text, "", {}), path))
-        for path in _removed_definition_paths(changes):
-            record = self._record_at_path(path)
-            if record and record.name not in hashes and not self._still_defined(state, record):
-                hashes[record.name] = ("", "")
+        for record in self._gone(state, changes, full=False):
+            hashes.setdefault(record.name, ("", ""))
         for name, (digest, path) in hashes.items():
             def_id = definition_id(name)
             latest = self.store.latest_revision(def_id)
@@ -199,24 +197,40 @@ class Intake:
                     _invalid_record(known, path, message, latest.number if latest else 1, now)
                 )
         refresh.errors.extend(state.errors)
-        # A definition goes only when its file is gone and no other file now holds its name;
-        # a file that stopped validating keeps its container.
-        defined = set(state.ok) | set(state.invalid_names.values())
-        if full:
-            candidates = self.store.definitions()
-        else:
-            candidates = [r for p in _removed_definition_paths(changes) if (r := self._record_at_path(p))]
-        gone = [
-            r for r in candidates
-            if r.path not in state.files and r.name not in defined and r.desired is not None
-        ]
-        for record in gone:
+        for record in self._gone(state, changes, full=full):
+            if record.desired is None and record.applied_hash is None:
+                self.store.delete_definition(record.id)  # never deployed: nothing to remove
+                continue
             # The record goes once its container is removed; until then plan sees it as absent.
             self.store.upsert_definition(replace(record, desired=None, updated_at=now))
             refresh.reasons[record.name] = Reason(
-                ReasonKind.REMOVED, f"{record.path} was deleted in {head[:12]}", head
+                ReasonKind.REMOVED, f"{record.name} is no longer defined in {head[:12]}", head
             )
             self.store.enqueue_event("definition.deleted", definition_event(record, head))
+
+    def _gone(
+        self, state: desired_mod.DesiredState, changes: ChangeSet, *, full: bool
+    ) -> list[DefinitionRecord]:
+        """Definitions no file defines any more: their file was deleted, or its `name:` changed.
+
+        A file that exists but cannot be read keeps its container: bad input never removes
+        anything running.
+        """
+        defined = set(state.ok) | set(state.invalid_names.values())
+        names_at = {d.definition.path: name for name, d in state.ok.items()}
+        names_at.update(state.invalid_names)
+        if full:
+            candidates = self.store.definitions()
+        else:
+            touched = {p for p in changes.paths() if _is_definition(p)}
+            candidates = [r for r in self.store.definitions() if r.path in touched]
+        return [
+            r
+            for r in candidates
+            if r.name not in defined
+            and (r.desired is not None or r.applied_hash is None)
+            and (r.path not in state.files or names_at.get(r.path, r.name) != r.name)
+        ]
 
     def _refresh_secrets(self, head: str, refresh: Refresh, done: frozenset[str] = frozenset()) -> None:
         """Re-render definitions whose secrets changed, and retry those that did not validate
@@ -241,11 +255,6 @@ class Intake:
                 return record
         return None
 
-    @staticmethod
-    def _still_defined(state: desired_mod.DesiredState, record: DefinitionRecord) -> bool:
-        """A renamed file that keeps its `name` is the same definition, not a removal."""
-        return record.name in state.ok or record.name in state.invalid_names.values()
-
 
 # ---------------------------------------------------------------- pure pieces
 
@@ -265,12 +274,6 @@ def _touches_tree_wide(changes: ChangeSet) -> bool:
         p == desired_mod.SETTINGS_PATH or p.startswith(desired_mod.CATALOG_DIR)
         for p in changes.paths()
     )
-
-
-def _removed_definition_paths(changes: ChangeSet) -> list[str]:
-    return [p for p in changes.deleted if _is_definition(p)] + [
-        old for old, _ in changes.renamed if _is_definition(old)
-    ]
 
 
 def _settled(old: DefinitionRecord) -> DefinitionStatus:
