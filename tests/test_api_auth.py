@@ -26,7 +26,7 @@ ENDPOINTS = [
     ("GET", "/deployments", "read"),
     ("GET", "/deployments/deploy_000000000000", "read"),
     ("POST", "/deployments", "write"),
-    ("GET", "/webhooks", "read"),
+    ("GET", "/webhooks", "admin"),
     ("POST", "/webhooks", "admin"),
     ("DELETE", "/webhooks/whk_000000000000", "admin"),
 ]

@@ -52,7 +52,7 @@ def test_webhook_add_list_rm(api: ApiServer, api_ws: Workspace, api_tokens: dict
     )
     assert added.exit_code == 0, added.output
     wid = added.stdout.strip()
-    seen = api.request("GET", "/webhooks", api_tokens["read"]).json()["data"]
+    seen = api.request("GET", "/webhooks", api_tokens["admin"]).json()["data"]
     assert [(w["id"], w["events"]) for w in seen] == [(wid, ["deployment.failed"])]
     listed = runner.invoke(main, ["webhook", "list", *_args(api_ws)])
     assert wid in listed.stdout and "signing-secret" not in listed.stdout
@@ -63,4 +63,4 @@ def test_webhook_add_list_rm(api: ApiServer, api_ws: Workspace, api_tokens: dict
     assert bad.exit_code != 0 and "http" in bad.output
 
     assert runner.invoke(main, ["webhook", "rm", wid, *_args(api_ws)]).exit_code == 0
-    assert api.request("GET", "/webhooks", api_tokens["read"]).json()["data"] == []
+    assert api.request("GET", "/webhooks", api_tokens["admin"]).json()["data"] == []

@@ -261,3 +261,48 @@ def test_create_checks_every_field(
     assert r.status_code == 422
     assert r.json()["error"]["details"][0]["field"] == "params.admin_password"
     assert docker_ws.repo.head() == head  # nothing invalid was committed
+
+
+def test_a_password_never_takes_over_another_definitions_secret(
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
+    names: str,
+) -> None:
+    # Someone's secret already has the name a new definition would derive for its password.
+    taken = f"{names}-b_admin_password"
+    docker_ws.store.set_secret(taken, "belongs-to-someone-else")
+    r = api.request(
+        "POST",
+        "/definitions",
+        api_tokens["write"],
+        json={"template_id": tpl_id, "server_id": local_id, "name": f"{names}-b",
+              "params": {"admin_password": "would-overwrite"}},
+    )
+    assert r.status_code == 409, r.text
+    assert taken in r.json()["error"]["message"]
+    assert docker_ws.store.secret_value(taken) == "belongs-to-someone-else"
+
+
+def test_quick_successive_writes_answer_the_revision_each_commit_makes(
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
+    names: str,
+) -> None:
+    name = f"{names}-fast"
+    assert create(api, api_tokens["write"], tpl_id, local_id, name)["current_revision"] == 1
+    answered = []
+    for greeting in ("one", "two", "three"):  # no sync in between
+        r = api.request("PUT", f"/definitions/{name}", api_tokens["write"],
+                        json={"params": {"greeting": greeting}})
+        assert r.status_code == 200, r.text
+        answered.append(r.json()["data"]["current_revision"])
+    assert answered == [2, 3, 4]
+    docker_ws.engine.sync()
+    shown = api.request("GET", f"/definitions/{name}", api_tokens["read"]).json()["data"]
+    assert shown["current_revision"] == 4

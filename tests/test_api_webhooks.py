@@ -26,13 +26,14 @@ def test_create_as_in_the_document_list_and_delete(
     # The store keeps the secret: the notifier signs with it.
     assert api_ws.store.webhook(data["id"]).secret == "meu_webhook_secret"  # type: ignore[attr-defined]
 
-    listed = api.request("GET", "/webhooks", api_tokens["read"])
+    assert api.request("GET", "/webhooks", api_tokens["read"]).status_code == 403  # admin only
+    listed = api.request("GET", "/webhooks", api_tokens["admin"])
     assert [w["id"] for w in listed.json()["data"]] == [data["id"]]
     assert "meu_webhook_secret" not in listed.text
 
     gone = api.request("DELETE", f"/webhooks/{data['id']}", api_tokens["admin"])
     assert gone.status_code == 200 and gone.json()["data"] == {"id": data["id"], "deleted": True}
-    assert api.request("GET", "/webhooks", api_tokens["read"]).json()["data"] == []
+    assert api.request("GET", "/webhooks", api_tokens["admin"]).json()["data"] == []
     again = api.request("DELETE", f"/webhooks/{data['id']}", api_tokens["admin"])
     assert again.status_code == 404
 

@@ -370,3 +370,17 @@ def test_written_definition_parses_back_to_the_same_value(catalog: Catalog) -> N
     )
     again: Definition = parse_definition(PATH, to_yaml(d), catalog)
     assert again == d
+
+
+def test_a_password_in_the_wrong_shape_is_not_repeated_in_the_error() -> None:
+    from deployally.catalog import load_builtin
+    from deployally.errors import ValidationErrors
+
+    text = (
+        "name: db\ntemplate: database/mysql/standard/8.4\n"
+        "params: {database_name: app, root_password: {value: LEAKY-1234}}\n"
+    )
+    with pytest.raises(ValidationErrors) as caught:
+        parse_definition("definitions/db.yaml", text, load_builtin())
+    assert "params.root_password" in str(caught.value)
+    assert "LEAKY-1234" not in str(caught.value)

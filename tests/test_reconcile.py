@@ -514,3 +514,18 @@ def test_a_never_valid_definition_disappears_with_its_file(defs_repo: Definition
     assert report.deployments == () and report.errors == ()
     assert ws.store.definition(broken) is None
     ws.close()
+
+
+def test_deployment_events_carry_running_status_and_the_server_id(defs_repo: DefinitionsRepo) -> None:
+    ws = Workspace.open(defs_repo.path)
+    hook = ws.store.add_webhook("http://127.0.0.1:9/", ["deployment.started", "deployment.success"], "s")
+    name = defs_repo.worker("evt")
+    defs_repo.commit("Add evt")
+    assert statuses(sync(defs_repo)) == {name: "success"}
+
+    sent = {d.event: d.data for d in ws.store.deliveries(hook.id, 10, 0)}
+    assert sent["deployment.started"]["status"] == "running"
+    assert sent["deployment.success"]["status"] == "success"
+    assert str(sent["deployment.success"]["server_id"]).startswith("srv_")
+    assert sent["deployment.success"]["server"] == "local"
+    ws.close()

@@ -95,3 +95,10 @@ def test_lookup_from_store_feeds_the_masker(tmp_path: Path) -> None:
         )
         assert env == "MYSQL_ROOT_PASSWORD=hunter2"
         assert masker.mask(f"container env: {env}") == "container env: MYSQL_ROOT_PASSWORD=********"
+
+
+def test_masker_hides_the_escaped_spellings_of_a_value() -> None:
+    masker = SecretMasker()
+    masker.add("pa\tss\"word")
+    assert masker.mask('PW=pa\\tss\\"word') == "PW=********"  # as repr/JSON quote it
+    assert "pa" not in masker.mask("env: pa\tss\"word")

@@ -493,3 +493,11 @@ def test_reads_a_quarantined_push_from_a_pre_receive_hook(tmp_path: Path, work: 
     )
     assert "hook read: fine" in accepted.stderr
     assert remote.head() == good
+
+
+def test_credentials_in_urls_are_redacted() -> None:
+    from deployally.source.git import redact_url
+
+    text = "fatal: unable to access 'https://bot:t0k3n@git.example.com/r.git/': 403"
+    assert redact_url(text) == "fatal: unable to access 'https://***@git.example.com/r.git/': 403"
+    assert redact_url("/srv/deploy.git") == "/srv/deploy.git"

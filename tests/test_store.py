@@ -688,3 +688,9 @@ def test_closed_store_refuses_new_connections(state_dir: Path) -> None:
     # A thread that never used the store would open a new connection: refused too.
     with ThreadPoolExecutor(max_workers=1) as pool, pytest.raises(RuntimeError, match="closed"):
         pool.submit(s.get_meta, "x").result()
+
+
+def test_a_secret_with_a_nul_byte_is_refused(store: Store) -> None:
+    with pytest.raises(SecretError, match="NUL"):
+        store.set_secret("bad", "a\x00b")
+    assert "bad" not in store.secret_versions()

@@ -58,6 +58,9 @@ class Deployer:
     def __repr__(self) -> str:
         return f"Deployer(max_parallel={self.max_parallel})"
 
+    def _event_data(self, deployment: Deployment) -> dict[str, object]:
+        return deployment_event(deployment, self.store.server_id(deployment.server_id))
+
     def apply(
         self, driver: Driver, the_plan: Plan, records: Mapping[str, DefinitionRecord], head: str
     ) -> list[Deployment]:
@@ -117,7 +120,8 @@ class Deployer:
 
         started = utcnow()
         self.store.update_deployment(deployment.id, status=DeploymentStatus.RUNNING, started_at=started)
-        self.store.enqueue_event("deployment.started", deployment_event(deployment))
+        running = replace(deployment, status=DeploymentStatus.RUNNING, started_at=started)
+        self.store.enqueue_event("deployment.started", self._event_data(running))
         log(f"{action.kind.value} {name}: {reason.summary}")
         for change in action.changes:
             log(f"  {change.field}: {_short(change.before)} -> {_short(change.after)}")
@@ -180,7 +184,7 @@ class Deployer:
             line += f": {message}"
         self.progress(line)
         event = "deployment.success" if ok else "deployment.failed"
-        data = deployment_event(deployment)
+        data = self._event_data(deployment)
         if not ok:
             data["error"] = message
             data["rolled_back"] = deployment.status is DeploymentStatus.ROLLED_BACK
@@ -218,7 +222,7 @@ class Deployer:
             self.store.create_deployment(deployment)
             self.store.append_log(deployment.id, f"not applied: {exc}; retrying until it answers")
             self.store.set_definition_status(record.id, DefinitionStatus.FAILED, last_error=str(exc))
-            data = deployment_event(deployment)
+            data = self._event_data(deployment)
             data.update(error=str(exc), rolled_back=False)
             self.store.enqueue_event("deployment.failed", data)
             self.progress(f"{name}: revision {record.current_revision} failed: {exc}")

@@ -7,7 +7,7 @@ the new commit like any push.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ import yaml
 
 from . import definitions as definitions_mod
 from .catalog import Catalog
-from .errors import Conflict, NotFound, ValidationError
+from .errors import Conflict, NotFound, SecretError, ValidationError
 from .identity import definition_id
 from .settings import Settings
 from .source.git import GitRepo
@@ -104,7 +104,7 @@ def create_definition(
         )
     fields = {"name": name, "template": tpl.taxonomy.path, "server": server, "profile": profile}
     plain, secrets = _split_passwords(
-        path, name, dict(params), _password_inputs(catalog, tpl.id), {}
+        path, name, dict(params), _password_inputs(catalog, tpl.id), {}, store.secret_versions()
     )
     text = definitions_mod.dump_definition(fields | {"params": plain})
     definitions_mod.parse_definition(path, text, catalog, defaults=settings)
@@ -145,7 +145,9 @@ def update_definition(
         for k in params:
             if params[k] is None:
                 current.pop(k, None)
-        plain, secrets = _split_passwords(path, name, given, passwords, refs)
+        plain, secrets = _split_passwords(
+            path, name, given, passwords, refs, store.secret_versions()
+        )
         current |= plain
     data["params"] = current
     new_text = definitions_mod.dump_definition(data)
@@ -204,8 +206,13 @@ def _split_passwords(
     params: dict[str, Any],
     passwords: set[str],
     refs: Mapping[str, str],
+    existing: Collection[str],
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Params with each plaintext password replaced by {secret: NAME}, and the secrets to store."""
+    """Params with each plaintext password replaced by {secret: NAME}, and the secrets to store.
+
+    A password the definition already references keeps its secret; a new one gets
+    `<name>_<param>`, which must not exist yet: it could be another definition's.
+    """
     out: dict[str, Any] = {}
     secrets: dict[str, str] = {}
     for key, value in params.items():
@@ -215,6 +222,14 @@ def _split_passwords(
                     path, f"params.{key}", "a password must be a non-empty string"
                 )
             secret = refs.get(key, f"{name}_{key}")
+            if key not in refs and secret in existing:
+                raise Conflict(
+                    f"params.{key}: the secret {secret!r} exists already and may belong to another "
+                    f"definition; write params.{key} as {{secret: NAME}} with a secret you set, "
+                    "or remove that secret first"
+                )
+            if "\x00" in value:
+                raise ValidationError(path, f"params.{key}", "a password may not contain a NUL byte")
             secrets[secret] = value
             out[key] = {"secret": secret}
         else:
@@ -233,18 +248,45 @@ def _commit(
     author: str,
     head: str | None,
 ) -> Edit:
-    # Secrets first: the engine may deploy the commit the moment it exists.
+    # Secrets first: the engine may deploy the commit the moment it exists. A failed commit
+    # puts them back as they were, so a lost race changes nothing.
+    before = {secret: _secret_or_none(store, secret) for secret in secrets}
     for secret, value in secrets.items():
         store.set_secret(secret, value)
     def_id = definition_id(name)
-    latest = store.latest_revision(def_id)
-    commit = repo.write(
-        {path: text},
-        message=message,
-        author_name=author,
-        author_email=AUTHOR_EMAIL,
-        expected_head=head,
-    )
+    try:
+        commit = repo.write(
+            {path: text},
+            message=message,
+            author_name=author,
+            author_email=AUTHOR_EMAIL,
+            expected_head=head,
+        )
+    except BaseException:
+        for secret, old in before.items():
+            if old is None:
+                store.delete_secret(secret)
+            elif old != secrets[secret]:
+                store.set_secret(secret, old)
+        raise
     changed = commit != head
-    current = latest.number if latest else 0
-    return Edit(def_id, name, path, commit, current + 1 if changed else max(current, 1), changed)
+    return Edit(def_id, name, path, commit, revision_at(repo, store, def_id, path, commit), changed)
+
+
+def _secret_or_none(store: Store, name: str) -> str | None:
+    try:
+        return store.secret_value(name)
+    except SecretError:
+        return None
+
+
+def revision_at(repo: GitRepo, store: Store, def_id: str, path: str, commit: str) -> int:
+    """The revision `commit` gives the definition: the last synced one plus every commit
+    since the last sync that changed its file (writes can come faster than syncs)."""
+    latest = store.latest_revision(def_id)
+    number = latest.number if latest else 0
+    synced = store.get_meta("desired_commit")
+    for c in repo.commits_between(synced, commit):
+        if path in repo.changes(repo.first_parent(c), c).paths():
+            number += 1
+    return max(number, 1)

@@ -180,7 +180,7 @@ class Intake:
             if old is None or d.definition.path in touched:
                 self.store.enqueue_event(
                     "definition.created" if old is None else "definition.updated",
-                    definition_event(record, head),
+                    definition_event(record, head, self.store.server_id(record.server_id)),
                 )
         for path, errors in state.invalid.items():
             refresh.errors.extend(errors)
@@ -206,7 +206,10 @@ class Intake:
             refresh.reasons[record.name] = Reason(
                 ReasonKind.REMOVED, f"{record.name} is no longer defined in {head[:12]}", head
             )
-            self.store.enqueue_event("definition.deleted", definition_event(record, head))
+            self.store.enqueue_event(
+                "definition.deleted",
+                definition_event(record, head, self.store.server_id(record.server_id)),
+            )
 
     def _gone(
         self, state: desired_mod.DesiredState, changes: ChangeSet, *, full: bool

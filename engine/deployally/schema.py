@@ -168,6 +168,9 @@ def _explain(err: jsonschema.ValidationError, at: FieldPath) -> list[tuple[Field
     if err.validator == "propertyNames":
         return [(at, f"{short_repr(err.instance)} is not an allowed key here")]
     hint = schema.get("x-hint")
+    if at and at[0] == "params":
+        # A param may be a password written in the wrong shape: never repeat the value.
+        return [(at, f"is not valid: {hint}" if hint else "is not a valid value here")]
     if hint:
         return [(at, f"{short_repr(err.instance)} is not valid: {hint}")]
     return [(at, err.message)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Callable
@@ -61,6 +62,9 @@ class SecretMasker:
         candidates = {value} if value else set()
         if "\n" in value:
             candidates |= {line.strip() for line in value.splitlines()}
+        # Docker and our own error messages may quote a value with its escapes
+        # (`PW=a\x00b`, `"a\nb"`): hide those spellings too.
+        candidates |= {repr(value)[1:-1], json.dumps(value)[1:-1]}
         candidates = {c for c in candidates if c and (c == value or len(c) >= self._MIN_LINE)}
         with self._lock:
             if candidates <= self._values:

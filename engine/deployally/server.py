@@ -33,7 +33,7 @@ from .errors import DeployAllyError, SourceError
 from .instance_events import InstanceEventHandler
 from .logs import fields
 from .notify import Schedule, Sender
-from .source.git import GitRepo
+from .source.git import GitRepo, redact_url
 from .source.watcher import RefWatcher
 from .sync_loop import SyncLoop
 from .workspace import Workspace, default_state_dir
@@ -145,7 +145,7 @@ class EngineProcess:
             fetch_error=self._fetch_error,
             watching=self.watcher.running if self.watcher else False,
             docker_events=self.events.running if self.events else False,
-            mirror=self.remote_url,
+            mirror=redact_url(self.remote_url) if self.remote_url else None,
         )
 
     # ------------------------------------------------------------ running
@@ -154,6 +154,8 @@ class EngineProcess:
         """The workspace to serve: a local repo as is, a remote mirrored into the state dir (blocking)."""
         repo_path: Path
         if self.remote_url is not None:
+            # The mirror's config holds the URL, credentials and all: private from the start.
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             repo_path = GitRepo.mirror(self.remote_url, self.state_dir / MIRROR_DIR, self.branch).path
         else:
             repo_path = Path(self.config.repo).resolve()
@@ -198,7 +200,7 @@ class EngineProcess:
         )
         log.info(
             "serving",
-            extra=fields(url=self.url, repo=self.config.repo, state_dir=str(self.state_dir),
+            extra=fields(url=self.url, repo=redact_url(self.config.repo), state_dir=str(self.state_dir),
                          branch=self.branch, engine_id=ws.engine_id),
         )
 
@@ -244,7 +246,7 @@ class EngineProcess:
                 self._fetch_error = None
             except SourceError as exc:
                 # Keep reconciling to the last fetched commit; health says why it is behind.
-                self._fetch_error = str(exc)
+                self._fetch_error = redact_url(str(exc))
                 log.warning("fetch failed", extra=fields(error=str(exc)))
         report = self.ws.engine.sync()
         self._wake_sender()  # the sync's deployment and definition events go out now

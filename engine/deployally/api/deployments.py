@@ -148,8 +148,9 @@ async def create_deployment(request: web.Request) -> web.Response:
         commit = await ctx.run(
             edits.rollback, ctx.ws.repo, store, record.name, revision, author=who
         )
-        latest = await ctx.run(store.latest_revision, record.id)
-        number = (latest.number if latest else record.current_revision) + 1
+        number = await ctx.run(
+            edits.revision_at, ctx.ws.repo, store, record.id, record.path, commit
+        )
         reason = Reason(
             ReasonKind.ROLLBACK, f"roll back {record.name} to revision {revision}", commit
         )

@@ -13,7 +13,7 @@ from aiohttp import web
 from .. import notify
 from ..store import DeliveryAttempt, DeliveryRecord, Store, WebhookRecord
 from ..views import iso
-from .auth import ADMIN, READ, access
+from .auth import ADMIN, access
 from .context import context
 from .envelope import BodyCheck, listing, not_found, parse_page, read_json, success
 
@@ -81,7 +81,7 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/webhooks")
-@access(READ)
+@access(ADMIN)
 async def list_webhooks(request: web.Request) -> web.Response:
     """Every webhook, oldest first."""
     page = parse_page(request.query)

@@ -424,8 +424,16 @@ def _run(
     return proc
 
 
+_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+
+
+def redact_url(text: str) -> str:
+    """`text` with any credentials in URLs (`https://user:token@host`) replaced by ***."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
 def _stderr(proc: subprocess.CompletedProcess[bytes]) -> str:
-    text = proc.stderr.decode("utf-8", "replace").strip()
+    text = redact_url(proc.stderr.decode("utf-8", "replace").strip())
     if "index.lock" in text or ".lock': File exists" in text:
         return text + " (a lock is held by another git process)"
     return text or f"exit status {proc.returncode}"

@@ -151,6 +151,11 @@ class AccessStore(Database):
         )
         return None if row is None else _server_from_row(row)
 
+    def server_id(self, key: str) -> str:
+        """The srv_ id of a server named or identified by `key`; `key` itself when unknown."""
+        found = self.server(key)
+        return found.id if found is not None else key
+
     def verify_server_key(self, key: str) -> ServerRecord | None:
         """The server whose agent key `key` is, else None."""
         if not key.startswith(SERVER_KEY_PREFIX):

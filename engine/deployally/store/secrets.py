@@ -24,6 +24,9 @@ class SecretStore(Database):
 
     def set_secret(self, name: str, value: str) -> int:
         """Store a secret's value; returns its new version (1 for a new name)."""
+        if "\x00" in value:
+            # No process environment or config file can hold a NUL; refuse it here, once.
+            raise SecretError(f"secret {name!r}: the value contains a NUL byte")
         with self._write() as conn:
             row = _returning(
                 conn,
