@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from deployally.types import (
     LABEL_DEFINITION,
     LABEL_MANAGED,
     LABEL_NAME,
+    LABEL_OWNER,
     LABEL_PRUNE_VOLUMES,
     LABEL_RENDERED_HASH,
     LABEL_REVISION,
@@ -341,6 +343,87 @@ def test_recover_after_a_crash_mid_update_restores_one_running_container(
         docker_client.api.inspect_container(half["Id"])
     with pytest.raises(docker.errors.NotFound):
         docker_client.api.inspect_container(f"{spec.name}.old")
+    assert f"recovered {spec.name}" in log.text
+
+
+def wait_for_health(client: docker.DockerClient, container_id: str, status: str) -> None:
+    """Poll until Docker reports `status` for the container's healthcheck (a wait, not a check)."""
+    for _ in range(240):
+        if client.api.inspect_container(container_id)["State"]["Health"]["Status"] == status:
+            return
+        time.sleep(0.25)
+
+
+SECOND_NS = 1_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("check", "health", "kept"),
+    [
+        (["CMD", "false"], "unhealthy", False),
+        # An hour-long interval and start period: killed while the check is still starting.
+        (["CMD", "true"], "starting", False),
+        (["CMD", "true"], "healthy", True),
+        (None, None, True),
+    ],
+    ids=["unhealthy", "starting", "healthy", "no-healthcheck"],
+)
+def test_recover_after_a_crash_in_the_health_wait_keeps_only_a_proven_container(
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    names: str,
+    state_dir: Path,
+    check: list[str] | None,
+    health: str | None,
+    kept: bool,
+) -> None:
+    driver = LocalDriver(
+        state_dir, client=docker_client, health_timeout_s=30, settle_s=1.0, owner=names
+    )
+    spec = make_spec(names, busybox_image)
+    first = apply(driver, ActionKind.CREATE, spec)
+    assert first.status is DeploymentStatus.SUCCESS and first.container_id is not None
+    # The crash, as a rollout leaves it: the old container renamed and (sharing a volume)
+    # stopped, the new one started under the name, the engine killed while waiting for health.
+    docker_client.api.rename(first.container_id, f"{spec.name}.old")
+    docker_client.api.stop(first.container_id)
+    interval = 3600 if health == "starting" else 1
+    new = docker_client.api.create_container(
+        busybox_image,
+        ["sleep", "3600"],
+        name=spec.name,
+        labels={LABEL_MANAGED: "true", LABEL_OWNER: names},
+        healthcheck=None
+        if check is None
+        else {
+            "test": check,
+            "interval": interval * SECOND_NS,
+            "start_period": interval * SECOND_NS,
+            "retries": 1,
+        },
+    )
+    docker_client.api.start(new["Id"])
+    if health is not None:
+        wait_for_health(docker_client, new["Id"], health)
+    new_state = docker_client.api.inspect_container(new["Id"])["State"]
+    assert new_state["Running"]
+    assert (new_state.get("Health") or {}).get("Status") == health
+    log = Recorder()
+
+    driver.recover(log)
+
+    info = docker_client.api.inspect_container(spec.name)
+    assert info["State"]["Running"]
+    gone = first.container_id if kept else new["Id"]
+    assert info["Id"] == (new["Id"] if kept else first.container_id)
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.api.inspect_container(gone)
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.api.inspect_container(f"{spec.name}.old")
+    if not kept:
+        # The restored container still has the definition's data and its old spec's hash,
+        # so the next sync's plan redoes the update.
+        assert driver.live()[spec.name].rendered_hash == spec.rendered_hash
     assert f"recovered {spec.name}" in log.text
 
 

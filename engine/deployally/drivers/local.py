@@ -441,12 +441,16 @@ class LocalDriver(Driver):
         )
 
     def _recover_name(self, name: str, log: Log) -> None:
-        """If `<name>.old` is left over, keep whichever of the two containers can run."""
+        """If `<name>.old` is left over, keep the new container only if it proved ready.
+
+        A crash during the health wait leaves a new container that may be running but
+        unhealthy or still starting; the old one goes back, and the next sync redoes the update.
+        """
         old = self._inspect(name + OLD_SUFFIX)
         if old is None:
             return
         current = self._inspect(name)
-        if current is not None and current["State"].get("Running"):
+        if current is not None and _proven_ready(current):
             with _docker(f"remove container {name}{OLD_SUFFIX}"):
                 self._api.remove_container(old["Id"], force=True, v=False)
             log(f"recovered {name}: removed leftover {name}{OLD_SUFFIX}")
@@ -454,6 +458,7 @@ class LocalDriver(Driver):
         if current is not None:
             with _docker(f"remove container {name}"):
                 self._api.remove_container(current["Id"], force=True, v=False)
+            log(f"recovered {name}: removed unproven new container {current['Id'][:12]}")
         with _docker(f"rename container {name}{OLD_SUFFIX}"):
             self._api.rename(old["Id"], name)
         if not old["State"].get("Running"):
@@ -463,6 +468,17 @@ class LocalDriver(Driver):
 
 
 # ---------------------------------------------------------------- pure conversions
+
+
+def _proven_ready(info: dict[str, Any]) -> bool:
+    """Whether a container passes what a rollout waits for: up, and healthy if it has a check."""
+    try:
+        readiness.raise_if_down(info)
+    except readiness.NotReady:
+        return False
+    # Docker sets State.Health only when a healthcheck is in force.
+    health = info["State"].get("Health")
+    return health is None or health.get("Status") == "healthy"
 
 
 def _must_stop_first(old: dict[str, Any], spec: ContainerSpec) -> bool:
