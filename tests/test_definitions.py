@@ -318,9 +318,8 @@ def test_duplicate_names_name_both_files(catalog: Catalog) -> None:
         "definitions/c.yaml", MYSQL.replace("mysql_producao", "mysql_teste"), catalog
     )
     errors = check_unique([b, other, a])
-    assert len(errors) == 1
-    assert errors[0].path == "definitions/b.yaml" and errors[0].field == "name"
-    assert "definitions/a.yaml" in errors[0].message
+    assert [(e.path, e.field) for e in errors] == [("definitions/a.yaml", "name"), ("definitions/b.yaml", "name")]
+    assert "definitions/b.yaml" in errors[0].message and "definitions/a.yaml" in errors[1].message
     assert check_unique([a, other]) == []
 
 

@@ -529,3 +529,123 @@ def test_deployment_events_carry_running_status_and_the_server_id(defs_repo: Def
     assert str(sent["deployment.success"]["server_id"]).startswith("srv_")
     assert sent["deployment.success"]["server"] == "local"
     ws.close()
+
+
+def test_broken_settings_change_nothing_running(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    name = defs_repo.worker("steady")
+    defs_repo.commit("Add steady")
+    sync(defs_repo)
+    before = container(docker_client, name).id
+
+    defs_repo.write("deployally.yaml", f"network: {defs_repo.prefix}net\ndefaults: {{profile: production\n")
+    defs_repo.commit("Break the settings")
+    report = sync(defs_repo)
+
+    assert report.deployments == ()
+    assert any("deployally.yaml" in str(e) for e in report.errors)
+    assert container(docker_client, name).id == before
+
+
+def test_a_rename_into_a_broken_file_removes_nothing(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    name = defs_repo.worker("moving")
+    defs_repo.commit("Add moving")
+    sync(defs_repo)
+    before = container(docker_client, name).id
+
+    defs_repo.git("mv", f"definitions/{name}.yaml", "definitions/elsewhere.yaml")
+    defs_repo.write("definitions/elsewhere.yaml", f"name: {name}\ntemplate: [broken\n")
+    defs_repo.commit("Move it and break it")
+    report = sync(defs_repo)
+
+    assert report.deployments == () and report.errors
+    assert container(docker_client, name).id == before
+
+
+def test_a_new_file_with_a_taken_name_is_refused(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    name = defs_repo.worker("owner", message="original")
+    defs_repo.commit("Add owner")
+    sync(defs_repo)
+
+    defs_repo.write("definitions/intruder.yaml",
+                    f"name: {name}\ntemplate: tools/busybox/worker/stable\nparams: {{message: intruder}}\n")
+    defs_repo.commit("Another file takes the same name")
+    report = sync(defs_repo)
+
+    assert report.deployments == ()
+    assert any("definitions/intruder.yaml" in str(e) and "name" in str(e) for e in report.errors)
+    assert "MESSAGE=original" in container(docker_client, name).attrs["Config"]["Env"]
+
+
+def test_dependencies_must_be_running_and_cycles_block_only_their_members(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    base = defs_repo.worker("base", script="exit 1")  # never comes up
+    app = defs_repo.worker("app", _extra=f"depends_on: [{base}]\n")
+    p = defs_repo.worker("p", _extra=f"depends_on: [{defs_repo.name('q')}]\n")
+    q = defs_repo.worker("q", _extra=f"depends_on: [{p}]\n")
+    free = defs_repo.worker("free")
+    defs_repo.commit("A failing base, a cycle and a free one")
+
+    bad = CliRunner().invoke(main, ["validate", "--repo", str(defs_repo.path)])
+    assert bad.exit_code == 1 and "depends_on" in bad.output and "cycle" in bad.output
+
+    report = sync(defs_repo)
+    result = statuses(report)
+    assert result[free] == "success"
+    assert result[base] == "failed" and result[app] == "failed"
+    assert p not in result and q not in result  # refused as invalid: a full read sees the cycle
+
+    defs_repo.worker("app", message="again", _extra=f"depends_on: [{base}]\n")
+    defs_repo.commit("Change only app while base is still failed")
+    report = sync(defs_repo)
+    result = statuses(report)
+    assert result[app] == "failed" and p not in result and q not in result
+    with pytest.raises(docker.errors.NotFound):
+        container(docker_client, app)
+
+
+def test_a_garbage_collected_last_commit_does_not_stop_syncing(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    name = defs_repo.worker("gc", message="one")
+    defs_repo.commit("one")
+    defs_repo.worker("gc", message="two")
+    defs_repo.commit("two")
+    sync(defs_repo)
+
+    defs_repo.git("reset", "-q", "--hard", "HEAD~1")  # a force-push, in effect
+    defs_repo.worker("gc", message="three")
+    defs_repo.commit("three")
+    defs_repo.git("reflog", "expire", "--expire=now", "--all")
+    defs_repo.git("gc", "-q", "--prune=now")
+    report = sync(defs_repo)
+
+    assert statuses(report) == {name: "success"}
+    assert "MESSAGE=three" in container(docker_client, name).attrs["Config"]["Env"]
+
+
+def test_a_removal_does_not_wait_behind_a_failed_update(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    name = defs_repo.worker("flaky")
+    defs_repo.commit("Add flaky")
+    ws = Workspace.open(defs_repo.path, health_timeout_s=30)
+    ws.engine.sync()
+    defs_repo.worker("flaky", script="exit 2")
+    defs_repo.commit("Break flaky")
+    assert statuses(ws.engine.sync()) == {name: "rolled_back"}
+
+    defs_repo.remove(f"definitions/{name}.yaml")
+    defs_repo.commit("Remove flaky")
+    report = ws.engine.sync()  # the same engine, inside the failed update's backoff
+
+    assert statuses(report) == {name: "success"}
+    with pytest.raises(docker.errors.NotFound):
+        container(docker_client, name)
+    ws.close()

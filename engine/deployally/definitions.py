@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import yaml
@@ -208,21 +208,50 @@ def _secret_name(template: Template, param: str) -> str:
 
 
 def check_unique(defs: Iterable[Definition]) -> list[ValidationError]:
-    """An error for every definition whose name an earlier file (by path) already uses."""
-    first: dict[str, Definition] = {}
+    """An error for every file whose name another file uses too: none of them wins, so a new
+    file can never take over the container an existing one runs."""
+    holders: dict[str, list[str]] = {}
+    for d in defs:
+        holders.setdefault(d.name, []).append(d.path)
     errors = []
-    for d in sorted(defs, key=lambda d: d.path):
-        if d.name in first:
+    for name, paths in sorted(holders.items()):
+        for path in sorted(paths) if len(paths) > 1 else ():
+            others = ", ".join(p for p in sorted(paths) if p != path)
             errors.append(
                 ValidationError(
-                    d.path,
-                    "name",
-                    f"`{d.name}` is also the name in {first[d.name].path}; names are unique, rename one of them",
+                    path, "name", f"`{name}` is also the name in {others}; names are unique, rename one of them"
                 )
             )
-        else:
-            first[d.name] = d
     return errors
+
+
+def unorderable(needs: Mapping[str, Collection[str]]) -> set[str]:
+    """Names that can never be applied because they sit on, or wait behind, a depends_on cycle.
+
+    `needs` maps each name to the names it waits for; names outside `needs` count as ready.
+    """
+    waiting = {name: {d for d in deps if d in needs and d != name} for name, deps in needs.items()}
+    done: set[str] = set()
+    while True:
+        ready = {n for n, deps in waiting.items() if n not in done and deps <= done}
+        if not ready:
+            return set(waiting) - done
+        done |= ready
+
+
+def check_dependencies(defs: Iterable[Definition]) -> list[ValidationError]:
+    """An error for every definition on or behind a depends_on cycle among `defs`."""
+    by_name = {d.name: d for d in defs}
+    stuck = unorderable({n: d.depends_on for n, d in by_name.items()})
+    return [
+        ValidationError(
+            by_name[n].path,
+            "depends_on",
+            f"`{n}` is in or waits on a dependency cycle among {', '.join(sorted(stuck))}; "
+            "remove one of those depends_on entries",
+        )
+        for n in sorted(stuck)
+    ]
 
 
 def referenced_files(definition: Definition, template: Template) -> tuple[str, ...]:

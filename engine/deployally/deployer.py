@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from . import secrets
 from .backoff import Backoff
+from .definitions import unorderable
 from .drivers.base import Driver
 from .errors import DeployAllyError, DriverError
 from .identity import random_id
@@ -66,10 +67,21 @@ class Deployer:
     ) -> list[Deployment]:
         """Carry out a plan in dependency waves, in parallel within a wave."""
         done: list[Deployment] = []
-        failed: set[str] = set()
+        actions = list(the_plan.changed())
+        # A dependency is ready when it runs its applied spec, or succeeds in this sync.
+        failed = {n for n, r in records.items() if not _running(r)} - {a.name for a in actions}
+        stuck = unorderable({
+            a.name: a.desired.depends_on if a.desired and a.kind is not ActionKind.REMOVE else ()
+            for a in actions
+        })
+        for action in (a for a in actions if a.name in stuck):
+            # A cycle blocks only its own members; everything else still goes out.
+            done.append(self._deploy(driver, action, records.get(action.name), head, failed,
+                                     blocked_by=f"a depends_on cycle among {', '.join(sorted(stuck))}"))
+        failed |= stuck
         # Health waits are idle; the driver bounds the Docker calls themselves.
         with ThreadPoolExecutor(max_workers=self.max_parallel * IN_FLIGHT_PER_SLOT) as pool:
-            for wave in order(the_plan.changed()):
+            for wave in order(a for a in actions if a.name not in stuck):
                 futures = [
                     pool.submit(self._deploy, driver, action, records.get(action.name), head, failed)
                     for action in wave
@@ -88,6 +100,8 @@ class Deployer:
         record: DefinitionRecord | None,
         head: str,
         failed: set[str],
+        *,
+        blocked_by: str | None = None,
     ) -> Deployment:
         """One action as one recorded deployment: pending -> running -> outcome, with events."""
         name = action.name
@@ -126,8 +140,9 @@ class Deployer:
         for change in action.changes:
             log(f"  {change.field}: {_short(change.before)} -> {_short(change.after)}")
         blocked = [d for d in (action.desired.depends_on if action.desired else ()) if d in failed]
-        if blocked:
-            status, message = DeploymentStatus.FAILED, f"not applied: dependency {', '.join(blocked)} failed"
+        if blocked_by or blocked:
+            reason_text = blocked_by or f"dependency {', '.join(blocked)} is not running and healthy"
+            status, message = DeploymentStatus.FAILED, f"not applied: {reason_text}"
             log(message)
         else:
             try:
@@ -260,6 +275,13 @@ class Deployer:
             self.store.append_log(request.id, message)
             self.store.update_deployment(request.id, status=status, finished_at=utcnow())
         self.requested = {}
+
+
+def _running(record: DefinitionRecord) -> bool:
+    """Does this definition run a spec it applied (a file gone invalid keeps the old one)?"""
+    if record.status is DefinitionStatus.INVALID:
+        return record.applied_hash is not None
+    return record.desired is not None and record.status is DefinitionStatus.ACTIVE
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -138,7 +138,18 @@ def load(
             if name:
                 invalid_names[path] = name
 
-    for err in definitions_mod.check_unique(parsed.values()):
+    tree_wide = list(definitions_mod.check_unique(parsed.values()))
+    # Cycles among the files read (all of them, for validate); the deployer catches the rest.
+    tree_wide += definitions_mod.check_dependencies(parsed.values())
+    if errors and parsed:
+        # Broken settings or templates would render every definition wrongly (another
+        # network, default profile): keep each one's last good spec until they are fixed.
+        broken = ", ".join(sorted({e.path for e in errors}))
+        tree_wide += [
+            ValidationError(p, "", f"not applied while {broken} does not validate")
+            for p in sorted(parsed)
+        ]
+    for err in tree_wide:
         invalid.setdefault(err.path, []).append(err)
         if err.path in parsed:
             invalid_names[err.path] = parsed.pop(err.path).name

@@ -54,30 +54,38 @@ class Intake:
         self.repo = repo
         self.store = store
         self.backoff = backoff
+        self._mounts: dict[str, tuple[str, ...]] = {}  # definition path -> config files it mounts
 
     def __repr__(self) -> str:
         return f"Intake(repo={self.repo!r})"
 
     def refresh(self, head: str) -> Refresh:
         """Read what changed since the last sync; record revisions and the new desired specs."""
-        previous = self.store.get_meta("desired_commit")
         refresh = Refresh()
+        previous = self.store.get_meta("desired_commit")
+        # A force-push and gc can drop the last synced commit: then read everything again.
+        lost = previous is not None and not self.repo.has_commit(previous)
         # New built-in templates (an upgrade of DeployAlly) can change any definition.
         fingerprint = builtin_fingerprint()
-        full = previous is None or self.store.get_meta("builtin_catalog") != fingerprint
+        full = previous is None or lost or self.store.get_meta("builtin_catalog") != fingerprint
         if previous == head and not full:
             self._refresh_secrets(head, refresh)
             return refresh
-        commits = self.repo.commits_between(previous, head) if previous != head else []
+        # Revisions: every first-parent commit since the last sync, head included, numbered
+        # from git alone. `_mounts` follows config-file mounts from commit to commit.
+        self._mounts = {r.path: r.depends_files for r in self.store.definitions()}
+        commits = [head] if lost else self.repo.commits_between(previous, head)
         for commit in commits:
-            changes = self.repo.changes(self.repo.first_parent(commit), commit)
-            if commit != head:
-                self._record_revisions(
-                    commit, changes, self._load(commit, changes, for_revisions=True)
-                )
-        changes = self.repo.changes(previous, head) if previous != head else ChangeSet()
+            # With the last synced state gone, compare head in full against the stored revisions.
+            changes = ChangeSet() if lost else self.repo.changes(self.repo.first_parent(commit), commit)
+            state = self._load(commit, None if lost else changes, for_revisions=True)
+            self._record_revisions(commit, changes, state)
+            self._mounts.update({d.definition.path: d.depends_files for d in state.ok.values()})
+        # Desired specs: head only, rendered with the secrets as they are now.
+        changes = (
+            ChangeSet() if lost or previous == head else self.repo.changes(previous, head)
+        )
         state = self._load(head, None if full else changes)
-        self._record_revisions(head, changes, state)
         self._record_desired(head, changes, state, refresh, full=full)
         self.store.set_meta("desired_commit", head)
         self.store.set_meta("builtin_catalog", fingerprint)
@@ -95,15 +103,25 @@ class Intake:
         )
         if changes is None or _touches_tree_wide(changes):
             return desired_mod.load(tree, secret_versions=versions)
-        return desired_mod.load(tree, secret_versions=versions, only=self._affected(changes))
+        paths = self._affected(changes)
+        state = desired_mod.load(tree, secret_versions=versions, only=paths)
+        # A new file may take a name another file still holds: read both, so the
+        # duplicate is refused instead of taking over the running container.
+        holders = {
+            r.path
+            for name in state.ok
+            if (r := self.store.definition(name)) and r.path and r.path not in paths
+        }
+        holders = set(tree.read_many(holders))
+        if holders:
+            state = desired_mod.load(tree, secret_versions=versions, only=paths | holders)
+        return state
 
     def _affected(self, changes: ChangeSet) -> set[str]:
         """Definition files a change reaches: themselves, or a config file they mount."""
         touched = changes.paths()
         paths = {p for p in touched if _is_definition(p)}
-        for record in self.store.definitions():
-            if touched.intersection(record.depends_files):
-                paths.add(record.path)
+        paths |= {path for path, files in self._mounts.items() if touched.intersection(files)}
         return paths
 
     def _record_revisions(
@@ -198,6 +216,7 @@ class Intake:
                 )
         refresh.errors.extend(state.errors)
         for record in self._gone(state, changes, full=full):
+            self.backoff.forget(record.name)  # a removal never waits behind a failed update
             if record.desired is None and record.applied_hash is None:
                 self.store.delete_definition(record.id)  # never deployed: nothing to remove
                 continue
@@ -216,9 +235,12 @@ class Intake:
     ) -> list[DefinitionRecord]:
         """Definitions no file defines any more: their file was deleted, or its `name:` changed.
 
-        A file that exists but cannot be read keeps its container: bad input never removes
-        anything running.
+        Bad input never removes anything running: a sync that refused any file removes nothing.
         """
+        if state.invalid or state.errors:
+            # A file that did not validate may be where a definition moved, or what it became:
+            # while any file read in this sync is refused, nothing is removed.
+            return []
         defined = set(state.ok) | set(state.invalid_names.values())
         names_at = {d.definition.path: name for name, d in state.ok.items()}
         names_at.update(state.invalid_names)

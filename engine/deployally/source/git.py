@@ -151,6 +151,10 @@ class GitRepo:
         shas = self._git("rev-list", "--parents", "-n", "1", self.resolve(commit), "--").split()
         return shas[1] if len(shas) > 1 else None
 
+    def has_commit(self, rev: str) -> bool:
+        """True when `rev` names a commit this repository still has (a force-push and gc drop some)."""
+        return self._try_resolve(rev) is not None
+
     def is_ancestor(self, a: str, b: str) -> bool:
         """True when commit `a` is `b` or in its history."""
         proc = self._git_proc("merge-base", "--is-ancestor", self.resolve(a), self.resolve(b))
