@@ -649,3 +649,29 @@ def test_a_removal_does_not_wait_behind_a_failed_update(
     with pytest.raises(docker.errors.NotFound):
         container(docker_client, name)
     ws.close()
+
+
+def test_a_removal_held_back_by_an_unreadable_file_happens_once_it_is_fixed(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    going = defs_repo.worker("going")
+    other = defs_repo.worker("other")
+    defs_repo.commit("Add two")
+    sync(defs_repo)
+
+    defs_repo.remove(f"definitions/{going}.yaml")
+    defs_repo.write("definitions/new.yaml", "name: [not yaml\n")
+    defs_repo.commit("Delete one, add an unreadable file")
+    held = sync(defs_repo)
+    assert held.deployments == ()
+    assert container(docker_client, going).status == "running"  # it may have moved there
+
+    fresh = defs_repo.name("new")
+    defs_repo.write("definitions/new.yaml", f"name: {fresh}\ntemplate: tools/busybox/worker/stable\n")
+    defs_repo.commit("Fix the file")
+    report = sync(defs_repo)
+
+    assert statuses(report) == {going: "success", fresh: "success"}
+    with pytest.raises(docker.errors.NotFound):
+        container(docker_client, going)
+    assert container(docker_client, other).status == "running"

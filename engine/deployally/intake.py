@@ -136,7 +136,7 @@ class Intake:
             if path in changes.paths():
                 text = CommitTree(self.repo, commit).read_many([path]).get(path, "")
                 hashes.setdefault(name, (desired_mod.desired_hash(text, "", {}), path))
-        for record in self._gone(state, changes, full=False):
+        for record in self._dropped_in(state, changes):
             hashes.setdefault(record.name, ("", ""))
         for name, (digest, path) in hashes.items():
             def_id = definition_id(name)
@@ -215,7 +215,7 @@ class Intake:
                     _invalid_record(known, path, message, latest.number if latest else 1, now)
                 )
         refresh.errors.extend(state.errors)
-        for record in self._gone(state, changes, full=full):
+        for record in self._gone(head, state, changes, full=full):
             self.backoff.forget(record.name)  # a removal never waits behind a failed update
             if record.desired is None and record.applied_hash is None:
                 self.store.delete_definition(record.id)  # never deployed: nothing to remove
@@ -231,30 +231,48 @@ class Intake:
             )
 
     def _gone(
-        self, state: desired_mod.DesiredState, changes: ChangeSet, *, full: bool
+        self, head: str, state: desired_mod.DesiredState, changes: ChangeSet, *, full: bool
     ) -> list[DefinitionRecord]:
-        """Definitions no file defines any more: their file was deleted, or its `name:` changed.
-
-        Bad input never removes anything running: a sync that refused any file removes nothing.
-        """
-        if state.invalid or state.errors:
-            # A file that did not validate may be where a definition moved, or what it became:
-            # while any file read in this sync is refused, nothing is removed.
-            return []
-        defined = set(state.ok) | set(state.invalid_names.values())
+        """Definitions no file at head defines any more: their file was deleted, or its
+        `name:` changed. Bad input never removes anything running: a definition whose own
+        file was refused stays, and while any file at head cannot even be read for its name
+        (it may be where a definition moved), nothing goes."""
+        tree = CommitTree(self.repo, head)
+        files = set(desired_mod.definition_paths(tree))  # one ls-tree, not a read of every file
+        touched = {p for p in changes.paths() if _is_definition(p)}
+        records = self.store.definitions()
         names_at = {d.definition.path: name for name, d in state.ok.items()}
         names_at.update(state.invalid_names)
-        if full:
-            candidates = self.store.definitions()
-        else:
-            touched = {p for p in changes.paths() if _is_definition(p)}
-            candidates = [r for r in self.store.definitions() if r.path in touched]
+        suspects = [
+            r for r in records
+            if r.path not in files or (r.path in touched and names_at.get(r.path, r.name) != r.name)
+        ]
+        if not suspects:
+            return []
+        # Whether a name moved to another file needs every file: read them all (only now,
+        # when something may have gone, and without secrets: this is about names).
+        whole = state if full else desired_mod.load(
+            tree, secret_versions=desired_mod.AnySecretVersion()
+        )
+        if whole.errors or any(p not in whole.invalid_names for p in whole.invalid):
+            return []
+        defined = set(whole.ok) | set(whole.invalid_names.values())
         return [
-            r
-            for r in candidates
+            r for r in suspects
             if r.name not in defined
+            and r.path not in whole.invalid
             and (r.desired is not None or r.applied_hash is None)
-            and (r.path not in state.files or names_at.get(r.path, r.name) != r.name)
+        ]
+
+    def _dropped_in(
+        self, state: desired_mod.DesiredState, changes: ChangeSet
+    ) -> list[DefinitionRecord]:
+        """For numbering: definitions a commit's touched files no longer define."""
+        touched = {p for p in changes.paths() if _is_definition(p)}
+        defined = set(state.ok) | set(state.invalid_names.values())
+        return [
+            r for r in self.store.definitions()
+            if r.path in touched and r.name not in defined and r.path not in state.invalid
         ]
 
     def _refresh_secrets(self, head: str, refresh: Refresh, done: frozenset[str] = frozenset()) -> None:
