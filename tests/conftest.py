@@ -441,3 +441,12 @@ class DockerProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+def running_revision(client: docker.DockerClient, name: str) -> str | None:
+    """The revision label of the running container `name`, or None when it is not running."""
+    try:
+        c = client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
+    return str(c.labels["com.deployally.revision"]) if c.status == "running" else None

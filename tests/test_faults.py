@@ -11,16 +11,11 @@ import docker
 import pytest
 
 from conftest import DOCKER_SOCKET, DefinitionsRepo, DockerProxy, ServeProcess, wait_until
+from conftest import running_revision as revision
 from deployally.store import Store
 
 pytestmark = pytest.mark.docker
 
-def revision(client: docker.DockerClient, name: str) -> str | None:
-    try:
-        c = client.containers.get(name)
-    except docker.errors.NotFound:
-        return None
-    return str(c.labels["com.deployally.revision"]) if c.status == "running" else None
 
 
 def health(engine: ServeProcess) -> dict[str, object]:

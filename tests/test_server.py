@@ -16,6 +16,7 @@ import docker
 import pytest
 
 from conftest import DefinitionsRepo, ServeProcess, wait_until
+from conftest import running_revision as revision
 from deployally.store import Store
 
 pytestmark = pytest.mark.docker
@@ -23,12 +24,6 @@ pytestmark = pytest.mark.docker
 SECRET = "s3cret-for-push-webhooks"
 
 
-def revision(client: docker.DockerClient, name: str) -> str | None:
-    try:
-        c = client.containers.get(name)
-    except docker.errors.NotFound:
-        return None
-    return str(c.labels["com.deployally.revision"]) if c.status == "running" else None
 
 
 def active(state: Path, name: str) -> bool:

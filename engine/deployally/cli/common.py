@@ -44,6 +44,15 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
+def _listing(as_json: bool, json_rows: Any, rows: Sequence[Sequence[Any]],
+             headers: Sequence[str]) -> None:
+    """A list command's output: JSON for scripts, or a table for people."""
+    if as_json:
+        _echo_json(json_rows)
+    else:
+        _table(rows, headers)
+
+
 def _workspace(repo: str, state_dir: str | None, branch: str, **kw: Any) -> Workspace:
     return Workspace.open(repo, state_dir, branch, **kw)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .common import _echo_json, _table, _workspace, json_option, workspace_options
+from .common import _listing, _workspace, json_option, workspace_options
 
 # ---------------------------------------------------------------- secrets
 
@@ -43,10 +43,8 @@ def secret_list(state_dir: str | None, repo: str, branch: str, as_json: bool) ->
     """List secret names and versions (never values)."""
     ws = _workspace(repo, state_dir, branch)
     items = ws.store.list_secrets()
-    if as_json:
-        _echo_json([{"name": n, "version": v, "updated_at": str(u)} for n, v, u in items])
-        return
-    _table(items, ["NAME", "VERSION", "UPDATED"])
+    _listing(as_json, [{"name": n, "version": v, "updated_at": str(u)} for n, v, u in items],
+             items, ["NAME", "VERSION", "UPDATED"])
 
 
 @secret.command("rm")
@@ -86,12 +84,11 @@ def token_list(state_dir: str | None, repo: str, branch: str, as_json: bool) -> 
     """List tokens by name and scope (never the tokens)."""
     ws = _workspace(repo, state_dir, branch)
     items = ws.store.list_tokens()
-    if as_json:
-        _echo_json([{"id": t.id, "name": t.name, "scope": t.scope,
-                     "created_at": str(t.created_at)} for t in items])
-        return
-    _table([(t.name, t.scope, t.id, t.created_at) for t in items],
-           ["NAME", "SCOPE", "ID", "CREATED"])
+    _listing(as_json,
+             [{"id": t.id, "name": t.name, "scope": t.scope, "created_at": str(t.created_at)}
+              for t in items],
+             [(t.name, t.scope, t.id, t.created_at) for t in items],
+             ["NAME", "SCOPE", "ID", "CREATED"])
 
 
 @token.command("revoke")

@@ -15,6 +15,7 @@ from ..types import DeploymentStatus
 from ..views import definition_view, deployment_view, template_detail, template_summary
 from .common import (
     _echo_json,
+    _listing,
     _table,
     _tree,
     _workspace,
@@ -41,11 +42,9 @@ def templates_list(repo: str, branch: str, family: str | None, as_json: bool) ->
     """List built-in and repository templates."""
     catalog, _ = desired_mod.load_catalog(_tree_or_builtin(repo, branch))
     items = [t for t in catalog.all() if family in (None, t.taxonomy.family)]
-    if as_json:
-        _echo_json([template_summary(t) for t in items])
-        return
-    _table([(t.taxonomy.path, t.name, t.id, "deprecated" if t.deprecated else "") for t in items],
-           ["TEMPLATE", "NAME", "ID", ""])
+    _listing(as_json, [template_summary(t) for t in items],
+             [(t.taxonomy.path, t.name, t.id, "deprecated" if t.deprecated else "") for t in items],
+             ["TEMPLATE", "NAME", "ID", ""])
 
 
 @templates.command("show")
@@ -99,11 +98,9 @@ def definitions_list(repo: str, state_dir: str | None, branch: str, as_json: boo
     """List definitions with revision and status."""
     ws = _workspace(repo, state_dir, branch)
     records = ws.store.definitions()
-    if as_json:
-        _echo_json([definition_view(r) for r in records])
-        return
-    _table([(r.name, r.current_revision, r.status.value, r.server_id, r.last_error or "")
-            for r in records], ["NAME", "REV", "STATUS", "SERVER", "ERROR"])
+    _listing(as_json, [definition_view(r) for r in records],
+             [(r.name, r.current_revision, r.status.value, r.server_id, r.last_error or "")
+              for r in records], ["NAME", "REV", "STATUS", "SERVER", "ERROR"])
 
 
 @click.group()
@@ -125,12 +122,10 @@ def deployments_list(repo: str, state_dir: str | None, branch: str, definition: 
         record = ws.store.definition(definition)
         def_id = record.id if record else definition
     items = ws.store.deployments(definition_id=def_id, limit=limit)
-    if as_json:
-        _echo_json([deployment_view(d) for d in items])
-        return
-    _table([(d.id, d.definition_name, d.revision or "", d.action.value, d.status.value,
-             d.created_at.strftime("%Y-%m-%d %H:%M:%S"), d.reason.summary) for d in items],
-           ["ID", "DEFINITION", "REV", "ACTION", "STATUS", "CREATED", "REASON"])
+    _listing(as_json, [deployment_view(d) for d in items],
+             [(d.id, d.definition_name, d.revision or "", d.action.value, d.status.value,
+               d.created_at.strftime("%Y-%m-%d %H:%M:%S"), d.reason.summary) for d in items],
+             ["ID", "DEFINITION", "REV", "ACTION", "STATUS", "CREATED", "REASON"])
 
 
 @deployments.command("show")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import _echo_json, _table, _workspace, json_option, workspace_options
+from .common import _listing, _workspace, json_option, workspace_options
 
 
 @click.group()
@@ -55,11 +55,10 @@ def webhook_list(state_dir: str | None, repo: str, branch: str, as_json: bool) -
     """List webhooks (never their secrets)."""
     ws = _workspace(repo, state_dir, branch)
     items = ws.store.webhooks()
-    if as_json:
-        _echo_json([{"id": w.id, "url": w.url, "events": list(w.events),
-                     "created_at": str(w.created_at)} for w in items])
-        return
-    _table([(w.id, w.url, ",".join(w.events)) for w in items], ["ID", "URL", "EVENTS"])
+    _listing(as_json,
+             [{"id": w.id, "url": w.url, "events": list(w.events), "created_at": str(w.created_at)}
+              for w in items],
+             [(w.id, w.url, ",".join(w.events)) for w in items], ["ID", "URL", "EVENTS"])
 
 
 @webhook.command("rm")
