@@ -136,6 +136,8 @@ def test_create_runs_a_labelled_container_on_the_network(
     info = docker_client.api.inspect_container(spec.name)
     assert info["Id"] == result.container_id
     assert info["State"]["Running"]
+    # Set once the container proved ready (it runs without one during the health gate).
+    assert info["HostConfig"]["RestartPolicy"]["Name"] == spec.restart
     labels = info["Config"]["Labels"]
     assert labels["org.example.team"] == "platform"
     assert labels[LABEL_MANAGED] == "true"

@@ -317,6 +317,9 @@ class LocalDriver(Driver):
                 old_stopped = True
 
         new_id: str | None = None
+        # No restart policy until it proves ready: Docker restarting a failing container
+        # would hide its exit (and its exit code) from the health gate.
+        args["host_config"]["RestartPolicy"] = {"Name": "no"}
         try:
             with self._slots:
                 with _docker(f"create container {spec.name}"):
@@ -325,6 +328,9 @@ class LocalDriver(Driver):
                 with _docker(f"start container {spec.name}"):
                     self._api.start(new_id)
             self._wait_ready(new_id, spec.healthcheck is not None, log)
+            with _docker(f"set the restart policy of {spec.name}"):
+                policy: Any = container_config.restart_policy(spec.restart)  # docker's stub wants a TypedDict
+                self._api.update_container(new_id, restart_policy=policy)
         except (readiness.NotReady, DriverError) as exc:
             reason = str(exc)
             log(f"container {spec.name} did not come up: {reason}")
