@@ -120,8 +120,13 @@ def exec_in(client: docker.DockerClient, name: str, script: str) -> str:
 
 
 @pytest.fixture
-def driver(docker_client: docker.DockerClient, busybox_image: str, state_dir: Path) -> LocalDriver:
-    return LocalDriver(state_dir, client=docker_client, health_timeout_s=30, settle_s=1.0)
+def driver(
+    docker_client: docker.DockerClient, busybox_image: str, state_dir: Path, names: str
+) -> LocalDriver:
+    # Owned by this test alone: recover() and prune never reach another engine's containers.
+    return LocalDriver(
+        state_dir, client=docker_client, health_timeout_s=30, settle_s=1.0, owner=names
+    )
 
 
 def test_create_runs_a_labelled_container_on_the_network(
@@ -525,3 +530,28 @@ def test_update_drops_the_old_config_files(
     assert exec_in(docker_client, spec.name, "cat /etc/app.conf") == "port=9090\n"
     left = list((driver.state_dir / "files" / spec.name).iterdir())
     assert [d.name for d in left] == [changed.rendered_hash.split(":")[1][:12]]
+
+
+def test_a_driver_without_an_owner_is_refused(state_dir: Path) -> None:
+    with pytest.raises(ValueError, match="owning engine"):
+        LocalDriver(state_dir, owner="")
+
+
+def test_recover_and_live_leave_another_engines_containers_alone(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    # Another engine on this host, mid-rollout: its old container renamed `.old`.
+    foreign = docker_client.api.create_container(
+        busybox_image,
+        ["sleep", "3600"],
+        name=f"{names}other.old",
+        labels={LABEL_MANAGED: "true", LABEL_OWNER: f"{names}-someone-else"},
+    )
+    docker_client.api.start(foreign["Id"])
+    spec = make_spec(names, busybox_image)
+    assert apply(driver, ActionKind.CREATE, spec).status is DeploymentStatus.SUCCESS
+
+    driver.recover(Recorder())
+
+    assert docker_client.api.inspect_container(foreign["Id"])["State"]["Running"]
+    assert set(driver.live()) == {spec.name}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,23 @@ def _listing(as_json: bool, json_rows: Any, rows: Sequence[Sequence[Any]],
         _echo_json(json_rows)
     else:
         _table(rows, headers)
+
+
+def read_secret_value(source: Any, what: str) -> str:
+    """A secret from an opened --file, else standard input, else a hidden prompt on a terminal.
+
+    Never an argument (it would land in shell history and `ps`). One trailing newline from
+    `echo` or an editor is not part of the value.
+    """
+    stream = source or sys.stdin  # click's own stream helpers are deprecated from 8.5
+    if stream.isatty():
+        value = str(click.prompt(what, hide_input=True, confirmation_prompt=True))
+    else:
+        value = stream.read()
+    value = value.rstrip("\r\n")
+    if not value:
+        raise click.ClickException(f"the {what} is empty")
+    return value
 
 
 def _workspace(repo: str, state_dir: str | None, branch: str, **kw: Any) -> Workspace:

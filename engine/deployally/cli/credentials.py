@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .common import _listing, _workspace, json_option, workspace_options
+from .common import _listing, _workspace, json_option, read_secret_value, workspace_options
 
 # ---------------------------------------------------------------- secrets
 
@@ -23,14 +23,7 @@ def secret() -> None:
 @workspace_options
 def secret_set(name: str, from_file: Any, state_dir: str | None, repo: str, branch: str) -> None:
     """Set a secret; the value comes from stdin or a file, never an argument."""
-    source = from_file or click.get_text_stream("stdin")
-    if source.isatty():
-        value = click.prompt(f"value for {name}", hide_input=True, confirmation_prompt=True)
-    else:
-        value = source.read()
-    value = value.rstrip("\r\n")  # a trailing newline from `echo` or an editor is not part of it
-    if not value:
-        raise click.ClickException("the secret value is empty")
+    value = read_secret_value(from_file, f"value of secret {name}")
     ws = _workspace(repo, state_dir, branch)
     version = ws.store.set_secret(name, value)
     click.echo(f"secret {name} set (version {version})")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .common import _listing, _workspace, json_option, workspace_options
+from .common import _listing, _workspace, json_option, read_secret_value, workspace_options
 
 
 @click.group()
@@ -35,14 +35,7 @@ def webhook_add(url: str, events: tuple[str, ...], secret_file: Any, state_dir: 
             f"{', '.join(unknown)}: not events; use {', '.join(sorted(EVENTS))}",
             param_hint="--event",
         )
-    source = secret_file or click.get_text_stream("stdin")
-    if source.isatty():
-        value = click.prompt("webhook secret", hide_input=True, confirmation_prompt=True)
-    else:
-        value = source.read()
-    value = value.rstrip("\r\n")
-    if not value:
-        raise click.ClickException("the webhook secret is empty")
+    value = read_secret_value(secret_file, "webhook secret")
     ws = _workspace(repo, state_dir, branch)
     record = ws.store.add_webhook(url, events, value)
     click.echo(record.id)

@@ -80,13 +80,17 @@ class LocalDriver(Driver):
         self,
         state_dir: Path,
         *,
+        owner: str,
         server: str = "local",
         client: docker.DockerClient | None = None,
         health_timeout_s: float = 120,
         settle_s: float = 2.0,
-        owner: str = "",
         docker_slots: int = 4,
     ) -> None:
+        if not owner:
+            # Without an owner the driver would recover, prune and heal every managed
+            # container on the host, another engine's included.
+            raise ValueError("a LocalDriver needs the owning engine's id")
         self.server = server
         self.owner = owner
         # Docker saturates at about 4 concurrent creates/starts on 2 cores; health waits are
@@ -118,11 +122,8 @@ class LocalDriver(Driver):
 
     @property
     def _owned(self) -> list[str]:
-        """Label filter for this engine's containers (all managed ones when it has no owner id)."""
-        owned = [f"{LABEL_MANAGED}=true"]
-        if self.owner:
-            owned.append(f"{LABEL_OWNER}={self.owner}")
-        return owned
+        """Label filter for this engine's own containers."""
+        return [f"{LABEL_MANAGED}=true", f"{LABEL_OWNER}={self.owner}"]
 
     def _name_lock(self, name: str) -> threading.Lock:
         with self._lock:
@@ -300,7 +301,7 @@ class LocalDriver(Driver):
                 f"a container named {spec.name!r} exists and is not managed by DeployAlly; "
                 "rename or remove it, then sync again"
             )
-        if old is not None and self.owner and old_labels.get(LABEL_OWNER, "") != self.owner:
+        if old is not None and old_labels.get(LABEL_OWNER, "") != self.owner:
             raise DriverError(
                 f"a container named {spec.name!r} belongs to another DeployAlly engine "
                 f"(owner {old_labels.get(LABEL_OWNER) or 'unknown'}); rename the definition"
