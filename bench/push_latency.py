@@ -29,7 +29,7 @@ from pathlib import Path
 
 import docker
 
-from deployally.drivers.images import ensure_busybox
+from deployally.drivers.local.images import ensure_busybox
 from deployally.store import Store
 
 

@@ -39,7 +39,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
 @pytest.fixture(scope="session")
 def busybox_image(docker_client: docker.DockerClient) -> str:
     """`busybox:stable`, imported from the host's static busybox when missing (no registry)."""
-    from deployally.drivers.images import ensure_busybox
+    from deployally.drivers.local.images import ensure_busybox
     from deployally.errors import DriverError
 
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import ApiServer, commit_busybox
-from deployally.catalog import load_builtin
+from deployally.model.catalog import load_builtin
 from deployally.workspace import Workspace
 
 TEMPLATE = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conftest import ApiServer
-from deployally.catalog import load_builtin
+from deployally.model.catalog import load_builtin
 
 
 def test_list_has_every_builtin_template_with_the_documented_fields(

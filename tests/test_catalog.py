@@ -10,15 +10,15 @@ import pytest
 import yaml
 
 from deployally import identity
-from deployally.catalog import (
+from deployally.errors import ValidationError, ValidationErrors
+from deployally.model.catalog import (
     BUILTIN_DIR,
     Catalog,
     load_builtin,
     load_repo_templates,
     parse_template,
 )
-from deployally.errors import ValidationError, ValidationErrors
-from deployally.schema import SCHEMA_DIR
+from deployally.model.schema import SCHEMA_DIR
 from deployally.types import Template
 
 REPO_TEMPLATE = textwrap.dedent(

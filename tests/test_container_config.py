@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from deployally.drivers import container_config
+from deployally.drivers.local import container_config
 from deployally.types import (
     LABEL_MANAGED,
     LABEL_NAME,

@@ -8,8 +8,9 @@ import textwrap
 import pytest
 
 from deployally import identity
-from deployally.catalog import Catalog, load_builtin, parse_template
-from deployally.definitions import (
+from deployally.errors import ValidationError, ValidationErrors
+from deployally.model.catalog import Catalog, load_builtin, parse_template
+from deployally.model.definitions import (
     check_unique,
     dump_definition,
     parse_definition,
@@ -17,8 +18,7 @@ from deployally.definitions import (
     referenced_files,
     to_yaml,
 )
-from deployally.errors import ValidationError, ValidationErrors
-from deployally.settings import Settings
+from deployally.model.settings import Settings
 from deployally.types import Definition, SecretRef
 
 PATH = "definitions/mysql_producao.yaml"
@@ -372,8 +372,8 @@ def test_written_definition_parses_back_to_the_same_value(catalog: Catalog) -> N
 
 
 def test_a_password_in_the_wrong_shape_is_not_repeated_in_the_error() -> None:
-    from deployally.catalog import load_builtin
     from deployally.errors import ValidationErrors
+    from deployally.model.catalog import load_builtin
 
     text = (
         "name: db\ntemplate: database/mysql/standard/8.4\n"

@@ -14,7 +14,7 @@ import docker.errors
 import pytest
 
 from conftest import DockerProxy
-from deployally.drivers.events import (
+from deployally.drivers.local.events import (
     INSTANCE_HEALTHY,
     INSTANCE_STARTED,
     INSTANCE_STOPPED,

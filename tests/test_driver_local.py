@@ -13,7 +13,7 @@ import docker.errors
 import pytest
 
 from deployally import secrets
-from deployally.drivers.local import LocalDriver
+from deployally.drivers.local.driver import LocalDriver
 from deployally.errors import NotFound
 from deployally.identity import content_hash, definition_id
 from deployally.types import (

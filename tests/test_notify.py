@@ -14,19 +14,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from deployally.notify import (
-    BACKOFF_S,
-    EVENTS,
-    MASK,
-    MAX_ATTEMPTS,
-    Sender,
-    body_for,
-    check_url,
-    next_attempt_delay,
-    scrub,
-    sign,
-    verify,
-)
+from deployally.notify.events import EVENTS, MASK, body_for, scrub
+from deployally.notify.sender import BACKOFF_S, MAX_ATTEMPTS, Sender, check_url, next_attempt_delay
+from deployally.notify.signature import sign, verify
 from deployally.store import DeliveryStatus, Store
 
 WAIT_S = 15.0  # a bound on waits, never an expectation of speed

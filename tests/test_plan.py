@@ -9,8 +9,10 @@ import pytest
 
 from deployally import secrets
 from deployally.errors import ValidationError
-from deployally.plan import diff_specs, live_from_specs, order, plan
-from deployally.render import rendered_hash
+from deployally.model.render import rendered_hash
+from deployally.plan.actions import live_from_specs, plan
+from deployally.plan.diff import diff_specs
+from deployally.plan.order import order
 from deployally.types import (
     Action,
     ActionKind,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from deployally.drivers.readiness import NotReady, raise_if_down, wait_ready
+from deployally.drivers.local.readiness import NotReady, raise_if_down, wait_ready
 
 
 def _wait(info: dict[str, Any], *, has_healthcheck: bool = True) -> list[str]:

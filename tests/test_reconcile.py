@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from conftest import DefinitionsRepo
 from deployally.cli import main
-from deployally.reconcile import SyncReport
+from deployally.sync.reconcile import SyncReport
 from deployally.types import DeploymentStatus, ReasonKind
 from deployally.workspace import Workspace
 

@@ -9,7 +9,7 @@ import pytest
 
 from deployally import identity, secrets
 from deployally.errors import RenderError
-from deployally.render import _compile, render, volume_name
+from deployally.model.render import _compile, render, volume_name
 from deployally.types import (
     ConfigFile,
     ContainerSpec,

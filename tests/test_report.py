@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 from deployally import secrets
-from deployally.plan import live_from_specs, plan
-from deployally.render import rendered_hash
-from deployally.report import plan_json, plan_markdown, plan_text
+from deployally.model.render import rendered_hash
+from deployally.plan.actions import live_from_specs, plan
+from deployally.plan.report import plan_json, plan_markdown, plan_text
 from deployally.types import (
     Action,
     ActionKind,

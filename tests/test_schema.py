@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployally.errors import ValidationError
-from deployally.schema import field_name, line_of, load_yaml, schema_errors
+from deployally.model.schema import field_name, line_of, load_yaml, schema_errors
 
 
 def test_load_yaml_gives_json_safe_data_and_the_line_of_every_field() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployally.errors import ValidationError, ValidationErrors
-from deployally.settings import Settings, parse_duration, parse_memory, parse_settings
+from deployally.model.settings import Settings, parse_duration, parse_memory, parse_settings
 
 PATH = "deployally.yaml"
 

@@ -18,7 +18,7 @@ import docker
 import pytest
 
 from conftest import DefinitionsRepo, ServeProcess, wait_until
-from deployally.notify import verify
+from deployally.notify.signature import verify
 from deployally.store import Store
 
 SECRET = "whsec-e2e-7d1f"

@@ -1,5 +1,5 @@
 """`python -m deployally`: the same as the `deployally` command (the git hooks use it)."""
 
-from .cli import main
+from deployally.cli import main
 
 main()

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from .deployer import Progress
-from .drivers.base import Driver
-from .identity import random_id
-from .reconcile import Engine
-from .source.git import GitRepo
-from .store import Store
-from .types import DEFAULT_SERVER
+from deployally.drivers.base import Driver
+from deployally.identity import random_id
+from deployally.source.git import GitRepo
+from deployally.store import Store
+from deployally.sync.apply import Progress
+from deployally.sync.reconcile import Engine
+from deployally.types import DEFAULT_SERVER
 
 STATE_DIR_NAME = ".deployally"
 
@@ -60,7 +60,9 @@ class Workspace:
         if server not in (DEFAULT_SERVER, self.store.server(DEFAULT_SERVER).id):  # type: ignore[union-attr]
             return None
         if DEFAULT_SERVER not in self._drivers:
-            from .drivers.local import LocalDriver  # Docker is imported only when needed
+            from deployally.drivers.local.driver import (
+                LocalDriver,  # Docker is imported only when needed
+            )
 
             self._drivers[DEFAULT_SERVER] = LocalDriver(
                 self.state_dir,

@@ -9,7 +9,21 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import (
+from deployally.api import (
+    definitions,
+    deployments,
+    health,
+    instances,
+    meta,
+    servers,
+    sync,
+    templates,
+    webhooks,
+)
+from deployally.api.auth import Handler, auth_middleware
+from deployally.api.context import CONTEXT, Context, context
+from deployally.api.envelope import ApiError, failure
+from deployally.errors import (
     Conflict,
     DeployAllyError,
     DriverError,
@@ -18,11 +32,7 @@ from ..errors import (
     ValidationError,
     ValidationErrors,
 )
-from ..workspace import Workspace
-from . import definitions, deployments, health, instances, meta, servers, sync, templates, webhooks
-from .auth import Handler, auth_middleware
-from .context import CONTEXT, Context, context
-from .envelope import ApiError, failure
+from deployally.workspace import Workspace
 
 log = logging.getLogger(__name__)
 

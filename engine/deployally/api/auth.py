@@ -14,9 +14,9 @@ from typing import Final
 
 from aiohttp import web
 
-from ..store import SERVER_KEY_PREFIX, ServerRecord, TokenRecord
-from .context import context
-from .envelope import ApiError
+from deployally.api.context import context
+from deployally.api.envelope import ApiError
+from deployally.store import SERVER_KEY_PREFIX, ServerRecord, TokenRecord
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

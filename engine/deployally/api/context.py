@@ -10,13 +10,13 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .. import catalog as catalog_mod
-from .. import desired
-from ..source.tree import CommitTree
-from ..store import ServerRecord
-from ..workspace import Workspace
-from .live import LiveCache
-from .metrics import Metrics
+from deployally.api.live import LiveCache
+from deployally.api.metrics import Metrics
+from deployally.model import catalog as catalog_mod
+from deployally.model import desired
+from deployally.source.tree import CommitTree
+from deployally.store import ServerRecord
+from deployally.workspace import Workspace
 
 T = TypeVar("T")
 

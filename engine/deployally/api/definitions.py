@@ -9,12 +9,25 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import desired, edits
-from ..errors import DriverError
-from ..settings import Settings
-from ..source.tree import CommitTree
-from ..store import Store
-from ..types import (
+from deployally.api.auth import READ, WRITE, access, author
+from deployally.api.context import Context, ServerIds, context
+from deployally.api.envelope import (
+    BodyCheck,
+    choice,
+    listing,
+    not_found,
+    parse_page,
+    read_json,
+    success,
+)
+from deployally.api.views import definition_view, iso
+from deployally.errors import DriverError
+from deployally.model import desired
+from deployally.model.settings import Settings
+from deployally.source.tree import CommitTree
+from deployally.store import Store
+from deployally.sync import edits
+from deployally.types import (
     DEFAULT_PROFILE,
     DEFAULT_SERVER,
     DefinitionRecord,
@@ -22,10 +35,6 @@ from ..types import (
     LiveInstance,
     Revision,
 )
-from ..views import definition_view, iso
-from .auth import READ, WRITE, access, author
-from .context import Context, ServerIds, context
-from .envelope import BodyCheck, choice, listing, not_found, parse_page, read_json, success
 
 routes = web.RouteTableDef()
 log = logging.getLogger(__name__)

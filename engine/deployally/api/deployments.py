@@ -12,10 +12,23 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import edits
-from ..identity import random_id
-from ..store import Store
-from ..types import (
+from deployally.api.auth import READ, WRITE, access, author
+from deployally.api.context import ServerIds, context
+from deployally.api.definitions import after_write
+from deployally.api.envelope import (
+    BodyCheck,
+    choice,
+    listing,
+    not_found,
+    parse_page,
+    read_json,
+    success,
+)
+from deployally.api.views import deployment_view
+from deployally.identity import random_id
+from deployally.store import Store
+from deployally.sync import edits
+from deployally.types import (
     ActionKind,
     DefinitionRecord,
     DefinitionStatus,
@@ -25,11 +38,6 @@ from ..types import (
     Reason,
     ReasonKind,
 )
-from ..views import deployment_view
-from .auth import READ, WRITE, access, author
-from .context import ServerIds, context
-from .definitions import after_write
-from .envelope import BodyCheck, choice, listing, not_found, parse_page, read_json, success
 
 routes = web.RouteTableDef()
 

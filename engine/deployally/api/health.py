@@ -8,11 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import __version__
-from ..types import DEFAULT_SERVER
-from ..views import iso
-from .auth import PUBLIC, access
-from .context import Context, context
+from deployally import __version__
+from deployally.api.auth import PUBLIC, access
+from deployally.api.context import Context, context
+from deployally.api.views import iso
+from deployally.types import DEFAULT_SERVER
 
 routes = web.RouteTableDef()
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..drivers.base import Driver
-from ..errors import DriverError
-from ..types import DEFAULT_SERVER, DefinitionStatus, LiveInstance
-from ..views import instance_view
-from .auth import READ, WRITE, access
-from .context import Context, context
-from .envelope import ApiError, listing, not_found, parse_page, success
+from deployally.api.auth import READ, WRITE, access
+from deployally.api.context import Context, context
+from deployally.api.envelope import ApiError, listing, not_found, parse_page, success
+from deployally.api.views import instance_view
+from deployally.drivers.base import Driver
+from deployally.errors import DriverError
+from deployally.types import DEFAULT_SERVER, DefinitionStatus, LiveInstance
 
 routes = web.RouteTableDef()
 

@@ -14,10 +14,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from ..drivers.base import Driver
-from ..errors import DriverError
-from ..identity import instance_id
-from ..types import LiveInstance
+from deployally.drivers.base import Driver
+from deployally.errors import DriverError
+from deployally.identity import instance_id
+from deployally.types import LiveInstance
 
 TTL_S = 2.0
 T = TypeVar("T")

@@ -8,11 +8,11 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from ..schema import SCHEMA_DIR
-from ..types import DefinitionStatus
-from .auth import PUBLIC, access
-from .context import context
-from .metrics import CONTENT_TYPE
+from deployally.api.auth import PUBLIC, access
+from deployally.api.context import context
+from deployally.api.metrics import CONTENT_TYPE
+from deployally.model.schema import SCHEMA_DIR
+from deployally.types import DefinitionStatus
 
 routes = web.RouteTableDef()
 

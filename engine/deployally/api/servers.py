@@ -7,13 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import secrets
-from ..store import LOCAL_SERVER_ID, ServerRecord
-from ..types import ContainerSpec
-from ..views import iso
-from .auth import ADMIN, AGENT, READ, SERVER, access
-from .context import context
-from .envelope import BodyCheck, listing, parse_page, read_json, success
+from deployally import secrets
+from deployally.api.auth import ADMIN, AGENT, READ, SERVER, access
+from deployally.api.context import context
+from deployally.api.envelope import BodyCheck, listing, parse_page, read_json, success
+from deployally.api.views import iso
+from deployally.store import LOCAL_SERVER_ID, ServerRecord
+from deployally.types import ContainerSpec
 
 routes = web.RouteTableDef()
 

@@ -15,12 +15,12 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from .. import notify
-from ..reconcile import SyncReport
-from ..views import deployment_view
-from .auth import PUBLIC, WRITE, access
-from .context import context
-from .envelope import ApiError, bad_request, json_object, success
+from deployally.api.auth import PUBLIC, WRITE, access
+from deployally.api.context import context
+from deployally.api.envelope import ApiError, bad_request, json_object, success
+from deployally.api.views import deployment_view
+from deployally.notify.signature import verify
+from deployally.sync.reconcile import SyncReport
 
 routes = web.RouteTableDef()
 
@@ -67,7 +67,7 @@ async def _authorize(request: web.Request, body: bytes, secret: str | None) -> s
                 "(or DEPLOYALLY_PUSH_SECRET)"
             )
         if github is not None:
-            if not notify.verify(secret, body, github):
+            if not verify(secret, body, github):
                 raise _unauthorized("X-Hub-Signature-256 does not match the body and secret")
             return "github"
         assert gitlab is not None

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from .. import catalog as catalog_mod
-from ..types import Template
-from ..views import template_detail, template_summary
-from .auth import READ, access
-from .context import context
-from .envelope import listing, not_found, parse_page, success
+from deployally.api.auth import READ, access
+from deployally.api.context import context
+from deployally.api.envelope import listing, not_found, parse_page, success
+from deployally.api.views import template_detail, template_summary
+from deployally.model import catalog as catalog_mod
+from deployally.types import Template
 
 routes = web.RouteTableDef()
 

@@ -10,17 +10,18 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import notify
-from ..store import DeliveryAttempt, DeliveryRecord, Store, WebhookRecord
-from ..views import iso
-from .auth import ADMIN, access
-from .context import context
-from .envelope import BodyCheck, listing, not_found, parse_page, read_json, success
+from deployally.api.auth import ADMIN, access
+from deployally.api.context import context
+from deployally.api.envelope import BodyCheck, listing, not_found, parse_page, read_json, success
+from deployally.api.views import iso
+from deployally.notify.events import EVENTS as ALL_EVENTS
+from deployally.notify.sender import check_url
+from deployally.store import DeliveryAttempt, DeliveryRecord, Store, WebhookRecord
 
 routes = web.RouteTableDef()
 
 # "ping" is the notifier's own test event, not one a subscriber chooses.
-EVENTS = tuple(sorted(notify.EVENTS - {"ping"}))
+EVENTS = tuple(sorted(ALL_EVENTS - {"ping"}))
 PING = "ping"
 
 # Set by `serve` to the Sender's wake(): a test ping goes out now, not after the sender's idle wait.
@@ -61,7 +62,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     """Subscribe a URL to events; payloads are signed with `secret`."""
     check = BodyCheck(await read_json(request), ("url", "events", "secret"))
     url = check.string("url")
-    if url is not None and (problem := notify.check_url(url)):
+    if url is not None and (problem := check_url(url)):
         check.problem("url", problem.removeprefix("url: "))
     events = check.body.get("events")
     if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):

@@ -7,13 +7,13 @@ from typing import Any
 
 import click
 
-from .. import __version__
-from ..errors import DeployAllyError
-from .credentials import secret, token
-from .engine import demo, hook, serve
-from .records import definitions, deployments, logs, status, templates
-from .repository import HOOKS_DIR, init, install_hooks, plan, rollback, sync, validate
-from .webhooks import webhook
+from deployally import __version__
+from deployally.cli.credentials import secret, token
+from deployally.cli.engine import demo, hook, serve
+from deployally.cli.records import definitions, deployments, logs, status, templates
+from deployally.cli.repository import HOOKS_DIR, init, install_hooks, plan, rollback, sync, validate
+from deployally.cli.webhooks import webhook
+from deployally.errors import DeployAllyError
 
 __all__ = ["HOOKS_DIR", "install_hooks", "main"]
 

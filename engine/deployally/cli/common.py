@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from ..errors import ValidationError
-from ..source.git import GitRepo
-from ..source.tree import CommitTree, DirTree, Tree
-from ..workspace import Workspace
+from deployally.errors import ValidationError
+from deployally.source.git import GitRepo
+from deployally.source.tree import CommitTree, DirTree, Tree
+from deployally.workspace import Workspace
 
 repo_option = click.option(
     "--repo", default=".", show_default=True, type=click.Path(file_okay=False),

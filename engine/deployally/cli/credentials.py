@@ -6,7 +6,13 @@ from typing import Any
 
 import click
 
-from .common import _listing, _workspace, json_option, read_secret_value, workspace_options
+from deployally.cli.common import (
+    _listing,
+    _workspace,
+    json_option,
+    read_secret_value,
+    workspace_options,
+)
 
 # ---------------------------------------------------------------- secrets
 

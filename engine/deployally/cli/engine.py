@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..source.git import GitRepo
-from .common import branch_option, state_option
-from .repository import init
+from deployally.cli.common import branch_option, state_option
+from deployally.cli.repository import init
+from deployally.source.git import GitRepo
 
 
 @click.command()
@@ -32,9 +32,9 @@ def serve(repo: str, state_dir: str | None, branch: str, host: str, port: int,
           reconcile_interval: float | None, log_format: str, webhook_secret: str | None,
           parallel: int | None) -> None:
     """Run the engine and the API until SIGTERM/SIGINT: push to git, and the change goes live."""
-    from .. import logs
-    from ..server import ServeConfig
-    from ..server import serve as run_server
+    from deployally import logs
+    from deployally.serve.process import ServeConfig
+    from deployally.serve.process import serve as run_server
 
     logs.configure(log_format)
     config = ServeConfig(
@@ -52,8 +52,7 @@ def serve(repo: str, state_dir: str | None, branch: str, host: str, port: int,
 @click.pass_context
 def demo(ctx: click.Context, directory: str, port: int, no_serve: bool) -> None:
     """A bare repo to push to, a working clone of example-repo/, deployed, then `serve` on it."""
-    from .. import demo as demo_mod
-
+    from deployally.cli import demo_setup as demo_mod
     layout = demo_mod.DemoLayout(Path(directory).resolve())
     image = demo_mod.check_docker()
     click.echo(f"Docker answers; image {image} is present")
@@ -76,9 +75,9 @@ def demo(ctx: click.Context, directory: str, port: int, no_serve: bool) -> None:
                "git commit -am 'Change the site'; git push   -- and watch it redeploy")
     if no_serve:
         return
-    from .. import logs
-    from ..server import ServeConfig
-    from ..server import serve as run_server
+    from deployally import logs
+    from deployally.serve.process import ServeConfig
+    from deployally.serve.process import serve as run_server
 
     click.echo(f"Serving on {api_url} (Ctrl-C to stop)")
     logs.configure("text")
@@ -97,7 +96,7 @@ def hook() -> None:
 @state_option
 def hook_post_receive(repo: str, branch: str, commit: str, state_dir: str | None) -> None:
     """Deploy a push through the running engine (or here) and print each deployment's outcome."""
-    from ..hook import post_receive
+    from deployally.serve.hook_client import post_receive
 
     code = post_receive(Path(repo), branch, commit, click.echo,
                         Path(state_dir) if state_dir else None)

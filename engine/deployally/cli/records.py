@@ -8,12 +8,8 @@ from typing import Any
 
 import click
 
-from .. import desired as desired_mod
-from ..errors import DeployAllyError
-from ..source.tree import DirTree, Tree
-from ..types import DeploymentStatus
-from ..views import definition_view, deployment_view, template_detail, template_summary
-from .common import (
+from deployally.api.views import definition_view, deployment_view, template_detail, template_summary
+from deployally.cli.common import (
     _echo_json,
     _listing,
     _table,
@@ -24,6 +20,10 @@ from .common import (
     repo_option,
     workspace_options,
 )
+from deployally.errors import DeployAllyError
+from deployally.model import desired as desired_mod
+from deployally.source.tree import DirTree, Tree
+from deployally.types import DeploymentStatus
 
 # ---------------------------------------------------------------- templates
 
@@ -172,7 +172,7 @@ def _uptime(since: Any) -> str:
 @json_option
 def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None:
     """Every definition with its revision, status, health and uptime."""
-    from ..types import LiveInstance
+    from deployally.types import LiveInstance
 
     ws = _workspace(repo, state_dir, branch)
     records = ws.store.definitions()

@@ -8,16 +8,8 @@ from pathlib import Path
 
 import click
 
-from .. import desired as desired_mod
-from .. import edits
-from ..plan import live_from_specs
-from ..plan import plan as make_plan
-from ..report import plan_json, plan_markdown, plan_text
-from ..source.git import GitRepo
-from ..types import DeploymentStatus
-from ..views import deployment_view
-from ..workspace import STATE_DIR_NAME
-from .common import (
+from deployally.api.views import deployment_view
+from deployally.cli.common import (
     _echo_json,
     _print_errors,
     _tree,
@@ -27,6 +19,14 @@ from .common import (
     repo_option,
     workspace_options,
 )
+from deployally.model import desired as desired_mod
+from deployally.plan.actions import live_from_specs
+from deployally.plan.actions import plan as make_plan
+from deployally.plan.report import plan_json, plan_markdown, plan_text
+from deployally.source.git import GitRepo
+from deployally.sync import edits
+from deployally.types import DeploymentStatus
+from deployally.workspace import STATE_DIR_NAME
 
 # The repository's top-level hooks/: engine/deployally/cli/ is three levels below it.
 HOOKS_DIR = Path(__file__).resolve().parents[3] / "hooks"

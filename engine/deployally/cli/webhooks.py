@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from .common import _listing, _workspace, json_option, read_secret_value, workspace_options
+from deployally.cli.common import (
+    _listing,
+    _workspace,
+    json_option,
+    read_secret_value,
+    workspace_options,
+)
 
 
 @click.group()
@@ -25,7 +31,8 @@ def webhook() -> None:
 def webhook_add(url: str, events: tuple[str, ...], secret_file: Any, state_dir: str | None,
                 repo: str, branch: str) -> None:
     """Subscribe URL to events; payloads are signed with the secret (never an argument)."""
-    from ..notify import EVENTS, check_url
+    from deployally.notify.events import EVENTS
+    from deployally.notify.sender import check_url
 
     if problem := check_url(url):
         raise click.BadParameter(problem, param_hint="URL")
@@ -73,7 +80,7 @@ def webhook_rm(webhook_id: str, state_dir: str | None, repo: str, branch: str) -
               help="Read the webhook's secret from this file instead.")
 def webhook_verify(signature: str, secret: str | None, secret_file: Any) -> None:
     """Read a webhook body on stdin: print "valid" (exit 0) if SIGNATURE signs it, else "invalid" (exit 1)."""
-    from ..notify import verify
+    from deployally.notify.signature import verify
 
     if secret_file is not None:
         secret = secret_file.read().rstrip("\r\n")
@@ -82,7 +89,7 @@ def webhook_verify(signature: str, secret: str | None, secret_file: Any) -> None
             "give the webhook's secret: --secret-file PATH, env DEPLOYALLY_WEBHOOK_SECRET, or --secret"
         )
     # The exact bytes: one changed byte (even a trailing newline) is a different body.
-    body = click.get_binary_stream("stdin").read()
+    body = sys.stdin.buffer.read()
     ok = verify(secret, body, signature)
     click.echo("valid" if ok else "invalid")
     sys.exit(0 if ok else 1)

@@ -1,0 +1,1 @@
+"""Drivers: the one seam between the engine and where instances run."""

@@ -1,5 +1,5 @@
 """The source: the tracked branch of a git repository (see git.py)."""
 
-from .git import CommitInfo, GitRepo
+from deployally.source.git import CommitInfo, GitRepo
 
 __all__ = ["CommitInfo", "GitRepo"]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import git as gitpython
 
-from ..errors import Conflict, SourceError
-from ..types import ChangeSet
+from deployally.errors import Conflict, SourceError
+from deployally.types import ChangeSet
 
 ZERO_SHA = "0" * 40
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from .git import GitRepo
+from deployally.source.git import GitRepo
 
 
 class Tree(Protocol):

@@ -7,7 +7,7 @@ SQL lives in its own module; `Store` composes them over one `Database`.
 
 from __future__ import annotations
 
-from .access import (
+from deployally.store.access import (
     SERVER_KEY_PREFIX,
     TOKEN_PREFIX,
     TOKEN_SCOPES,
@@ -15,13 +15,17 @@ from .access import (
     ServerRecord,
     TokenRecord,
 )
-from .codec import _spec_from_json as _spec_from_json
-from .codec import _spec_to_json as _spec_to_json
-from .db import DB_FILE, LOCAL_SERVER_ID, LOCAL_SERVER_NAME, SCHEMA_VERSION
-from .definitions import META_LAST_APPLIED_COMMIT, META_LAST_ATTEMPTED_COMMIT, DefinitionStore
-from .deployments import DeploymentStore
-from .secrets import SecretInfo, SecretStore
-from .webhooks import (
+from deployally.store.codec import _spec_from_json as _spec_from_json
+from deployally.store.codec import _spec_to_json as _spec_to_json
+from deployally.store.db import DB_FILE, LOCAL_SERVER_ID, LOCAL_SERVER_NAME, SCHEMA_VERSION
+from deployally.store.definitions import (
+    META_LAST_APPLIED_COMMIT,
+    META_LAST_ATTEMPTED_COMMIT,
+    DefinitionStore,
+)
+from deployally.store.deployments import DeploymentStore
+from deployally.store.secrets import SecretInfo, SecretStore
+from deployally.store.webhooks import (
     DeliveryAttempt,
     DeliveryRecord,
     DeliveryStatus,

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from .. import identity
-from ..errors import Conflict, NotFound, ValidationError
-from .codec import _dt, _dt_req, _now, _ts
-from .db import Database
+from deployally import identity
+from deployally.errors import Conflict, NotFound, ValidationError
+from deployally.store.codec import _dt, _dt_req, _now, _ts
+from deployally.store.db import Database
 
 TOKEN_PREFIX: Final = "da_"
 SERVER_KEY_PREFIX: Final = "da_server_"

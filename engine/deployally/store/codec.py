@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from .. import identity
-from ..types import ContainerSpec, FieldChange, Reason, ReasonKind, SecretRef
+from deployally import identity
+from deployally.types import ContainerSpec, FieldChange, Reason, ReasonKind, SecretRef
 
 
 def _ts(value: datetime) -> str:

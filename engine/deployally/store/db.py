@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, Self
 
-from .. import identity
-from .codec import _enum_value, _now, _ts
+from deployally import identity
+from deployally.store.codec import _enum_value, _now, _ts
 
 DB_FILE: Final = "deployally.db"
 LOCAL_SERVER_NAME: Final = "local"

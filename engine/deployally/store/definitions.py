@@ -6,9 +6,8 @@ import json
 import sqlite3
 from typing import Any, Final
 
-from ..errors import Conflict, NotFound
-from ..types import DefinitionRecord, DefinitionStatus, Revision
-from .codec import (
+from deployally.errors import Conflict, NotFound
+from deployally.store.codec import (
     _dt_req,
     _dumps,
     _enum_value,
@@ -18,7 +17,8 @@ from .codec import (
     _spec_to_json,
     _ts,
 )
-from .db import Database, _filters
+from deployally.store.db import Database, _filters
+from deployally.types import DefinitionRecord, DefinitionStatus, Revision
 
 META_LAST_APPLIED_COMMIT: Final = "last_applied_commit"
 META_LAST_ATTEMPTED_COMMIT: Final = "last_attempted_commit"

@@ -5,10 +5,19 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime
 
-from ..errors import Conflict, NotFound
-from ..types import ActionKind, Deployment, DeploymentStatus, LogLine
-from .codec import _dt, _dt_req, _dumps, _enum_value, _now, _reason_from_json, _ts, _ts_or_none
-from .db import Database, _filters, _returning
+from deployally.errors import Conflict, NotFound
+from deployally.store.codec import (
+    _dt,
+    _dt_req,
+    _dumps,
+    _enum_value,
+    _now,
+    _reason_from_json,
+    _ts,
+    _ts_or_none,
+)
+from deployally.store.db import Database, _filters, _returning
+from deployally.types import ActionKind, Deployment, DeploymentStatus, LogLine
 
 
 class DeploymentStore(Database):

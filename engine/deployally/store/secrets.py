@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from ..errors import NotFound, SecretError
-from .codec import _dt_req, _now, _ts
-from .db import Database, _returning
+from deployally.errors import NotFound, SecretError
+from deployally.store.codec import _dt_req, _now, _ts
+from deployally.store.db import Database, _returning
 
 
 class SecretInfo(NamedTuple):

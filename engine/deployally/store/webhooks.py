@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from .. import identity
-from ..errors import NotFound
-from .codec import _dt, _dt_req, _dumps, _enum_value, _now, _ts, _ts_or_none
-from .db import Database, _returning
+from deployally import identity
+from deployally.errors import NotFound
+from deployally.store.codec import _dt, _dt_req, _dumps, _enum_value, _now, _ts, _ts_or_none
+from deployally.store.db import Database, _returning
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import requests.exceptions
 from docker.utils import parse_repository_tag
 
 from deployally import secrets
-from deployally.drivers import config_files, container_config, readiness
 from deployally.drivers.base import Driver, Log, Resolve
+from deployally.drivers.local import config_files, container_config, readiness
 from deployally.errors import DeployAllyError, DriverError, NotFound
 from deployally.types import (
     LABEL_DEFINITION,

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from .drivers.events import (
+from deployally.drivers.local.events import (
     INSTANCE_HEALTHY,
     INSTANCE_STARTED,
     INSTANCE_STOPPED,
     INSTANCE_UNHEALTHY,
     InstanceEvent,
 )
-from .identity import instance_id
-from .workspace import Workspace
+from deployally.identity import instance_id
+from deployally.workspace import Workspace
 
 # Docker events for one container come in bursts (die, then destroy): wait a moment, sync once.
 HEAL_DELAY_S = 0.5

@@ -11,18 +11,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from . import desired as desired_mod
-from .backoff import Backoff
-from .catalog import load_builtin
-from .definitions import public_params
-from .edits import ROLLBACK_TRAILER
-from .errors import ValidationError
-from .identity import content_hash, definition_id
-from .plan import diff_specs
-from .source.git import GitRepo
-from .source.tree import CommitTree
-from .store import Store
-from .types import (
+from deployally.errors import ValidationError
+from deployally.identity import content_hash, definition_id
+from deployally.model import desired as desired_mod
+from deployally.model.catalog import load_builtin
+from deployally.model.definitions import public_params
+from deployally.notify.events import definition_event
+from deployally.plan.diff import diff_specs
+from deployally.source.git import GitRepo
+from deployally.source.tree import CommitTree
+from deployally.store import Store
+from deployally.sync.backoff import Backoff
+from deployally.sync.edits import ROLLBACK_TRAILER
+from deployally.types import (
     ChangeSet,
     ContainerSpec,
     DefinitionRecord,
@@ -31,7 +32,6 @@ from .types import (
     ReasonKind,
     Revision,
 )
-from .views import definition_event
 
 
 def utcnow() -> datetime:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .sync_loop import SyncLoop
+from deployally.serve.loop import SyncLoop
 
 
 def engine_status(

@@ -23,20 +23,25 @@ from typing import Any
 import docker
 from aiohttp import web
 
-from .api.app import create_app
-from .api.sync import SYNC, SyncOutcome
-from .api.webhooks import WAKE_SENDER
-from .drivers.events import DockerEvents
-from .engine_file import issue_hook_token, remove_engine_file, revoke_hook_token, write_engine_file
-from .engine_status import engine_status
-from .errors import DeployAllyError, SourceError
-from .instance_events import InstanceEventHandler
-from .logs import fields
-from .notify import Schedule, Sender
-from .source.git import GitRepo, redact_url
-from .source.watcher import RefWatcher
-from .sync_loop import SyncLoop
-from .workspace import Workspace, default_state_dir
+from deployally.api.app import create_app
+from deployally.api.sync import SYNC, SyncOutcome
+from deployally.api.webhooks import WAKE_SENDER
+from deployally.drivers.local.events import DockerEvents
+from deployally.errors import DeployAllyError, SourceError
+from deployally.logs import fields
+from deployally.notify.sender import Schedule, Sender
+from deployally.serve.engine_file import (
+    issue_hook_token,
+    remove_engine_file,
+    revoke_hook_token,
+    write_engine_file,
+)
+from deployally.serve.instance_events import InstanceEventHandler
+from deployally.serve.loop import SyncLoop
+from deployally.serve.status import engine_status
+from deployally.source.git import GitRepo, redact_url
+from deployally.source.watcher import RefWatcher
+from deployally.workspace import Workspace, default_state_dir
 
 log = logging.getLogger("deployally.server")
 

@@ -16,11 +16,11 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from .drivers.images import ensure_busybox
-from .errors import DriverError, NotFound, SourceError
-from .store import Store
+from deployally.drivers.local.images import ensure_busybox
+from deployally.errors import DriverError, NotFound, SourceError
+from deployally.store import Store
 
-EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "example-repo"
+EXAMPLE_DIR = Path(__file__).resolve().parents[3] / "example-repo"
 SITE_URL = "http://127.0.0.1:18080/"
 DEMO_AUTHOR = ("DeployAlly demo", "demo@deployally.localhost")
 READ_TOKEN_NAME = "demo"

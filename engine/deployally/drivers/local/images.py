@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from ..errors import DriverError
+from deployally.errors import DriverError
 
 log = logging.getLogger(__name__)
 

@@ -10,15 +10,22 @@ from typing import Any
 import yaml
 
 from deployally import identity
-from deployally.catalog import (
+from deployally.errors import ValidationError, ValidationErrors
+from deployally.model.catalog import (
     Catalog,
     check_input_value,
     mount_path_problem,
     repo_path_problem,
 )
-from deployally.errors import ValidationError, ValidationErrors
-from deployally.schema import FieldPath, LineIndex, field_name, line_of, load_yaml, schema_errors
-from deployally.settings import Settings
+from deployally.model.schema import (
+    FieldPath,
+    LineIndex,
+    field_name,
+    line_of,
+    load_yaml,
+    schema_errors,
+)
+from deployally.model.settings import Settings
 from deployally.types import Definition, SecretRef, Template
 
 # Also the container name: Docker-safe, and no "../x" or "a/b" path tricks.

@@ -13,19 +13,19 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from . import desired as desired_mod
-from .backoff import Backoff
-from .deployer import Deployer, Progress
-from .drivers.base import Driver
-from .errors import DriverError, ValidationError
-from .intake import Intake, Refresh
-from .lock import sync_lock
-from .plan import plan
-from .settings import parse_settings
-from .source.git import GitRepo
-from .source.tree import CommitTree
-from .store import Store
-from .types import (
+from deployally.drivers.base import Driver
+from deployally.errors import DriverError, ValidationError
+from deployally.model import desired as desired_mod
+from deployally.model.settings import parse_settings
+from deployally.plan.actions import plan
+from deployally.source.git import GitRepo
+from deployally.source.tree import CommitTree
+from deployally.store import Store
+from deployally.sync.apply import Deployer, Progress
+from deployally.sync.backoff import Backoff
+from deployally.sync.intake import Intake, Refresh
+from deployally.sync.lock import sync_lock
+from deployally.types import (
     Action,
     ActionKind,
     DefinitionRecord,

@@ -12,16 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from . import secrets
-from .backoff import Backoff
-from .definitions import unorderable
-from .drivers.base import Driver
-from .errors import DeployAllyError, DriverError
-from .identity import random_id
-from .intake import Refresh
-from .plan import order
-from .store import Store
-from .types import (
+from deployally import secrets
+from deployally.drivers.base import Driver
+from deployally.errors import DeployAllyError, DriverError
+from deployally.identity import random_id
+from deployally.model.definitions import unorderable
+from deployally.notify.events import deployment_event
+from deployally.plan.order import order
+from deployally.store import Store
+from deployally.sync.backoff import Backoff
+from deployally.sync.intake import Refresh
+from deployally.types import (
     Action,
     ActionKind,
     DefinitionRecord,
@@ -32,7 +33,6 @@ from .types import (
     Reason,
     ReasonKind,
 )
-from .views import deployment_event
 
 IN_FLIGHT_PER_SLOT = 4  # definitions in flight per concurrent Docker call
 

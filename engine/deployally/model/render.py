@@ -16,10 +16,10 @@ from typing import Any, NoReturn
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from . import identity, secrets
-from .errors import RenderError, ValidationError
-from .settings import parse_duration, parse_memory
-from .types import (
+from deployally import identity, secrets
+from deployally.errors import RenderError, ValidationError
+from deployally.model.settings import parse_duration, parse_memory
+from deployally.types import (
     DEFAULT_NETWORK,
     ConfigFile,
     ContainerSpec,

@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import NotFound
+from deployally.errors import NotFound
 
 if TYPE_CHECKING:
-    from .workspace import Workspace
+    from deployally.workspace import Workspace
 
 ENGINE_FILE = "engine.json"
 HOOK_TOKEN_NAME = "hook"

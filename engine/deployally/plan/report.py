@@ -10,9 +10,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from . import secrets
-from .plan import diff_specs
-from .types import Action, ActionKind, FieldChange, Plan, ReasonKind
+from deployally import secrets
+from deployally.plan.diff import diff_specs
+from deployally.types import Action, ActionKind, FieldChange, Plan, ReasonKind
 
 _MAX_VALUE = 120
 _TEXT_MARK = {

@@ -13,13 +13,13 @@ from typing import Any
 
 import yaml
 
-from . import definitions as definitions_mod
-from .catalog import Catalog
-from .errors import Conflict, NotFound, SecretError, ValidationError
-from .identity import definition_id
-from .settings import Settings
-from .source.git import GitRepo
-from .store import Store
+from deployally.errors import Conflict, NotFound, SecretError, ValidationError
+from deployally.identity import definition_id
+from deployally.model import definitions as definitions_mod
+from deployally.model.catalog import Catalog
+from deployally.model.settings import Settings
+from deployally.source.git import GitRepo
+from deployally.store import Store
 
 ROLLBACK_TRAILER = "DeployAlly-Rollback:"
 AUTHOR_EMAIL = "deployally@localhost"

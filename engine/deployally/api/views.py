@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from . import secrets
-from .identity import instance_id
-from .types import (
+from deployally import secrets
+from deployally.identity import instance_id
+from deployally.types import (
     DefinitionRecord,
     Deployment,
     FieldChange,
@@ -155,33 +155,3 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
     return value
-
-
-def definition_event(record: DefinitionRecord, commit: str, server_id: str) -> dict[str, object]:
-    """The `data` of a definition.* event; `server_id` is the srv_ id, as the API shows it."""
-    return {
-        "definition_id": record.id,
-        "name": record.name,
-        "revision": record.current_revision,
-        "commit": commit,
-        "server_id": server_id,
-        "server": record.server_id,
-        "template_id": record.template_id,
-        "status": record.status.value,
-    }
-
-
-def deployment_event(d: Deployment, server_id: str) -> dict[str, object]:
-    """The `data` of a deployment.* event; `server_id` is the srv_ id, as the API shows it."""
-    return {
-        "deployment_id": d.id,
-        "definition_id": d.definition_id,
-        "name": d.definition_name,
-        "revision": d.revision,
-        "commit": d.commit,
-        "server_id": server_id,
-        "server": d.server_id,
-        "action": d.action.value,
-        "status": d.status.value,
-        "reason": {"kind": d.reason.kind.value, "summary": d.reason.summary},
-    }

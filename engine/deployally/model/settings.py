@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from deployally.errors import ValidationError, ValidationErrors
-from deployally.schema import load_yaml, schema_errors
+from deployally.model.schema import load_yaml, schema_errors
 from deployally.types import DEFAULT_NETWORK, DEFAULT_PROFILE, DEFAULT_SERVER
 
 SETTINGS_FILE = "deployally.yaml"

@@ -23,7 +23,7 @@ from deployally.errors import ValidationError
 
 # The project is installed editable (pip install -e), so the repo root sits two
 # levels above this package; DEPLOYALLY_HOME points elsewhere, e.g. in a wheel install.
-HOME = Path(os.environ.get("DEPLOYALLY_HOME", Path(__file__).resolve().parents[2]))
+HOME = Path(os.environ.get("DEPLOYALLY_HOME", Path(__file__).resolve().parents[3]))
 SCHEMA_DIR = HOME / "schemas"
 
 # Far above any real template or definition, far below what would exhaust memory.

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from .api.sync import SyncOutcome
-from .errors import DeployAllyError, SourceError
-from .logs import fields
+from deployally.api.sync import SyncOutcome
+from deployally.errors import DeployAllyError, SourceError
+from deployally.logs import fields
 
 # serve's logger: its sync lines read `server: sync done` as they always have.
 log = logging.getLogger("deployally.server")

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from . import catalog as catalog_mod
-from . import definitions as definitions_mod
-from .errors import ValidationError, ValidationErrors
-from .identity import content_hash
-from .render import render
-from .settings import Settings, parse_settings
-from .source.tree import Tree
-from .types import ContainerSpec, Definition, Template
+from deployally.errors import ValidationError, ValidationErrors
+from deployally.identity import content_hash
+from deployally.model import catalog as catalog_mod
+from deployally.model import definitions as definitions_mod
+from deployally.model.render import render
+from deployally.model.settings import Settings, parse_settings
+from deployally.source.tree import Tree
+from deployally.types import ContainerSpec, Definition, Template
 
 SETTINGS_PATH = "deployally.yaml"
 DEFINITIONS_DIR = "definitions/"

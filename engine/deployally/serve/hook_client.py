@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .engine_file import read_engine_file
-from .errors import DeployAllyError
-from .types import DeploymentStatus
-from .workspace import Workspace, default_state_dir
+from deployally.errors import DeployAllyError
+from deployally.serve.engine_file import read_engine_file
+from deployally.types import DeploymentStatus
+from deployally.workspace import Workspace, default_state_dir
 
 Echo = Callable[[str], None]
 # A deploy waits for health checks; a push may take this long before the hook gives up.

@@ -14,7 +14,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from deployally import identity
 from deployally.errors import ValidationError, ValidationErrors
-from deployally.schema import (
+from deployally.model.schema import (
     HOME,
     FieldPath,
     LineIndex,

@@ -8,89 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from deployally import __version__
+from deployally.notify.events import body_for
+from deployally.notify.signature import sign
 from deployally.store import DeliveryRecord, DeliveryStatus, Store, WebhookRecord
 
 log = logging.getLogger(__name__)
-
-EVENTS: frozenset[str] = frozenset(
-    {
-        "deployment.started",
-        "deployment.success",
-        "deployment.failed",
-        "instance.started",
-        "instance.stopped",
-        "instance.unhealthy",
-        "definition.created",
-        "definition.updated",
-        "definition.deleted",
-        "ping",
-    }
-)
 
 # Delays after the 1st, 2nd, ... failed attempt: 8 retries over about two hours,
 # so a receiver down for a deploy window or a lunch break still gets everything.
 BACKOFF_S: tuple[float, ...] = (10, 30, 90, 240, 600, 1200, 1800, 3600)
 MAX_ATTEMPTS = len(BACKOFF_S) + 1
 JITTER = 0.2  # +-20%: receivers coming back are not hit by every sender at once
-
-SIGNATURE_PREFIX = "sha256="
-MASK = "***"
-_SECRET_KEY = re.compile(
-    r"passw(or)?d|passphrase|secret|token|api[_-]?key|private[_-]?key|credential|authorization",
-    re.IGNORECASE,
-)
-
-
-# ------------------------------------------------------------------ payload and signature
-
-
-def body_for(event_id: str, event: str, created_at: datetime, data: Mapping[str, Any]) -> bytes:
-    """The exact bytes POSTed (and signed): {"id","event","created_at","data"}, created_at in UTC."""
-    if created_at.tzinfo is None:
-        created_at = created_at.replace(tzinfo=UTC)
-    stamp = created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    payload = {"id": event_id, "event": event, "created_at": stamp, "data": scrub(data)}
-    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
-
-
-def sign(secret: str, body: bytes) -> str:
-    """The X-DeployAlly-Signature value: "sha256=" + hex HMAC-SHA256 of body with secret."""
-    return SIGNATURE_PREFIX + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-
-
-def verify(secret: str, body: bytes, header: str) -> bool:
-    """Receiver side: True if header is the signature of body with secret (constant time)."""
-    return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())
-
-
-def scrub(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of data with values under secret-looking keys (password, token...) masked, at any depth."""
-    return {k: MASK if _SECRET_KEY.search(str(k)) else _scrub_value(v) for k, v in data.items()}
-
-
-def _scrub_value(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return scrub(value)
-    if isinstance(value, list | tuple):
-        return [_scrub_value(v) for v in value]
-    return value
-
 
 def check_url(url: str) -> str | None:
     """None if url can receive webhooks, else a message saying what to fix."""

@@ -1,0 +1,1 @@
+"""The local driver: this host's Docker engine, through docker-py."""

@@ -1,0 +1,1 @@
+"""Model: templates, definitions and settings parsed and validated, then rendered into specs."""

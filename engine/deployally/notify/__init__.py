@@ -1,0 +1,1 @@
+"""Notify: every event payload, its signature, and the sender that delivers the outbox."""

@@ -1,0 +1,1 @@
+"""Plan: desired specs against live instances become actions, their order and their report. Pure."""

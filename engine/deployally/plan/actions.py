@@ -1,0 +1,98 @@
+"""Plan: desired specs against live instances become one action per name. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from deployally.plan.diff import diff_specs
+from deployally.types import (
+    Action,
+    ActionKind,
+    ContainerSpec,
+    FieldChange,
+    LiveInstance,
+    Plan,
+    Reason,
+    ReasonKind,
+)
+
+
+def plan(
+    desired: Mapping[str, ContainerSpec],
+    live: Mapping[str, LiveInstance],
+    applied: Mapping[str, ContainerSpec],
+    *,
+    held: Collection[str] = frozenset(),
+    reasons: Mapping[str, Reason] | None = None,
+) -> Plan:
+    """Compare desired specs with live instances; one action per name, sorted by name.
+
+    `applied` is what was last applied (tells drift from a new definition); `held`
+    names instances an operator stopped, which are not restarted.
+    """
+    actions = [
+        _action(name, desired.get(name), live.get(name), applied.get(name), name in held, reasons)
+        for name in sorted(set(desired) | set(live))
+    ]
+    return Plan(actions=tuple(actions))
+
+
+def _action(
+    name: str,
+    want: ContainerSpec | None,
+    have: LiveInstance | None,
+    before: ContainerSpec | None,
+    held: bool,
+    reasons: Mapping[str, Reason] | None,
+) -> Action:
+    given = reasons.get(name) if reasons else None
+    if want is None:
+        reason = given or Reason(ReasonKind.REMOVED, "definition was removed")
+        return Action(ActionKind.REMOVE, name, None, have, reason=reason)
+    if have is None:
+        if given is not None:
+            reason = given
+        elif before is None:
+            reason = Reason(ReasonKind.NEW, "first deployment")
+        else:
+            reason = Reason(ReasonKind.DRIFT, "container is missing")
+        return Action(ActionKind.CREATE, name, want, None, reason=reason)
+    if have.rendered_hash != want.rendered_hash:
+        changes = diff_specs(before, want)
+        if given is not None:
+            reason = given
+        elif before is not None and before.rendered_hash == want.rendered_hash:
+            reason = Reason(ReasonKind.DRIFT, "container was changed outside DeployAlly")
+        else:
+            reason = Reason(ReasonKind.DEFINITION, _changes_summary(changes), changes=changes)
+        return Action(ActionKind.UPDATE, name, want, have, changes=changes, reason=reason)
+    if have.status != "running" and not held:
+        reason = Reason(ReasonKind.DRIFT, f"container is {have.status}")
+        return Action(ActionKind.START, name, want, have, reason=reason)
+    return Action(ActionKind.NOOP, name, want, have)
+
+
+def _changes_summary(changes: tuple[FieldChange, ...]) -> str:
+    if not changes:
+        return "spec changed"
+    fields = ", ".join(c.field for c in changes[:3])
+    more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+    return f"changed {fields}{more}"
+
+
+def live_from_specs(specs: Mapping[str, ContainerSpec]) -> dict[str, LiveInstance]:
+    """Pretend `specs` run as they are, to plan one revision against another."""
+    return {
+        name: LiveInstance(
+            container_id="",
+            name=spec.name,
+            definition_id=spec.definition_id,
+            revision=None,
+            rendered_hash=spec.rendered_hash,
+            commit="",
+            status="running",
+            health=None,
+            image=spec.image,
+        )
+        for name, spec in specs.items()
+    }

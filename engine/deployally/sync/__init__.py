@@ -1,0 +1,1 @@
+"""Sync: commits become recorded revisions, then plans carried out and recorded per server."""
