@@ -12,6 +12,7 @@ from pathlib import Path
 
 from deployally.drivers.base import Driver
 from deployally.identity import random_id
+from deployally.model.engine_config import EngineConfig, load_engine_config
 from deployally.source.git import GitRepo
 from deployally.store import Store
 from deployally.sync.apply import Progress
@@ -50,6 +51,11 @@ class Workspace:
     @cached_property
     def repo(self) -> GitRepo:
         return GitRepo(self.repo_path, self.branch)
+
+    @cached_property
+    def engine_config(self) -> EngineConfig:
+        """What this engine's operator allows (engine.yaml); read once, raises when it is bad."""
+        return load_engine_config(self.state_dir)
 
     @cached_property
     def store(self) -> Store:
