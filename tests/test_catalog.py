@@ -10,15 +10,14 @@ import pytest
 import yaml
 
 from deployally import identity
+from deployally.data import CATALOG, SCHEMAS, walk
 from deployally.errors import ValidationError, ValidationErrors
 from deployally.model.catalog import (
-    BUILTIN_DIR,
     Catalog,
     load_builtin,
     load_repo_templates,
     parse_template,
 )
-from deployally.model.schema import SCHEMA_DIR
 from deployally.types import Template
 
 REPO_TEMPLATE = textwrap.dedent(
@@ -71,15 +70,15 @@ def test_every_builtin_template_parses_and_is_found_by_path_and_id() -> None:
         assert set(tpl.spec["profiles"]) >= {"minimal", "development", "production"}
         assert (
             tpl.source.startswith("catalog/")
-            and (BUILTIN_DIR / tpl.source.removeprefix("catalog/")).is_file()
+            and (CATALOG / tpl.source.removeprefix("catalog/")).is_file()
         )
 
 
 def test_builtin_files_validate_against_the_published_schema_as_editors_would() -> None:
-    schema = json.loads((SCHEMA_DIR / "template.schema.json").read_text())
+    schema = json.loads((SCHEMAS / "template.schema.json").read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    for file in sorted(BUILTIN_DIR.rglob("*.yaml")):
-        assert list(validator.iter_errors(yaml.safe_load(file.read_text()))) == [], file
+    for path, file in walk(CATALOG):
+        assert list(validator.iter_errors(yaml.safe_load(file.read_text()))) == [], path
 
 
 def test_mysql_template_matches_the_documented_inputs() -> None:

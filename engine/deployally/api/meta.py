@@ -11,12 +11,12 @@ from aiohttp import web
 from deployally.api.auth import PUBLIC, access
 from deployally.api.context import context
 from deployally.api.metrics import CONTENT_TYPE
-from deployally.model.schema import SCHEMA_DIR
+from deployally.data import SCHEMAS
 from deployally.types import DefinitionStatus
 
 routes = web.RouteTableDef()
 
-OPENAPI_PATH = SCHEMA_DIR / "openapi.yaml"
+OPENAPI_PATH = SCHEMAS / "openapi.yaml"
 # The engine's status() may report how long its last sync took under this key.
 SYNC_SECONDS_KEY = "last_sync_duration_seconds"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from aiohttp import web
 
@@ -10,7 +11,8 @@ from deployally.api.auth import READ, access
 from deployally.api.context import context
 from deployally.api.envelope import listing, not_found, parse_page, success
 from deployally.api.views import template_detail, template_summary
-from deployally.model import catalog as catalog_mod
+from deployally.data import CATALOG
+from deployally.model.catalog import BUILTIN_PREFIX
 from deployally.types import Template
 
 routes = web.RouteTableDef()
@@ -20,7 +22,9 @@ def created_at(t: Template) -> datetime | None:
     """When a template appeared: a built-in's file time (repo templates carry no such time)."""
     if not t.builtin:
         return None
-    path = catalog_mod.BUILTIN_DIR / t.source.removeprefix("catalog/")
+    path = CATALOG / t.source.removeprefix(BUILTIN_PREFIX)
+    if not isinstance(path, Path):  # a package read from a zip archive has no file times
+        return None
     try:
         return datetime.fromtimestamp(path.stat().st_mtime, UTC)
     except OSError:

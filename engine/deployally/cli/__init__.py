@@ -11,11 +11,11 @@ from deployally import __version__
 from deployally.cli.credentials import secret, token
 from deployally.cli.engine import demo, hook, serve
 from deployally.cli.records import definitions, deployments, logs, status, templates
-from deployally.cli.repository import HOOKS_DIR, init, install_hooks, plan, rollback, sync, validate
+from deployally.cli.repository import init, install_hooks, plan, rollback, sync, validate
 from deployally.cli.webhooks import webhook
 from deployally.errors import DeployAllyError
 
-__all__ = ["HOOKS_DIR", "install_hooks", "main"]
+__all__ = ["install_hooks", "main"]
 
 
 class _Group(click.Group):

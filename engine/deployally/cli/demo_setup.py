@@ -6,7 +6,6 @@ the installed hooks validate the push and deploy it.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,11 +15,11 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from deployally.data import EXAMPLE_REPOSITORY, copy_tree
 from deployally.drivers.local.images import ensure_busybox
 from deployally.errors import DriverError, NotFound, SourceError
 from deployally.store import Store
 
-EXAMPLE_DIR = Path(__file__).resolve().parents[3] / "example-repo"
 SITE_URL = "http://127.0.0.1:18080/"
 DEMO_AUTHOR = ("DeployAlly demo", "demo@deployally.localhost")
 READ_TOKEN_NAME = "demo"
@@ -75,12 +74,7 @@ def _git(cwd: Path, *args: str) -> str:
 def clone_and_push(layout: DemoLayout, echo: Callable[[str], None]) -> None:
     """Clone the bare repo, add the example's files, commit and push (the hooks deploy it)."""
     _git(layout.root, "clone", "--quiet", str(layout.bare), str(layout.work))
-    for item in EXAMPLE_DIR.iterdir():
-        target = layout.work / item.name
-        if item.is_dir():
-            shutil.copytree(item, target, dirs_exist_ok=True)
-        else:
-            shutil.copy2(item, target)
+    copy_tree(EXAMPLE_REPOSITORY, layout.work)
     if not _has_identity(layout.work):
         # The person's own commits in the clone need an author; keep theirs when they have one.
         _git(layout.work, "config", "user.name", DEMO_AUTHOR[0])

@@ -19,6 +19,7 @@ from deployally.cli.common import (
     repo_option,
     workspace_options,
 )
+from deployally.data import HOOKS
 from deployally.model import desired as desired_mod
 from deployally.plan.actions import live_from_specs
 from deployally.plan.actions import plan as make_plan
@@ -27,10 +28,6 @@ from deployally.source.git import GitRepo
 from deployally.sync import edits
 from deployally.types import DeploymentStatus
 from deployally.workspace import STATE_DIR_NAME
-
-# The repository's top-level hooks/: engine/deployally/cli/ is three levels below it.
-HOOKS_DIR = Path(__file__).resolve().parents[3] / "hooks"
-
 
 # ---------------------------------------------------------------- init
 
@@ -59,15 +56,15 @@ def init(path: str, bare: bool, branch: str) -> None:
 
 
 def install_hooks(repo: GitRepo) -> list[str]:
-    """Copy hooks/ into the repository, pointing them at this Python's deployally."""
+    """Install the shipped git hooks into the repository, pointing them at this Python's deployally."""
     hooks_dir = repo.git_dir / "hooks"
     hooks_dir.mkdir(parents=True, exist_ok=True)
     names = ["pre-receive", "post-receive"] if repo.bare else ["pre-commit"]
     command = f'"{sys.executable}" -m deployally'
     for name in names:
-        source = HOOKS_DIR / name
+        source = HOOKS / name
         dest = hooks_dir / name
-        dest.write_text(source.read_text().replace("@DEPLOYALLY@", command))
+        dest.write_text(source.read_text(encoding="utf-8").replace("@DEPLOYALLY@", command))
         dest.chmod(dest.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return names
 

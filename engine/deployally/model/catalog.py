@@ -13,9 +13,9 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from deployally import identity
+from deployally.data import CATALOG, walk
 from deployally.errors import ValidationError, ValidationErrors
 from deployally.model.schema import (
-    HOME,
     FieldPath,
     LineIndex,
     field_name,
@@ -26,7 +26,8 @@ from deployally.model.schema import (
 )
 from deployally.types import Taxonomy, Template, UserInput
 
-BUILTIN_DIR = HOME / "catalog"
+# A built-in template's source is its path under the shipped catalog, spelt as in a repository.
+BUILTIN_PREFIX = "catalog/"
 
 INPUT_TYPES = ("string", "password", "integer", "number", "boolean", "enum", "port")
 
@@ -290,20 +291,18 @@ class Catalog:
 
 @functools.cache
 def load_builtin() -> Catalog:
-    """The built-in catalog under BUILTIN_DIR, read once; raises if any template there is invalid."""
-    files = sorted(BUILTIN_DIR.rglob("*.yaml"))
+    """The built-in catalog shipped in the package, read once; raises if any template there is invalid."""
+    files = [(path, item) for path, item in walk(CATALOG) if path.endswith(".yaml")]
     if not files:
         raise ValidationError(
-            str(BUILTIN_DIR),
-            "",
-            "no built-in templates found; set DEPLOYALLY_HOME to the project root",
+            "catalog/", "", "no built-in templates found; the installation is incomplete, reinstall deployally"
         )
     templates: list[Template] = []
     errors: list[ValidationError] = []
-    for file in files:
-        source = "catalog/" + file.relative_to(BUILTIN_DIR).as_posix()
+    for path, item in files:
+        source = BUILTIN_PREFIX + path
         try:
-            templates.append(parse_template(source, file.read_text(encoding="utf-8"), builtin=True))
+            templates.append(parse_template(source, item.read_text(encoding="utf-8"), builtin=True))
         except ValidationErrors as exc:
             errors.extend(exc.errors)
         except ValidationError as exc:

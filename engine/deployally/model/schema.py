@@ -10,21 +10,15 @@ import datetime
 import difflib
 import functools
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from deployally.data import SCHEMAS
 from deployally.errors import ValidationError
-
-# The project is installed editable (pip install -e), so the repo root sits two
-# levels above this package; DEPLOYALLY_HOME points elsewhere, e.g. in a wheel install.
-HOME = Path(os.environ.get("DEPLOYALLY_HOME", Path(__file__).resolve().parents[3]))
-SCHEMA_DIR = HOME / "schemas"
 
 # Far above any real template or definition, far below what would exhaust memory.
 MAX_FIELDS = 20_000
@@ -128,7 +122,7 @@ def line_of(lines: LineIndex, parts: Iterable[str | int]) -> int | None:
 
 @functools.cache
 def _validator(schema_file: str) -> jsonschema.Draft202012Validator:
-    schema = json.loads((SCHEMA_DIR / schema_file).read_text(encoding="utf-8"))
+    schema = json.loads((SCHEMAS / schema_file).read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)
 
 
