@@ -152,7 +152,7 @@ def defs_repo(tmp_path: Path, names: str, busybox_image: str) -> DefinitionsRepo
 class ApiServer:
     """The API app served on 127.0.0.1 (a free port) by its own event loop in a thread."""
 
-    def __init__(self, ws: object, **kw: object) -> None:
+    def __init__(self, ws: object, *, app_values: dict[object, object] | None = None, **kw: object) -> None:
         import asyncio
         import threading
 
@@ -162,6 +162,8 @@ class ApiServer:
 
         self.ws = ws
         self.app = create_app(ws, **kw)  # type: ignore[arg-type]
+        for key, value in (app_values or {}).items():  # what `serve` sets, e.g. its SYNC service
+            self.app[key] = value  # type: ignore[index]
         self.loop = asyncio.new_event_loop()
         self.runner = web.AppRunner(self.app)
         self.loop.run_until_complete(self.runner.setup())

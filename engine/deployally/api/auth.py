@@ -93,13 +93,24 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def _bearer(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not header:
+    token = bearer_token(request)
+    if token is None:
         raise _unauthorized("send `Authorization: Bearer da_...`")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("the Authorization header must be `Bearer da_...`")
-    return token.strip()
+    return token
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of `Authorization: Bearer <token>` (the scheme in any case, RFC 6750), None
+    when there is no such header; 401 when the header is not a bearer token."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    # Tokens are ASCII; a header of other bytes arrives as surrogate escapes, no token at all.
+    if scheme.lower() != "bearer" or not token or not header.isascii():
+        raise _unauthorized("the Authorization header must be `Bearer da_...` (ASCII)")
+    return token
 
 
 def _unauthorized(message: str) -> ApiError:

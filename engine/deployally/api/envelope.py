@@ -15,6 +15,11 @@ from aiohttp import web
 
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100  # above it a request is refused (400), never silently clamped
+# No body of this API nests deeper than a few levels; far deeper JSON is an attack on the parser
+# (100,000 levels exhaust Python's recursion), refused before anything walks it.
+MAX_JSON_DEPTH = 32
+# Integers go into SQLite, whose INTEGER is 64-bit: a larger one is refused, never overflows.
+MAX_INTEGER = 2**63 - 1
 
 Details = list[dict[str, Any]]
 
@@ -99,7 +104,8 @@ def _positive_int(query: Mapping[str, str], name: str, default: int) -> int:
     raw = query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < 1 or len(raw) > 9:
+    # isdigit() alone admits "²" and "①" (int() refuses them) and other scripts' digits.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) < 1:
         raise bad_request(
             f"{name}: {raw!r} is not a whole number from 1; e.g. {name}={default}", name
         )
@@ -140,11 +146,52 @@ def json_object(raw: bytes, *, required: bool = True) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise bad_request(_too_deep()) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise bad_request(f"the body must be a JSON object, not {type(body).__name__}")
+    if problem := _json_problem(body):
+        raise bad_request(problem)
     return body
+
+
+def _json_problem(body: Any) -> str | None:
+    """Why a parsed body cannot go further (too deep, a lone surrogate in a string), or None.
+
+    Iterative, so the check itself cannot run out of stack.
+    """
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            items: list[Any] = [*value.keys(), *value.values()]
+        elif isinstance(value, list):
+            items = value
+        else:
+            if isinstance(value, str) and not _is_unicode_text(value):
+                return (
+                    "the body holds a string with a lone UTF-16 surrogate (e.g. \\ud800), "
+                    "which is not text; send valid Unicode"
+                )
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return _too_deep()
+        stack.extend((item, depth + 1) for item in items)
+    return None
+
+
+def _is_unicode_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _too_deep() -> str:
+    return f"the body nests deeper than {MAX_JSON_DEPTH} levels; no request needs that"
 
 
 class BodyCheck:
@@ -194,8 +241,10 @@ class BodyCheck:
             return None
         return value
 
-    def integer(self, field: str, *, required: bool = False, minimum: int = 1) -> int | None:
-        """A whole number field of at least `minimum`."""
+    def integer(
+        self, field: str, *, required: bool = False, minimum: int = 1, maximum: int = MAX_INTEGER
+    ) -> int | None:
+        """A whole number field from `minimum` to `maximum`."""
         value = self.body.get(field)
         if value is None:
             if required:
@@ -203,6 +252,9 @@ class BodyCheck:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             self.problem(field, f"must be a whole number from {minimum}")
+            return None
+        if value > maximum:
+            self.problem(field, f"{value} is too large; at most {maximum}")
             return None
         return value
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from deployally.api.auth import PUBLIC, WRITE, access
+from deployally.api.auth import PUBLIC, WRITE, access, bearer_token
 from deployally.api.context import context
 from deployally.api.envelope import ApiError, bad_request, json_object, success
 from deployally.api.views import deployment_view
@@ -71,22 +71,26 @@ async def _authorize(request: web.Request, body: bytes, secret: str | None) -> s
                 raise _unauthorized("X-Hub-Signature-256 does not match the body and secret")
             return "github"
         assert gitlab is not None
-        if not hmac.compare_digest(gitlab.encode(), secret.encode()):
+        if not hmac.compare_digest(_raw(gitlab), secret.encode()):
             raise _unauthorized("X-Gitlab-Token does not match the webhook secret")
         return "gitlab"
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request)
+    if token is None:
         raise _unauthorized(
             "send `Authorization: Bearer da_...` (write scope) or a signed push webhook"
         )
     ctx = context(request)
-    record = await ctx.run(ctx.ws.store.verify_token, token.strip())
+    record = await ctx.run(ctx.ws.store.verify_token, token)
     if record is None:
         raise _unauthorized("the token is not known or was revoked; make one with `deployally token create NAME`")
     if record.scope not in (WRITE, "admin"):
         raise ApiError(403, "forbidden", f"token {record.name!r} has scope {record.scope!r}; this needs 'write'")
     return "token"
+
+
+def _raw(header: str) -> bytes:
+    """A header's bytes as received: aiohttp decodes non-UTF-8 bytes to surrogate escapes."""
+    return header.encode("utf-8", "surrogateescape")
 
 
 def outcome_view(outcome: SyncOutcome) -> dict[str, Any]:

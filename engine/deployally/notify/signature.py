@@ -15,4 +15,7 @@ def sign(secret: str, body: bytes) -> str:
 
 def verify(secret: str, body: bytes, header: str) -> bool:
     """Receiver side: True if header is the signature of body with secret (constant time)."""
-    return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())
+    given = header.strip()
+    if not given.isascii():  # a signature is hex; other bytes cannot match (nor be encoded)
+        return False
+    return hmac.compare_digest(sign(secret, body).encode(), given.encode())

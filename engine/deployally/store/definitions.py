@@ -231,6 +231,8 @@ class DefinitionStore(Database):
 
     def revision(self, definition_id: str, number: int) -> Revision | None:
         """Revision `number` of a definition, or None."""
+        if not -(2**63) <= number < 2**63:  # beyond SQLite's INTEGER: no such revision
+            return None
         row = (
             self._conn()
             .execute(
