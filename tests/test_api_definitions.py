@@ -306,3 +306,43 @@ def test_quick_successive_writes_answer_the_revision_each_commit_makes(
     docker_ws.engine.sync()
     shown = api.request("GET", f"/definitions/{name}", api_tokens["read"]).json()["data"]
     assert shown["current_revision"] == 4
+
+
+def test_a_param_spelling_another_definitions_secret_is_refused_through_the_api(
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
+    names: str,
+) -> None:
+    owner = create(api, api_tokens["write"], tpl_id, local_id, f"{names}-owner")
+    victim = f"{owner['name']}_admin_password"
+    forged = f"\x00secret:{victim}\x00"
+    head = docker_ws.repo.head()
+    r = api.request(
+        "POST", "/definitions", api_tokens["write"],
+        json={"template_id": tpl_id, "server_id": local_id, "name": f"{names}-thief",
+              "params": {"admin_password": "thiefs-own-pw", "greeting": forged}},
+    )
+    assert r.status_code == 422, r.text
+    assert [d["field"] for d in r.json()["error"]["details"]] == ["params.greeting"]
+    r = api.request("PUT", f"/definitions/{owner['name']}", api_tokens["write"],
+                    json={"params": {"greeting": forged}})
+    assert r.status_code == 422, r.text
+    assert docker_ws.repo.head() == head  # nothing was committed
+
+
+def test_a_password_of_a_long_definition_name_gets_a_valid_secret_name(
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
+    names: str,
+) -> None:
+    name = (names + "-" + "x" * 63)[:63]
+    create(api, api_tokens["write"], tpl_id, local_id, name)
+    [listed] = docker_ws.store.list_secrets()
+    assert len(listed.name) == 63 and listed.name.startswith(f"{name[:40]}")
+    assert f"admin_password: {{secret: {listed.name}" in git(docker_ws, "show", "HEAD")

@@ -248,9 +248,9 @@ def test_param_of_the_wrong_type_or_value(catalog: Catalog, param: str, value: s
 
 def test_malformed_secret_reference(catalog: Catalog) -> None:
     err = only_error(
-        MYSQL.replace("{secret: mysql_root}", "{secret: mysql_root, version: 2}"), catalog
+        MYSQL.replace("{secret: mysql_root}", "{secret: mysql_root, vesrion: 2}"), catalog
     )
-    assert err.field == "params.root_password"
+    assert err.field == "params.root_password.vesrion" and "unknown field" in err.message
 
 
 def test_depends_on_itself_or_a_bad_name(catalog: Catalog) -> None:
@@ -383,3 +383,27 @@ def test_a_password_in_the_wrong_shape_is_not_repeated_in_the_error() -> None:
         parse_definition("definitions/db.yaml", text, load_builtin())
     assert "params.root_password" in str(caught.value)
     assert "LEAKY-1234" not in str(caught.value)
+
+
+def test_a_param_spelling_a_secret_placeholder_is_refused(catalog: Catalog) -> None:
+    # YAML's "\0" escape makes the NUL bytes of the engine's internal placeholder.
+    err = only_error(kitchen('label: "\\0secret:mysql_root\\0"\ntoken: {secret: t}\n'), catalog)
+    assert err.field == "params.label" and "NUL" in err.message
+    assert "\x00" not in str(err)
+
+
+@pytest.mark.parametrize(
+    "name", ["../x", "a/b", "", "a\nb", "x" * 5000, "Upper", "-dash", "a b"]
+)
+def test_a_secret_name_follows_the_definition_name_rules(catalog: Catalog, name: str) -> None:
+    text = MYSQL.replace("{secret: mysql_root}", "{secret: " + json.dumps(name) + "}")
+    err = only_error(text, catalog)
+    assert err.path == PATH and err.field == "params.root_password.secret"
+    assert "1-63" in err.message
+
+
+def test_a_secret_name_of_63_characters_is_fine(catalog: Catalog) -> None:
+    name = "a" + "b.c_d-" * 10 + "xy"
+    assert len(name) == 63
+    d = parse_definition(PATH, MYSQL.replace("mysql_root", name), catalog)
+    assert d.params["root_password"] == SecretRef(name)

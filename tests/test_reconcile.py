@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from click.testing import CliRunner
 
 from conftest import DefinitionsRepo
 from deployally.cli import main
+from deployally.model.render import rendered_hash
+from deployally.secrets import placeholder
 from deployally.sync.reconcile import SyncReport
 from deployally.types import DeploymentStatus, ReasonKind
 from deployally.workspace import Workspace
@@ -675,3 +678,83 @@ def test_a_removal_held_back_by_an_unreadable_file_happens_once_it_is_fixed(
     with pytest.raises(docker.errors.NotFound):
         container(docker_client, going)
     assert container(docker_client, other).status == "running"
+
+
+THIEF_TEMPLATE = """\
+name: Thief
+version: "1"
+taxonomy: {kingdom: assets, family: tools, species: thief, variant: plain, specimen: "1"}
+spec:
+  image: {repository: busybox, tag: stable}
+  user_inputs: {}
+  profiles: [development]
+  command: ["sh", "-c", "exec sleep 2147483647"]
+  env: {STOLEN: "\\0secret:%s\\0"}
+  stop_signal: SIGKILL
+"""
+
+
+def test_a_definition_spelling_another_definitions_secret_gets_nothing(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    owner = defs_repo.name("owner")
+    secret = f"{owner}_pw"
+    defs_repo.write(
+        f"definitions/{owner}.yaml",
+        f"name: {owner}\ntemplate: tools/busybox/worker/stable\n"
+        f"params:\n  message: {{secret: {secret}}}\n",
+    )
+    # One spells the placeholder in a param, one in its own repository template.
+    by_param, by_template = defs_repo.name("thief1"), defs_repo.name("thief2")
+    defs_repo.write(
+        f"definitions/{by_param}.yaml",
+        f"name: {by_param}\ntemplate: tools/busybox/worker/stable\n"
+        f'params:\n  message: "\\0secret:{secret}\\0"\n',
+    )
+    defs_repo.write("catalog/thief.yaml", THIEF_TEMPLATE % secret)
+    defs_repo.write(f"definitions/{by_template}.yaml", f"name: {by_template}\ntemplate: tools/thief/plain/1\n")
+    defs_repo.commit("An owner and two thieves")
+    CliRunner().invoke(main, ["secret", "set", secret, "--repo", str(defs_repo.path)],
+                       input="owners-only-value\n")
+
+    report = sync(defs_repo)
+
+    assert statuses(report) == {owner: "success"}
+    errors = {(e.path, e.field): e.message for e in report.errors}
+    assert "NUL" in errors[(f"definitions/{by_param}.yaml", "params.message")]
+    assert "NUL" in errors[(f"definitions/{by_template}.yaml", "spec.env.STOLEN")]
+    for thief in (by_param, by_template):
+        with pytest.raises(docker.errors.NotFound):
+            container(docker_client, thief)
+    assert "MESSAGE=owners-only-value" in container(docker_client, owner).attrs["Config"]["Env"]
+
+
+def test_a_stored_spec_holding_a_placeholder_its_definition_does_not_name_is_not_resolved(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    # As an older engine might have stored it: the spec holds another secret's placeholder.
+    thief = defs_repo.worker("thief", message="plain")
+    defs_repo.commit("Add thief")
+    assert statuses(sync(defs_repo)) == {thief: "success"}
+    ws = Workspace.open(defs_repo.path)
+    ws.store.set_secret("someone_elses", "not-for-thief")
+    record = ws.store.definition(thief)
+    assert record is not None and record.desired is not None
+    env = tuple(sorted({**dict(record.desired.env), "MESSAGE": placeholder("someone_elses")}.items()))
+    tampered = replace(record.desired, env=env, secrets=(("someone_elses", 1),))
+    ws.store.upsert_definition(replace(record, desired=replace(tampered, rendered_hash=rendered_hash(tampered))))
+    ws.close()
+    container(docker_client, thief).remove(force=True)  # self-heal will create it from that spec
+
+    report = sync(defs_repo)
+
+    assert statuses(report) == {thief: "failed"}
+    [deployment] = report.deployments
+    ws = Workspace.open(defs_repo.path)
+    shown = ws.store.deployment(deployment.id)
+    ws.close()
+    assert shown is not None
+    assert any("does not reference" in line.message for line in shown.logs)
+    assert "not-for-thief" not in json.dumps([line.message for line in shown.logs])
+    with pytest.raises(docker.errors.NotFound):
+        container(docker_client, thief)

@@ -425,3 +425,76 @@ def test_definition_fields_carry_through() -> None:
     definition = make_definition(server="edge", depends_on=("redis",), prune_volumes=True)
     spec = run(definition)
     assert (spec.server, spec.depends_on, spec.prune_volumes) == ("edge", ("redis",), True)
+
+
+# ---------------------------------------------------------------- placeholders no one can forge
+
+FORGED = secrets.placeholder("victim")  # another definition's secret, spelled out
+
+
+def test_a_param_holding_a_placeholder_resolves_nothing() -> None:
+    # parse_definition refuses it first; render refuses it on its own too.
+    definition = make_definition(
+        params={"root_password": SecretRef("mysql_root"), "database_name": FORGED}
+    )
+    error = render_error(definition)
+    assert error.field == "spec.env.MYSQL_DATABASE" and "NUL" in error.message
+    assert "\x00" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("template", "files", "field"),
+    [
+        (with_spec(env={"X": FORGED}), {}, "spec.env.X"),
+        (with_spec(command=["sh", "-c", f"echo {FORGED}"]), {}, "spec.command[2]"),
+        (with_spec(env={"X": "{{ '\\x00secret:victim\\x00' }}"}), {}, "spec.env.X"),
+        (with_spec(files=[{"path": "/etc/a", "content": f"pw={FORGED}"}]), {},
+         "spec.files[0].content"),
+        (with_spec(files=[{"path": "/etc/a", "source": "config/a"}]),
+         {"config/a": f"pw={FORGED}\n"}, "spec.files[0].source"),
+    ],
+)
+def test_a_placeholder_spelled_in_a_template_or_config_file_is_refused(
+    template: Template, files: dict[str, str], field: str
+) -> None:
+    error = render_error(template=template, repo_files=files)
+    assert error.field == field and "NUL" in error.message
+    assert "\x00" not in str(error)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Built from the pieces of the definition's own marker around another name.
+        "{{ params.root_password[:8] ~ 'victim' ~ params.root_password[-1:] }}",
+        "{{ params.root_password | replace('mysql_root', 'victim') }}x",
+        "{{ params.root_password | tojson }}",
+        "{{ params.root_password[1:] }}",
+    ],
+)
+def test_a_template_cannot_make_a_placeholder_from_its_own(text: str) -> None:
+    try:
+        spec = run(template=with_spec(env={"X": text}), secret_versions={"mysql_root": 1, "victim": 1})
+    except RenderError as error:
+        assert "NUL" in error.message and "\x00" not in str(error)
+        return
+    # Whatever renders resolves only the definition's own secret.
+    assert spec.secrets == (("mysql_root", 1),)
+    assert all(secrets.referenced(v) <= {"mysql_root"} for _, v in spec.env)
+
+
+def test_a_spec_key_holding_a_nul_is_refused() -> None:
+    error = render_error(template=with_spec(env={FORGED: "x"}))
+    assert error.field == "spec.env" and "NUL" in error.message
+    assert "\x00" not in str(error)
+
+
+def test_the_same_secret_twice_gets_one_placeholder() -> None:
+    definition = make_definition(
+        params={"root_password": SecretRef("mysql_root"), "database_name": SecretRef("mysql_root")}
+    )
+    spec = run(definition)
+    assert dict(spec.env) == {
+        "MYSQL_DATABASE": secrets.placeholder("mysql_root"),
+        "MYSQL_ROOT_PASSWORD": secrets.placeholder("mysql_root"),
+    }

@@ -6,7 +6,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from deployally.cli import main
 from deployally.errors import SecretError
 from deployally.secrets import (
     SecretMasker,
@@ -102,3 +104,46 @@ def test_masker_hides_the_escaped_spellings_of_a_value() -> None:
     masker.add("pa\tss\"word")
     assert masker.mask('PW=pa\\tss\\"word') == "PW=********"  # as repr/JSON quote it
     assert "pa" not in masker.mask("env: pa\tss\"word")
+
+
+BAD_NAMES = ["../x", "a/b", "", "a\nb", "x" * 5000, "Upper", "_x", "a b", "a\x00b"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_secret_set_refuses_a_name_that_breaks_the_rules(tmp_path: Path, name: str) -> None:
+    state = tmp_path / "state"
+    result = CliRunner().invoke(
+        main, ["secret", "set", name, "--repo", str(tmp_path), "--state-dir", str(state)],
+        input="the-value\n",
+    )
+    assert result.exit_code == 2, result.output
+    assert "is not a valid secret name: 1-63 of a-z 0-9 _ . -" in result.output
+    assert len(result.output) < 300  # a 5,000-character name is not echoed whole
+    with Store(state) as store:
+        assert store.list_secrets() == []
+        with pytest.raises(SecretError, match="not a valid secret name"):
+            store.set_secret(name, "the-value")
+
+
+def test_a_secret_name_may_have_63_characters_but_not_64(tmp_path: Path) -> None:
+    with Store(tmp_path / "state") as store:
+        assert store.set_secret("a" * 63, "v") == 1
+        with pytest.raises(SecretError, match="not a valid secret name"):
+            store.set_secret("a" * 64, "v")
+
+
+def test_lookup_resolves_only_what_the_definition_references_at_its_version(
+    tmp_path: Path,
+) -> None:
+    with Store(tmp_path / "state") as store:
+        store.set_secret("mine", "my-value")
+        store.set_secret("theirs", "their-value")
+        spec_secrets = {"mine": 1, "theirs": 1}  # a spec that somehow holds another's placeholder
+        lookup = lookup_from(store, versions=spec_secrets, named={"mine"})
+        assert resolve(placeholder("mine"), lookup) == "my-value"
+        with pytest.raises(SecretError, match="does not reference") as caught:
+            resolve(placeholder("theirs"), lookup)
+        assert "their-value" not in str(caught.value)
+        unlisted = lookup_from(store, versions={"mine": 1}, named={"mine", "theirs"})
+        with pytest.raises(SecretError, match="does not reference"):
+            resolve(placeholder("theirs"), unlisted)

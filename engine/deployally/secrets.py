@@ -1,16 +1,44 @@
-"""Secrets: placeholders in rendered specs, resolved to values only at apply time, and masking."""
+"""Secrets: names, placeholders in rendered specs, resolved to values only at apply time, and masking.
+
+A rendered spec holds a placeholder where a secret's value goes. Only the renderer
+places them (model/render.py refuses every other NUL byte), and a spec resolves
+only the secrets its own definition names, at the version its `secrets` say.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
+
+from deployally.errors import SecretError
+
+# The definition-name rules (model/definitions.py): no "../x", "a/b", newline or empty name.
+SECRET_NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+_SECRET_NAME = re.compile(SECRET_NAME_RE)
 
 # A NUL-delimited marker: if one ever leaked to Docker unresolved, Docker would
 # refuse it rather than run with a wrong value.
-_PLACEHOLDER = re.compile("\x00secret:([A-Za-z0-9_.-]+)\x00")
+_PLACEHOLDER = re.compile("\x00secret:([a-z0-9][a-z0-9_.-]{0,62})\x00")
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a secret, or None when it can."""
+    if _SECRET_NAME.fullmatch(name):
+        return None
+    shown = name if len(name) <= 70 else name[:67] + "..."
+    return (
+        f"{shown!r} is not a valid secret name: 1-63 of a-z 0-9 _ . - "
+        "starting with a letter or digit"
+    )
+
+
+def check_name(name: str) -> None:
+    """Raise SecretError when `name` breaks the secret-name rules."""
+    if problem := name_problem(name):
+        raise SecretError(problem)
 
 
 def placeholder(name: str) -> str:
@@ -34,10 +62,10 @@ def display(text: str) -> str:
 
 
 class SecretSource(Protocol):
-    """Anything that can give a secret's value by name (the Store does)."""
+    """Anything that can give a secret's value by name and version (the Store does)."""
 
-    def secret_value(self, name: str) -> str:
-        """The current value; raises SecretError when the secret is not set."""
+    def secret_value(self, name: str, version: int | None = None) -> str:
+        """The value of that version (None: the current one); SecretError when there is none."""
         ...
 
 
@@ -82,14 +110,31 @@ class SecretMasker:
         return pattern.sub(self.MASK, text)
 
 
-def lookup_from(store: SecretSource, masker: SecretMasker | None = None) -> Callable[[str], str]:
-    """A `lookup` for `resolve` reading `store`; each value read is also added to `masker`."""
-    if masker is None:
-        return store.secret_value
+def lookup_from(
+    store: SecretSource,
+    masker: SecretMasker | None = None,
+    *,
+    versions: Mapping[str, int] | None = None,
+    named: Collection[str] | None = None,
+) -> Callable[[str], str]:
+    """A `lookup` for `resolve` reading `store`; each value read is also added to `masker`.
+
+    With `versions` (a spec's `secrets`) and `named` (the secrets its definition
+    references), any other name is refused and each name reads its own version.
+    """
 
     def lookup(name: str) -> str:
-        value = store.secret_value(name)
-        masker.add(value)
+        version = None
+        if versions is not None:
+            if name not in versions or (named is not None and name not in named):
+                raise SecretError(
+                    f"the spec holds a placeholder for secret {name!r}, which its definition "
+                    "does not reference; it is not resolved"
+                )
+            version = versions[name]
+        value = store.secret_value(name, version)
+        if masker is not None:
+            masker.add(value)
         return value
 
     return lookup

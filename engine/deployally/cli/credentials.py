@@ -13,6 +13,7 @@ from deployally.cli.common import (
     read_secret_value,
     workspace_options,
 )
+from deployally.secrets import check_name
 
 # ---------------------------------------------------------------- secrets
 
@@ -28,7 +29,11 @@ def secret() -> None:
               help="Read the value from this file [default: standard input].")
 @workspace_options
 def secret_set(name: str, from_file: Any, state_dir: str | None, repo: str, branch: str) -> None:
-    """Set a secret; the value comes from stdin or a file, never an argument."""
+    """Set a secret; the value comes from stdin or a file, never an argument.
+
+    NAME: 1-63 of a-z 0-9 _ . - starting with a letter or digit, as a definition name.
+    """
+    check_name(name)  # before a prompt asks for a value that could not be kept
     value = read_secret_value(from_file, f"value of secret {name}")
     ws = _workspace(repo, state_dir, branch)
     version = ws.store.set_secret(name, value)

@@ -201,6 +201,9 @@ def _check_params(
             secret = _secret_name(template, name)
             fix = f"write `{name}: {{secret: {secret}}}` and run `deployally secret set {secret}`"
             problems.append((at, f"a password is never written in git; {fix}"))
+        elif isinstance(value, str) and "\x00" in value:
+            # Nothing a container takes holds a NUL; refusing it here names the param.
+            problems.append((at, "holds a NUL byte; remove it (a secret is given as {secret: NAME})"))
         elif problem := check_input_value(ui, value):
             problems.append((at, problem))
         else:
@@ -271,6 +274,17 @@ def referenced_files(definition: Definition, template: Template) -> tuple[str, .
 def public_params(definition: Definition) -> dict[str, Any]:
     """Params as JSON-safe values, a secret shown as {"secret": NAME} (never a value)."""
     return {k: _public(v) for k, v in definition.params.items()}
+
+
+def secret_names(params: Mapping[str, Any]) -> set[str]:
+    """The secrets a definition's params reference (as SecretRef, or as stored {"secret": NAME})."""
+    names = set()
+    for value in params.values():
+        if isinstance(value, SecretRef):
+            names.add(value.name)
+        elif isinstance(value, Mapping) and isinstance(value.get("secret"), str):
+            names.add(value["secret"])
+    return names
 
 
 def _public(value: Any) -> Any:

@@ -11,6 +11,7 @@ import functools
 import re
 import shlex
 from collections.abc import Mapping
+from secrets import token_hex
 from typing import Any, NoReturn
 
 import jinja2
@@ -38,6 +39,9 @@ _META_KEYS = frozenset({"user_inputs", "profiles", "profile_overrides"})
 # owner shows. Labels, image, user... are visible to anyone with `docker ps`.
 _SECRET_FIELDS = re.compile(r"^spec\.(env\.[^.]+|command(\[\d+\])?|entrypoint(\[\d+\])?)$")
 _SECRET_FILE_FIELDS = re.compile(r"^(spec\.)?files\[\d+\]\.(content|source)$")
+
+# A marker the renderer put into the Jinja context: its token is random per render.
+_MARKER = re.compile("\x00secret:([0-9a-f]{32})\x00")
 
 # Bounds against a template that would exhaust memory ("{{ 'x' * 10**12 }}").
 _MAX_STRING = 1_000_000
@@ -91,7 +95,7 @@ def render(
     healthcheck = fields.healthcheck(spec.get("healthcheck"))
     resources = spec.get("resources") or {}
     grace = spec.get("stop_grace_period")
-    used = {name for text in renderer.secret_texts for name in secrets.referenced(text)}
+    used = renderer.used
     built = ContainerSpec(
         name=definition.name,
         definition_id=definition.id,
@@ -175,32 +179,45 @@ def _check_secrets_exist(definition: Definition, versions: Mapping[str, int]) ->
             )
 
 
-def _context_value(value: Any) -> Any:
-    if isinstance(value, SecretRef):
-        return secrets.placeholder(value.name)
-    if isinstance(value, Mapping):
-        return {k: _context_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_context_value(v) for v in value]
-    return value
-
-
 class _Renderer:
-    """Renders strings for one definition and records where secrets landed."""
+    """Renders strings for one definition and records where secrets landed.
+
+    A secret reference enters the Jinja context as a marker carrying a random token
+    known only to this render; a rendered string may hold such markers unchanged and
+    no other NUL byte. Only then do the markers become placeholders, so no param,
+    template text or config file can spell one, nor name a secret the definition
+    does not reference.
+    """
 
     def __init__(self, definition: Definition, template: Template) -> None:
         self.definition = definition
         self.template = template
+        self._tokens: dict[str, str] = {}  # per-render token -> secret name
         self.context = {
-            "params": _context_value(definition.params),
+            "params": self._context_value(definition.params),
             "profile": definition.profile,
             "definition": {"name": definition.name, "id": definition.id},
             "server": {"name": definition.server},
         }
-        self.secret_texts: list[str] = []
+        self.used: set[str] = set()  # the secrets whose placeholders landed in the spec
+
+    def _context_value(self, value: Any) -> Any:
+        if isinstance(value, SecretRef):
+            token = next((t for t, n in self._tokens.items() if n == value.name), None)
+            if token is None:
+                token = token_hex(16)
+                self._tokens[token] = value.name
+            return f"\x00secret:{token}\x00"
+        if isinstance(value, Mapping):
+            return {k: self._context_value(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._context_value(v) for v in value]
+        return value
 
     def fail(self, field: str, message: str) -> NoReturn:
         where = f" (template {self.template.source})" if field.startswith("spec.") else ""
+        for token, name in self._tokens.items():
+            message = message.replace(token, name)
         raise RenderError(self.definition.path, field, secrets.display(message) + where)
 
     def text(self, source: str, field: str) -> str:
@@ -218,30 +235,46 @@ class _Renderer:
                 self.fail(field, f"{exc.message}; check the name or give it a default")
             except Exception as exc:  # noqa: BLE001 - a user's template must never crash a sync
                 self.fail(field, f"could not render: {type(exc).__name__}: {exc}")
-        if "\x00" in out:
-            self._check_secret(out, field)
+        if "\x00" in out or (self._tokens and any(t in out for t in self._tokens)):
+            out = self._place_secrets(out, field)
         return out
 
-    def _check_secret(self, out: str, field: str) -> None:
-        names = secrets.referenced(out)
-        leftover = out
-        for name in names:
-            leftover = leftover.replace(secrets.placeholder(name), "")
-        if "\x00" in leftover:
-            self.fail(field, "a secret was transformed by a filter; insert it as is")
+    def _place_secrets(self, out: str, field: str) -> str:
+        """`out` with this render's markers as placeholders; any other NUL is refused."""
+        names: set[str] = set()
+
+        def placed(match: re.Match[str]) -> str:
+            name = self._tokens.get(match.group(1))
+            if name is None:
+                return match.group(0)  # not ours: refused just below
+            names.add(name)
+            return "\x01"  # a stand-in until the leftovers are checked
+
+        leftover = _MARKER.sub(placed, out)
+        if "\x00" in leftover or any(t in leftover for t in self._tokens):
+            self.fail(
+                field,
+                "holds a NUL byte that is not a secret inserted as is: a secret was transformed "
+                "by a filter (insert it unchanged), or spelled out instead of given in params "
+                "as {secret: NAME}",
+            )
         if not (_SECRET_FIELDS.match(field) or _SECRET_FILE_FIELDS.match(field)):
             self.fail(
                 field,
                 "secrets may only be used in env values, command, entrypoint and files "
                 "content; this field is visible to anyone who can run docker ps",
             )
-        self.secret_texts.append(out)
+        self.used |= names
+        return _MARKER.sub(lambda m: secrets.placeholder(self._tokens[m.group(1)]), out)
 
     def tree(self, value: Any, field: str) -> Any:
-        """Render every string leaf of a JSON-like value."""
+        """Render every string leaf of a JSON-like value; keys are never rendered, so a NUL in one is refused."""
         if isinstance(value, str):
             return self.text(value, field)
         if isinstance(value, Mapping):
+            for k in value:
+                if "\x00" in str(k):
+                    self.fail(field, f"the key {secrets.display(str(k))!r} holds a NUL byte")
             return {k: self.tree(v, f"{field}.{k}") for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [self.tree(v, f"{field}[{i}]") for i, v in enumerate(value)]

@@ -162,6 +162,11 @@ def _explain(err: jsonschema.ValidationError, at: FieldPath) -> list[tuple[Field
     if err.validator == "propertyNames":
         return [(at, f"{short_repr(err.instance)} is not an allowed key here")]
     hint = schema.get("x-hint")
+    if at and at[0] == "params" and isinstance(err.instance, dict) and "secret" in err.instance:
+        # A secret reference: say which part of it is wrong.
+        for sub in err.context or ():
+            if sub.validator != "type":
+                return _explain(sub, tuple(sub.absolute_path))
     if at and at[0] == "params":
         # A param may be a password written in the wrong shape: never repeat the value.
         return [(at, f"is not valid: {hint}" if hint else "is not a valid value here")]

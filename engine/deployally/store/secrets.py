@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from deployally.errors import NotFound, SecretError
+from deployally.secrets import check_name
 from deployally.store.codec import _dt_req, _now, _ts
 from deployally.store.db import Database, _returning
 
@@ -24,6 +25,7 @@ class SecretStore(Database):
 
     def set_secret(self, name: str, value: str) -> int:
         """Store a secret's value; returns its new version (1 for a new name)."""
+        check_name(name)
         if "\x00" in value:
             # No process environment or config file can hold a NUL; refuse it here, once.
             raise SecretError(f"secret {name!r}: the value contains a NUL byte")
@@ -38,15 +40,19 @@ class SecretStore(Database):
         assert row is not None  # an upsert always yields its row
         return int(row[0])
 
-    def secret_value(self, name: str) -> str:
-        """A secret's current value; raises SecretError when it is not set."""
+    def secret_value(self, name: str, version: int | None = None) -> str:
+        """A secret's value at `version` (None: the current one); SecretError when there is none."""
         row = (
             self._conn()
-            .execute("SELECT value FROM secrets WHERE name = ? AND value IS NOT NULL", (name,))
+            .execute("SELECT value, version FROM secrets WHERE name = ? AND value IS NOT NULL", (name,))
             .fetchone()
         )
         if row is None:
             raise SecretError(f"secret '{name}' is not set: run `deployally secret set {name}`")
+        if version is not None and int(row["version"]) != version:
+            raise SecretError(
+                f"secret '{name}' has no version {version} (it is at version {row['version']})"
+            )
         return str(row["value"])
 
     def secret_versions(self) -> dict[str, int]:
@@ -72,4 +78,5 @@ class SecretStore(Database):
                 (_ts(_now()), name),
             )
             if cur.rowcount == 0:
+                check_name(name)
                 raise NotFound(f"secret '{name}' is not set: `deployally secret list` shows them")

@@ -16,7 +16,7 @@ from deployally import secrets
 from deployally.drivers.base import Driver
 from deployally.errors import DeployAllyError, DriverError
 from deployally.identity import random_id
-from deployally.model.definitions import unorderable
+from deployally.model.definitions import secret_names, unorderable
 from deployally.notify.events import deployment_event
 from deployally.plan.order import order
 from deployally.store import Store
@@ -123,9 +123,13 @@ class Deployer:
         if request is None:
             self.store.create_deployment(deployment)
         masker = secrets.SecretMasker()
-        for secret_name, _ in action.desired.secrets if action.desired else ():
+        # Only the secrets this definition references, each at the version its spec pins.
+        versions = dict(action.desired.secrets) if action.desired else {}
+        named = secret_names(record.params) if record else set()
+        lookup = secrets.lookup_from(self.store, masker, versions=versions, named=named)
+        for secret_name in versions:
             try:
-                masker.add(self.store.secret_value(secret_name))
+                lookup(secret_name)
             except DeployAllyError:
                 pass  # reported by resolve() below
 
@@ -150,7 +154,7 @@ class Deployer:
                     action,
                     revision=revision,
                     commit=head,
-                    resolve=lambda text: secrets.resolve(text, self.store.secret_value),
+                    resolve=lambda text: secrets.resolve(text, lookup),
                     log=log,
                 )
                 status, message = result.status, result.message

@@ -6,6 +6,7 @@ the new commit like any push.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -221,7 +222,7 @@ def _split_passwords(
                 raise ValidationError(
                     path, f"params.{key}", "a password must be a non-empty string"
                 )
-            secret = refs.get(key, f"{name}_{key}")
+            secret = refs.get(key) or password_secret_name(name, key)
             if key not in refs and secret in existing:
                 raise Conflict(
                     f"params.{key}: the secret {secret!r} exists already and may belong to another "
@@ -235,6 +236,15 @@ def _split_passwords(
         else:
             out[key] = value
     return out, secrets
+
+
+def password_secret_name(definition: str, param: str) -> str:
+    """`<definition>_<param>`, the secret a password given through the API is kept in; cut
+    to the 63 characters a secret name may have, with a hash so two long names never meet."""
+    name = f"{definition}_{param}"
+    if len(name) <= 63:
+        return name
+    return f"{name[:54]}_{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def _commit(
