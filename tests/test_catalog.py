@@ -337,6 +337,11 @@ def test_file_mode_may_be_yaml_octal_or_quoted_text() -> None:
         REPO_TEMPLATE + '  files: [{path: /etc/demo.conf, content: x, mode: "rw-r--r--"}]\n'
     )
     assert fields(errors) == ["spec.files[0].mode"]
+    for mode in ("07777", "04755", '"2755"', "0o1777"):
+        errors = spec_errors(
+            REPO_TEMPLATE + f"  files: [{{path: /etc/demo.conf, content: x, mode: {mode}}}]\n"
+        )
+        assert fields(errors) == ["spec.files[0].mode"], mode
 
 
 def test_alias_expansion_is_refused_before_it_eats_memory() -> None:

@@ -283,6 +283,14 @@ def test_file_mount_path_must_be_absolute(catalog: Catalog) -> None:
     assert err.field == "files[0].path"
 
 
+@pytest.mark.parametrize("mode", ["07777", "04755", "02755", "01777", '"4755"', "4095"])
+def test_file_modes_are_plain_permission_bits(catalog: Catalog, mode: str) -> None:
+    # setuid, setgid and sticky bits would land on a root-owned file of the host.
+    err = only_error(MYSQL + f"files: [{{path: /etc/mysql/conf.d/x.cnf, content: x, mode: {mode}}}]\n", catalog)
+    assert err.path == PATH and err.field == "files[0].mode"
+    assert "0644" in err.message
+
+
 def test_every_error_of_the_file_is_reported_at_once(catalog: Catalog) -> None:
     text = textwrap.dedent(
         """\

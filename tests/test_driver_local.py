@@ -532,6 +532,21 @@ def test_update_drops_the_old_config_files(
     assert [d.name for d in left] == [changed.rendered_hash.split(":")[1][:12]]
 
 
+def test_a_config_file_never_gets_setuid_setgid_or_sticky_bits_on_the_host(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    # A spec stored before modes were checked may still carry them: the host file must not.
+    spec = make_spec(
+        names, busybox_image, volumes=(), files=(ConfigFile("/etc/app.conf", "x\n", 0o7777),)
+    )
+
+    assert apply(driver, ActionKind.CREATE, spec).status is DeploymentStatus.SUCCESS
+
+    written = [p for p in (driver.state_dir / "files" / spec.name).rglob("*") if p.is_file()]
+    assert written and all(p.stat().st_mode & 0o7000 == 0 for p in written)
+    assert exec_in(docker_client, spec.name, "stat -c %a /etc/app.conf").strip() == "777"
+
+
 def test_a_driver_without_an_owner_is_refused(state_dir: Path) -> None:
     with pytest.raises(ValueError, match="owning engine"):
         LocalDriver(state_dir, owner="")

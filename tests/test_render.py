@@ -334,6 +334,15 @@ def test_files_from_template_and_definition_with_sources() -> None:
     )
 
 
+@pytest.mark.parametrize("mode", [0o7777, 0o4755, "2755", "01777"])
+def test_a_file_mode_beyond_permission_bits_is_refused(mode: object) -> None:
+    # Also for values that did not come through the schema (a template built in code).
+    definition = make_definition(files=({"path": "/etc/c.conf", "content": "c", "mode": mode},))
+    error = render_error(definition)
+    assert error.path == "definitions/mysql_prod.yaml" and error.field == "files[0].mode"
+    assert "setuid" in error.message
+
+
 def test_definition_file_replaces_template_file_at_same_path() -> None:
     template = with_spec(files=[{"path": "/etc/a.conf", "content": "template"}])
     definition = make_definition(files=({"path": "/etc/a.conf", "content": "mine"},))

@@ -47,6 +47,8 @@ _MARKER = re.compile("\x00secret:([0-9a-f]{32})\x00")
 _MAX_STRING = 1_000_000
 _MAX_EXPONENT = 64
 
+_MAX_MODE = 0o777  # a config file's mode: permission bits only
+
 
 class _Environment(ImmutableSandboxedEnvironment):
     """The sandbox, also refusing huge repetitions and powers."""
@@ -323,11 +325,21 @@ def _config_files(
 def _mode(value: Any, renderer: _Renderer, field: str) -> int:
     # YAML reads 0644 as the int 420 but "0644" as text: accept both.
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    try:
-        return int(str(value), 8)
-    except ValueError:
-        renderer.fail(field, f'{value!r} is not a file mode; write it like "0644"')
+        mode = value
+    else:
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            renderer.fail(field, f'{value!r} is not a file mode; write it like "0644"')
+    # The file is written on the host, owned by root: a setuid, setgid or sticky bit there
+    # is a privilege the repository must not be able to hand out.
+    if not 0 <= mode <= _MAX_MODE:
+        renderer.fail(
+            field,
+            f"{oct(mode).replace('0o', '0')} is not plain permission bits: setuid, setgid and "
+            'sticky bits are refused; write a mode such as 0644 or "0640" (at most 0777)',
+        )
+    return mode
 
 
 class _Fields:

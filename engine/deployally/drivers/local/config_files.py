@@ -16,6 +16,8 @@ from docker.types import Mount
 from deployally.drivers.base import Resolve
 from deployally.types import ContainerSpec
 
+PERMISSION_BITS = 0o777
+
 
 def files_dir(state_dir: Path, spec: ContainerSpec) -> Path:
     """The directory holding this rendered spec's config files."""
@@ -34,11 +36,14 @@ def write_files(state_dir: Path, spec: ContainerSpec, resolve: Resolve) -> list[
     for n, file in enumerate(spec.files):
         path = directory / str(n)
         tmp = directory / f".{n}.tmp"
+        # Permission bits only, whatever the spec says: a spec stored before render refused
+        # setuid, setgid and sticky bits must not make a privileged root-owned file here.
+        mode = file.mode & PERMISSION_BITS
         # A new inode each time: a running container keeps seeing the file it started with.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file.mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(resolve(file.content))
-        os.chmod(tmp, file.mode)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
         mounts.append(Mount(file.mount_path, str(path), type="bind", read_only=True))
     return mounts
