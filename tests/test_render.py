@@ -375,7 +375,10 @@ def test_hash_is_stable_across_calls_and_dict_orderings() -> None:
 
 
 def test_hash_covers_every_field_but_itself() -> None:
-    spec = run()
+    spec = render(
+        make_definition(publish=((3306, 13306),)), make_template(), repo_files={},
+        secret_versions={"mysql_root": 1}, publish_address="127.0.0.1",
+    )
     expected = dataclasses.asdict(dataclasses.replace(spec, rendered_hash=""))
     assert spec.rendered_hash == identity.content_hash(expected)
 
@@ -428,6 +431,33 @@ def test_nothing_is_published_unless_publish_says() -> None:
 def test_publish_binds_listed_ports_and_adds_unlisted_ones() -> None:
     spec = run(make_definition(publish=((3306, 13306), (9104, 19104))))
     assert spec.ports == (PortBinding(3306, "tcp", 13306), PortBinding(9104, "tcp", 19104))
+
+
+def test_published_ports_listen_on_the_engines_publish_address() -> None:
+    definition = make_definition(publish=((3306, 13306), (9104, 19104)))
+    spec = render(
+        definition, with_spec(ports=[{"container_port": 3306}, {"container_port": 33060}]),
+        repo_files={}, secret_versions={"mysql_root": 1}, publish_address="127.0.0.1",
+    )
+    assert spec.ports == (
+        PortBinding(3306, "tcp", 13306, "127.0.0.1"),
+        PortBinding(33060, "tcp", None, None),  # not published: no address
+        PortBinding(9104, "tcp", 19104, "127.0.0.1"),
+    )
+    everywhere = render(
+        definition, make_template(), repo_files={}, secret_versions={"mysql_root": 1},
+        publish_address="0.0.0.0",
+    )
+    assert everywhere.rendered_hash != spec.rendered_hash
+
+
+def test_a_port_that_is_not_published_hashes_as_before_its_address_existed() -> None:
+    # Upgrading must not redeploy every container whose template lists a port.
+    spec = run()
+    fields = dataclasses.asdict(dataclasses.replace(spec, rendered_hash=""))
+    for port in fields["ports"]:
+        assert port.pop("host_ip") is None
+    assert spec.rendered_hash == identity.content_hash(fields)
 
 
 def test_definition_fields_carry_through() -> None:

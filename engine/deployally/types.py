@@ -26,6 +26,7 @@ LABEL_PRUNE_VOLUMES = "com.deployally.prune-volumes"
 LABEL_OWNER = "com.deployally.owner"
 
 DEFAULT_NETWORK = "deployally"
+HOST_NETWORK = "host"  # the host's own network namespace: only with engine.yaml allow.host_network
 DEFAULT_PROFILE = "development"
 DEFAULT_SERVER = "local"
 
@@ -130,6 +131,7 @@ class PortBinding:
     container_port: int
     protocol: str = "tcp"
     host_port: int | None = None  # published only where the definition says
+    host_ip: str | None = None  # the host address it listens on (engine.yaml publish_address)
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ class ReasonKind(str, enum.Enum):
     CONFIG_FILE = "config_file"  # a mounted config file changed
     SECRET = "secret"  # a secret's version changed
     DRIFT = "drift"  # live state differs from what was applied
+    ENGINE_CONFIG = "engine_config"  # the engine's configuration (engine.yaml) changed
     OPERATOR = "operator"  # asked for through the API or CLI
     ROLLBACK = "rollback"  # a past revision was committed back
     REMOVED = "removed"  # the definition file was deleted

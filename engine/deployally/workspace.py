@@ -27,6 +27,13 @@ def default_state_dir(repo: Path) -> Path:
     return repo / STATE_DIR_NAME
 
 
+def engine_state_dir(repo: GitRepo) -> Path:
+    """Where the engine of `repo` keeps its state: the repository's `deployally.stateDir`
+    (which `serve` sets), else `.deployally/` in it. The hooks find the engine this way."""
+    configured = repo.config("deployally.stateDir")
+    return Path(configured) if configured else default_state_dir(repo.path)
+
+
 @dataclass
 class Workspace:
     """Everything one repository needs, opened on first use."""
@@ -97,6 +104,7 @@ class Workspace:
             max_parallel=self.max_parallel,
             health_timeout_s=self.health_timeout_s,
             progress=self.progress,
+            engine_config=self.engine_config,
         )
 
     def close(self) -> None:

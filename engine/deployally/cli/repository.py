@@ -17,17 +17,20 @@ from deployally.cli.common import (
     branch_option,
     json_option,
     repo_option,
+    state_option,
     workspace_options,
 )
 from deployally.data import HOOKS
+from deployally.errors import ValidationErrors
 from deployally.model import desired as desired_mod
+from deployally.model.engine_config import EngineConfig, load_engine_config
 from deployally.plan.actions import live_from_specs
 from deployally.plan.actions import plan as make_plan
 from deployally.plan.report import plan_json, plan_markdown, plan_text
 from deployally.source.git import GitRepo
 from deployally.sync import edits
 from deployally.types import DeploymentStatus
-from deployally.workspace import STATE_DIR_NAME
+from deployally.workspace import STATE_DIR_NAME, engine_state_dir
 
 # ---------------------------------------------------------------- init
 
@@ -74,23 +77,51 @@ def install_hooks(repo: GitRepo) -> list[str]:
 
 @click.command()
 @repo_option
+@state_option
 @branch_option
 @click.option("--rev", default=None, help="Validate this commit instead of the working directory.")
 @json_option
-def validate(repo: str, branch: str, rev: str | None, as_json: bool) -> None:
-    """Check every definition; exit 1 with every error, each naming its file and field."""
+def validate(repo: str, state_dir: str | None, branch: str, rev: str | None, as_json: bool) -> None:
+    """Check every definition; exit 1 with every error, each naming its file and field.
+
+    What the host allows comes from the engine's configuration: DEPLOYALLY_CONFIG, else
+    engine.yaml in --state-dir (default: the repository's engine state directory). Without
+    one, the defaults apply, which allow least.
+    """
     tree = _tree(repo, rev, branch)
-    state = desired_mod.load(tree, secret_versions=desired_mod.AnySecretVersion())
-    errors = state.all_errors()
-    if as_json:
-        _echo_json({"valid": not errors, "definitions": len(state.ok),
-                    "errors": [e.as_dict() for e in errors]})
-    elif errors:
-        _print_errors(errors)
-        click.echo(f"{len(errors)} error(s) in {tree.label}", err=True)
+    try:
+        engine = _engine_config(repo, state_dir, branch)
+    except ValidationErrors as exc:
+        errors = list(exc.errors)
+        state = None
     else:
-        click.echo(f"{len(state.ok)} definition(s) valid in {tree.label}")
+        state = desired_mod.load(tree, secret_versions=desired_mod.AnySecretVersion(), engine=engine)
+        errors = state.all_errors()
+    checked = engine.path if state is not None and engine.path else None
+    if as_json:
+        _echo_json({"valid": not errors, "definitions": len(state.ok) if state else 0,
+                    "engine_config": checked, "errors": [e.as_dict() for e in errors]})
+    else:
+        if errors:
+            _print_errors(errors)
+            click.echo(f"{len(errors)} error(s) in {tree.label}", err=True)
+        else:
+            assert state is not None
+            click.echo(f"{len(state.ok)} definition(s) valid in {tree.label}")
+        if state is not None:
+            click.echo(
+                f"host allowances from {checked}" if checked else
+                "host allowances: the defaults (no engine.yaml found; DEPLOYALLY_CONFIG=PATH "
+                "checks against the engine's own)",
+                err=bool(errors),
+            )
     sys.exit(1 if errors else 0)
+
+
+def _engine_config(repo: str, state_dir: str | None, branch: str) -> EngineConfig:
+    """The engine configuration validate and plan check against (see `validate`)."""
+    state = Path(state_dir) if state_dir else engine_state_dir(GitRepo(Path(repo), branch))
+    return load_engine_config(state)
 
 
 @click.command()
@@ -100,9 +131,10 @@ def validate(repo: str, branch: str, rev: str | None, as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
 def plan(repo: str, state_dir: str | None, branch: str, base: str | None, head: str | None, fmt: str) -> None:
     """Show what applying would create, update or remove, field by field."""
-    head_state = desired_mod.load(_tree(repo, head, branch), secret_versions=desired_mod.AnySecretVersion())
+    engine = _engine_config(repo, state_dir, branch)
+    head_state = desired_mod.load(_tree(repo, head, branch), secret_versions=desired_mod.AnySecretVersion(), engine=engine)
     if base is not None:
-        base_state = desired_mod.load(_tree(repo, base, branch), secret_versions=desired_mod.AnySecretVersion())
+        base_state = desired_mod.load(_tree(repo, base, branch), secret_versions=desired_mod.AnySecretVersion(), engine=engine)
         base_specs = base_state.specs()
         # Definitions that fail on head keep their base spec: a merge would not touch them.
         desired = {**{n: base_specs[n] for n in head_state.invalid_names.values() if n in base_specs},

@@ -17,6 +17,8 @@ from deployally.errors import ValidationError, ValidationErrors
 from deployally.identity import content_hash
 from deployally.model import catalog as catalog_mod
 from deployally.model import definitions as definitions_mod
+from deployally.model.engine_config import Allowances, EngineConfig
+from deployally.model.host_policy import definition_refusals, settings_refusals
 from deployally.model.render import render
 from deployally.model.settings import Settings, parse_settings
 from deployally.source.tree import Tree
@@ -80,15 +82,20 @@ def definition_paths(tree: Tree) -> list[str]:
     return [p for p in tree.list(DEFINITIONS_DIR) if p.endswith((".yaml", ".yml"))]
 
 
-def load_settings(tree: Tree) -> tuple[Settings, list[ValidationError]]:
-    """The repository settings, or defaults with the error when the file is broken."""
+def load_settings(
+    tree: Tree, allow: Allowances | None = None
+) -> tuple[Settings, list[ValidationError]]:
+    """The repository settings, or defaults with the error when the file is broken; with
+    `allow`, also an error for what they ask that the engine's operator has not allowed."""
     text = tree.read_many([SETTINGS_PATH]).get(SETTINGS_PATH)
     try:
-        return parse_settings(SETTINGS_PATH, text), []
+        settings = parse_settings(SETTINGS_PATH, text)
     except ValidationErrors as exc:
         return parse_settings(SETTINGS_PATH, None), list(exc.errors)
     except ValidationError as exc:
         return parse_settings(SETTINGS_PATH, None), [exc]
+    refused = [] if allow is None else settings_refusals(SETTINGS_PATH, settings, allow, text)
+    return settings, refused
 
 
 def load_catalog(tree: Tree) -> tuple[catalog_mod.Catalog, list[ValidationError]]:
@@ -111,9 +118,12 @@ def load(
     *,
     secret_versions: Mapping[str, int],
     only: Collection[str] | None = None,
+    engine: EngineConfig | None = None,
 ) -> DesiredState:
-    """Validate and render the definitions of `tree` (all, or only the paths in `only`)."""
-    settings, errors = load_settings(tree)
+    """Validate and render the definitions of `tree` (all, or only the paths in `only`),
+    within what the engine's operator allows (`engine`; None: the defaults, which allow least)."""
+    engine = engine or EngineConfig()
+    settings, errors = load_settings(tree, engine.allow)
     catalog, catalog_errors = load_catalog(tree)
     errors += catalog_errors
     paths = definition_paths(tree) if only is None else sorted(only)
@@ -158,6 +168,11 @@ def load(
     for path, definition in parsed.items():
         template = catalog.resolve(definition.template_id) or catalog.resolve(definition.template)
         assert template is not None  # parse_definition resolved it
+        refused = definition_refusals(definition, template, engine.allow, texts[path])
+        if refused:
+            invalid[path] = refused
+            invalid_names[path] = definition.name
+            continue
         needs = definitions_mod.referenced_files(definition, template)
         files = tree.read_many(needs)
         try:
@@ -167,6 +182,7 @@ def load(
                 repo_files=files,
                 secret_versions=secret_versions,
                 network=settings.network,
+                publish_address=engine.publish_address,
             )
         except ValidationErrors as exc:
             invalid[path] = list(exc.errors)

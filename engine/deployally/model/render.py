@@ -83,8 +83,11 @@ def render(
     repo_files: Mapping[str, str],
     secret_versions: Mapping[str, int],
     network: str = DEFAULT_NETWORK,
+    publish_address: str | None = None,
 ) -> ContainerSpec:
     """Render `definition` with `template` into a ContainerSpec with its rendered_hash.
+
+    Published ports listen on `publish_address` (engine.yaml's; None: every interface).
 
     Raises RenderError naming the definition file and the dotted field at fault.
     """
@@ -109,7 +112,7 @@ def render(
         working_dir=fields.optional_str(spec.get("working_dir")),
         env=fields.pairs(spec.get("env"), "spec.env"),
         labels=fields.pairs(spec.get("labels"), "spec.labels"),
-        ports=fields.ports(spec.get("ports"), definition.publish),
+        ports=fields.ports(spec.get("ports"), definition.publish, publish_address),
         volumes=fields.volumes(spec.get("volumes"), definition.name),
         files=files,
         restart=str(spec.get("restart") or "unless-stopped"),
@@ -139,7 +142,13 @@ def render(
 
 def rendered_hash(spec: ContainerSpec) -> str:
     """The hash over everything that reaches Docker; covers secret versions, never values."""
-    return identity.content_hash(dataclasses.asdict(dataclasses.replace(spec, rendered_hash="")))
+    fields = dataclasses.asdict(dataclasses.replace(spec, rendered_hash=""))
+    for port in fields["ports"]:
+        # host_ip came after 0.5: a port that is not published hashes as before, so the
+        # upgrade redeploys only containers whose published ports change address.
+        if port["host_ip"] is None:
+            del port["host_ip"]
+    return identity.content_hash(fields)
 
 
 def volume_name(definition_name: str, mount_path: str, explicit: str | None = None) -> str:
@@ -411,7 +420,9 @@ class _Fields:
         except ValidationError:
             self.renderer.fail(field, f"{value!r} is not a memory size; write it like 512m or 2g")
 
-    def ports(self, value: Any, publish: tuple[tuple[int, int], ...]) -> tuple[PortBinding, ...]:
+    def ports(
+        self, value: Any, publish: tuple[tuple[int, int], ...], address: str | None
+    ) -> tuple[PortBinding, ...]:
         host_for = dict(publish)
         out: list[PortBinding] = []
         for i, entry in enumerate(value or []):
@@ -421,9 +432,12 @@ class _Fields:
             if not 0 < port < 65536:
                 self.renderer.fail(f"{field}.container_port", f"{port} is not a port (1-65535)")
             protocol = str(entry.get("protocol", "tcp")) if isinstance(entry, Mapping) else "tcp"
-            out.append(PortBinding(port, protocol, host_for.pop(port, None)))
+            host = host_for.pop(port, None)
+            out.append(PortBinding(port, protocol, host, address if host is not None else None))
         # A publish for a port the template does not list is still what the user asked for.
-        out.extend(PortBinding(port, "tcp", host) for port, host in sorted(host_for.items()))
+        out.extend(
+            PortBinding(port, "tcp", host, address) for port, host in sorted(host_for.items())
+        )
         return tuple(out)
 
     def volumes(self, value: Any, definition_name: str) -> tuple[VolumeMount, ...]:

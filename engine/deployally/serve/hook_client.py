@@ -8,7 +8,6 @@ the push; the sync lock keeps it from overlapping an engine that starts meanwhil
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -17,8 +16,9 @@ from typing import Any
 
 from deployally.errors import DeployAllyError
 from deployally.serve.engine_file import read_engine_file
+from deployally.source.git import GitRepo
 from deployally.types import DeploymentStatus
-from deployally.workspace import Workspace, default_state_dir
+from deployally.workspace import Workspace, engine_state_dir
 
 Echo = Callable[[str], None]
 # A deploy waits for health checks; a push may take this long before the hook gives up.
@@ -28,12 +28,7 @@ PREFIX = "DeployAlly: "
 
 def state_dir_for(git_dir: Path) -> Path:
     """Where the engine of this repository keeps its state: `deployally.stateDir`, else beside it."""
-    proc = subprocess.run(
-        ["git", "config", "--file", str(git_dir / "config"), "--get", "deployally.stateDir"],
-        capture_output=True, text=True, check=False,
-    )
-    configured = proc.stdout.strip()
-    return Path(configured) if configured else default_state_dir(git_dir)
+    return engine_state_dir(GitRepo(git_dir))
 
 
 def _ask_engine(engine: dict[str, Any], commit: str) -> dict[str, Any]:

@@ -234,6 +234,12 @@ class GitRepo:
         """Set a repository config value (the hooks read `deployally.branch`)."""
         self._git("config", key, value)
 
+    def config(self, key: str) -> str | None:
+        """This repository's own config value for `key` (not the user's or the system's)."""
+        proc = self._git_proc("config", "--file", str(self.git_dir / "config"), "--get", key)
+        value = proc.stdout.decode("utf-8", "replace").strip()
+        return value if proc.returncode == 0 and value else None
+
     # ------------------------------------------------------------ remote
 
     def fetch(self) -> bool:

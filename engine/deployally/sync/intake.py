@@ -16,6 +16,7 @@ from deployally.identity import content_hash, definition_id
 from deployally.model import desired as desired_mod
 from deployally.model.catalog import load_builtin
 from deployally.model.definitions import public_params
+from deployally.model.engine_config import EngineConfig
 from deployally.notify.events import definition_event
 from deployally.plan.diff import diff_specs
 from deployally.source.git import GitRepo
@@ -32,6 +33,8 @@ from deployally.types import (
     ReasonKind,
     Revision,
 )
+
+META_ENGINE_CONFIG = "engine_config"  # what of engine.yaml the desired specs were rendered with
 
 
 def utcnow() -> datetime:
@@ -50,10 +53,13 @@ class Refresh:
 class Intake:
     """Turns the commits since the last sync into revisions and desired specs in the store."""
 
-    def __init__(self, repo: GitRepo, store: Store, backoff: Backoff) -> None:
+    def __init__(
+        self, repo: GitRepo, store: Store, backoff: Backoff, engine: EngineConfig | None = None
+    ) -> None:
         self.repo = repo
         self.store = store
         self.backoff = backoff
+        self.engine = engine or EngineConfig()  # what the operator allows; read at start
         self._mounts: dict[str, tuple[str, ...]] = {}  # definition path -> config files it mounts
 
     def __repr__(self) -> str:
@@ -67,7 +73,15 @@ class Intake:
         lost = previous is not None and not self.repo.has_commit(previous)
         # New built-in templates (an upgrade of DeployAlly) can change any definition.
         fingerprint = builtin_fingerprint()
-        full = previous is None or lost or self.store.get_meta("builtin_catalog") != fingerprint
+        # So can the operator's engine.yaml (a publish address, an allowance).
+        engine_fingerprint = self.engine.render_fingerprint()
+        engine_changed = self.store.get_meta(META_ENGINE_CONFIG) != engine_fingerprint
+        full = (
+            previous is None
+            or lost
+            or engine_changed
+            or self.store.get_meta("builtin_catalog") != fingerprint
+        )
         if previous == head and not full:
             self._refresh_secrets(head, refresh)
             return refresh
@@ -86,9 +100,10 @@ class Intake:
             ChangeSet() if lost or previous == head else self.repo.changes(previous, head)
         )
         state = self._load(head, None if full else changes)
-        self._record_desired(head, changes, state, refresh, full=full)
+        self._record_desired(head, changes, state, refresh, full=full, engine_changed=engine_changed)
         self.store.set_meta("desired_commit", head)
         self.store.set_meta("builtin_catalog", fingerprint)
+        self.store.set_meta(META_ENGINE_CONFIG, engine_fingerprint)
         self._refresh_secrets(head, refresh, done=state.files)
         return refresh
 
@@ -102,9 +117,9 @@ class Intake:
             desired_mod.AnySecretVersion() if for_revisions else self.store.secret_versions()
         )
         if changes is None or _touches_tree_wide(changes):
-            return desired_mod.load(tree, secret_versions=versions)
+            return desired_mod.load(tree, secret_versions=versions, engine=self.engine)
         paths = self._affected(changes)
-        state = desired_mod.load(tree, secret_versions=versions, only=paths)
+        state = desired_mod.load(tree, secret_versions=versions, only=paths, engine=self.engine)
         # A new file may take a name another file still holds: read both, so the
         # duplicate is refused instead of taking over the running container.
         holders = {
@@ -114,7 +129,9 @@ class Intake:
         }
         holders = set(tree.read_many(holders))
         if holders:
-            state = desired_mod.load(tree, secret_versions=versions, only=paths | holders)
+            state = desired_mod.load(
+                tree, secret_versions=versions, only=paths | holders, engine=self.engine
+            )
         return state
 
     def _affected(self, changes: ChangeSet) -> set[str]:
@@ -156,6 +173,7 @@ class Intake:
         refresh: Refresh,
         *,
         full: bool,
+        engine_changed: bool = False,
     ) -> None:
         """Store the new desired specs; invalid files keep their old spec, so nothing running changes."""
         now = utcnow()
@@ -192,7 +210,8 @@ class Intake:
                 before = old.desired if old else None
                 refresh.before[name] = before
                 refresh.reasons[name] = _reason(
-                    head, info.summary, d, before, touched, rollback=rollback
+                    head, info.summary, d, before, touched, rollback=rollback,
+                    engine=self.engine if engine_changed else None,
                 )
                 self.backoff.forget(name)
             if old is None or d.definition.path in touched:
@@ -252,7 +271,7 @@ class Intake:
         # Whether a name moved to another file needs every file: read them all (only now,
         # when something may have gone, and without secrets: this is about names).
         whole = state if full else desired_mod.load(
-            tree, secret_versions=desired_mod.AnySecretVersion()
+            tree, secret_versions=desired_mod.AnySecretVersion(), engine=self.engine
         )
         if whole.errors or any(p not in whole.invalid_names for p in whole.invalid):
             return []
@@ -289,7 +308,9 @@ class Intake:
             )
         ]
         if stale:
-            state = desired_mod.load(CommitTree(self.repo, head), secret_versions=versions, only=stale)
+            state = desired_mod.load(
+                CommitTree(self.repo, head), secret_versions=versions, only=stale, engine=self.engine
+            )
             self._record_desired(head, ChangeSet(), state, refresh, full=False)
 
     def _record_at_path(self, path: str) -> DefinitionRecord | None:
@@ -336,8 +357,10 @@ def _reason(
     touched: frozenset[str],
     *,
     rollback: bool,
+    engine: EngineConfig | None = None,
 ) -> Reason:
-    """Name the change that caused a deployment: file, template, config file or rollback."""
+    """Name the change that caused a deployment: file, template, config file, rollback, or
+    the engine's configuration (`engine`, when it changed since the last sync)."""
     changes = diff_specs(before, d.spec)
     short = head[:12]
     if before is None:
@@ -354,6 +377,14 @@ def _reason(
         return Reason(ReasonKind.SECRET, f"secret {names} has a new version", head, changes)
     if desired_mod.SETTINGS_PATH in touched:
         return Reason(ReasonKind.DEFINITION, f"{desired_mod.SETTINGS_PATH} changed in {short} ({summary})", head, changes)
+    if engine is not None and changes and all(c.field.endswith(".host_ip") for c in changes):
+        where = engine.path or "the engine's default configuration"
+        return Reason(
+            ReasonKind.ENGINE_CONFIG,
+            f"published ports now listen on {engine.publish_address} (publish_address of {where})",
+            head,
+            changes,
+        )
     return Reason(
         ReasonKind.TEMPLATE,
         f"template {d.template.taxonomy.path} is now {d.template.spec_hash[:19]}",

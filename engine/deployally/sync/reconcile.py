@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from deployally.drivers.base import Driver
 from deployally.errors import DriverError, ValidationError
 from deployally.model import desired as desired_mod
+from deployally.model.engine_config import EngineConfig
 from deployally.model.settings import parse_settings
 from deployally.plan.actions import plan
 from deployally.source.git import GitRepo
@@ -65,8 +66,10 @@ class Engine:
         max_parallel: int | None = None,
         health_timeout_s: float | None = None,
         progress: Progress | None = None,
+        engine_config: EngineConfig | None = None,
     ) -> None:
         self.repo = repo
+        self.engine_config = engine_config or EngineConfig()
         # Command-line overrides; None takes the repository's deployally.yaml.
         self.max_parallel = max_parallel
         self.health_timeout_s = health_timeout_s
@@ -74,7 +77,7 @@ class Engine:
         self.store = store
         self.driver_for = driver_for
         self.backoff = Backoff()
-        self.intake = Intake(repo, store, self.backoff)
+        self.intake = Intake(repo, store, self.backoff, self.engine_config)
         self.deployer = Deployer(
             store, self.backoff, progress=progress or (lambda line: None)
         )

@@ -15,6 +15,7 @@ from docker.types import EndpointConfig, HostConfig, Mount, NetworkingConfig
 from deployally import secrets
 from deployally.drivers.base import Resolve
 from deployally.types import (
+    HOST_NETWORK,
     LABEL_COMMIT,
     LABEL_DEFINITION,
     LABEL_MANAGED,
@@ -43,14 +44,15 @@ def create_args(
     api_version: str,
 ) -> dict[str, Any]:
     """Everything create_container needs; secrets are resolved here and only here."""
+    host_network = spec.network == HOST_NETWORK
     mounts = [Mount(v.mount_path, v.name, type="volume") for v in spec.volumes]
     mounts += file_mounts
     host_config = HostConfig(
         version=api_version,
         port_bindings={
-            f"{p.container_port}/{p.protocol}": p.host_port
+            f"{p.container_port}/{p.protocol}": (p.host_ip, p.host_port) if p.host_ip else p.host_port
             for p in spec.ports
-            if p.host_port is not None
+            if p.host_port is not None and not host_network
         },
         mounts=mounts,
         restart_policy=restart_policy(spec.restart),
@@ -58,7 +60,8 @@ def create_args(
         nano_cpus=int(spec.cpus * _NANO) if spec.cpus else None,
         network_mode=spec.network,
     )
-    networking = NetworkingConfig(
+    # In the host's namespace there is nothing to publish and no network-scoped alias.
+    networking = None if host_network else NetworkingConfig(
         # docker-py takes {network: EndpointConfig}; its stubs say otherwise.
         {spec.network: EndpointConfig(api_version, aliases=[spec.name])}  # type: ignore[arg-type]
     )
@@ -73,7 +76,7 @@ def create_args(
         "labels": labels(spec, revision=revision, commit=commit, server=server, owner=owner),
         "user": spec.user,
         "working_dir": spec.working_dir,
-        "ports": [(p.container_port, p.protocol) for p in spec.ports],
+        "ports": [] if host_network else [(p.container_port, p.protocol) for p in spec.ports],
         "host_config": host_config,
         "networking_config": networking,
         "healthcheck": healthcheck(spec, resolve),

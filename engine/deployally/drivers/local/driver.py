@@ -23,6 +23,7 @@ from deployally.drivers.base import Driver, Log, Resolve
 from deployally.drivers.local import config_files, container_config, readiness
 from deployally.errors import DeployAllyError, DriverError, NotFound
 from deployally.types import (
+    HOST_NETWORK,
     LABEL_DEFINITION,
     LABEL_MANAGED,
     LABEL_OWNER,
@@ -376,6 +377,8 @@ class LocalDriver(Driver):
             log(f"pulled {image}")
 
     def _ensure_network(self, network: str, log: Log) -> None:
+        if network == HOST_NETWORK:  # the host's own namespace (engine.yaml allow.host_network)
+            return
         with self._name_lock(f"network:{network}"), _docker(f"create network {network}"):
             # The name filter matches substrings, so compare exactly here.
             if any(n["Name"] == network for n in self._api.networks(names=[network])):
