@@ -63,6 +63,15 @@ def test_missing_path_is_a_source_error(tmp_path: Path) -> None:
         GitRepo(tmp_path / "nope")
 
 
+def test_a_repository_that_goes_away_is_named_not_taken_for_a_missing_git(work: Path) -> None:
+    repo = GitRepo(work)
+    work.rename(work.with_name("aside"))  # moved or deleted while the engine runs
+    with pytest.raises(SourceError, match="the repository is gone") as exc:
+        repo.head()
+    assert str(work) in str(exc.value)
+    assert "not installed" not in str(exc.value)
+
+
 def test_plain_directory_is_a_source_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="not a git repository"):
         GitRepo(tmp_path)

@@ -428,6 +428,8 @@ def _run(
             ["git", *args], cwd=cwd, input=input, env=full_env, capture_output=True, check=False
         )
     except FileNotFoundError:
+        if not Path(cwd).is_dir():  # the same error as a missing binary: say which it was
+            raise SourceError(f"{cwd}: the repository is gone (no such directory)") from None
         raise SourceError("git is not installed or not on PATH; install git") from None
     if args and args[0] == "init" and proc.returncode != 0:
         raise SourceError(f"{cwd}: git init failed: {_stderr(proc)}")
