@@ -452,3 +452,34 @@ def running_revision(client: docker.DockerClient, name: str) -> str | None:
     except docker.errors.NotFound:
         return None
     return str(c.labels["com.deployally.revision"]) if c.status == "running" else None
+
+
+# ---------------------------------------------------------------- /metrics, parsed
+
+
+class Scrape:
+    """One /metrics answer parsed as Prometheus reads it: `scrape("name", label="v")` is a value."""
+
+    def __init__(self, text: str) -> None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        self.samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self.types: dict[str, str] = {}
+        for family in text_string_to_metric_families(text):
+            self.types[family.name] = family.type
+            for sample in family.samples:
+                self.samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+
+    def __repr__(self) -> str:
+        return f"Scrape({len(self.samples)} samples)"
+
+    def __call__(self, name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        if key not in self.samples:
+            near = sorted(str(k) for k in self.samples if k[0] == name)
+            pytest.fail(f"no sample {name}{labels} in the scrape; {name} has: {near or 'none'}")
+        return self.samples[key]
+
+    def labelled(self, name: str, label: str) -> dict[str, float]:
+        """Every value of `name` by the value of its one label `label`."""
+        return {dict(k[1])[label]: v for k, v in self.samples.items() if k[0] == name}

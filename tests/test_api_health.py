@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from conftest import ApiServer
 from deployally import __version__
+from deployally.api.views import engine_status_from_view, engine_status_view
+from deployally.types import EngineStatus, SyncResult
 
 
 def test_healthy_with_version_and_timestamp(api: ApiServer, docker_client: object) -> None:
@@ -48,10 +51,36 @@ def test_degraded_when_the_repository_is_gone(api: ApiServer, api_ws: object) ->
     assert body["checks"]["repository"]["reason"]
 
 
-def test_engine_status_is_included(api_ws: object) -> None:
-    server = ApiServer(api_ws, status=lambda: {"last_sync": "2026-02-13T12:00:00Z"})
+def test_engine_status_is_included_and_a_degraded_engine_degrades_health(api_ws: object) -> None:
+    last = datetime(2026, 2, 13, 12, 0, 0, 250000, tzinfo=UTC)
+    ok = EngineStatus(syncs=3, last_sync_at=last, last_sync_commit="c" * 40,
+                      last_sync_result=SyncResult.PARTIAL, last_sync_seconds=0.4567, watching=True)
+    failing = EngineStatus(syncs=4, failures=1, last_sync_result=SyncResult.ERROR,
+                           reasons=("the last 1 sync(s) failed: no repository",))
+    statuses = iter([ok, failing])
+    server = ApiServer(api_ws, status=lambda: next(statuses))
     try:
-        body = server.request("GET", "/health").json()
+        first = server.request("GET", "/health").json()
+        second = server.request("GET", "/health").json()
     finally:
         server.close()
-    assert body["checks"]["engine"] == {"status": "ok", "last_sync": "2026-02-13T12:00:00Z"}
+    assert first["checks"]["engine"] == {
+        "status": "ok", "syncs": 3, "syncing": False, "failures": 0,
+        "last_sync_at": "2026-02-13T12:00:00.250000Z", "last_sync_commit": "c" * 40,
+        "last_sync_result": "partial", "last_sync_seconds": 0.457,
+        "watching": True, "docker_events": False, "mirror": None,
+    }
+    assert second["status"] == "degraded"
+    assert second["checks"]["engine"]["last_sync_result"] == "error"
+    assert "engine: the last 1 sync(s) failed: no repository" in second["reason"]
+
+
+def test_engine_status_reads_back_from_its_view() -> None:
+    status = EngineStatus(
+        syncs=7, syncing=True, failures=2, last_sync_at=datetime(2026, 2, 13, 12, 0, 1, 5, tzinfo=UTC),
+        last_sync_commit="a" * 40, last_sync_result=SyncResult.ERROR, last_sync_seconds=1.25,
+        watching=True, docker_events=True, mirror="https://example.com/defs.git",
+        reasons=("the last 2 sync(s) failed: x; y", "fetching the remote failed: z"),
+    )
+    assert engine_status_from_view(engine_status_view(status)) == status
+    assert engine_status_from_view(engine_status_view(EngineStatus())) == EngineStatus()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
+import platform
 
 import yaml
 
-from conftest import ApiServer
+from conftest import ApiServer, Scrape
+from deployally import __version__
 from deployally.api.meta import OPENAPI_PATH
 
 
@@ -45,32 +46,48 @@ def test_metrics_count_requests_by_route_and_status(
     r = api.request("GET", "/metrics")
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("text/plain")
-    text = r.text
-    assert (
-        'deployally_http_requests_total{method="GET",route="/api/v1/servers",status="200"} 2'
-        in text
-    )
-    assert 'route="/api/v1/templates/{id}",status="404"} 1' in text
-    assert re.search(
-        r'deployally_http_request_duration_seconds_count\{route="/api/v1/servers",status="200"\} 2',
-        text,
-    )
-    assert (
-        'deployally_http_request_duration_seconds_bucket{route="/api/v1/servers",status="200",le="+Inf"} 2'
-        in text
-    )
-    assert 'deployally_deployments{status="success"} 0' in text
-    assert 'deployally_definitions{status="active"} 0' in text
-    # Every non-comment line is `name{labels} number`.
-    for line in text.splitlines():
-        if not line.startswith("#"):
-            assert re.fullmatch(r'[a-z_]+(\{([a-z]+="[^"]*",?)*\})? [0-9.e+-]+', line), line
+    scrape = Scrape(r.text)
+    assert scrape("deployally_http_requests_total", method="GET", route="/api/v1/servers", status="200") == 2
+    assert scrape("deployally_http_requests_total", method="GET", route="/api/v1/templates/{id}",
+                  status="404") == 1
+    latency = "deployally_http_request_duration_seconds"
+    assert scrape.types[latency] == "histogram"
+    assert scrape(f"{latency}_count", route="/api/v1/servers", status="200") == 2
+    assert scrape(f"{latency}_bucket", route="/api/v1/servers", status="200", le="+Inf") == 2
+    assert scrape.labelled("deployally_deployments", "status") == {
+        "pending": 0, "running": 0, "success": 0, "failed": 0, "rolled_back": 0}
+    assert scrape("deployally_definitions", status="active") == 0
+    assert scrape.labelled("deployally_webhook_deliveries", "status") == {
+        "pending": 0, "delivered": 0, "failed": 0}
+    # Without an engine behind the API no sync ever ran, and every result reads 0.
+    assert scrape.labelled("deployally_syncs_total", "result") == {"success": 0, "partial": 0, "error": 0}
+    assert scrape("deployally_sync_duration_seconds_count") == 0
+    assert scrape("deployally_build_info", version=__version__, python=platform.python_version()) == 1
+    assert scrape("process_resident_memory_bytes") > 0
+    assert scrape("process_open_fds") > 0
 
 
-def test_sync_duration_comes_from_the_engine_status(api_ws: object) -> None:
-    server = ApiServer(api_ws, status=lambda: {"last_sync_duration_seconds": 1.5})
+def test_two_apps_in_one_process_keep_their_own_numbers(
+    api: ApiServer, api_ws: object, api_tokens: dict[str, str]
+) -> None:
+    other = ApiServer(api_ws)
     try:
-        text = server.request("GET", "/metrics").text
+        for _ in range(3):
+            api.request("GET", "/servers", api_tokens["read"])
+        other.request("GET", "/servers", api_tokens["read"])
+        mine, theirs = Scrape(api.request("GET", "/metrics").text), Scrape(other.request("GET", "/metrics").text)
     finally:
-        server.close()
-    assert "deployally_sync_duration_seconds 1.5" in text
+        other.close()
+    servers = {"method": "GET", "route": "/api/v1/servers", "status": "200"}
+    assert (mine("deployally_http_requests_total", **servers),
+            theirs("deployally_http_requests_total", **servers)) == (3, 1)
+    for scrape in (mine, theirs):  # each registry carries its own build and process metrics
+        assert scrape("deployally_build_info", version=__version__, python=platform.python_version()) == 1
+        assert scrape("process_start_time_seconds") > 0
+
+
+def test_metrics_speak_openmetrics_to_a_scraper_that_asks(api: ApiServer) -> None:
+    r = api.request("GET", "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert r.text.endswith("# EOF\n")
+    assert "deployally_syncs_total" in r.text

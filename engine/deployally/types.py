@@ -352,3 +352,33 @@ class Revision:
     desired_hash: str  # hash of the definition file, template spec_hash and config files
     path: str  # file path at that commit ("" when the revision removed it)
     created_at: datetime
+
+
+# ---------------------------------------------------------------- the running engine
+
+
+class SyncResult(str, enum.Enum):
+    SUCCESS = "success"  # ran to completion: every change applied, no file refused
+    PARTIAL = "partial"  # ran to completion, but a deployment failed or a file was refused
+    ERROR = "error"  # stopped before the end: the repository, store or Docker failed it
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """How the running engine stands; /health, /metrics and `deployally status` all show this."""
+
+    syncs: int = 0  # finished so far, whatever their result
+    syncing: bool = False
+    failures: int = 0  # syncs in a row that ended in error
+    last_sync_at: datetime | None = None  # when a sync last ran to completion
+    last_sync_commit: str | None = None  # the commit that sync reached
+    last_sync_result: SyncResult | None = None  # of the last sync, completed or not
+    last_sync_seconds: float | None = None  # how long the last sync took
+    watching: bool = False  # the repository's refs are watched (a push is seen at once)
+    docker_events: bool = False  # Docker's event stream is followed
+    mirror: str | None = None  # the remote being mirrored, credentials redacted
+    reasons: tuple[str, ...] = ()  # why the engine is degraded; empty when it is not
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.reasons)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -23,6 +22,7 @@ from deployally.api import (
 from deployally.api.auth import Handler, auth_middleware
 from deployally.api.context import CONTEXT, Context, context
 from deployally.api.envelope import ApiError, failure
+from deployally.api.metrics import Metrics
 from deployally.errors import (
     Conflict,
     DeployAllyError,
@@ -32,6 +32,7 @@ from deployally.errors import (
     ValidationError,
     ValidationErrors,
 )
+from deployally.types import EngineStatus
 from deployally.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,15 @@ def create_app(
     ws: Workspace,
     *,
     trigger_sync: Callable[[], None] | None = None,
-    status: Callable[[], dict[str, Any]] | None = None,
+    status: Callable[[], EngineStatus] | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
-    """The API for one workspace; `trigger_sync` is called after each write commit."""
+    """The API for one workspace; `trigger_sync` is called after each write commit.
+
+    `status` and `metrics` come from the engine that serves this API, when one does.
+    """
     app = web.Application(middlewares=[metrics_middleware, error_middleware, auth_middleware])
-    app[CONTEXT] = Context(ws, trigger_sync=trigger_sync, status=status)
+    app[CONTEXT] = Context(ws, trigger_sync=trigger_sync, status=status, metrics=metrics or Metrics())
     for module in (
         templates,
         definitions,
@@ -121,7 +126,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     response = await handler(request)
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
-    context(request).metrics.observe(
+    context(request).metrics.observe_request(
         request.method, name, response.status, time.perf_counter() - started
     )
     return response

@@ -16,6 +16,7 @@ from deployally.model import catalog as catalog_mod
 from deployally.model import desired
 from deployally.source.tree import CommitTree
 from deployally.store import ServerRecord
+from deployally.types import EngineStatus
 from deployally.workspace import Workspace
 
 T = TypeVar("T")
@@ -27,7 +28,7 @@ class Context:
 
     ws: Workspace
     trigger_sync: Callable[[], None] | None = None
-    status: Callable[[], dict[str, Any]] | None = None
+    status: Callable[[], EngineStatus] | None = None
     live: LiveCache = field(default_factory=LiveCache)
     metrics: Metrics = field(default_factory=Metrics)
     _catalogs: dict[str | None, catalog_mod.Catalog] = field(default_factory=dict)

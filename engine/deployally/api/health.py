@@ -11,7 +11,7 @@ from aiohttp import web
 from deployally import __version__
 from deployally.api.auth import PUBLIC, access
 from deployally.api.context import Context, context
-from deployally.api.views import iso
+from deployally.api.views import engine_status_view, iso
 from deployally.types import DEFAULT_SERVER
 
 routes = web.RouteTableDef()
@@ -46,7 +46,7 @@ async def health(request: web.Request) -> web.Response:
         "store": await _check(ctx, "the state store", lambda: ctx.ws.store.schema_version()),
     }
     if ctx.status is not None:
-        checks["engine"] = {"status": "ok", **await ctx.run(ctx.status)}
+        checks["engine"] = engine_status_view(await ctx.run(ctx.status))
     bad = [f"{name}: {c['reason']}" for name, c in checks.items() if c["status"] != "ok"]
     body: dict[str, Any] = {
         "status": "degraded" if bad else "healthy",

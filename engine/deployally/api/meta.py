@@ -1,4 +1,4 @@
-"""GET /api/v1/openapi.json (the same document as schemas/openapi.yaml) and GET /metrics (Prometheus text)."""
+"""GET /api/v1/openapi.json (the same document as schemas/openapi.yaml) and GET /metrics (Prometheus)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,12 @@ from aiohttp import web
 
 from deployally.api.auth import PUBLIC, access
 from deployally.api.context import context
-from deployally.api.metrics import CONTENT_TYPE
 from deployally.data import SCHEMAS
 from deployally.types import DefinitionStatus
 
 routes = web.RouteTableDef()
 
 OPENAPI_PATH = SCHEMAS / "openapi.yaml"
-# The engine's status() may report how long its last sync took under this key.
-SYNC_SECONDS_KEY = "last_sync_duration_seconds"
 
 
 @functools.cache
@@ -38,21 +35,18 @@ async def openapi(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 @access(PUBLIC)
 async def metrics(request: web.Request) -> web.Response:
-    """Requests and latency by route, deployments and definitions by status, sync duration."""
+    """Prometheus text (or OpenMetrics when asked): requests, syncs, store counts, build, process."""
     ctx = context(request)
     store = ctx.ws.store
 
-    def gather() -> tuple[dict[str, int], dict[str, int], float | None]:
-        definitions = {s.value: store.count_definitions(status=s) for s in DefinitionStatus}
-        seconds = (ctx.status() if ctx.status else {}).get(SYNC_SECONDS_KEY)
-        return (
-            store.counts_by_status(),
-            definitions,
-            float(seconds) if seconds is not None else None,
+    def scrape() -> tuple[bytes, str]:
+        return ctx.metrics.exposition(
+            request.headers.get("Accept", ""),
+            deployments=store.counts_by_status(),
+            definitions={s.value: store.count_definitions(status=s) for s in DefinitionStatus},
+            deliveries=store.deliveries_by_status(),
+            engine=ctx.status() if ctx.status is not None else None,
         )
 
-    deployments, definitions, sync_seconds = await ctx.run(gather)
-    text = ctx.metrics.render(
-        deployments=deployments, definitions=definitions, sync_seconds=sync_seconds
-    )
-    return web.Response(body=text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE})
+    body, content_type = await ctx.run(scrape)
+    return web.Response(body=body, headers={"Content-Type": content_type})

@@ -1,104 +1,124 @@
-"""Request counters and latency histograms, written out in the Prometheus text format (0.0.4).
+"""What /metrics exposes, in one Prometheus registry per app (never the global one).
 
-Written by hand: the format is a few lines of text, and keeping the numbers in
-one small object means every app has its own (tests never share counters).
+Requests and syncs are counted as they happen; what the store holds (deployments,
+definitions, webhook deliveries) and the engine's status are read at each scrape.
+Two apps in one process (the tests run many) never share a number.
 """
 
 from __future__ import annotations
 
+import platform
 import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder
+
+from deployally import __version__
+from deployally.types import EngineStatus, SyncResult
 
 BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-@dataclass
-class _Histogram:
-    counts: list[int] = field(default_factory=lambda: [0] * len(BUCKETS_S))
-    total: int = 0
-    sum_s: float = 0.0
-
-    def observe(self, seconds: float) -> None:
-        for i, bound in enumerate(BUCKETS_S):
-            if seconds <= bound:
-                self.counts[i] += 1
-        self.total += 1
-        self.sum_s += seconds
+# A sync with nothing to do takes tens of milliseconds; a cold one with health gates, minutes.
+SYNC_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 class Metrics:
-    """What the API measured about itself since it started."""
+    """One app's metrics: its requests, its engine's syncs, the store's counts, build and process."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._requests: dict[tuple[str, str, int], int] = {}
-        self._latency: dict[tuple[str, int], _Histogram] = {}
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._lock = threading.Lock()  # a scrape sets the read-at-scrape gauges, then renders
+        self._requests = Counter(
+            "deployally_http_requests", "API requests answered.",
+            ("method", "route", "status"), registry=r,
+        )
+        self._latency = Histogram(
+            "deployally_http_request_duration_seconds", "API request latency by route and status.",
+            ("route", "status"), buckets=BUCKETS_S, registry=r,
+        )
+        self._sync_seconds = Histogram(
+            "deployally_sync_duration_seconds", "How long each sync took, whatever its result.",
+            buckets=SYNC_BUCKETS_S, registry=r,
+        )
+        self._syncs = Counter(
+            "deployally_syncs",
+            "Syncs finished, by result: success; partial (a deployment failed or a file was "
+            "refused); error (the sync could not finish).",
+            ("result",), registry=r,
+        )
+        for result in SyncResult:
+            self._syncs.labels(result.value)  # every result shows from the start, at 0
+        self._last_success = Gauge(
+            "deployally_last_successful_sync_timestamp_seconds",
+            "When a sync last ran to completion (success or partial), in Unix time; 0 before the first.",
+            registry=r,
+        )
+        self._syncing = Gauge("deployally_sync_in_progress", "1 while a sync runs.", registry=r)
+        self._failures = Gauge(
+            "deployally_sync_consecutive_failures", "Syncs in a row that ended in error.", registry=r
+        )
+        self._deployments = Gauge(
+            "deployally_deployments", "Recorded deployments by status.", ("status",), registry=r
+        )
+        self._definitions = Gauge(
+            "deployally_definitions", "Definitions by status.", ("status",), registry=r
+        )
+        self._deliveries = Gauge(
+            "deployally_webhook_deliveries",
+            "Webhook deliveries by status; pending is the outbox backlog.", ("status",), registry=r,
+        )
+        Info("deployally_build", "The DeployAlly that runs.", registry=r).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
 
     def __repr__(self) -> str:
-        return f"Metrics({sum(self._requests.values())} requests)"
+        return f"Metrics({len(list(self.registry.collect()))} families)"
 
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
-        with self._lock:
-            key = (method, route, status)
-            self._requests[key] = self._requests.get(key, 0) + 1
-            self._latency.setdefault((route, status), _Histogram()).observe(seconds)
+        self._requests.labels(method, route, str(status)).inc()
+        self._latency.labels(route, str(status)).observe(seconds)
 
-    def render(
+    def observe_sync(self, result: SyncResult, seconds: float) -> None:
+        """Count one finished sync and how long it took."""
+        self._syncs.labels(result.value).inc()
+        self._sync_seconds.observe(seconds)
+
+    def exposition(
         self,
+        accept: str,
         *,
         deployments: Mapping[str, int],
         definitions: Mapping[str, int],
-        sync_seconds: float | None,
-    ) -> str:
-        """The whole exposition: requests, latency, deployments and definitions by status, sync duration."""
-        lines: list[str] = []
+        deliveries: Mapping[str, int],
+        engine: EngineStatus | None,
+    ) -> tuple[bytes, str]:
+        """The body and content type of one scrape, in the format `accept` asks for (blocking)."""
         with self._lock:
-            lines += _family("deployally_http_requests_total", "counter", "API requests answered.")
-            for (method, route, status), n in sorted(self._requests.items()):
-                labels = _labels(method=method, route=route, status=str(status))
-                lines.append(f"deployally_http_requests_total{labels} {n}")
-            name = "deployally_http_request_duration_seconds"
-            lines += _family(name, "histogram", "API request latency by route and status.")
-            for (route, status), h in sorted(self._latency.items()):
-                for bound, count in zip(BUCKETS_S, h.counts):
-                    labels = _labels(route=route, status=str(status), le=_num(bound))
-                    lines.append(f"{name}_bucket{labels} {count}")
-                labels = _labels(route=route, status=str(status), le="+Inf")
-                lines.append(f"{name}_bucket{labels} {h.total}")
-                base = _labels(route=route, status=str(status))
-                lines.append(f"{name}_sum{base} {_num(h.sum_s)}")
-                lines.append(f"{name}_count{base} {h.total}")
-        lines += _gauges(
-            "deployally_deployments", "Recorded deployments by status.", deployments.items()
-        )
-        lines += _gauges("deployally_definitions", "Definitions by status.", definitions.items())
-        if sync_seconds is not None:
-            name = "deployally_sync_duration_seconds"
-            lines += _family(name, "gauge", "How long the last sync took.")
-            lines.append(f"{name} {_num(sync_seconds)}")
-        return "\n".join(lines) + "\n"
-
-
-def _family(name: str, kind: str, help_text: str) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-
-
-def _gauges(name: str, help_text: str, items: Iterable[tuple[str, int]]) -> list[str]:
-    lines = _family(name, "gauge", help_text)
-    lines += [f"{name}{_labels(status=status)} {n}" for status, n in sorted(items)]
-    return lines
-
-
-def _labels(**labels: str) -> str:
-    # Label values escape backslash, quote and newline (the text format's only escapes).
-    def esc(v: str) -> str:
-        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in labels.items()) + "}"
-
-
-def _num(value: float) -> str:
-    return repr(float(value))
+            for gauge, counts in (
+                (self._deployments, deployments),
+                (self._definitions, definitions),
+                (self._deliveries, deliveries),
+            ):
+                for status, n in counts.items():
+                    gauge.labels(status).set(n)
+            if engine is not None:
+                last = engine.last_sync_at
+                self._last_success.set(last.timestamp() if last is not None else 0)
+                self._syncing.set(1 if engine.syncing else 0)
+                self._failures.set(engine.failures)
+            encoder, content_type = choose_encoder(accept)
+            return encoder(self.registry), content_type

@@ -1,4 +1,4 @@
-"""JSON shapes of templates, definitions, instances and deployments (the API document's fields).
+"""JSON shapes of templates, definitions, instances, deployments and the engine (the API document's fields).
 
 The API and the CLI's `--json` share these, so a script sees the same fields
 whichever it asks. Pure: values in, JSON-safe dicts out; never a secret value.
@@ -15,10 +15,12 @@ from deployally.identity import instance_id
 from deployally.types import (
     DefinitionRecord,
     Deployment,
+    EngineStatus,
     FieldChange,
     LiveInstance,
     Reason,
     SecretRef,
+    SyncResult,
     Template,
 )
 
@@ -155,3 +157,49 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
     return value
+
+
+def engine_status_view(s: EngineStatus) -> dict[str, Any]:
+    """The engine's check in /api/v1/health, also what `deployally status --json` shows."""
+    out: dict[str, Any] = {
+        "status": "degraded" if s.degraded else "ok",
+        "syncs": s.syncs,
+        "syncing": s.syncing,
+        "failures": s.failures,
+        "last_sync_at": _precise(s.last_sync_at),
+        "last_sync_commit": s.last_sync_commit,
+        "last_sync_result": s.last_sync_result.value if s.last_sync_result else None,
+        "last_sync_seconds": round(s.last_sync_seconds, 3) if s.last_sync_seconds is not None else None,
+        "watching": s.watching,
+        "docker_events": s.docker_events,
+        "mirror": s.mirror,
+    }
+    if s.reasons:
+        out["reason"] = "; ".join(s.reasons)
+        out["reasons"] = list(s.reasons)
+    return out
+
+
+def engine_status_from_view(data: Mapping[str, Any]) -> EngineStatus:
+    """The EngineStatus that `engine_status_view` wrote (how a client reads /api/v1/health)."""
+    at = data.get("last_sync_at")
+    result = data.get("last_sync_result")
+    seconds = data.get("last_sync_seconds")
+    return EngineStatus(
+        syncs=int(data.get("syncs") or 0),
+        syncing=bool(data.get("syncing")),
+        failures=int(data.get("failures") or 0),
+        last_sync_at=datetime.fromisoformat(at) if isinstance(at, str) else None,
+        last_sync_commit=data.get("last_sync_commit"),
+        last_sync_result=SyncResult(result) if result in {r.value for r in SyncResult} else None,
+        last_sync_seconds=float(seconds) if isinstance(seconds, (int, float)) else None,
+        watching=bool(data.get("watching")),
+        docker_events=bool(data.get("docker_events")),
+        mirror=data.get("mirror"),
+        reasons=tuple(str(r) for r in data.get("reasons") or ()),
+    )
+
+
+def _precise(at: datetime | None) -> str | None:
+    # The engine's times keep their fraction of a second: a probe compares them with its own clock.
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z") if at is not None else None

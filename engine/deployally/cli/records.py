@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from deployally.api.views import definition_view, deployment_view, template_detail, template_summary
+from deployally.api.views import (
+    definition_view,
+    deployment_view,
+    engine_status_view,
+    template_detail,
+    template_summary,
+)
 from deployally.cli.common import (
     _echo_json,
     _listing,
@@ -23,7 +29,7 @@ from deployally.cli.common import (
 from deployally.errors import DeployAllyError
 from deployally.model import desired as desired_mod
 from deployally.source.tree import DirTree, Tree
-from deployally.types import DeploymentStatus
+from deployally.types import DeploymentStatus, EngineStatus
 
 # ---------------------------------------------------------------- templates
 
@@ -172,9 +178,11 @@ def _uptime(since: Any) -> str:
 @json_option
 def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None:
     """Every definition with its revision, status, health and uptime."""
+    from deployally.serve.engine_client import running_engine_status
     from deployally.types import LiveInstance
 
     ws = _workspace(repo, state_dir, branch)
+    engine = running_engine_status(ws.state_dir)
     records = ws.store.definitions()
     driver = ws.driver_for("local")
     docker_error = None
@@ -199,13 +207,31 @@ def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None
             "error": r.last_error,
         })
     if as_json:
-        _echo_json({"definitions": rows, "docker_error": docker_error})
+        _echo_json({"engine": engine_status_view(engine) if engine is not None else None,
+                    "definitions": rows, "docker_error": docker_error})
         return
+    click.echo(_engine_line(engine))
     _table([(x["name"], x["revision"], x["status"], x["instance"], x["health"] or "",
              x["uptime"], x["error"] or "") for x in rows],
            ["NAME", "REV", "STATUS", "INSTANCE", "HEALTH", "UPTIME", "ERROR"])
     if docker_error:
         click.echo(f"warning: {docker_error}", err=True)
+
+
+def _engine_line(engine: EngineStatus | None) -> str:
+    """One line on the engine serving this state directory: how it stands and its last sync."""
+    if engine is None:
+        return "engine: not running (`deployally serve` runs it)"
+    state = "degraded: " + "; ".join(engine.reasons) if engine.degraded else "ok"
+    last = "no sync has finished yet"
+    if engine.last_sync_at is not None:
+        at = engine.last_sync_at.strftime("%Y-%m-%d %H:%M:%SZ")
+        last = f"last completed sync {at} at {(engine.last_sync_commit or '(no commits)')[:12]}"
+    result = ""
+    if engine.last_sync_result is not None and engine.last_sync_seconds is not None:
+        result = f" (last sync: {engine.last_sync_result.value}, {engine.last_sync_seconds:.2f} s)"
+    syncing = ", syncing now" if engine.syncing else ""
+    return f"engine: {state}; {engine.syncs} sync(s), {last}{result}{syncing}"
 
 
 @click.command()

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from deployally.api.sync import SyncOutcome
 from deployally.errors import DeployAllyError, SourceError
 from deployally.logs import fields
+from deployally.types import SyncResult
 
 # serve's logger: its sync lines read `server: sync done` as they always have.
 log = logging.getLogger("deployally.server")
@@ -30,9 +32,16 @@ REACHED_KEPT = 100
 class SyncLoop:
     """Runs syncs one at a time in one thread; triggers during a sync make exactly one more."""
 
-    def __init__(self, run_sync: Any, *, on_recovered: Any = None) -> None:
+    def __init__(
+        self,
+        run_sync: Any,
+        *,
+        on_recovered: Any = None,
+        on_finished: Callable[[SyncResult, float], None] | None = None,
+    ) -> None:
         self._run_sync = run_sync  # () -> SyncOutcome, blocking
         self._on_recovered = on_recovered
+        self._on_finished = on_finished  # (result, seconds) after every sync, for the metrics
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
         self._wanted = asyncio.Event()
         self._why: list[str] = []
@@ -45,7 +54,9 @@ class SyncLoop:
         self.failures = 0  # in a row
         self.last_error: str | None = None
         self.last_outcome: SyncOutcome | None = None
-        self.last_finished_at: datetime | None = None
+        self.last_finished_at: datetime | None = None  # of the last sync that ran to completion
+        self.last_result: SyncResult | None = None
+        self.last_seconds: float | None = None
 
     def __repr__(self) -> str:
         return f"SyncLoop(syncs={self.syncs}, running={self.running}, failures={self.failures})"
@@ -100,6 +111,7 @@ class SyncLoop:
         try:
             outcome: SyncOutcome = await loop.run_in_executor(self._executor, self._run_sync)
         except Exception as exc:  # any failure is reported and retried; the loop lives on
+            self._finished(SyncResult.ERROR, started)
             self.failures += 1
             self.last_error = str(exc) or type(exc).__name__
             delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self.failures - 1))
@@ -119,6 +131,7 @@ class SyncLoop:
         finally:
             self.running = False
             self.syncs += 1
+        self._finished(SyncResult.SUCCESS if outcome.report.ok else SyncResult.PARTIAL, started)
         recovered = self.failures > 0
         self.failures = 0
         self.last_error = None
@@ -147,7 +160,7 @@ class SyncLoop:
                     failed=sum(1 for d in report.deployments if d.status.value != "success"),
                     invalid=len(report.errors),
                     unchanged=report.unchanged,
-                    seconds=round(time.monotonic() - started, 3),
+                    seconds=round(self.last_seconds or 0.0, 3),
                     why=",".join(sorted(set(why))),
                 ),
             )
@@ -159,3 +172,9 @@ class SyncLoop:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(outcome)
+
+    def _finished(self, result: SyncResult, started: float) -> None:
+        self.last_result = result
+        self.last_seconds = time.monotonic() - started
+        if self._on_finished is not None:
+            self._on_finished(result, self.last_seconds)

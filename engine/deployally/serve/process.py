@@ -18,12 +18,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import docker
 from aiohttp import web
 
 from deployally.api.app import create_app
+from deployally.api.metrics import Metrics
 from deployally.api.sync import SYNC, SyncOutcome
 from deployally.api.webhooks import WAKE_SENDER
 from deployally.drivers.local.events import DockerEvents
@@ -41,6 +41,7 @@ from deployally.serve.loop import SyncLoop
 from deployally.serve.status import engine_status
 from deployally.source.git import GitRepo, redact_url
 from deployally.source.watcher import RefWatcher
+from deployally.types import EngineStatus
 from deployally.workspace import Workspace, default_state_dir
 
 log = logging.getLogger("deployally.server")
@@ -121,7 +122,10 @@ class EngineProcess:
         self._sender: Sender | None = None
         # Read before anything starts, so a bad value stops `serve` with one readable line.
         self._webhook_schedule = webhook_schedule(os.environ.get(WEBHOOK_BACKOFF_ENV))
-        self.sync_loop = SyncLoop(self._sync_blocking, on_recovered=self._rewatch)
+        self.metrics = Metrics()  # the API's /metrics; the sync loop counts its syncs into it
+        self.sync_loop = SyncLoop(
+            self._sync_blocking, on_recovered=self._rewatch, on_finished=self.metrics.observe_sync
+        )
 
     def __repr__(self) -> str:
         return f"EngineProcess({self.config.repo!r}, state_dir={str(self.state_dir)!r})"
@@ -143,8 +147,8 @@ class EngineProcess:
 
     # ------------------------------------------------------------ health
 
-    def status(self) -> dict[str, Any]:
-        """The engine's part of /api/v1/health: degraded with the reason after a failed sync or fetch."""
+    def status(self) -> EngineStatus:
+        """How the engine stands, for /api/v1/health and /metrics: degraded after a failed sync or fetch."""
         return engine_status(
             self.sync_loop,
             fetch_error=self._fetch_error,
@@ -189,7 +193,9 @@ class EngineProcess:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
 
-        app = create_app(ws, trigger_sync=self.trigger_threadsafe, status=self.status)
+        app = create_app(
+            ws, trigger_sync=self.trigger_threadsafe, status=self.status, metrics=self.metrics
+        )
         app[SYNC] = self
         app[WAKE_SENDER] = self._wake_sender
         runner = web.AppRunner(app, handle_signals=False, access_log=None)

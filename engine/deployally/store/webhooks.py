@@ -144,6 +144,13 @@ class WebhookStore(Database):
         )
         return int(row[0])
 
+    def deliveries_by_status(self) -> dict[str, int]:
+        """Deliveries per status, every status present (0 when none): pending is the outbox backlog."""
+        counts = {s.value: 0 for s in DeliveryStatus}
+        for row in self._conn().execute("SELECT status, count(*) AS n FROM deliveries GROUP BY status"):
+            counts[row["status"]] = int(row["n"])
+        return counts
+
     def due_deliveries(self, now: datetime, limit: int = 100) -> list[DeliveryRecord]:
         """Pending deliveries whose next attempt is due by `now`, most overdue first."""
         rows = (
