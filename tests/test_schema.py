@@ -38,3 +38,30 @@ def test_schema_errors_name_the_unknown_field_with_a_suggestion() -> None:
     errors = schema_errors("settings.schema.json", "deployally.yaml", data, lines)
     assert [(e.field, e.line) for e in errors] == [("defaults.sever", 2)]
     assert "did you mean `server`?" in errors[0].message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: " + "[" * 100_000 + "]" * 100_000,
+        "a: " + "{a: " * 10_000 + "1" + "}" * 10_000,
+        "a:\n" + "".join("  " * i + "b:\n" for i in range(1, 40)) + "  " * 40 + "c: 1\n",
+        "a: &a [*a]\n",  # a recursive alias is infinitely deep
+        # aliases nest without nesting in the text
+        "x: &x [[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]\ny: &y [[[[[[[[[[[[[[[[*x]]]]]]]]]]]]]]]]\nz: [[*y]]\n",
+    ],
+)
+def test_a_file_nested_too_deep_is_refused_with_its_line(text: str) -> None:
+    with pytest.raises(ValidationError, match="nested more than 32 levels deep") as info:
+        load_yaml("deep.yaml", text)
+    assert info.value.path == "deep.yaml" and info.value.line is not None
+
+
+def test_nesting_up_to_the_bound_is_read() -> None:
+    data, _ = load_yaml("ok.yaml", "a: " + "[" * 31 + "1" + "]" * 31)
+    assert isinstance(data["a"], list)
+
+
+def test_a_file_too_large_to_parse_is_refused_before_parsing() -> None:
+    with pytest.raises(ValidationError, match="more than the 256,000"):
+        load_yaml("big.yaml", "a: '" + "x" * 300_000 + "'\n")

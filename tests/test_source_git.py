@@ -13,7 +13,8 @@ import pytest
 
 from deployally.errors import Conflict, SourceError
 from deployally.source import GitRepo
-from deployally.types import ChangeSet
+from deployally.source.tree import DirTree
+from deployally.types import ChangeSet, Unreadable
 
 AUTHOR = {"author_name": "Ada Ops", "author_email": "ada@example.com"}
 
@@ -244,6 +245,30 @@ def test_read_rejects_non_utf8_with_the_path(work: Path) -> None:
     git(work, "commit", "-q", "-m", "binary")
     with pytest.raises(SourceError, match="bin.dat.*UTF-8"):
         GitRepo(work).read("HEAD", "bin.dat")
+
+
+def test_read_many_marks_each_unreadable_file_and_reads_the_rest(work: Path) -> None:
+    (work / "good.yaml").write_text("fine\n")
+    (work / "bin.dat").write_bytes(b"\xff\xfe\x00")
+    (work / "two\nlines.yaml").write_text("x\n")
+    (work / os.fsdecode(b"caf\xe9.yaml")).write_text("y\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "mixed")
+    names = ["good.yaml", "bin.dat", "two\nlines.yaml", os.fsdecode(b"caf\xe9.yaml"), "gone.yaml"]
+
+    got = GitRepo(work).read_many("HEAD", names)
+
+    assert got["good.yaml"] == "fine\n"
+    assert got["bin.dat"] == Unreadable("bin.dat", "not UTF-8 text; save the file as UTF-8")
+    assert got["two\nlines.yaml"] == Unreadable(
+        "two\\nlines.yaml", "the file name holds a newline; rename the file"
+    )
+    assert got[os.fsdecode(b"caf\xe9.yaml")] == Unreadable(
+        "caf\\xe9.yaml", "the file name is not UTF-8; rename the file"
+    )
+    assert "gone.yaml" not in got
+    assert set(DirTree(work).read_many(names)) == set(got)  # a working copy reads the same
+    assert DirTree(work).read_many(names)["bin.dat"] == got["bin.dat"]
 
 
 def test_list_files(work: Path) -> None:

@@ -123,6 +123,14 @@ class ChangeSet:
         return frozenset(out)
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A repository file that exists but is not text DeployAlly can read, and why."""
+
+    shown: str  # the file's path as an error may print it: control characters escaped
+    problem: str  # what is wrong and what to do, e.g. "not UTF-8 text; save it as UTF-8"
+
+
 # ---------------------------------------------------------------- render
 
 

@@ -24,6 +24,7 @@ from deployally.model.schema import (
     schema_errors,
     short_repr,
 )
+from deployally.source.git import name_problem
 from deployally.types import Taxonomy, Template, UserInput
 
 # A built-in template's source is its path under the shipped catalog, spelt as in a repository.
@@ -41,7 +42,7 @@ def repo_path_problem(source: str) -> str | None:
         return f"{source!r} must be a relative path inside the repository, e.g. config/nginx.conf"
     if ".." in p.parts:
         return f"{source!r} must not contain `..`; name a file inside the repository"
-    return None
+    return name_problem(source)
 
 
 def mount_path_problem(mount: str) -> str | None:

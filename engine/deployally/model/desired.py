@@ -11,8 +11,6 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
-import yaml
-
 from deployally.errors import ValidationError, ValidationErrors
 from deployally.identity import content_hash
 from deployally.model import catalog as catalog_mod
@@ -20,9 +18,10 @@ from deployally.model import definitions as definitions_mod
 from deployally.model.engine_config import Allowances, EngineConfig
 from deployally.model.host_policy import definition_refusals, settings_refusals
 from deployally.model.render import render
+from deployally.model.schema import lenient_value
 from deployally.model.settings import Settings, parse_settings
 from deployally.source.tree import Tree
-from deployally.types import ContainerSpec, Definition, Template
+from deployally.types import ContainerSpec, Definition, Template, Unreadable
 
 SETTINGS_PATH = "deployally.yaml"
 DEFINITIONS_DIR = "definitions/"
@@ -88,6 +87,8 @@ def load_settings(
     """The repository settings, or defaults with the error when the file is broken; with
     `allow`, also an error for what they ask that the engine's operator has not allowed."""
     text = tree.read_many([SETTINGS_PATH]).get(SETTINGS_PATH)
+    if isinstance(text, Unreadable):
+        return parse_settings(SETTINGS_PATH, None), [unreadable_error(text)]
     try:
         settings = parse_settings(SETTINGS_PATH, text)
     except ValidationErrors as exc:
@@ -104,7 +105,9 @@ def load_catalog(tree: Tree) -> tuple[catalog_mod.Catalog, list[ValidationError]
     paths = [p for p in tree.list(CATALOG_DIR) if p.endswith((".yaml", ".yml"))]
     if not paths:
         return builtin, []
-    templates, errors = catalog_mod.load_repo_templates(tree.read_many(paths))
+    texts, unreadable = _split(tree.read_many(paths))
+    templates, errors = catalog_mod.load_repo_templates(texts)
+    errors = [unreadable_error(u) for u in unreadable.values()] + errors
     try:
         return catalog_mod.Catalog.merge(builtin, templates), list(errors)
     except ValidationErrors as exc:
@@ -127,10 +130,13 @@ def load(
     catalog, catalog_errors = load_catalog(tree)
     errors += catalog_errors
     paths = definition_paths(tree) if only is None else sorted(only)
-    texts = tree.read_many(paths)
+    texts, unreadable = _split(tree.read_many(paths))
 
     parsed: dict[str, Definition] = {}
-    invalid: dict[str, list[ValidationError]] = {}
+    # A file that cannot be read has no name either: it holds back removals until fixed.
+    invalid: dict[str, list[ValidationError]] = {
+        p: [unreadable_error(u)] for p, u in unreadable.items()
+    }
     invalid_names: dict[str, str] = {}
     for path in paths:
         if path not in texts:
@@ -174,7 +180,14 @@ def load(
             invalid_names[path] = definition.name
             continue
         needs = definitions_mod.referenced_files(definition, template)
-        files = tree.read_many(needs)
+        files, unmountable = _split(tree.read_many(needs)) if needs else ({}, {})
+        if unmountable:
+            invalid[path] = [
+                ValidationError(path, "files", f"{u.shown} cannot be mounted: {u.problem}")
+                for u in unmountable.values()
+            ]
+            invalid_names[path] = definition.name
+            continue
         try:
             spec = render(
                 definition,
@@ -206,7 +219,7 @@ def load(
         invalid={p: tuple(e) for p, e in invalid.items()},
         invalid_names=invalid_names,
         errors=tuple(errors),
-        files=frozenset(texts),
+        files=frozenset(texts) | frozenset(unreadable),
     )
 
 
@@ -215,11 +228,21 @@ def desired_hash(file_text: str, template_spec_hash: str, files: Mapping[str, st
     return content_hash({"file": file_text, "template": template_spec_hash, "files": dict(files)})
 
 
+def unreadable_error(file: Unreadable) -> ValidationError:
+    """The error for a file that cannot be read, naming it as one printable line."""
+    return ValidationError(file.shown, "", file.problem)
+
+
+def _split(
+    read: Mapping[str, str | Unreadable],
+) -> tuple[dict[str, str], dict[str, Unreadable]]:
+    """Texts, and the files that could not be read as text."""
+    texts = {p: t for p, t in read.items() if isinstance(t, str)}
+    return texts, {p: u for p, u in read.items() if isinstance(u, Unreadable)}
+
+
 def _name_of(text: str) -> str | None:
     """Best-effort `name:` of a file that did not validate, to keep its container untouched."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return None
+    data = lenient_value(text)
     name = data.get("name") if isinstance(data, dict) else None
     return name if isinstance(name, str) and re.match(definitions_mod.NAME_RE, name) is not None else None

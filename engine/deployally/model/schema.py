@@ -22,20 +22,55 @@ from deployally.errors import ValidationError
 
 # Far above any real template or definition, far below what would exhaust memory.
 MAX_FIELDS = 20_000
+# The deepest built-in template nests 6 levels; every step that walks a file (the YAML
+# composer, the schema validator, the renderer) recurses once or more per level, so a
+# bound far below Python's recursion limit (1000 frames) keeps each of them safe.
+MAX_DEPTH = 32
+# The largest built-in template is 2 KB. The YAML parser is pure Python (about 15 µs a
+# character on a 2-core machine), so a file at this bound still parses in seconds.
+MAX_CHARS = 256_000
 
 FieldPath = tuple[str | int, ...]
 LineIndex = Mapping[FieldPath, int]
 
 
+class _TooDeep(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader, refusing to descend past MAX_DEPTH (the composer recurses per level)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH + 1:  # + 1: the scalar at the bottom is a node too
+                raise _TooDeep(self.peek_event().start_mark.line + 1)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def load_yaml(path: str, text: str) -> tuple[dict[str, Any], LineIndex]:
     """Parse one YAML mapping into JSON-safe data plus the line of every field; raise ValidationError."""
+    if len(text) > MAX_CHARS:
+        raise ValidationError(
+            path, "", f"{len(text):,} characters, more than the {MAX_CHARS:,} a file may hold; split it"
+        )
+    loader = _BoundedLoader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = loader.get_single_node()
         lines: dict[FieldPath, int] = {}
         _index_lines(path, root, (), lines)
-        data = yaml.safe_load(text)
-    except RecursionError as exc:
-        raise ValidationError(path, "", "nested too deeply; flatten the file") from exc
+        # Built from the nodes already checked: aliases cannot deepen or widen it any more.
+        data = loader.construct_document(root) if root is not None else None
+    except _TooDeep as exc:
+        raise ValidationError(path, "", _too_deep(), line=exc.line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -43,6 +78,8 @@ def load_yaml(path: str, text: str) -> tuple[dict[str, Any], LineIndex]:
         raise ValidationError(
             path, "", f"invalid YAML: {problem}; fix the syntax", line=line
         ) from exc
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise ValidationError(
@@ -51,9 +88,32 @@ def load_yaml(path: str, text: str) -> tuple[dict[str, Any], LineIndex]:
     return _plain(data), lines
 
 
+def lenient_value(text: str) -> Any:
+    """The value of a YAML text within load_yaml's size and depth bounds, duplicate keys
+    allowed; None when it cannot be read (to find a refused file's name)."""
+    if len(text) > MAX_CHARS:
+        return None
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except (_TooDeep, yaml.YAMLError):
+        return None
+    finally:
+        loader.dispose()
+
+
+def _too_deep() -> str:
+    return f"nested more than {MAX_DEPTH} levels deep; flatten the file"
+
+
 def _index_lines(
     path: str, node: yaml.Node | None, at: FieldPath, out: dict[FieldPath, int]
 ) -> None:
+    # An alias reuses a node without nesting in the text, so depth is checked here too,
+    # on the document as it will be built (a recursive alias is infinitely deep).
+    if len(at) > MAX_DEPTH:
+        raise ValidationError(path, field_name(at[:MAX_DEPTH]), _too_deep(),
+                              line=node.start_mark.line + 1 if node is not None else None)
     # PyYAML keeps the last of two equal keys without a word; a silently ignored
     # value is exactly the kind of typo users need to hear about.
     if isinstance(node, yaml.MappingNode):

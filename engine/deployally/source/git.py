@@ -20,7 +20,7 @@ from pathlib import Path
 import git as gitpython
 
 from deployally.errors import Conflict, SourceError
-from deployally.types import ChangeSet
+from deployally.types import ChangeSet, Unreadable
 
 ZERO_SHA = "0" * 40
 
@@ -170,32 +170,54 @@ class GitRepo:
         return sha
 
     def read(self, commit: str, path: str) -> str | None:
-        """Text of `path` at `commit`; None when the file does not exist there."""
-        return self.read_many(commit, [path]).get(path)
+        """Text of `path` at `commit`; None when the file does not exist there.
 
-    def read_many(self, commit: str, paths: Iterable[str]) -> dict[str, str]:
-        """Texts of the files that exist at `commit`, by path, read by one `cat-file` process."""
+        Raises SourceError naming the file when it exists but is not readable text.
+        """
+        text = self.read_many(commit, [path]).get(path)
+        if isinstance(text, Unreadable):
+            raise SourceError(f"{text.shown} at {commit[:12]}: {text.problem}")
+        return text
+
+    def read_many(self, commit: str, paths: Iterable[str]) -> dict[str, str | Unreadable]:
+        """Texts of the files that exist at `commit`, by path, read by one `cat-file` process.
+
+        A file that exists but cannot be read as text (not UTF-8, or a name with a control
+        character) maps to Unreadable: one bad file never hides the others.
+        """
+        result: dict[str, str | Unreadable] = {}
         wanted = list(dict.fromkeys(paths))
-        for p in wanted:
-            if "\n" in p:
-                raise SourceError(f"{self.path}: {p!r}: paths with a newline cannot be read")
+        misnamed = {p: problem for p in wanted if (problem := name_problem(p)) is not None}
+        if misnamed:
+            for p in self._names_at(commit, list(misnamed)) & misnamed.keys():  # absent stay absent
+                result[p] = Unreadable(shown_path(p), misnamed[p])
+            wanted = [p for p in wanted if p not in misnamed]
+        if not wanted:
+            return result
         # The commit itself goes first, so a bad revision is told apart from absent files.
         lines = [f"{commit}^{{commit}}"] + [f"{commit}:{p.lstrip('/')}" for p in wanted]
         out = self._git_bytes("cat-file", "--batch", input="\n".join(lines).encode() + b"\n")
         objects = _parse_batch(out)
         if objects[0] is None:
             raise SourceError(f"{self.path}: bad revision {commit!r}: no such commit")
-        result: dict[str, str] = {}
         for p, obj in zip(wanted, objects[1:]):
             if obj is None or obj[0] != "blob":
                 continue
             try:
                 result[p] = obj[1].decode("utf-8")
             except UnicodeDecodeError:
-                raise SourceError(
-                    f"{p} at {commit[:12]}: not UTF-8 text; save the file as UTF-8"
-                ) from None
+                result[p] = Unreadable(p, "not UTF-8 text; save the file as UTF-8")
         return result
+
+    def _names_at(self, commit: str, paths: list[str]) -> set[str]:
+        """Which of `paths` are files at `commit`, whatever bytes their names hold."""
+        # Arguments carry any name (the argv is encoded back to the name's bytes); the
+        # batch input of cat-file could not hold a newline.
+        out = self._git_bytes(
+            "--literal-pathspecs", "ls-tree", "-z", "--name-only", "--full-tree", commit,
+            "--", *paths,
+        )
+        return {e.decode("utf-8", "surrogateescape") for e in out.split(b"\0") if e}
 
     def list_files(self, commit: str, prefix: str) -> dict[str, str]:
         """Path -> blob sha of every file under the directory `prefix` ("" for all), recursively."""
@@ -503,6 +525,34 @@ _BAD_REF = re.compile(r"(^[-/.])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(\.lock$)|(/$)|(//
 
 def _valid_branch_name(branch: str) -> bool:
     return bool(branch) and not _BAD_REF.search(branch)
+
+
+def name_problem(path: str) -> str | None:
+    """Why a file name from a repository cannot be used, or None: every path DeployAlly
+    reads is printed in errors and push output, where a newline or an escape sequence
+    could forge lines, and a name that is not UTF-8 cannot be stored or shown."""
+    for char in path:
+        if char.isprintable():
+            continue
+        if char == "\n":
+            return "the file name holds a newline; rename the file"
+        if "\udc80" <= char <= "\udcff":
+            return "the file name is not UTF-8; rename the file"
+        return f"the file name holds the unprintable character U+{ord(char):04X}; rename the file"
+    return None
+
+
+def shown_path(path: str) -> str:
+    """`path` as one printable line: control characters escaped (\\n), non-UTF-8 bytes as \\xNN."""
+    out = []
+    for char in path:
+        if char.isprintable():
+            out.append(char)
+        elif "\udc80" <= char <= "\udcff":  # a byte the name held that was not UTF-8
+            out.append(f"\\x{ord(char) - 0xDC00:02x}")
+        else:
+            out.append(repr(char)[1:-1])
+    return "".join(out)
 
 
 def _check_path(path: str) -> None:

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from deployally.source.git import GitRepo
+from deployally.source.git import GitRepo, name_problem, shown_path
+from deployally.types import Unreadable
 
 
 class Tree(Protocol):
@@ -23,8 +24,9 @@ class Tree(Protocol):
         """Repo-relative paths of the files under `prefix`, sorted."""
         ...
 
-    def read_many(self, paths: Iterable[str]) -> dict[str, str]:
-        """Texts of the paths that exist; absent paths are left out."""
+    def read_many(self, paths: Iterable[str]) -> dict[str, str | Unreadable]:
+        """Texts of the paths that exist, Unreadable for a file that is not text; absent
+        paths are left out."""
         ...
 
 
@@ -39,7 +41,7 @@ class CommitTree:
     def list(self, prefix: str) -> list[str]:
         return sorted(self.repo.list_files(self.commit, prefix))
 
-    def read_many(self, paths: Iterable[str]) -> dict[str, str]:
+    def read_many(self, paths: Iterable[str]) -> dict[str, str | Unreadable]:
         return self.repo.read_many(self.commit, list(paths))
 
     def __repr__(self) -> str:
@@ -63,14 +65,23 @@ class DirTree:
             if p.is_file() and ".git" not in p.relative_to(self.root).parts
         )
 
-    def read_many(self, paths: Iterable[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def read_many(self, paths: Iterable[str]) -> dict[str, str | Unreadable]:
+        out: dict[str, str | Unreadable] = {}
         for rel in paths:
             path = (self.root / rel).resolve()
             # A config file source may never reach outside the repository.
             if self.root not in path.parents or not path.is_file():
                 continue
-            out[rel] = path.read_text(encoding="utf-8")
+            problem = name_problem(rel)
+            if problem is not None:
+                out[rel] = Unreadable(shown_path(rel), problem)
+                continue
+            try:
+                out[rel] = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                out[rel] = Unreadable(rel, "not UTF-8 text; save the file as UTF-8")
+            except OSError as exc:
+                out[rel] = Unreadable(rel, f"cannot be read: {exc.strerror or exc}")
         return out
 
     def __repr__(self) -> str:

@@ -12,12 +12,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from deployally.errors import Conflict, NotFound, SecretError, ValidationError
 from deployally.identity import definition_id
 from deployally.model import definitions as definitions_mod
 from deployally.model.catalog import Catalog
+from deployally.model.schema import load_yaml
 from deployally.model.settings import Settings
 from deployally.source.git import GitRepo
 from deployally.store import Store
@@ -131,9 +130,7 @@ def update_definition(
     """Commit a partial update (profile, and params merged into the file's; None unsets one)."""
     head = repo.head()
     name, path, text = _current(repo, store, key, head)
-    data = yaml.safe_load(text)
-    if not isinstance(data, dict):
-        raise ValidationError(path, "", "the file is not a mapping; fix it in git first")
+    data, _lines = load_yaml(path, text)  # bounded: a file nested 100,000 deep is an error
     if profile is not None:
         data["profile"] = profile
     current = dict(data.get("params") or {})

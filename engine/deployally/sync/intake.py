@@ -151,7 +151,8 @@ class Intake:
         }
         for path, name in state.invalid_names.items():
             if path in changes.paths():
-                text = CommitTree(self.repo, commit).read_many([path]).get(path, "")
+                text = CommitTree(self.repo, commit).read_many([path]).get(path)
+                text = text if isinstance(text, str) else ""  # a named file was read as text
                 hashes.setdefault(name, (desired_mod.desired_hash(text, "", {}), path))
         for record in self._dropped_in(state, changes):
             hashes.setdefault(record.name, ("", ""))

@@ -1,0 +1,237 @@
+"""One bad commit never stops the engine: a hostile file is an error for that file alone.
+
+Each case is committed beside good files into a real git repository and synced to a real
+Docker engine; a later commit that removes the file must heal the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import docker
+import pytest
+
+from conftest import DefinitionsRepo, PushRepo
+from deployally.sync.reconcile import SyncReport
+from deployally.workspace import Workspace
+
+pytestmark = pytest.mark.docker
+
+DEEP = 100_000
+
+
+def sync(repo: DefinitionsRepo) -> SyncReport:
+    ws = Workspace.open(repo.path, health_timeout_s=30)
+    try:
+        return ws.engine.sync()
+    finally:
+        ws.close()
+
+
+def statuses(report: SyncReport) -> dict[str, str]:
+    return {d.definition_name: d.status.value for d in report.deployments}
+
+
+def write_bytes(repo: DefinitionsRepo, rel: str | bytes, data: bytes) -> None:
+    target = repo.path / os.fsdecode(rel)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+
+
+# path (bytes for a name that is not UTF-8), content, what the error shows as the file and
+# a word the error must hold.
+UNREADABLE_DEFINITIONS: dict[str, tuple[str | bytes, bytes, str, str]] = {
+    "a list nested 100,000 deep": (
+        "definitions/deep.yaml",
+        b"name: deep\nparams: " + b"[" * DEEP + b"]" * DEEP + b"\n",
+        "definitions/deep.yaml",
+        "nested",
+    ),
+    "a mapping nested 50,000 deep": (  # 100,000 would be refused as too large to parse
+        "definitions/deepmap.yaml",
+        b"name: deep\nparams: " + b"{a: " * (DEEP // 2) + b"1" + b"}" * (DEEP // 2) + b"\n",
+        "definitions/deepmap.yaml",
+        "nested",
+    ),
+    "a binary file": (
+        "definitions/logo.yaml",
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe",
+        "definitions/logo.yaml",
+        "UTF-8",
+    ),
+    "a newline in the file name": (
+        "definitions/two\nlines.yaml",
+        b"name: twolines\ntemplate: tools/busybox/worker/stable\n",
+        "definitions/two\\nlines.yaml",
+        "newline",
+    ),
+    "a file name that is not UTF-8": (
+        b"definitions/caf\xe9.yaml",
+        b"name: cafe\ntemplate: tools/busybox/worker/stable\n",
+        "definitions/caf\\xe9.yaml",
+        "UTF-8",
+    ),
+}
+
+# Settings and repository templates are tree-wide: while one is refused, every definition
+# keeps its last good spec (README, "How a sync works").
+UNREADABLE_TREE_WIDE: dict[str, tuple[str, bytes, str]] = {
+    "a binary repository template": ("catalog/tools/blob.yaml", b"\x00\xff" * 64, "UTF-8"),
+    "a repository template nested 100,000 deep": (
+        "catalog/tools/deep.yaml",
+        b"name: deep\nspec: " + b"[" * DEEP + b"]" * DEEP + b"\n",
+        "nested",
+    ),
+    "a binary deployally.yaml": ("deployally.yaml", b"network: \xff\xfe\x00\n", "UTF-8"),
+}
+
+
+def test_unreadable_definition_files_are_errors_for_them_alone_and_removing_them_heals(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    running = defs_repo.worker("running", message="original")
+    defs_repo.commit("Add running")
+    sync(defs_repo)
+    before = docker_client.containers.get(running)
+
+    for path, data, _shown, _word in UNREADABLE_DEFINITIONS.values():
+        write_bytes(defs_repo, path, data)
+    beside = defs_repo.worker("beside")  # a good file in the same commit
+    defs_repo.commit("Add unreadable files")
+    report = sync(defs_repo)
+
+    messages = [str(e) for e in report.errors]
+    for case, (_path, _data, shown, word) in UNREADABLE_DEFINITIONS.items():
+        assert any(m.startswith(shown) and word in m for m in messages), (case, messages)
+    assert all("\n" not in m for m in messages), messages  # a file name cannot forge lines
+    assert statuses(report) == {beside: "success"}
+    after = docker_client.containers.get(running)
+    assert after.id == before.id and after.status == "running"
+
+    # Their removal heals the engine: the next change deploys and nothing is refused.
+    for path, *_rest in UNREADABLE_DEFINITIONS.values():
+        (defs_repo.path / os.fsdecode(path)).unlink()
+    later = defs_repo.worker("later")
+    defs_repo.commit("Remove the unreadable files")
+    healed = sync(defs_repo)
+
+    assert healed.errors == ()
+    assert statuses(healed) == {later: "success"}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE_TREE_WIDE))
+def test_an_unreadable_settings_or_template_file_holds_the_tree_and_removing_it_heals(
+    case: str, defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    path, data, word = UNREADABLE_TREE_WIDE[case]
+    settings = (defs_repo.path / "deployally.yaml").read_bytes()
+    running = defs_repo.worker("running", message="original")
+    defs_repo.commit("Add running")
+    sync(defs_repo)
+    before = docker_client.containers.get(running)
+
+    write_bytes(defs_repo, path, data)
+    beside = defs_repo.worker("beside")
+    defs_repo.commit(f"Add {case}")
+    report = sync(defs_repo)
+
+    messages = [str(e) for e in report.errors]
+    assert any(m.startswith(path) and word in m for m in messages), messages
+    assert statuses(report) == {}
+    assert docker_client.containers.get(running).id == before.id
+
+    if path == "deployally.yaml":
+        (defs_repo.path / path).write_bytes(settings)
+    else:
+        (defs_repo.path / path).unlink()
+    defs_repo.commit(f"Remove {case}")
+    healed = sync(defs_repo)
+
+    assert healed.errors == ()
+    assert statuses(healed) == {beside: "success"}
+
+
+def test_a_config_file_that_cannot_be_read_refuses_only_the_definition_that_mounts_it(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    write_bytes(defs_repo, "config/logo.png", b"\x89PNG\r\n\x1a\n\x00\xff")
+    binary = defs_repo.worker(
+        "binary", _extra="files: [{path: /etc/logo.png, source: config/logo.png}]\n"
+    )
+    newline = defs_repo.worker(
+        "newline", _extra='files: [{path: /etc/app.conf, source: "config/a\\nb.conf"}]\n'
+    )
+    fine = defs_repo.worker("fine")
+    defs_repo.commit("Mount a binary file and a name with a newline")
+
+    report = sync(defs_repo)
+
+    assert statuses(report) == {fine: "success"}
+    messages = "\n".join(str(e) for e in report.errors)
+    assert f"definitions/{binary}.yaml" in messages and "config/logo.png" in messages
+    assert f"definitions/{newline}.yaml" in messages and "files[0].source" in messages
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(binary)
+
+
+def test_validate_and_plan_name_the_unreadable_files(defs_repo: DefinitionsRepo) -> None:
+    from click.testing import CliRunner
+
+    from deployally.cli import main
+
+    defs_repo.worker("good")
+    write_bytes(defs_repo, "definitions/deep.yaml", b"a: " + b"[" * DEEP + b"]" * DEEP + b"\n")
+    write_bytes(defs_repo, "definitions/logo.yaml", b"\x89PNG\x00\xff")
+    write_bytes(defs_repo, "definitions/two\nlines.yaml", b"name: x\n")
+    defs_repo.commit("Three unreadable files")
+
+    for args in (
+        ["validate", "--repo", str(defs_repo.path), "--rev", "HEAD", "--json"],
+        ["validate", "--repo", str(defs_repo.path), "--json"],  # the working directory
+        ["plan", "--repo", str(defs_repo.path), "--base", "HEAD~1", "--head", "HEAD",
+         "--format", "json"],
+    ):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, (args, result.output, result.exception)
+        files = {e["file"] for e in json.loads(result.output)["errors"]}
+        assert files == {
+            "definitions/deep.yaml", "definitions/logo.yaml", "definitions/two\\nlines.yaml"
+        }, args
+
+
+def test_an_api_update_of_a_file_nested_too_deep_is_refused(tmp_path: Path) -> None:
+    from deployally.errors import ValidationError
+    from deployally.model.catalog import load_builtin
+    from deployally.sync import edits
+
+    repo = DefinitionsRepo(tmp_path / "repo", "tapi")
+    repo.worker("deep")
+    repo.commit("Add deep")
+    ws = Workspace.open(repo.path)
+    try:
+        ws.engine.intake.refresh(ws.repo.head() or "")
+        repo.write("definitions/tapi_deep.yaml", "params: " + "[" * DEEP + "]" * DEEP + "\n")
+        repo.commit("Nest it")
+        with pytest.raises(ValidationError, match="nested"):
+            edits.update_definition(
+                ws.repo, ws.store, load_builtin(), "tapi_deep", params={"message": "x"}, author="t"
+            )
+    finally:
+        ws.close()
+
+
+def test_pre_receive_refuses_unreadable_files_naming_each(push_repo: PushRepo) -> None:
+    push_repo.worker("good")
+    write_bytes(push_repo, "definitions/logo.yaml", b"\x89PNG\x00\xff")
+    write_bytes(push_repo, "definitions/two\nlines.yaml", b"name: x\n")
+    push_repo.commit("Unreadable files")
+
+    pushed = push_repo.push()
+
+    assert pushed.returncode != 0
+    assert "remote: error: definitions/logo.yaml: not UTF-8 text" in pushed.stdout, pushed.stdout
+    assert "error: definitions/two\\nlines.yaml: the file name holds a newline" in pushed.stdout
+    assert "Traceback" not in pushed.stdout and "push refused" in pushed.stdout
+
