@@ -67,13 +67,13 @@ def test_post_without_revision_records_a_redeploy(
     assert "write-bot" in got["logs"][0]["message"]
 
     # The engine carries the request out under the same id: a new container, same revision.
-    before = ws.driver_for("local").live()[f"{names}-a"].container_id  # type: ignore[union-attr]
+    before = ws.driver_for("local").live()[f"{names}-a"].ref  # type: ignore[union-attr]
     report = ws.engine.sync()
     assert [d.id for d in report.deployments] == [data["id"]]
     done = api.request("GET", f"/deployments/{data['id']}", api_tokens["read"]).json()["data"]
     assert done["status"] == "success" and done["reason"]["kind"] == "operator"
     after = ws.driver_for("local").live()[f"{names}-a"]  # type: ignore[union-attr]
-    assert after.container_id != before and after.revision == a["current_revision"]
+    assert after.ref != before and after.revision == a["current_revision"]
 
     wrong = api.request(
         "POST",

@@ -58,7 +58,7 @@ def test_stop_holds_against_self_heal_and_start_releases_it(
     record = ws.store.definition(name)
     assert record is not None and record.operator_stopped
     ws.engine.sync()  # self-heal must leave it stopped
-    assert ws.driver_for("local").live()[name].status == "exited"  # type: ignore[union-attr]
+    assert ws.driver_for("local").live()[name].state == "exited"  # type: ignore[union-attr]
 
     started = api.request("POST", f"/instances/{inst['id']}/start", api_tokens["write"])
     assert started.status_code == 200

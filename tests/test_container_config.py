@@ -14,6 +14,8 @@ from deployally.types import (
     ConfigFile,
     ContainerSpec,
     Healthcheck,
+    InstanceHealth,
+    InstanceState,
     PortBinding,
     VolumeMount,
 )
@@ -121,7 +123,8 @@ def test_live_instance_skips_the_old_container_of_a_rollout() -> None:
     }
     live = container_config.live_instance(row)
     assert live is not None
-    assert (live.name, live.revision, live.health) == ("web", 4, "healthy")
+    assert (live.name, live.revision, live.health) == ("web", 4, InstanceHealth.HEALTHY)
+    assert live.state is InstanceState.RUNNING and live.ref == "abc"
     assert container_config.live_instance({**row, "Names": ["/web.old"]}) is None
 
 

@@ -1,4 +1,4 @@
-"""drivers/events.py: Docker's event stream, against a real engine."""
+"""drivers/local/events.py: Docker's event stream for one engine's containers, against a real engine."""
 
 from __future__ import annotations
 
@@ -14,16 +14,21 @@ import docker.errors
 import pytest
 
 from conftest import DockerProxy
-from deployally.drivers.local.events import (
-    INSTANCE_HEALTHY,
-    INSTANCE_STARTED,
-    INSTANCE_STOPPED,
-    INSTANCE_UNHEALTHY,
-    DockerEvents,
+from deployally.drivers.local.driver import LocalDriver
+from deployally.drivers.local.events import DockerEvents, instance_event
+from deployally.types import (
+    LABEL_DEFINITION,
+    LABEL_MANAGED,
+    LABEL_NAME,
+    LABEL_OWNER,
     InstanceEvent,
-    instance_event,
+    InstanceEventKind,
 )
-from deployally.types import LABEL_DEFINITION, LABEL_MANAGED, LABEL_NAME
+
+INSTANCE_STARTED = InstanceEventKind.STARTED
+INSTANCE_STOPPED = InstanceEventKind.STOPPED
+INSTANCE_UNHEALTHY = InstanceEventKind.UNHEALTHY
+INSTANCE_HEALTHY = InstanceEventKind.HEALTHY
 
 WAIT_S = 30.0  # a bound, never an expectation of speed
 
@@ -46,27 +51,27 @@ def test_die_becomes_stopped_with_exit_code_and_labels() -> None:
         _raw("die", exitCode="137", **{LABEL_DEFINITION: "def_abc", LABEL_NAME: "db"})
     )
     assert ev is not None
-    assert (ev.event, ev.exit_code, ev.definition_id, ev.name) == (
+    assert (ev.kind, ev.exit_code, ev.definition_id, ev.name) == (
         INSTANCE_STOPPED,
         137,
         "def_abc",
         "db",
     )
-    assert ev.container_id == "c0ffee" * 10
+    assert ev.ref == "c0ffee" * 10
     assert ev.at.year == 2023 and ev.at.tzinfo is not None
 
 
 def test_name_falls_back_to_container_name() -> None:
     ev = instance_event(_raw("start"))
-    assert ev is not None and ev.event == INSTANCE_STARTED and ev.name == "web"
+    assert ev is not None and ev.kind == INSTANCE_STARTED and ev.name == "web"
     assert ev.exit_code is None and ev.definition_id is None
 
 
 def test_health_actions_map_and_stop_kill_are_ignored() -> None:
     unhealthy = instance_event(_raw("health_status: unhealthy"))
     healthy = instance_event(_raw("health_status: healthy"))
-    assert unhealthy is not None and unhealthy.event == INSTANCE_UNHEALTHY
-    assert healthy is not None and healthy.event == INSTANCE_HEALTHY
+    assert unhealthy is not None and unhealthy.kind == INSTANCE_UNHEALTHY
+    assert healthy is not None and healthy.kind == INSTANCE_HEALTHY
     # `die` alone reports a stop, so one stop is one event
     for action in ("kill", "stop", "create", "destroy", "exec_start: test -f /tmp/ok"):
         assert instance_event(_raw(action)) is None
@@ -102,7 +107,7 @@ class Collector:
 
     def of(self, container_id: str) -> list[InstanceEvent]:
         with self._cond:
-            return [e for e in self.events if e.container_id == container_id]
+            return [e for e in self.events if e.ref == container_id]
 
 
 @pytest.fixture
@@ -111,8 +116,10 @@ def collector() -> Collector:
 
 
 @pytest.fixture
-def events(docker_client: docker.DockerClient, collector: Collector) -> Iterator[DockerEvents]:
-    watcher = DockerEvents(docker.from_env, collector)
+def events(
+    docker_client: docker.DockerClient, collector: Collector, names: str
+) -> Iterator[DockerEvents]:
+    watcher = DockerEvents(docker.from_env, collector, owner=names)
     watcher.start()
     assert watcher.wait_connected(WAIT_S), "event stream never subscribed"
     yield watcher
@@ -125,10 +132,12 @@ def _run(
     name: str,
     *,
     managed: bool = True,
+    owner: str | None = None,
     command: list[str] | None = None,
     healthcheck: dict[str, object] | None = None,
 ) -> str:
-    labels = {LABEL_DEFINITION: "def_test00000000"}
+    """A container named `name`, managed and owned by the test's prefix unless told otherwise."""
+    labels = {LABEL_DEFINITION: "def_test00000000", LABEL_OWNER: owner or name[:7]}
     if managed:
         labels[LABEL_MANAGED] = "true"
     container = client.containers.run(
@@ -154,17 +163,58 @@ def test_start_and_kill_behind_our_back(
     unmanaged = _run(docker_client, busybox_image, f"{names}_other", managed=False)
     cid = _run(docker_client, busybox_image, f"{names}_web")
 
-    started = collector.wait_for(lambda e: e.container_id == cid and e.event == INSTANCE_STARTED)
+    started = collector.wait_for(lambda e: e.ref == cid and e.kind == INSTANCE_STARTED)
     assert started.name == f"{names}_web"
     assert started.definition_id == "def_test00000000"
     # events arrive in order: the unmanaged container started first and was filtered out
     assert collector.of(unmanaged) == []
 
     docker_client.api.kill(cid)
-    stopped = collector.wait_for(lambda e: e.container_id == cid and e.event == INSTANCE_STOPPED)
+    stopped = collector.wait_for(lambda e: e.ref == cid and e.kind == INSTANCE_STOPPED)
     assert stopped.exit_code == 137
     # `kill` came before `die` and must not have been reported as a second stop
-    assert [e.event for e in collector.of(cid)] == [INSTANCE_STARTED, INSTANCE_STOPPED]
+    assert [e.kind for e in collector.of(cid)] == [INSTANCE_STARTED, INSTANCE_STOPPED]
+
+
+@pytest.mark.docker
+def test_another_engines_containers_are_never_heard(
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    names: str,
+    events: DockerEvents,
+    collector: Collector,
+) -> None:
+    # Two engines on one host: the other one's container is managed too, with its own owner.
+    theirs = _run(docker_client, busybox_image, f"{names}_theirs", owner=f"{names}-other")
+    ours = _run(docker_client, busybox_image, f"{names}_ours")
+    collector.wait_for(lambda e: e.ref == ours and e.kind == INSTANCE_STARTED)
+    docker_client.api.kill(theirs)
+    docker_client.api.kill(ours)
+    collector.wait_for(lambda e: e.ref == ours and e.kind == INSTANCE_STOPPED)
+    # Events come in order: theirs started and died before ours did, and neither was reported.
+    assert collector.of(theirs) == []
+
+
+@pytest.mark.docker
+def test_the_local_driver_streams_its_own_instances(
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    names: str,
+    state_dir: Path,
+    collector: Collector,
+) -> None:
+    driver = LocalDriver(state_dir, owner=names, client=docker_client)
+    stream = driver.watch(collector)
+    try:
+        assert stream.wait_connected(WAIT_S)
+        theirs = _run(docker_client, busybox_image, f"{names}_x", owner=f"{names}-other")
+        ours = _run(docker_client, busybox_image, f"{names}_y")
+        started = collector.wait_for(lambda e: e.ref == ours and e.kind == INSTANCE_STARTED)
+        assert started.name == f"{names}_y"
+        assert collector.of(theirs) == []
+    finally:
+        stream.stop(timeout=WAIT_S)
+    assert not stream.running
 
 
 @pytest.mark.docker
@@ -188,15 +238,17 @@ def test_failing_healthcheck_reports_unhealthy(
             "retries": 1,
         },
     )
-    collector.wait_for(lambda e: e.container_id == cid and e.event == INSTANCE_HEALTHY)
+    collector.wait_for(lambda e: e.ref == cid and e.kind == INSTANCE_HEALTHY)
     docker_client.containers.get(cid).exec_run(["rm", "/tmp/ok"])
-    ev = collector.wait_for(lambda e: e.container_id == cid and e.event == INSTANCE_UNHEALTHY)
+    ev = collector.wait_for(lambda e: e.ref == cid and e.kind == INSTANCE_UNHEALTHY)
     assert ev.name == f"{names}_hc"
 
 
 @pytest.mark.docker
-def test_stop_ends_the_thread(docker_client: docker.DockerClient, collector: Collector) -> None:
-    watcher = DockerEvents(docker.from_env, collector)
+def test_stop_ends_the_thread(
+    docker_client: docker.DockerClient, collector: Collector, names: str
+) -> None:
+    watcher = DockerEvents(docker.from_env, collector, owner=names)
     watcher.start()
     assert watcher.wait_connected(WAIT_S)
     watcher.stop(timeout=WAIT_S)
@@ -215,12 +267,12 @@ def test_engine_unreachable_at_first_then_reachable(
             raise docker.errors.DockerException("engine restarting")
         return docker.from_env()
 
-    watcher = DockerEvents(flaky, collector)
+    watcher = DockerEvents(flaky, collector, owner=names)
     watcher.start()
     try:
         assert watcher.wait_connected(WAIT_S)
         cid = _run(docker_client, busybox_image, f"{names}_late")
-        collector.wait_for(lambda e: e.container_id == cid and e.event == INSTANCE_STARTED)
+        collector.wait_for(lambda e: e.ref == cid and e.kind == INSTANCE_STARTED)
         assert len(attempts) == 3
     finally:
         watcher.stop()
@@ -240,12 +292,14 @@ def test_connection_loss_reconnects_and_replays_what_was_missed(
     short = tempfile.TemporaryDirectory(prefix="da-", dir="/tmp")
     proxy = DockerProxy(Path(short.name) / "docker.sock", host.removeprefix("unix://"))
     proxy.start()
-    watcher = DockerEvents(lambda: docker.DockerClient(base_url=f"unix://{proxy.path}"), collector)
+    watcher = DockerEvents(
+        lambda: docker.DockerClient(base_url=f"unix://{proxy.path}"), collector, owner=names
+    )
     watcher.start()
     try:
         assert watcher.wait_connected(WAIT_S)
         before = _run(docker_client, busybox_image, f"{names}_a")
-        collector.wait_for(lambda e: e.container_id == before and e.event == INSTANCE_STARTED)
+        collector.wait_for(lambda e: e.ref == before and e.kind == INSTANCE_STARTED)
 
         proxy.stop()
         deadline = time.monotonic() + WAIT_S
@@ -256,12 +310,12 @@ def test_connection_loss_reconnects_and_replays_what_was_missed(
         proxy.start()
 
         # replayed from where the stream broke, reported once
-        collector.wait_for(lambda e: e.container_id == during and e.event == INSTANCE_STARTED)
+        collector.wait_for(lambda e: e.ref == during and e.kind == INSTANCE_STARTED)
         assert watcher.running
         after = _run(docker_client, busybox_image, f"{names}_c")
-        collector.wait_for(lambda e: e.container_id == after and e.event == INSTANCE_STARTED)
-        assert [e.event for e in collector.of(before)] == [INSTANCE_STARTED]
-        assert [e.event for e in collector.of(during)] == [INSTANCE_STARTED]
+        collector.wait_for(lambda e: e.ref == after and e.kind == INSTANCE_STARTED)
+        assert [e.kind for e in collector.of(before)] == [INSTANCE_STARTED]
+        assert [e.kind for e in collector.of(during)] == [INSTANCE_STARTED]
     finally:
         watcher.stop()
         proxy.stop()

@@ -13,6 +13,7 @@ import docker.errors
 import pytest
 
 from deployally import secrets
+from deployally.drivers.base import DriverConfig
 from deployally.drivers.local.driver import LocalDriver
 from deployally.errors import NotFound
 from deployally.identity import content_hash, definition_id
@@ -125,7 +126,8 @@ def driver(
 ) -> LocalDriver:
     # Owned by this test alone: recover() and prune never reach another engine's containers.
     return LocalDriver(
-        state_dir, client=docker_client, health_timeout_s=30, settle_s=1.0, owner=names
+        state_dir, client=docker_client, config=DriverConfig(health_timeout_s=30, settle_s=1.0),
+        owner=names,
     )
 
 
@@ -139,7 +141,7 @@ def test_create_runs_a_labelled_container_on_the_network(
 
     assert result.status is DeploymentStatus.SUCCESS, log.text
     info = docker_client.api.inspect_container(spec.name)
-    assert info["Id"] == result.container_id
+    assert info["Id"] == result.ref
     assert info["State"]["Running"]
     # Set once the container proved ready (it runs without one during the health gate).
     assert info["HostConfig"]["RestartPolicy"]["Name"] == spec.restart
@@ -197,7 +199,7 @@ def test_update_keeps_volume_data_and_replaces_the_container(
     result = apply(driver, ActionKind.UPDATE, changed, revision=2, log=log)
 
     assert result.status is DeploymentStatus.SUCCESS, log.text
-    assert result.container_id != first.container_id
+    assert result.ref != first.ref
     assert exec_in(docker_client, spec.name, "cat /data/file; echo $GREETING") == "kept\nbonjour\n"
     assert "removed old container" in log.text
     with pytest.raises(docker.errors.NotFound):
@@ -234,9 +236,9 @@ def test_failed_update_rolls_back_to_the_old_container(
     result = apply(driver, ActionKind.UPDATE, make_spec(names, busybox_image, **broken), log=log)
 
     assert result.status is DeploymentStatus.ROLLED_BACK
-    assert result.container_id == first.container_id
+    assert result.ref == first.ref
     info = docker_client.api.inspect_container(spec.name)
-    assert info["Id"] == first.container_id
+    assert info["Id"] == first.ref
     assert info["State"]["Running"]
     assert exec_in(docker_client, spec.name, "cat /data/file") == "kept\n"
     expected = "exited with code 1" if "command" in broken else "unhealthy"
@@ -272,7 +274,7 @@ def test_healthcheck_gated_update_waits_for_healthy(
     assert "healthy after" in log.text
     live = driver.live()[spec.name]
     assert live.health == "healthy"
-    assert live.status == "running"
+    assert live.state == "running"
 
 
 def test_remove_keeps_volumes_unless_prune(
@@ -321,8 +323,8 @@ def test_live_reports_each_managed_container_once(
     assert sorted(ours) == [a.name, b.name]
     assert calls == ["containers"]
     assert ours[a.name].revision == 4 and ours[a.name].rendered_hash == a.rendered_hash
-    assert ours[a.name].status == "running" and ours[a.name].health is None
-    assert ours[b.name].revision == 7 and ours[b.name].status == "exited"
+    assert ours[a.name].state == "running" and ours[a.name].health is None
+    assert ours[b.name].revision == 7 and ours[b.name].state == "exited"
     assert ours[a.name].definition_id == a.definition_id
     assert ours[a.name].commit == COMMIT
 
@@ -332,19 +334,19 @@ def test_recover_after_a_crash_mid_update_restores_one_running_container(
 ) -> None:
     spec = make_spec(names, busybox_image)
     first = apply(driver, ActionKind.CREATE, spec)
-    assert first.container_id is not None
+    assert first.ref is not None
     # The crash: the old container was renamed and a half-made new one never started.
-    docker_client.api.rename(first.container_id, f"{spec.name}.old")
+    docker_client.api.rename(first.ref, f"{spec.name}.old")
     half = docker_client.api.create_container(
         busybox_image, ["sleep", "60"], name=spec.name, labels={LABEL_MANAGED: "true"}
     )
-    assert spec.name not in driver.live() or driver.live()[spec.name].status != "running"
+    assert spec.name not in driver.live() or driver.live()[spec.name].state != "running"
     log = Recorder()
 
     driver.recover(log)
 
     info = docker_client.api.inspect_container(spec.name)
-    assert info["Id"] == first.container_id
+    assert info["Id"] == first.ref
     assert info["State"]["Running"]
     with pytest.raises(docker.errors.NotFound):
         docker_client.api.inspect_container(half["Id"])
@@ -385,15 +387,16 @@ def test_recover_after_a_crash_in_the_health_wait_keeps_only_a_proven_container(
     kept: bool,
 ) -> None:
     driver = LocalDriver(
-        state_dir, client=docker_client, health_timeout_s=30, settle_s=1.0, owner=names
+        state_dir, client=docker_client, config=DriverConfig(health_timeout_s=30, settle_s=1.0),
+        owner=names,
     )
     spec = make_spec(names, busybox_image)
     first = apply(driver, ActionKind.CREATE, spec)
-    assert first.status is DeploymentStatus.SUCCESS and first.container_id is not None
+    assert first.status is DeploymentStatus.SUCCESS and first.ref is not None
     # The crash, as a rollout leaves it: the old container renamed and (sharing a volume)
     # stopped, the new one started under the name, the engine killed while waiting for health.
-    docker_client.api.rename(first.container_id, f"{spec.name}.old")
-    docker_client.api.stop(first.container_id)
+    docker_client.api.rename(first.ref, f"{spec.name}.old")
+    docker_client.api.stop(first.ref)
     interval = 3600 if health == "starting" else 1
     new = docker_client.api.create_container(
         busybox_image,
@@ -421,8 +424,8 @@ def test_recover_after_a_crash_in_the_health_wait_keeps_only_a_proven_container(
 
     info = docker_client.api.inspect_container(spec.name)
     assert info["State"]["Running"]
-    gone = first.container_id if kept else new["Id"]
-    assert info["Id"] == (new["Id"] if kept else first.container_id)
+    gone = first.ref if kept else new["Id"]
+    assert info["Id"] == (new["Id"] if kept else first.ref)
     with pytest.raises(docker.errors.NotFound):
         docker_client.api.inspect_container(gone)
     with pytest.raises(docker.errors.NotFound):
@@ -475,11 +478,11 @@ def test_operator_actions_and_missing_names(
     apply(driver, ActionKind.CREATE, spec)
 
     driver.stop(spec.name)
-    assert driver.live()[spec.name].status == "exited"
+    assert driver.live()[spec.name].state == "exited"
     result = apply(driver, ActionKind.START, None, name=spec.name)
     assert result.status is DeploymentStatus.SUCCESS
     driver.restart(spec.name)
-    assert driver.live()[spec.name].status == "running"
+    assert driver.live()[spec.name].state == "running"
     with pytest.raises(NotFound):
         driver.start(f"{names}missing")
 
@@ -498,7 +501,7 @@ def test_missing_image_fails_without_touching_the_running_container(
     assert result.status is DeploymentStatus.FAILED
     assert f"{names}/nowhere:1" in result.message
     assert "pulling" in log.text
-    assert docker_client.api.inspect_container(spec.name)["Id"] == first.container_id
+    assert docker_client.api.inspect_container(spec.name)["Id"] == first.ref
 
 
 def test_parallel_creates_share_one_new_network(

@@ -20,6 +20,7 @@ from deployally.types import (
     ContainerSpec,
     FieldChange,
     Healthcheck,
+    InstanceState,
     LiveInstance,
     PortBinding,
     Reason,
@@ -40,15 +41,15 @@ def spec(name: str, **fields: Any) -> ContainerSpec:
     return dataclasses.replace(built, rendered_hash=rendered_hash(built))
 
 
-def live(s: ContainerSpec, status: str = "running", hash_: str | None = None) -> LiveInstance:
+def live(s: ContainerSpec, state: str = "running", hash_: str | None = None) -> LiveInstance:
     return LiveInstance(
-        container_id="c" * 64,
+        ref="c" * 64,
         name=s.name,
         definition_id=s.definition_id,
         revision=1,
         rendered_hash=s.rendered_hash if hash_ is None else hash_,
         commit="abc",
-        status=status,
+        state=InstanceState(state),
         health=None,
         image=s.image,
     )

@@ -16,6 +16,7 @@ from deployally.types import (
     ConfigFile,
     ContainerSpec,
     FieldChange,
+    InstanceState,
     Plan,
     PortBinding,
     Reason,
@@ -82,8 +83,8 @@ def test_text_create_falls_back_to_image() -> None:
 
 def test_text_shows_start_and_drift_reasons() -> None:
     running = spec("a")
-    stopped = dataclasses.replace(live_from_specs({"a": running})["a"], status="exited")
-    drifted = dataclasses.replace(stopped, status="running", rendered_hash="sha256:other")
+    stopped = dataclasses.replace(live_from_specs({"a": running})["a"], state=InstanceState.EXITED)
+    drifted = dataclasses.replace(stopped, state=InstanceState.RUNNING, rendered_hash="sha256:other")
     assert plan_text(plan({"a": running}, {"a": stopped}, {"a": running})) == (
         "> start   a (container is exited)\n"
         "Plan: 0 to create, 0 to update, 1 to start, 0 to remove, 0 unchanged.\n"

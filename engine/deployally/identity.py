@@ -36,6 +36,6 @@ def definition_id(name: str) -> str:
     return stable_id("def", name)
 
 
-def instance_id(container_id: str) -> str:
-    """inst_ + the container's 12-character short id."""
-    return "inst_" + container_id[:12]
+def instance_id(ref: str) -> str:
+    """inst_ + the first 12 characters of the driver's instance reference (a container's short id)."""
+    return "inst_" + ref[:12]

@@ -200,21 +200,65 @@ class ContainerSpec:
 # ---------------------------------------------------------------- live state
 
 
+class InstanceState(str, enum.Enum):
+    """How an instance stands, in DeployAlly's own words: each driver maps its engine's to these."""
+
+    RUNNING = "running"
+    CREATED = "created"  # made, never started
+    RESTARTING = "restarting"
+    PAUSED = "paused"
+    EXITED = "exited"  # stopped, or its process ended
+    DEAD = "dead"  # could not be stopped or removed cleanly
+
+
+class InstanceHealth(str, enum.Enum):
+    """What the instance's healthcheck says; an instance without one has no health."""
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    STARTING = "starting"
+
+
 @dataclass(frozen=True)
 class LiveInstance:
-    """A managed container as the driver sees it, from one list call."""
+    """A managed instance as its driver reports it, from one list call."""
 
-    container_id: str  # full id
+    ref: str  # the driver's own handle on the instance; opaque to everyone else
     name: str
     definition_id: str
     revision: int | None
     rendered_hash: str
     commit: str
-    status: str  # running | exited | created | restarting | paused | dead
-    health: str | None  # healthy | unhealthy | starting | None (no healthcheck)
+    state: InstanceState
+    health: InstanceHealth | None  # None: no healthcheck
     image: str
     created_at: datetime | None = None
     started_at: datetime | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state is InstanceState.RUNNING
+
+
+class InstanceEventKind(str, enum.Enum):
+    """What happened to an instance; the first three are also webhook events."""
+
+    STARTED = "instance.started"
+    STOPPED = "instance.stopped"
+    UNHEALTHY = "instance.unhealthy"
+    HEALTHY = "instance.healthy"  # not a webhook: tells the engine a new instance is ready
+
+
+@dataclass(frozen=True)
+class InstanceEvent:
+    """One thing that happened to one of this engine's instances, in our own words."""
+
+    kind: InstanceEventKind
+    ref: str
+    name: str
+    definition_id: str | None
+    exit_code: int | None
+    at: datetime
 
 
 # ---------------------------------------------------------------- plan
@@ -293,7 +337,7 @@ class ApplyResult:
     """What a driver reports after carrying out one action."""
 
     status: DeploymentStatus  # SUCCESS, FAILED or ROLLED_BACK
-    container_id: str | None = None
+    ref: str | None = None  # the instance now running, in the driver's own terms
     message: str = ""
 
 

@@ -6,18 +6,19 @@ engine are the same code with the same defaults.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from deployally.drivers.base import Driver
+from deployally.drivers.base import Driver, DriverConfig
+from deployally.drivers.registry import DriverFactory, DriverRegistry
 from deployally.identity import random_id
 from deployally.model.engine_config import EngineConfig, load_engine_config
 from deployally.source.git import GitRepo
-from deployally.store import Store
+from deployally.store import ServerRecord, Store
 from deployally.sync.apply import Progress
 from deployally.sync.reconcile import Engine
-from deployally.types import DEFAULT_SERVER
 
 STATE_DIR_NAME = ".deployally"
 
@@ -44,7 +45,8 @@ class Workspace:
     max_parallel: int | None = None  # None: the repository's settings decide
     health_timeout_s: float | None = None
     progress: Progress | None = None
-    _drivers: dict[str, Driver] = field(default_factory=dict)
+    # Driver factories by server kind; None: the real ones (`local`: this host's Docker).
+    driver_factories: Mapping[str, DriverFactory[ServerRecord]] | None = None
 
     @classmethod
     def open(
@@ -68,23 +70,24 @@ class Workspace:
     def store(self) -> Store:
         return Store(self.state_dir)
 
-    def driver_for(self, server: str) -> Driver | None:
-        """The driver for a server name or id, when this host applies to it (only `local` now)."""
-        if server not in (DEFAULT_SERVER, self.store.server(DEFAULT_SERVER).id):  # type: ignore[union-attr]
-            return None
-        if DEFAULT_SERVER not in self._drivers:
-            from deployally.drivers.local.driver import (
-                LocalDriver,  # Docker is imported only when needed
-            )
+    @cached_property
+    def drivers(self) -> DriverRegistry[ServerRecord]:
+        """One driver per server this engine applies to, chosen by the server's kind."""
+        config = DriverConfig(
+            health_timeout_s=self.health_timeout_s or DriverConfig.health_timeout_s,
+            parallel=self.max_parallel or DriverConfig.parallel,
+        )
+        factories = self.driver_factories or {"local": self._local_driver}
+        return DriverRegistry(self.store, factories, config)
 
-            self._drivers[DEFAULT_SERVER] = LocalDriver(
-                self.state_dir,
-                server=DEFAULT_SERVER,
-                health_timeout_s=self.health_timeout_s or 120.0,
-                owner=self.engine_id,
-                docker_slots=self.max_parallel or 4,
-            )
-        return self._drivers[DEFAULT_SERVER]
+    def driver_for(self, server: str) -> Driver | None:
+        """The driver of a server (name or srv_ id), or None when this engine does not apply it."""
+        return self.drivers.for_server(server)
+
+    def _local_driver(self, server: ServerRecord, config: DriverConfig) -> Driver:
+        from deployally.drivers.local.driver import LocalDriver  # Docker only when needed
+
+        return LocalDriver(self.state_dir, server=server.name, owner=self.engine_id, config=config)
 
     @cached_property
     def engine_id(self) -> str:
@@ -100,7 +103,7 @@ class Workspace:
         return Engine(
             self.repo,
             self.store,
-            self.driver_for,
+            self.drivers,
             max_parallel=self.max_parallel,
             health_timeout_s=self.health_timeout_s,
             progress=self.progress,

@@ -29,7 +29,6 @@ from deployally.store import Store
 from deployally.sync import edits
 from deployally.types import (
     DEFAULT_PROFILE,
-    DEFAULT_SERVER,
     DefinitionRecord,
     DefinitionStatus,
     LiveInstance,
@@ -53,22 +52,29 @@ def revision_view(r: Revision) -> dict[str, Any]:
     }
 
 
-def shown(r: DefinitionRecord, servers: ServerIds, live: dict[str, LiveInstance]) -> dict[str, Any]:
+# Live instances by (server name or srv_ id, definition name): a definition's instance is
+# the one on its own server.
+Live = dict[tuple[str, str], LiveInstance]
+
+
+def shown(r: DefinitionRecord, servers: ServerIds, live: Live) -> dict[str, Any]:
     """A definition as the API shows it: server by srv_ id, passwords masked, its instance if live."""
-    view = definition_view(r, live.get(r.name))
+    view = definition_view(r, live.get((r.server_id, r.name)))
     view["server_id"] = servers.shown(r.server_id)
     return view
 
 
-async def live_or_empty(ctx: Context) -> dict[str, LiveInstance]:
-    """The live snapshot, or nothing when Docker is unreachable (a list still answers)."""
-    driver = await ctx.run(ctx.ws.driver_for, DEFAULT_SERVER)
-    if driver is None:
-        return {}
-    try:
-        return await ctx.live.snapshot(driver, ctx.run)
-    except DriverError:
-        return {}
+async def live_or_empty(ctx: Context) -> Live:
+    """Every server's live snapshot; a server that does not answer has none (a list still answers)."""
+    out: Live = {}
+    for server, driver in await ctx.run(ctx.ws.drivers.applied_here):
+        try:
+            snapshot = await ctx.live.snapshot(driver, ctx.run)
+        except DriverError:
+            continue
+        for name, inst in snapshot.items():
+            out[(server.name, name)] = out[(server.id, name)] = inst
+    return out
 
 
 def written(ctx: Context, edit: edits.Edit, at_key: str) -> dict[str, Any]:

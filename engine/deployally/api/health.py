@@ -12,7 +12,7 @@ from deployally import __version__
 from deployally.api.auth import PUBLIC, access
 from deployally.api.context import Context, context
 from deployally.api.views import engine_status_view, iso
-from deployally.types import DEFAULT_SERVER
+from deployally.errors import DeployAllyError, DriverError
 
 routes = web.RouteTableDef()
 
@@ -36,9 +36,15 @@ async def health(request: web.Request) -> web.Response:
     ctx = context(request)
 
     def docker() -> None:
-        driver = ctx.ws.driver_for(DEFAULT_SERVER)
-        if driver is not None:
-            driver.ping()
+        # Every server this engine applies to must answer (today: this host's Docker).
+        problems = []
+        for server, driver in ctx.ws.drivers.applied_here():
+            try:
+                driver.ping()
+            except DeployAllyError as exc:
+                problems.append(f"server {server.name}: {exc}")
+        if problems:
+            raise DriverError("; ".join(problems))
 
     checks = {
         "repository": await _check(ctx, "the git repository", lambda: ctx.ws.repo.head()),

@@ -14,64 +14,79 @@ from deployally.api.envelope import ApiError, listing, not_found, parse_page, su
 from deployally.api.views import instance_view
 from deployally.drivers.base import Driver
 from deployally.errors import DriverError
-from deployally.types import DEFAULT_SERVER, DefinitionStatus, LiveInstance
+from deployally.identity import instance_id
+from deployally.types import DefinitionStatus, LiveInstance
 
 routes = web.RouteTableDef()
 
 
-async def _driver(ctx: Context) -> Driver:
-    driver = await ctx.run(ctx.ws.driver_for, DEFAULT_SERVER)
-    if driver is None:
-        raise ApiError(503, "unavailable", "no driver for this host's Docker engine")
-    return driver
-
-
-async def _snapshot(ctx: Context, driver: Driver) -> dict[str, LiveInstance]:
-    try:
-        return await ctx.live.snapshot(driver, ctx.run)
-    except DriverError as exc:
-        raise ApiError(503, "unavailable", f"Docker is unreachable: {exc}") from None
+async def _live(ctx: Context) -> list[tuple[Driver, LiveInstance]]:
+    """Every instance of every server this engine applies to, by name; 503 when none answers."""
+    drivers = [d for _, d in await ctx.run(ctx.ws.drivers.applied_here)]
+    found: list[tuple[Driver, LiveInstance]] = []
+    errors: list[str] = []
+    for driver in drivers:
+        try:
+            snapshot = await ctx.live.snapshot(driver, ctx.run)
+        except DriverError as exc:
+            errors.append(f"server {driver.server} is unreachable: {exc}")
+            continue
+        found += [(driver, inst) for inst in snapshot.values()]
+    if errors and len(errors) == len(drivers):
+        raise ApiError(503, "unavailable", "; ".join(errors))
+    if not drivers:
+        raise ApiError(503, "unavailable", "this engine applies to no server")
+    return sorted(found, key=lambda pair: (pair[1].name, pair[0].server))
 
 
 @routes.get("/api/v1/instances")
 @access(READ)
 async def list_instances(request: web.Request) -> web.Response:
-    """Managed containers on this host, by name, with health and uptime."""
+    """This engine's instances on its servers, by name, with health and uptime."""
     page = parse_page(request.query)
     ctx = context(request)
-    driver = await _driver(ctx)
-    everything = sorted((await _snapshot(ctx, driver)).values(), key=lambda i: i.name)
-    shown = await ctx.live.with_start_times(driver, page.slice(everything), ctx.run)
+    everything = await _live(ctx)
+    shown = [
+        (await ctx.live.with_start_times(driver, [inst], ctx.run))[0]
+        for driver, inst in page.slice(everything)
+    ]
     return listing([instance_view(i) for i in shown], page, len(everything))
+
+
+async def _find(ctx: Context, iid: str) -> tuple[Driver, LiveInstance] | None:
+    for driver, inst in await _live(ctx):
+        if instance_id(inst.ref) == iid:
+            return driver, inst
+    return None
 
 
 async def _act(request: web.Request, action: str) -> web.Response:
     ctx = context(request)
-    driver = await _driver(ctx)
     iid = request.match_info["id"]
-    found = ctx.live.by_instance_id(await _snapshot(ctx, driver), iid)
+    found = await _find(ctx, iid)
     if found is None:  # it may have been made since the snapshot
         ctx.live.invalidate()
-        found = ctx.live.by_instance_id(await _snapshot(ctx, driver), iid)
+        found = await _find(ctx, iid)
     if found is None:
         raise not_found(f"no instance {iid!r}; GET /api/v1/instances lists them")
+    driver, inst = found
     store = ctx.ws.store
-    record = await ctx.run(store.definition, found.name)
+    record = await ctx.run(store.definition, inst.name)
     if action == "stop":
         if record is not None:  # intent first, so a sync in between does not start it again
             await ctx.run(store.set_operator_stopped, record.id, True)
             await ctx.run(store.set_definition_status, record.id, DefinitionStatus.STOPPED)
-        await ctx.run(driver.stop, found.name)
+        await ctx.run(driver.stop, inst.name)
     elif action == "start":
-        await ctx.run(driver.start, found.name)
+        await ctx.run(driver.start, inst.name)
         if record is not None:
             await ctx.run(store.set_operator_stopped, record.id, False)
             if record.status is DefinitionStatus.STOPPED:
                 await ctx.run(store.set_definition_status, record.id, DefinitionStatus.ACTIVE)
     else:
-        await ctx.run(driver.restart, found.name)
-    ctx.live.invalidate(found.container_id)
-    now = (await _snapshot(ctx, driver)).get(found.name, found)
+        await ctx.run(driver.restart, inst.name)
+    ctx.live.invalidate(inst.ref)
+    now = (await ctx.live.snapshot(driver, ctx.run)).get(inst.name, inst)
     [now] = await ctx.live.with_start_times(driver, [now], ctx.run)
     return success(instance_view(now))
 

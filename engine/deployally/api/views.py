@@ -83,8 +83,8 @@ def definition_view(r: DefinitionRecord, instance: LiveInstance | None = None) -
         "params": masked_params(r.params),
         "path": r.path,
         "last_error": r.last_error,
-        "instance_id": instance_id(instance.container_id) if instance else None,
-        "health": instance.health if instance else None,
+        "instance_id": instance_id(instance.ref) if instance else None,
+        "health": instance.health.value if instance and instance.health else None,
         "created_at": iso(r.created_at),
         "updated_at": iso(r.updated_at),
     }
@@ -92,14 +92,14 @@ def definition_view(r: DefinitionRecord, instance: LiveInstance | None = None) -
 
 def instance_view(i: LiveInstance, now: datetime | None = None) -> dict[str, Any]:
     now = now or datetime.now(UTC)
-    running = i.status == "running" and i.started_at is not None
+    running = i.running and i.started_at is not None
     return {
-        "id": instance_id(i.container_id),
+        "id": instance_id(i.ref),
         "definition_id": i.definition_id,
-        "container_id": i.container_id[:12],
+        "container_id": i.ref[:12],  # the API document's name for the instance's reference
         "container_name": i.name,
-        "status": i.status,
-        "health": i.health,
+        "status": i.state.value,
+        "health": i.health.value if i.health else None,
         "revision": i.revision,
         "started_at": iso(i.started_at),
         "uptime_seconds": int((now - i.started_at).total_seconds()) if running and i.started_at else 0,

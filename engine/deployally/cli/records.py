@@ -184,25 +184,29 @@ def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None
     ws = _workspace(repo, state_dir, branch)
     engine = running_engine_status(ws.state_dir)
     records = ws.store.definitions()
-    driver = ws.driver_for("local")
-    docker_error = None
-    live: dict[str, LiveInstance] = {}
-    try:
-        live = driver.live() if driver is not None else {}
-    except DeployAllyError as exc:
-        docker_error = str(exc)
+    errors: list[str] = []
+    live: dict[tuple[str, str], LiveInstance] = {}  # (server name or id, definition name)
+    unreachable: set[str] = set()
+    for server, driver in ws.drivers.applied_here():
+        try:
+            for name, found in driver.live().items():
+                live[(server.name, name)] = live[(server.id, name)] = found
+        except DeployAllyError as exc:
+            errors.append(f"server {server.name}: {exc}" if server.name != "local" else str(exc))
+            unreachable |= {server.name, server.id}
+    docker_error = "; ".join(errors) or None
     rows = []
     for r in records:
-        inst = live.get(r.name)
-        running = inst is not None and inst.status == "running"
-        since = (inst.started_at or inst.created_at) if inst is not None and running else None
+        inst = live.get((r.server_id, r.name))
+        since = (inst.started_at or inst.created_at) if inst is not None and inst.running else None
+        absent = "unknown" if r.server_id in unreachable else "absent"
         rows.append({
             "name": r.name,
             "revision": r.current_revision,
             "applied_revision": r.applied_revision,
             "status": r.status.value,
-            "instance": inst.status if inst is not None else ("unknown" if docker_error else "absent"),
-            "health": inst.health if inst is not None else None,
+            "instance": inst.state.value if inst is not None else absent,
+            "health": inst.health.value if inst is not None and inst.health else None,
             "uptime": _uptime(since),
             "error": r.last_error,
         })

@@ -144,7 +144,8 @@ def plan(repo: str, state_dir: str | None, branch: str, base: str | None, head: 
         ws = _workspace(repo, state_dir, branch)
         records = {r.name: r for r in ws.store.definitions()}
         driver = ws.driver_for("local")
-        assert driver is not None
+        if driver is None:
+            raise click.ClickException("no driver applies to server local")
         applied = {n: r.desired for n, r in records.items() if r.desired is not None}
         desired = {**{n: applied[n] for n in head_state.invalid_names.values() if n in applied},
                    **head_state.specs()}

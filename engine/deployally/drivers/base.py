@@ -1,38 +1,81 @@
-"""The narrow interface every driver implements: observe live state, apply one action."""
+"""The seam every driver implements: observe one server, apply one action, stream its events.
+
+Drivers speak DeployAlly's own words (LiveInstance, InstanceState, InstanceEvent,
+ApplyResult): plan, sync, API and CLI never see the engine underneath (Docker,
+an agent's host, a Swarm), so each kind is one class behind this interface.
+"""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import ClassVar
 
-from deployally.types import Action, ApplyResult, LiveInstance
+from deployally.types import Action, ApplyResult, InstanceEvent, LiveInstance
 
 # A driver logs through this: one line appended to the deployment's log.
 Log = Callable[[str], None]
-# Replaces secret placeholders with values; called right before Docker sees a value.
+# Replaces secret placeholders with values; called right before the engine sees a value.
 Resolve = Callable[[str], str]
+# Receives this engine's instance events, on the driver's own thread.
+OnEvent = Callable[[InstanceEvent], None]
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    """How a driver carries out actions: the repository's settings, or the command line's."""
+
+    health_timeout_s: float = 120.0  # how long a new instance may take to become healthy
+    parallel: int = 4  # instances created or started at once on the server
+    settle_s: float = 2.0  # how long an instance without a healthcheck must stay up
+
+    def __post_init__(self) -> None:
+        if self.parallel < 1:
+            raise ValueError(f"parallel must be at least 1, not {self.parallel}")
+
+
+DEFAULT_CONFIG = DriverConfig()
+
+
+class EventStream(abc.ABC):
+    """A subscription to a server's instance events, followed on its own thread."""
+
+    @property
+    @abc.abstractmethod
+    def running(self) -> bool:
+        """True while the subscription is followed (reconnecting included)."""
+
+    @abc.abstractmethod
+    def wait_connected(self, timeout: float) -> bool:
+        """Block until subscribed (or `timeout` seconds); True if it is."""
+
+    @abc.abstractmethod
+    def stop(self, timeout: float = 5.0) -> None:
+        """End the subscription and its thread."""
 
 
 class Driver(abc.ABC):
-    """Carries out actions on one server and reports what runs there."""
+    """Carries out actions on one server and reports what runs there, for one engine (owner)."""
 
-    server: str
+    kind: ClassVar[str]  # the server kind it serves: local, agent, swarm
+    server: str  # the server's name
 
     @abc.abstractmethod
     def ping(self) -> None:
-        """Check the engine answers; raise DriverError naming the cause if not."""
+        """Check the server answers; raise DriverError naming the cause if not."""
 
     @abc.abstractmethod
     def live(self) -> dict[str, LiveInstance]:
-        """Every managed instance on this server, keyed by definition name, from one list call."""
+        """This engine's instances on the server, keyed by definition name, from one list call."""
 
-    def configure(self, *, health_timeout_s: float, docker_slots: int) -> None:
-        """Take the repository's settings (deployally.yaml) before a sync; a no-op by default."""
+    def configure(self, config: DriverConfig) -> None:
+        """Take the settings a sync runs with; a no-op for a driver that needs none."""
 
-    @abc.abstractmethod
-    def started_at(self, container_id: str) -> datetime | None:
-        """When the container last started (the list call does not say); None if not running."""
+    def started_at(self, instance: LiveInstance) -> datetime | None:
+        """When `instance` last started (a driver whose listing omits it asks once more)."""
+        return instance.started_at
 
     @abc.abstractmethod
     def apply(
@@ -57,6 +100,10 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def restart(self, name: str) -> None:
         """Restart the named instance (operator action); NotFound if there is none."""
+
+    @abc.abstractmethod
+    def watch(self, on_event: OnEvent) -> EventStream:
+        """Follow this engine's instance events (never another engine's) until stopped."""
 
     @abc.abstractmethod
     def recover(self, log: Log) -> None:

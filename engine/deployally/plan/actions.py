@@ -10,6 +10,7 @@ from deployally.types import (
     ActionKind,
     ContainerSpec,
     FieldChange,
+    InstanceState,
     LiveInstance,
     Plan,
     Reason,
@@ -66,8 +67,8 @@ def _action(
         else:
             reason = Reason(ReasonKind.DEFINITION, _changes_summary(changes), changes=changes)
         return Action(ActionKind.UPDATE, name, want, have, changes=changes, reason=reason)
-    if have.status != "running" and not held:
-        reason = Reason(ReasonKind.DRIFT, f"container is {have.status}")
+    if not have.running and not held:
+        reason = Reason(ReasonKind.DRIFT, f"container is {have.state.value}")
         return Action(ActionKind.START, name, want, have, reason=reason)
     return Action(ActionKind.NOOP, name, want, have)
 
@@ -84,13 +85,13 @@ def live_from_specs(specs: Mapping[str, ContainerSpec]) -> dict[str, LiveInstanc
     """Pretend `specs` run as they are, to plan one revision against another."""
     return {
         name: LiveInstance(
-            container_id="",
+            ref="",
             name=spec.name,
             definition_id=spec.definition_id,
             revision=None,
             rendered_hash=spec.rendered_hash,
             commit="",
-            status="running",
+            state=InstanceState.RUNNING,
             health=None,
             image=spec.image,
         )

@@ -19,14 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
 from aiohttp import web
 
 from deployally.api.app import create_app
 from deployally.api.metrics import Metrics
 from deployally.api.sync import SYNC, SyncOutcome
 from deployally.api.webhooks import WAKE_SENDER
-from deployally.drivers.local.events import DockerEvents
+from deployally.drivers.base import EventStream
 from deployally.errors import DeployAllyError, SourceError
 from deployally.logs import fields
 from deployally.notify.sender import Schedule, Sender
@@ -118,7 +117,7 @@ class EngineProcess:
         self.url = ""
         self.ws: Workspace | None = None
         self.watcher: RefWatcher | None = None
-        self.events: DockerEvents | None = None
+        self.events: list[EventStream] = []  # one per server this engine applies to
         self._sender: Sender | None = None
         # Read before anything starts, so a bad value stops `serve` with one readable line.
         self._webhook_schedule = webhook_schedule(os.environ.get(WEBHOOK_BACKOFF_ENV))
@@ -153,7 +152,7 @@ class EngineProcess:
             self.sync_loop,
             fetch_error=self._fetch_error,
             watching=self.watcher.running if self.watcher else False,
-            docker_events=self.events.running if self.events else False,
+            docker_events=bool(self.events) and all(e.running for e in self.events),
             mirror=redact_url(self.remote_url) if self.remote_url else None,
         )
 
@@ -217,11 +216,7 @@ class EngineProcess:
 
         sender = self._sender = Sender(ws.store, schedule=self._webhook_schedule)
         self._start_watching(ws)
-        on_event = InstanceEventHandler(
-            ws, loop, wake_sender=self._wake_sender, trigger_sync=self.sync_loop.trigger
-        )
-        self.events = DockerEvents(docker.from_env, on_event)
-        self.events.start()
+        self.events = await loop.run_in_executor(None, self._watch_instances, ws, loop)
         tasks = [
             asyncio.create_task(self.sync_loop.run(stop), name="sync"),
             asyncio.create_task(sender.run(stop), name="webhooks"),
@@ -235,7 +230,8 @@ class EngineProcess:
                 self.watcher.stop()
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            self.events.stop()
+            for stream in self.events:
+                stream.stop()
             remove_engine_file(self.state_dir)
             await loop.run_in_executor(None, revoke_hook_token, ws)
             await runner.cleanup()
@@ -264,6 +260,16 @@ class EngineProcess:
         with self._lines_lock:
             lines = tuple(self._lines)
         return SyncOutcome(report, lines, self.ws.engine.next_retry_s())
+
+    def _watch_instances(self, ws: Workspace, loop: asyncio.AbstractEventLoop) -> list[EventStream]:
+        """Follow each server's instance events (this engine's own, by the driver's owner filter)."""
+        streams = []
+        for server, driver in ws.drivers.applied_here():
+            on_event = InstanceEventHandler(
+                ws, server, loop, wake_sender=self._wake_sender, trigger_sync=self.sync_loop.trigger
+            )
+            streams.append(driver.watch(on_event))
+        return streams
 
     def _progress(self, line: str) -> None:
         """The engine's progress lines ("site: revision 3 deployed"): logged, and kept for the hook."""

@@ -21,6 +21,8 @@ from deployally.store.db import Database
 TOKEN_PREFIX: Final = "da_"
 SERVER_KEY_PREFIX: Final = "da_server_"
 TOKEN_SCOPES: Final = ("read", "write", "admin")
+# How the engine reaches a server: its own Docker engine, a remote agent, a Swarm manager.
+SERVER_KINDS: Final = ("local", "agent", "swarm")
 
 
 def _hash_secret(value: str) -> str:
@@ -46,6 +48,7 @@ class ServerRecord:
     status: str  # active | inactive
     created_at: datetime
     last_seen_at: datetime | None = None
+    kind: str = "agent"  # one of SERVER_KINDS: which driver applies its definitions
 
 
 class AccessStore(Database):
@@ -106,9 +109,13 @@ class AccessStore(Database):
     # ---------------------------------------------------------- servers
 
     def add_server(
-        self, name: str, environment: str, description: str = ""
+        self, name: str, environment: str, description: str = "", kind: str = "agent"
     ) -> tuple[ServerRecord, str]:
         """Register a server; returns its record and its agent key, shown this once."""
+        if kind not in SERVER_KINDS:
+            raise ValidationError(
+                "server", "kind", f"'{kind}' is not a server kind: use one of {', '.join(SERVER_KINDS)}"
+            )
         key = SERVER_KEY_PREFIX + pysecrets.token_urlsafe(24)
         record = ServerRecord(
             id=identity.random_id("srv"),
@@ -117,12 +124,13 @@ class AccessStore(Database):
             description=description,
             status="active",
             created_at=_now(),
+            kind=kind,
         )
         try:
             with self._write() as conn:
                 conn.execute(
                     "INSERT INTO servers (id, name, environment, description, status, key_hash,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " created_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.id,
                         name,
@@ -131,6 +139,7 @@ class AccessStore(Database):
                         record.status,
                         _hash_secret(key),
                         _ts(record.created_at),
+                        kind,
                     ),
                 )
         except sqlite3.IntegrityError as exc:
@@ -194,4 +203,5 @@ def _server_from_row(row: sqlite3.Row) -> ServerRecord:
         status=row["status"],
         created_at=_dt_req(row["created_at"]),
         last_seen_at=_dt(row["last_seen_at"]),
+        kind=row["kind"],
     )

@@ -84,6 +84,11 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             duration_ms REAL NOT NULL, error TEXT,
             PRIMARY KEY (delivery_id, number)) WITHOUT ROWID""",
     ),
+    # Which driver serves a server; servers registered so far run agents.
+    (
+        "ALTER TABLE servers ADD COLUMN kind TEXT NOT NULL DEFAULT 'agent'",
+        f"UPDATE servers SET kind = 'local' WHERE id = '{LOCAL_SERVER_ID}'",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -187,8 +192,8 @@ class Database:
                 conn.execute(f"PRAGMA user_version = {number + 1}")
             now = _ts(_now())
             conn.execute(
-                "INSERT INTO servers (id, name, environment, description, status, created_at)"
-                " VALUES (?, ?, 'production', 'this host', 'active', ?)"
+                "INSERT INTO servers (id, name, environment, description, status, created_at,"
+                " kind) VALUES (?, ?, 'production', 'this host', 'active', ?, 'local')"
                 " ON CONFLICT (id) DO NOTHING",
                 (LOCAL_SERVER_ID, LOCAL_SERVER_NAME, now),
             )

@@ -10,10 +10,11 @@ events that arrive together or twice produce each deployment exactly once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from deployally.drivers.base import Driver
+from deployally.drivers.base import Driver, DriverConfig
+from deployally.drivers.registry import DriverRegistry
 from deployally.errors import DriverError, ValidationError
 from deployally.model import desired as desired_mod
 from deployally.model.engine_config import EngineConfig
@@ -21,7 +22,7 @@ from deployally.model.settings import parse_settings
 from deployally.plan.actions import plan
 from deployally.source.git import GitRepo
 from deployally.source.tree import CommitTree
-from deployally.store import Store
+from deployally.store import ServerRecord, Store
 from deployally.sync.apply import Deployer, Progress
 from deployally.sync.backoff import Backoff
 from deployally.sync.intake import Intake, Refresh
@@ -61,7 +62,7 @@ class Engine:
         self,
         repo: GitRepo,
         store: Store,
-        driver_for: Callable[[str], Driver | None],
+        drivers: DriverRegistry[ServerRecord],
         *,
         max_parallel: int | None = None,
         health_timeout_s: float | None = None,
@@ -75,7 +76,7 @@ class Engine:
         self.health_timeout_s = health_timeout_s
         self.settings = parse_settings(desired_mod.SETTINGS_PATH, None)
         self.store = store
-        self.driver_for = driver_for
+        self.drivers = drivers
         self.backoff = Backoff()
         self.intake = Intake(repo, store, self.backoff, self.engine_config)
         self.deployer = Deployer(
@@ -99,13 +100,13 @@ class Engine:
             records = {r.name: r for r in self.store.definitions()}
             deployments: list[Deployment] = []
             unchanged = 0
-            for server, driver in self._drivers(records):
+            for server, driver in self.drivers.applied_here():
                 self._configure(driver)
                 try:
                     driver.recover(self.deployer.progress)
                     the_plan = self._plan(server, driver, records, refresh)  # plan
                 except DriverError as exc:
-                    self.deployer.record_unreachable(server, driver, records, refresh, head, exc)
+                    self.deployer.record_unreachable(server.name, driver, records, refresh, head, exc)
                     raise
                 unchanged += sum(1 for a in the_plan.actions if a.kind is ActionKind.NOOP)
                 deployments += self.deployer.apply(driver, the_plan, records, head)  # apply+record+notify
@@ -123,29 +124,22 @@ class Engine:
         parallel = self.max_parallel or self.settings.max_parallel
         self.deployer.max_parallel = parallel
         driver.configure(
-            health_timeout_s=self.health_timeout_s or self.settings.health_timeout,
-            docker_slots=parallel,
+            DriverConfig(
+                health_timeout_s=self.health_timeout_s or self.settings.health_timeout,
+                parallel=parallel,
+            )
         )
-
-    def _drivers(self, records: Mapping[str, DefinitionRecord]) -> list[tuple[str, Driver]]:
-        """The servers this host applies to: those with a driver here."""
-        servers = sorted({r.server_id for r in records.values()} | {"local"})
-        out = []
-        for server in servers:
-            driver = self.driver_for(server)
-            if driver is not None:
-                out.append((server, driver))
-        return out
 
     def _plan(
         self,
-        server: str,
+        server: ServerRecord,
         driver: Driver,
         records: Mapping[str, DefinitionRecord],
         refresh: Refresh,
     ) -> Plan:
         """Desired specs of this server against its live containers."""
-        mine = {n: r for n, r in records.items() if r.server_id == server}
+        keys = (server.name, server.id)  # a definition names its server either way
+        mine = {n: r for n, r in records.items() if r.server_id in keys}
         desired = {n: r.desired for n, r in mine.items() if r.desired is not None}
         live = driver.live()
         # A container whose definition moved to another server belongs to that one now.

@@ -26,6 +26,8 @@ from deployally.types import (
     LABEL_REVISION,
     LABEL_SERVER,
     ContainerSpec,
+    InstanceHealth,
+    InstanceState,
     LiveInstance,
 )
 
@@ -137,14 +139,31 @@ def healthcheck(spec: ContainerSpec, resolve: Resolve) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- read back from Docker
 
 
-def health_from_status(status: str) -> str | None:
+# Docker's container states in our words; "removing" is on its way to gone.
+_STATES = {
+    "running": InstanceState.RUNNING,
+    "created": InstanceState.CREATED,
+    "restarting": InstanceState.RESTARTING,
+    "paused": InstanceState.PAUSED,
+    "exited": InstanceState.EXITED,
+    "removing": InstanceState.EXITED,
+    "dead": InstanceState.DEAD,
+}
+
+
+def state_from_docker(state: str) -> InstanceState:
+    """A container's State (`docker ps`'s) as an InstanceState; an unknown one counts as exited."""
+    return _STATES.get(state, InstanceState.EXITED)
+
+
+def health_from_status(status: str) -> InstanceHealth | None:
     """Health as `docker ps` shows it in its Status text; None when there is no healthcheck."""
     if "(unhealthy)" in status:
-        return "unhealthy"
+        return InstanceHealth.UNHEALTHY
     if "(healthy)" in status:
-        return "healthy"
+        return InstanceHealth.HEALTHY
     if "(health: starting)" in status:
-        return "starting"
+        return InstanceHealth.STARTING
     return None
 
 
@@ -164,13 +183,13 @@ def live_instance(row: dict[str, Any]) -> LiveInstance | None:
     revision = labels.get(LABEL_REVISION, "")
     created = row.get("Created")
     return LiveInstance(
-        container_id=row["Id"],
+        ref=row["Id"],
         name=name,
         definition_id=labels.get(LABEL_DEFINITION, ""),
         revision=int(revision) if revision.isdigit() else None,
         rendered_hash=labels.get(LABEL_RENDERED_HASH, ""),
         commit=labels.get(LABEL_COMMIT, ""),
-        status=row.get("State", ""),
+        state=state_from_docker(str(row.get("State", ""))),
         health=health_from_status(row.get("Status", "")),
         image=row.get("Image", ""),
         created_at=datetime.fromtimestamp(created, UTC) if created else None,

@@ -1,7 +1,8 @@
 """The local driver: carries out actions on this host's Docker engine through docker-py.
 
-docker-py objects never leave this module and the container_config and config_files
-modules beside it; callers get LiveInstance and ApplyResult.
+docker-py objects never leave this module and the container_config, config_files and
+events modules beside it; callers get LiveInstance, ApplyResult and InstanceEvent. An
+instance's ref is its container id.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ import requests.exceptions
 from docker.utils import parse_repository_tag
 
 from deployally import secrets
-from deployally.drivers.base import Driver, Log, Resolve
+from deployally.drivers.base import (
+    DEFAULT_CONFIG,
+    Driver,
+    DriverConfig,
+    EventStream,
+    Log,
+    OnEvent,
+    Resolve,
+)
 from deployally.drivers.local import config_files, container_config, readiness
+from deployally.drivers.local.events import DockerEvents
 from deployally.errors import DeployAllyError, DriverError, NotFound
 from deployally.types import (
     HOST_NETWORK,
@@ -77,6 +87,8 @@ class _Masker:
 class LocalDriver(Driver):
     """Runs definitions as containers on this host's Docker engine."""
 
+    kind = "local"
+
     def __init__(
         self,
         state_dir: Path,
@@ -84,9 +96,8 @@ class LocalDriver(Driver):
         owner: str,
         server: str = "local",
         client: docker.DockerClient | None = None,
-        health_timeout_s: float = 120,
-        settle_s: float = 2.0,
-        docker_slots: int = 4,
+        docker_host: str | None = None,
+        config: DriverConfig = DEFAULT_CONFIG,
     ) -> None:
         if not owner:
             # Without an owner the driver would recover, prune and heal every managed
@@ -94,14 +105,13 @@ class LocalDriver(Driver):
             raise ValueError("a LocalDriver needs the owning engine's id")
         self.server = server
         self.owner = owner
+        self.state_dir = Path(state_dir)
+        self.config = config
         # Docker saturates at about 4 concurrent creates/starts on 2 cores; health waits are
         # idle polling, so more definitions may be in flight than hold a slot.
-        self._slots = threading.BoundedSemaphore(docker_slots)
-        self._slot_count = docker_slots
-        self.state_dir = Path(state_dir)
-        self.health_timeout_s = health_timeout_s
-        self.settle_s = settle_s
+        self._slots = threading.BoundedSemaphore(config.parallel)
         self._client_value = client
+        self._docker_host = docker_host  # None: DOCKER_HOST or the default socket
         self._lock = threading.Lock()  # guards lazy client, network/image creation, name locks
         self._name_locks: dict[str, threading.Lock] = {}
 
@@ -114,8 +124,13 @@ class LocalDriver(Driver):
         with self._lock:
             if self._client_value is None:
                 with _docker("connect to the Docker engine"):
-                    self._client_value = docker.from_env()
+                    self._client_value = self._new_client()
             return self._client_value
+
+    def _new_client(self) -> docker.DockerClient:
+        if self._docker_host is None:
+            return docker.from_env()
+        return docker.DockerClient(base_url=self._docker_host)
 
     @property
     def _api(self) -> docker.APIClient:
@@ -148,16 +163,24 @@ class LocalDriver(Driver):
                 out[instance.name] = instance
         return out
 
-    def configure(self, *, health_timeout_s: float, docker_slots: int) -> None:
-        """Health timeout and concurrent Docker calls from the settings; called between syncs."""
-        self.health_timeout_s = health_timeout_s
-        if docker_slots != self._slot_count:
-            self._slots = threading.BoundedSemaphore(docker_slots)
-            self._slot_count = docker_slots
+    def configure(self, config: DriverConfig) -> None:
+        """Health timeout, readiness and concurrent Docker calls for the next sync (between syncs)."""
+        if config.parallel != self.config.parallel:
+            self._slots = threading.BoundedSemaphore(config.parallel)
+        self.config = config
 
-    def started_at(self, container_id: str) -> datetime | None:
+    def started_at(self, instance: LiveInstance) -> datetime | None:
         """The container's State.StartedAt, from one inspect; None when it is not running."""
-        return container_config.started_at(self._inspect(container_id) or {})
+        if instance.started_at is not None:
+            return instance.started_at
+        return container_config.started_at(self._inspect(instance.ref) or {})
+
+    def watch(self, on_event: OnEvent) -> EventStream:
+        """Follow Docker's events for this engine's containers alone, on a daemon thread."""
+        # Clients of its own: the stream holds its connection open, and reconnects.
+        stream = DockerEvents(self._new_client, on_event, owner=self.owner)
+        stream.start()
+        return stream
 
     def _inspect(self, name: str) -> dict[str, Any] | None:
         """The container's inspect document, or None when there is none by that name."""
@@ -173,7 +196,11 @@ class LocalDriver(Driver):
     def _managed(self, name: str) -> dict[str, Any]:
         info = self._inspect(name)
         labels = (info or {}).get("Config", {}).get("Labels") or {}
-        if info is None or labels.get(LABEL_MANAGED) != "true":
+        if (
+            info is None
+            or labels.get(LABEL_MANAGED) != "true"
+            or labels.get(LABEL_OWNER) != self.owner  # another engine's: not ours to touch
+        ):
             raise NotFound(f"no managed container named {name!r} on server {self.server!r}")
         return info
 
@@ -218,9 +245,7 @@ class LocalDriver(Driver):
             log(masker.mask(message))
 
         if action.kind is ActionKind.NOOP:
-            return ApplyResult(
-                DeploymentStatus.SUCCESS, action.live.container_id if action.live else None
-            )
+            return ApplyResult(DeploymentStatus.SUCCESS, action.live.ref if action.live else None)
         with self._name_lock(action.name):
             try:
                 self._recover_name(action.name, safe_log)
@@ -406,8 +431,8 @@ class LocalDriver(Driver):
         readiness.wait_ready(
             inspect,
             has_healthcheck=has_healthcheck,
-            health_timeout_s=self.health_timeout_s,
-            settle_s=self.settle_s,
+            health_timeout_s=self.config.health_timeout_s,
+            settle_s=self.config.settle_s,
             log=log,
         )
 

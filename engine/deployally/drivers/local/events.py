@@ -1,7 +1,8 @@
-"""Docker's event stream in: managed containers starting, dying and turning unhealthy.
+"""Docker's event stream in: this engine's containers starting, dying and turning unhealthy.
 
-One daemon thread holds one filtered `/events` subscription and turns Docker's
-actions into `InstanceEvent`s; docker-py objects never leave this module.
+One daemon thread holds one `/events` subscription, filtered to the containers
+this engine owns, and turns Docker's actions into `InstanceEvent`s; docker-py
+objects never leave this module.
 """
 
 from __future__ import annotations
@@ -11,61 +12,53 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import docker
 from docker.types.daemon import CancellableStream
 
-from deployally.types import LABEL_DEFINITION, LABEL_MANAGED, LABEL_NAME
+from deployally.drivers.base import EventStream, OnEvent
+from deployally.types import (
+    LABEL_DEFINITION,
+    LABEL_MANAGED,
+    LABEL_NAME,
+    LABEL_OWNER,
+    InstanceEvent,
+    InstanceEventKind,
+)
 
 log = logging.getLogger(__name__)
 
-INSTANCE_STARTED = "instance.started"
-INSTANCE_STOPPED = "instance.stopped"
-INSTANCE_UNHEALTHY = "instance.unhealthy"
-# Not a webhook event: the reconciler uses it to learn an update's new container is ready.
-INSTANCE_HEALTHY = "instance.healthy"
-
 # Only `die` is sent for every way a container ends (stop, kill, crash, OOM), so
 # `stop` and `kill` are ignored: mapping them too would report one stop two or three times.
-_ACTIONS: Mapping[str, str] = {
-    "start": INSTANCE_STARTED,
-    "die": INSTANCE_STOPPED,
-    "health_status: unhealthy": INSTANCE_UNHEALTHY,
-    "health_status: healthy": INSTANCE_HEALTHY,
+_ACTIONS: Mapping[str, InstanceEventKind] = {
+    "start": InstanceEventKind.STARTED,
+    "die": InstanceEventKind.STOPPED,
+    "health_status: unhealthy": InstanceEventKind.UNHEALTHY,
+    "health_status: healthy": InstanceEventKind.HEALTHY,
 }
-
-FILTERS: Mapping[str, str] = {"type": "container", "label": f"{LABEL_MANAGED}=true"}
 
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 10.0
 
 
-@dataclass(frozen=True)
-class InstanceEvent:
-    """One thing that happened to a managed container, in our own words."""
-
-    event: str  # instance.started | instance.stopped | instance.unhealthy | instance.healthy
-    container_id: str
-    name: str
-    definition_id: str | None
-    exit_code: int | None
-    at: datetime
+def event_filters(owner: str) -> dict[str, object]:
+    """The `/events` filter for one engine's containers: managed, and carrying its owner label."""
+    return {"type": "container", "label": [f"{LABEL_MANAGED}=true", f"{LABEL_OWNER}={owner}"]}
 
 
 def instance_event(raw: Mapping[str, Any]) -> InstanceEvent | None:
     """Map one decoded Docker event to an InstanceEvent, or None for actions we ignore."""
     if raw.get("Type", "container") != "container":
         return None
-    event = _ACTIONS.get(str(raw.get("Action") or raw.get("status") or ""))
-    if event is None:
+    kind = _ACTIONS.get(str(raw.get("Action") or raw.get("status") or ""))
+    if kind is None:
         return None
     actor = raw.get("Actor") or {}
     attrs: Mapping[str, str] = actor.get("Attributes") or {}
     exit_code: int | None = None
-    if event == INSTANCE_STOPPED and attrs.get("exitCode", "").lstrip("-").isdigit():
+    if kind is InstanceEventKind.STOPPED and attrs.get("exitCode", "").lstrip("-").isdigit():
         exit_code = int(attrs["exitCode"])
     nanos = raw.get("timeNano")
     at = (
@@ -74,8 +67,8 @@ def instance_event(raw: Mapping[str, Any]) -> InstanceEvent | None:
         else datetime.fromtimestamp(float(raw.get("time") or time.time()), tz=UTC)
     )
     return InstanceEvent(
-        event=event,
-        container_id=str(actor.get("ID") or raw.get("id") or ""),
+        kind=kind,
+        ref=str(actor.get("ID") or raw.get("id") or ""),
         name=attrs.get(LABEL_NAME) or attrs.get("name", ""),
         definition_id=attrs.get(LABEL_DEFINITION),
         exit_code=exit_code,
@@ -83,8 +76,8 @@ def instance_event(raw: Mapping[str, Any]) -> InstanceEvent | None:
     )
 
 
-class DockerEvents:
-    """Follows Docker's event stream on a daemon thread and reports InstanceEvents.
+class DockerEvents(EventStream):
+    """Follows Docker's event stream for one owner's containers on a daemon thread.
 
     On connection loss (engine restart) it reconnects with backoff and replays
     what it missed with `since`, so a short outage loses no event.
@@ -93,10 +86,17 @@ class DockerEvents:
     def __init__(
         self,
         client_factory: Callable[[], docker.DockerClient],
-        on_event: Callable[[InstanceEvent], None],
+        on_event: OnEvent,
+        *,
+        owner: str,
     ) -> None:
+        if not owner:
+            # Without an owner every engine on the host would hear, heal and notify
+            # every other engine's containers.
+            raise ValueError("an event stream needs the owning engine's id")
         self._client_factory = client_factory
         self._on_event = on_event
+        self._filters = event_filters(owner)
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._lock = threading.Lock()
@@ -161,7 +161,7 @@ class DockerEvents:
         client = self._client_factory()
         # Whole seconds: the replayed overlap is dropped by timeNano in _follow.
         since = self._last_nanos // 1_000_000_000
-        stream = client.events(decode=True, filters=dict(FILTERS), since=since)
+        stream = client.events(decode=True, filters=self._filters, since=since)
         with self._lock:
             self._client, self._stream = client, stream
         if self._stopping.is_set():  # stop() ran before the stream existed to be closed

@@ -1,0 +1,212 @@
+"""The driver seam's promises, checked against the fake driver and the local (Docker) driver alike.
+
+The fake runs the orchestration tests, so it must behave as the real one does:
+the same cases run against both, the local one on a real Docker engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets as pysecrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deployally.drivers.base import Driver, DriverConfig
+from deployally.drivers.fake import FakeDriver, FakeHost
+from deployally.errors import NotFound
+from deployally.identity import definition_id
+from deployally.model.render import rendered_hash
+from deployally.types import (
+    Action,
+    ActionKind,
+    ApplyResult,
+    ContainerSpec,
+    DeploymentStatus,
+    InstanceEvent,
+    InstanceEventKind,
+    InstanceState,
+)
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+WAIT_S = 30.0  # a bound on waiting for an event, never an expectation of speed
+
+
+@dataclass
+class Backend:
+    """One driver kind under test: two engines (owners) on one server, and how to break a spec."""
+
+    ours: Driver
+    theirs: Driver
+    spec: Callable[..., ContainerSpec]
+    failing: Callable[[ContainerSpec], ContainerSpec]
+
+
+def _hashed(spec: ContainerSpec) -> ContainerSpec:
+    return dataclasses.replace(spec, rendered_hash=rendered_hash(spec))
+
+
+def _fake_backend() -> Backend:
+    host = FakeHost()
+    prefix = "f" + pysecrets.token_hex(3)
+
+    def spec(short: str, **over: Any) -> ContainerSpec:
+        name = f"{prefix}{short}"
+        base = ContainerSpec(
+            name=name, definition_id=definition_id(name), template_id="tpl_x", image="busybox:stable"
+        )
+        return _hashed(dataclasses.replace(base, **over))
+
+    def failing(s: ContainerSpec) -> ContainerSpec:
+        broken = _hashed(dataclasses.replace(s, command=("sh", "-c", "echo broken; exit 3")))
+        host.fail_spec(broken, "exited with code 3")
+        return broken
+
+    return Backend(
+        FakeDriver(host, owner=f"{prefix}-ours"),
+        FakeDriver(host, owner=f"{prefix}-theirs"),
+        spec,
+        failing,
+    )
+
+
+def _local_backend(request: pytest.FixtureRequest) -> Backend:
+    from deployally.drivers.local.driver import LocalDriver
+
+    client = request.getfixturevalue("docker_client")
+    image = request.getfixturevalue("busybox_image")
+    names: str = request.getfixturevalue("names")
+    state: Path = request.getfixturevalue("state_dir")
+    config = DriverConfig(health_timeout_s=30, settle_s=1.0)
+
+    def spec(short: str, **over: Any) -> ContainerSpec:
+        name = f"{names}{short}"
+        base = ContainerSpec(
+            name=name,
+            definition_id=definition_id(name),
+            template_id="tpl_x",
+            image=image,
+            command=("sleep", "3600"),
+            stop_signal="SIGKILL",  # busybox as PID 1 ignores SIGTERM
+            network=f"{names}net",
+        )
+        return _hashed(dataclasses.replace(base, **over))
+
+    def failing(s: ContainerSpec) -> ContainerSpec:
+        return _hashed(dataclasses.replace(s, command=("sh", "-c", "echo broken; exit 3")))
+
+    return Backend(
+        LocalDriver(state / "ours", owner=names, client=client, config=config),
+        LocalDriver(state / "theirs", owner=f"{names}-theirs", client=client, config=config),
+        spec,
+        failing,
+    )
+
+
+@pytest.fixture(params=["fake", pytest.param("local", marks=pytest.mark.docker)])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    yield _fake_backend() if request.param == "fake" else _local_backend(request)
+
+
+def apply(driver: Driver, kind: ActionKind, spec: ContainerSpec, revision: int = 1) -> ApplyResult:
+    action = Action(kind, spec.name, None if kind is ActionKind.REMOVE else spec, None)
+    return driver.apply(action, revision=revision, commit=COMMIT, resolve=lambda t: t, log=lambda _: None)
+
+
+class Heard:
+    """Instance events a driver reported, with bounded waits."""
+
+    def __init__(self) -> None:
+        self.events: list[InstanceEvent] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, event: InstanceEvent) -> None:
+        with self._cond:
+            self.events.append(event)
+            self._cond.notify_all()
+
+    def wait_for(self, name: str, kind: InstanceEventKind) -> InstanceEvent:
+        deadline = time.monotonic() + WAIT_S
+        with self._cond:
+            while True:
+                for ev in self.events:
+                    if ev.name == name and ev.kind is kind:
+                        return ev
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no {kind.value} for {name} within {WAIT_S}s: {self.events}")
+                self._cond.wait(0.5)
+
+    def names(self) -> set[str]:
+        with self._cond:
+            return {e.name for e in self.events}
+
+
+# ---------------------------------------------------------------- the cases
+
+
+def test_a_created_instance_is_live_in_our_own_words(backend: Backend) -> None:
+    spec = backend.spec("web")
+    result = apply(backend.ours, ActionKind.CREATE, spec, revision=3)
+    assert result.status is DeploymentStatus.SUCCESS, result.message
+    inst = backend.ours.live()[spec.name]
+    assert inst.ref == result.ref
+    assert inst.state is InstanceState.RUNNING and inst.running
+    assert (inst.rendered_hash, inst.revision, inst.commit) == (spec.rendered_hash, 3, COMMIT)
+    assert inst.definition_id == spec.definition_id and inst.health is None
+
+
+def test_a_failing_update_rolls_back_and_a_failing_create_leaves_nothing(backend: Backend) -> None:
+    good = backend.spec("svc")
+    first = apply(backend.ours, ActionKind.CREATE, good)
+    result = apply(backend.ours, ActionKind.UPDATE, backend.failing(good), revision=2)
+    assert result.status is DeploymentStatus.ROLLED_BACK and result.ref == first.ref
+    back = backend.ours.live()[good.name]
+    assert (back.ref, back.rendered_hash, back.running) == (first.ref, good.rendered_hash, True)
+
+    never = backend.failing(backend.spec("never"))
+    assert apply(backend.ours, ActionKind.CREATE, never).status is DeploymentStatus.FAILED
+    assert never.name not in backend.ours.live()
+
+
+def test_remove_and_operator_actions(backend: Backend) -> None:
+    spec = backend.spec("op")
+    apply(backend.ours, ActionKind.CREATE, spec)
+    backend.ours.stop(spec.name)
+    assert backend.ours.live()[spec.name].state is InstanceState.EXITED
+    backend.ours.start(spec.name)
+    assert backend.ours.live()[spec.name].running
+    backend.ours.restart(spec.name)
+    assert backend.ours.live()[spec.name].running
+    with pytest.raises(NotFound):
+        backend.ours.stop(spec.name + "nope")
+    assert apply(backend.ours, ActionKind.REMOVE, spec).status is DeploymentStatus.SUCCESS
+    assert spec.name not in backend.ours.live()
+
+
+def test_another_engines_instances_are_neither_seen_touched_nor_heard(backend: Backend) -> None:
+    heard = Heard()
+    stream = backend.ours.watch(heard)
+    try:
+        assert stream.wait_connected(WAIT_S)
+        theirs = backend.spec("theirs")
+        assert apply(backend.theirs, ActionKind.CREATE, theirs).status is DeploymentStatus.SUCCESS
+        backend.theirs.stop(theirs.name)
+        ours = backend.spec("ours")
+        apply(backend.ours, ActionKind.CREATE, ours)
+        backend.ours.stop(ours.name)
+        heard.wait_for(ours.name, InstanceEventKind.STOPPED)
+        # Events come in order: theirs happened first and none of them reached us.
+        assert heard.names() == {ours.name}
+        assert set(backend.ours.live()) == {ours.name}
+        with pytest.raises(NotFound):
+            backend.ours.start(theirs.name)
+        backend.ours.recover(lambda _: None)
+        assert backend.theirs.live()[theirs.name].state is InstanceState.EXITED
+    finally:
+        stream.stop()
+    assert not stream.running
