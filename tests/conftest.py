@@ -10,6 +10,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 import docker.errors
@@ -20,6 +21,9 @@ BUSYBOX_IMAGE = "busybox:stable"
 # Containers a test makes outside the driver may carry this label with the test's prefix,
 # so the `names` finalizer removes them even when their name does not start with it.
 TEST_LABEL = "com.deployally.test"
+
+if TYPE_CHECKING:
+    from deployally.types import ContainerSpec
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +93,49 @@ def state_dir(tmp_path: Path) -> Path:
     path = tmp_path / "state"
     path.mkdir()
     return path
+
+
+# ---------------------------------------------------------------- values
+
+
+def full_spec() -> ContainerSpec:
+    """A spec with every field away from its default."""
+    from deployally import identity
+    from deployally.types import (
+        ConfigFile,
+        ContainerSpec,
+        Healthcheck,
+        PortBinding,
+        VolumeMount,
+    )
+
+    return ContainerSpec(
+        name="mysql_producao",
+        definition_id=identity.definition_id("mysql_producao"),
+        template_id=identity.template_id("database/mysql/standard/8.4"),
+        image="mysql:8.4",
+        command=("mysqld", "--max-connections=200"),
+        entrypoint=("docker-entrypoint.sh",),
+        user="999:999",
+        working_dir="/var/lib/mysql",
+        env=(("MYSQL_DATABASE", "app_db"), ("MYSQL_ROOT_PASSWORD", "\x00secret:mysql_root\x00")),
+        labels=(("team", "data"),),
+        ports=(PortBinding(3306, "tcp", 13306), PortBinding(33060, "udp", None)),
+        volumes=(VolumeMount("mysql_producao_var_lib_mysql", "/var/lib/mysql"),),
+        files=(ConfigFile("/etc/mysql/conf.d/my.cnf", "[mysqld]\nx=1\n", 0o600),),
+        restart="always",
+        memory_bytes=2 * 1024**3,
+        cpus=1.5,
+        healthcheck=Healthcheck(("CMD", "mysqladmin", "ping"), 7.5, 2.0, 5, 30.0),
+        stop_signal="SIGTERM",
+        stop_grace_s=12.5,
+        network="backend",
+        depends_on=("redis_cache",),
+        secrets=(("mysql_root", 3),),
+        server="edge-1",
+        prune_volumes=True,
+        rendered_hash="sha256:" + "ab" * 32,
+    )
 
 
 # ---------------------------------------------------------------- git repositories of definitions

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import full_spec
 from deployally import identity
 from deployally.errors import Conflict, NotFound, SecretError, ValidationError
 from deployally.store import (
@@ -22,26 +23,19 @@ from deployally.store import (
     SCHEMA_VERSION,
     DeliveryStatus,
     Store,
-    _spec_from_json,
-    _spec_to_json,
 )
 from deployally.types import (
     ActionKind,
-    ConfigFile,
-    ContainerSpec,
     DefinitionRecord,
     DefinitionStatus,
     Deployment,
     DeploymentStatus,
     FieldChange,
-    Healthcheck,
     LogLine,
-    PortBinding,
     Reason,
     ReasonKind,
     Revision,
     SecretRef,
-    VolumeMount,
 )
 
 T0 = datetime(2026, 2, 13, 10, 0, 0, tzinfo=UTC)
@@ -57,37 +51,6 @@ def store(state_dir: Path) -> Iterator[Store]:
     s = Store(state_dir)
     yield s
     s.close()
-
-
-def full_spec() -> ContainerSpec:
-    """A spec with every field away from its default."""
-    return ContainerSpec(
-        name="mysql_producao",
-        definition_id=identity.definition_id("mysql_producao"),
-        template_id=identity.template_id("database/mysql/standard/8.4"),
-        image="mysql:8.4",
-        command=("mysqld", "--max-connections=200"),
-        entrypoint=("docker-entrypoint.sh",),
-        user="999:999",
-        working_dir="/var/lib/mysql",
-        env=(("MYSQL_DATABASE", "app_db"), ("MYSQL_ROOT_PASSWORD", "\x00secret:mysql_root\x00")),
-        labels=(("team", "data"),),
-        ports=(PortBinding(3306, "tcp", 13306), PortBinding(33060, "udp", None)),
-        volumes=(VolumeMount("mysql_producao_var_lib_mysql", "/var/lib/mysql"),),
-        files=(ConfigFile("/etc/mysql/conf.d/my.cnf", "[mysqld]\nx=1\n", 0o600),),
-        restart="always",
-        memory_bytes=2 * 1024**3,
-        cpus=1.5,
-        healthcheck=Healthcheck(("CMD", "mysqladmin", "ping"), 7.5, 2.0, 5, 30.0),
-        stop_signal="SIGTERM",
-        stop_grace_s=12.5,
-        network="backend",
-        depends_on=("redis_cache",),
-        secrets=(("mysql_root", 3),),
-        server="edge-1",
-        prune_volumes=True,
-        rendered_hash="sha256:" + "ab" * 32,
-    )
 
 
 def definition_record(name: str = "mysql_producao", **changes: object) -> DefinitionRecord:
@@ -198,24 +161,6 @@ def test_attempted_and_applied_commits_are_separate(store: Store) -> None:
 
 
 # ---------------------------------------------------------------- definitions
-
-
-def test_spec_json_round_trip_uses_every_field() -> None:
-    spec = full_spec()
-    defaults = ContainerSpec(name="x", definition_id="d", template_id="t", image="i")
-    same_as_default = [
-        f.name
-        for f in dataclasses.fields(ContainerSpec)
-        if f.name not in ("name", "definition_id", "template_id", "image")
-        and getattr(spec, f.name) == getattr(defaults, f.name)
-    ]
-    assert same_as_default == [], "extend full_spec() so the round trip covers these fields"
-    assert _spec_from_json(_spec_to_json(spec)) == spec
-
-
-def test_spec_json_round_trip_of_a_minimal_spec() -> None:
-    spec = ContainerSpec(name="x", definition_id="def_x", template_id="tpl_x", image="busybox:1")
-    assert _spec_from_json(_spec_to_json(spec)) == spec
 
 
 def test_definition_round_trip_by_id_and_name(store: Store) -> None:

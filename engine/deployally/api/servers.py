@@ -7,13 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
-from deployally import secrets
 from deployally.api.auth import ADMIN, AGENT, READ, SERVER, access
 from deployally.api.context import context
 from deployally.api.envelope import BodyCheck, listing, parse_page, read_json, success
-from deployally.api.views import iso
+from deployally.api.views import iso, spec_view
 from deployally.store import LOCAL_SERVER_ID, ServerRecord
-from deployally.types import ContainerSpec
 
 routes = web.RouteTableDef()
 
@@ -64,21 +62,6 @@ async def register_server(request: web.Request) -> web.Response:
     data = server_view(record)
     data["api_key"] = key
     return success(data, status=201)
-
-
-def spec_view(spec: ContainerSpec) -> dict[str, Any]:
-    """A desired spec for an agent: every secret as <secret:NAME>, never its value."""
-    return {k: _shown(getattr(spec, k)) for k in spec.__dataclass_fields__}
-
-
-def _shown(value: Any) -> Any:
-    if isinstance(value, str):
-        return secrets.display(value)
-    if isinstance(value, (list, tuple)):
-        return [_shown(v) for v in value]
-    if hasattr(value, "__dataclass_fields__"):
-        return {k: _shown(getattr(value, k)) for k in value.__dataclass_fields__}
-    return value
 
 
 @routes.get("/api/v1/agent/desired")

@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deployally import secrets
+from deployally.codec import spec_to_json
 from deployally.identity import instance_id
 from deployally.types import (
+    ContainerSpec,
     DefinitionRecord,
     Deployment,
     EngineStatus,
@@ -104,6 +106,12 @@ def instance_view(i: LiveInstance, now: datetime | None = None) -> dict[str, Any
         "started_at": iso(i.started_at),
         "uptime_seconds": int((now - i.started_at).total_seconds()) if running and i.started_at else 0,
     }
+
+
+def spec_view(spec: ContainerSpec) -> dict[str, Any]:
+    """A desired spec in the one codec's shape, every secret as <secret:NAME>, never its value."""
+    shown: dict[str, Any] = _plain(spec_to_json(spec))
+    return shown
 
 
 def change_view(c: FieldChange) -> dict[str, Any]:

@@ -12,9 +12,11 @@ import re
 from typing import Any
 
 from deployally import secrets
-from deployally.types import ContainerSpec, FieldChange
+from deployally.codec import spec_to_json
+from deployally.types import ContainerSpec, FieldChange, Healthcheck
 
 _FIELD_ORDER = [f.name for f in dataclasses.fields(ContainerSpec)]
+_HEALTHCHECK_FIELDS = [f.name for f in dataclasses.fields(Healthcheck)]
 _RENAMED = {"memory_bytes": "resources.memory_bytes", "cpus": "resources.cpus"}
 _SECTION_RANK = {_RENAMED.get(name, name): i for i, name in enumerate(_FIELD_ORDER)}
 
@@ -45,11 +47,11 @@ def _path_key(path: str) -> tuple[int, list[Any]]:
 
 
 def _flatten(spec: ContainerSpec | None) -> dict[str, Any]:
+    """The spec's codec form as dotted paths: `env.K`, `ports[0].host_port`, `files.<path>`."""
     if spec is None:
         return {}
     out: dict[str, Any] = {}
-    for name in _FIELD_ORDER:
-        value = getattr(spec, name)
+    for name, value in spec_to_json(spec).items():
         if name == "rendered_hash":
             continue
         if name in ("env", "labels"):
@@ -58,16 +60,15 @@ def _flatten(spec: ContainerSpec | None) -> dict[str, Any]:
             out.update({f"secrets.{k}": v for k, v in value})
         elif name == "files":
             for f in value:
-                out[f"files.{f.mount_path}"] = _file_summary(f.content)
-                out[f"files.{f.mount_path}.mode"] = f"{f.mode:04o}"
+                out[f"files.{f['mount_path']}"] = _file_summary(f["content"])
+                out[f"files.{f['mount_path']}.mode"] = f"{f['mode']:04o}"
         elif name in ("ports", "volumes"):
             for i, item in enumerate(value):
-                for key, v in dataclasses.asdict(item).items():
+                for key, v in item.items():
                     out[f"{name}[{i}].{key}"] = v
         elif name == "healthcheck":
-            for hc_field in ("test", "interval_s", "timeout_s", "retries", "start_period_s"):
-                v = getattr(value, hc_field) if value is not None else None
-                out[f"healthcheck.{hc_field}"] = _shown(v)
+            for hc_field in _HEALTHCHECK_FIELDS:
+                out[f"healthcheck.{hc_field}"] = _shown(value[hc_field] if value else None)
         else:
             out[_RENAMED.get(name, name)] = _shown(value)
     return out
@@ -76,7 +77,7 @@ def _flatten(spec: ContainerSpec | None) -> dict[str, Any]:
 def _shown(value: Any) -> Any:
     if isinstance(value, str):
         return secrets.display(value)
-    if isinstance(value, tuple):
+    if isinstance(value, list):
         return [_shown(v) for v in value]
     return value
 
