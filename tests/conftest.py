@@ -26,6 +26,15 @@ if TYPE_CHECKING:
     from deployally.types import ContainerSpec
 
 
+@pytest.fixture(autouse=True)
+def _secret_keys_of_the_test(tmp_path_factory: pytest.TempPathFactory,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's secret keys go to a config home of its own, never the user's ~/.config
+    (processes a test starts inherit it)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.delenv("DEPLOYALLY_SECRET_KEY", raising=False)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """A client for the local engine; fails under CI=true, skips elsewhere, when none answers."""

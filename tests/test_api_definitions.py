@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
+from click.testing import CliRunner
 
 from conftest import ApiServer
+from deployally.cli import main
 from deployally.identity import definition_id
 from deployally.workspace import Workspace
 
@@ -99,7 +105,7 @@ def test_create_commits_a_reference_and_stores_the_password(
 
     shown = git(docker_ws, "show", "HEAD")
     assert "s3cret-pw-123" not in git(docker_ws, "log", "-p", "--all")
-    assert f"admin_password: {{secret: {name}_admin_password}}" in shown
+    assert f"admin_password: {{secret: {name}_admin_password, version: 1}}" in shown
     assert "profile: production" in shown
     assert git(docker_ws, "log", "-1", "--format=%an").strip() == "write-bot"
     assert f"Create definition {name}" in git(docker_ws, "log", "-1", "--format=%B")
@@ -346,3 +352,116 @@ def test_a_password_of_a_long_definition_name_gets_a_valid_secret_name(
     [listed] = docker_ws.store.list_secrets()
     assert len(listed.name) == 63 and listed.name.startswith(f"{name[:40]}")
     assert f"admin_password: {{secret: {listed.name}" in git(docker_ws, "show", "HEAD")
+
+
+def running_env(docker_ws: Workspace, name: str) -> dict[str, str]:
+    import docker
+
+    client = docker.from_env()
+    try:
+        env = client.containers.get(name).attrs["Config"]["Env"]
+    finally:
+        client.close()
+    return dict(e.split("=", 1) for e in env)
+
+
+def test_the_example_of_the_api_document_is_a_revision_that_pins_the_password(
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
+    names: str,
+) -> None:
+    name = f"{names}-pin"
+    secret = f"{name}_admin_password"
+    made = create(api, api_tokens["write"], tpl_id, local_id, name)  # admin_password: s3cret-pw-123
+    assert docker_ws.engine.sync().ok
+    assert running_env(docker_ws, name)["ADMIN_PASSWORD"] == "s3cret-pw-123"
+
+    # As in the API document: PUT changing only the password.
+    r = api.request("PUT", f"/definitions/{made['id']}", api_tokens["write"],
+                    json={"params": {"admin_password": "second-pw-456"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["current_revision"] == 2
+    text = git(docker_ws, "show", f"HEAD:definitions/{name}.yaml")
+    assert f"admin_password: {{secret: {secret}, version: 2}}" in text
+    report = docker_ws.engine.sync()
+    assert report.ok and [d.reason.kind.value for d in report.deployments] == ["definition"]
+    assert running_env(docker_ws, name)["ADMIN_PASSWORD"] == "second-pw-456"
+    listed = CliRunner().invoke(main, ["secret", "list", "--json", "--repo", str(docker_ws.repo_path),
+                                       "--state-dir", str(docker_ws.state_dir)])
+    [row] = json.loads(listed.output)
+    assert (row["name"], row["version"], row["versions"]) == (secret, 2, [1, 2])
+
+    # Rolling back to revision 1 brings back the version it pinned.
+    r = api.request("POST", "/deployments", api_tokens["write"],
+                    json={"definition_id": made["id"], "revision": 1})
+    assert r.status_code == 202, r.text
+    report = docker_ws.engine.sync()
+    assert report.ok and [d.reason.kind.value for d in report.deployments] == ["rollback"]
+    assert running_env(docker_ws, name)["ADMIN_PASSWORD"] == "s3cret-pw-123"
+    shown = api.request("GET", f"/definitions/{made['id']}", api_tokens["read"]).json()["data"]
+    assert shown["current_revision"] == 3 and shown["params"]["admin_password"] == "********"
+    # The values are in no commit, no API answer and no deployment log.
+    history = git(docker_ws, "log", "-p", "--all")
+    logs = [api.request("GET", f"/deployments/{d.id}", api_tokens["read"]).text
+            for d in report.deployments]
+    for value in ("s3cret-pw-123", "second-pw-456"):
+        assert value not in history and value not in json.dumps(shown) and value not in str(logs)
+    # A setting of the secret from the command line does not move a pinned definition.
+    CliRunner().invoke(main, ["secret", "set", secret, "--repo", str(docker_ws.repo_path),
+                              "--state-dir", str(docker_ws.state_dir)], input="third")
+    assert docker_ws.engine.sync().deployments == ()
+
+
+def test_twenty_concurrent_password_changes_run_the_password_of_the_commit_that_won(
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
+    names: str,
+) -> None:
+    name = f"{names}-race"
+    made = create(api, api_tokens["write"], tpl_id, local_id, name)
+    url = f"{api.url}/api/v1/definitions/{made['id']}"
+    headers = {"Authorization": f"Bearer {api_tokens['write']}"}
+    start = threading.Barrier(20)
+
+    def put(n: int) -> tuple[str, requests.Response]:
+        password = f"racer-{n:02d}-pw"
+        start.wait(30)
+        return password, requests.put(url, headers=headers, timeout=60,
+                                      json={"params": {"admin_password": password}})
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(put, range(20)))
+    assert {r.status_code for _, r in answers} <= {200, 409}
+    head = docker_ws.repo.head()
+    [winner] = [pw for pw, r in answers if r.status_code == 200 and r.json()["data"]["commit"] == head]
+
+    assert docker_ws.engine.sync().ok
+    assert running_env(docker_ws, name)["ADMIN_PASSWORD"] == winner
+    # What each lost race staged is gone; each commit's version stays while a revision pins it.
+    won = sum(1 for _, r in answers if r.status_code == 200)
+    [listed] = docker_ws.store.list_secrets()
+    assert len(listed.versions) == 1 + won
+
+
+def test_a_password_change_without_the_secret_key_is_refused_and_commits_nothing(
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
+    names: str,
+) -> None:
+    made = create(api, api_tokens["write"], tpl_id, local_id, f"{names}-nokey")
+    docker_ws.store.secret_key_file().path.unlink()
+    head = docker_ws.repo.head()
+    r = api.request("PUT", f"/definitions/{made['id']}", api_tokens["write"],
+                    json={"params": {"admin_password": "new-pw-789"}})
+    assert r.status_code == 503, r.text
+    assert "restore it from your backup" in r.json()["error"]["message"]
+    assert docker_ws.repo.head() == head

@@ -415,3 +415,14 @@ def test_a_secret_name_of_63_characters_is_fine(catalog: Catalog) -> None:
     assert len(name) == 63
     d = parse_definition(PATH, MYSQL.replace("mysql_root", name), catalog)
     assert d.params["root_password"] == SecretRef(name)
+
+
+def test_a_secret_reference_may_pin_a_version(catalog: Catalog) -> None:
+    text = MYSQL.replace("{secret: mysql_root}", "{secret: mysql_root, version: 3}")
+    d = parse_definition(PATH, text, catalog)
+    assert d.params["root_password"] == SecretRef("mysql_root", 3)
+    assert public_params(d)["root_password"] == {"secret": "mysql_root", "version": 3}
+    assert "root_password: {secret: mysql_root, version: 3}" in to_yaml(d)
+    assert parse_definition(PATH, to_yaml(d), catalog) == d
+    err = only_error(MYSQL.replace("{secret: mysql_root}", "{secret: mysql_root, version: 0}"), catalog)
+    assert err.field == "params.root_password.version" and "version number" in err.message

@@ -758,3 +758,60 @@ def test_a_stored_spec_holding_a_placeholder_its_definition_does_not_name_is_not
     assert "not-for-thief" not in json.dumps([line.message for line in shown.logs])
     with pytest.raises(docker.errors.NotFound):
         container(docker_client, thief)
+
+
+def test_a_pinned_secret_version_deploys_that_value_and_a_rollback_brings_it_back(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    secret = defs_repo.name("pw")
+    runner = CliRunner()
+
+    def set_secret(value: str) -> None:
+        result = runner.invoke(main, ["secret", "set", secret, "--repo", str(defs_repo.path)], input=value)
+        assert result.exit_code == 0, result.output
+
+    def pin(version: int) -> str:
+        name = defs_repo.name("pinned")
+        defs_repo.write(
+            f"definitions/{name}.yaml",
+            f"name: {name}\ntemplate: tools/busybox/worker/stable\n"
+            f"params:\n  message: {{secret: {secret}, version: {version}}}\n",
+        )
+        return name
+
+    def message(name: str) -> str:
+        env = dict(e.split("=", 1) for e in container(docker_client, name).attrs["Config"]["Env"])
+        return env["MESSAGE"]
+
+    set_secret("one")
+    set_secret("two")
+    name = pin(1)
+    defs_repo.commit("Pin version 1")
+    assert statuses(sync(defs_repo)) == {name: "success"}
+    assert message(name) == "one"
+
+    pin(2)
+    defs_repo.commit("Pin version 2")
+    report = sync(defs_repo)
+    assert statuses(report) == {name: "success"}
+    assert report.deployments[0].reason.kind is ReasonKind.DEFINITION
+    assert message(name) == "two"
+
+    result = runner.invoke(main, ["rollback", name, "--to", "1", "--repo", str(defs_repo.path)])
+    assert result.exit_code == 0, result.output
+    report = sync(defs_repo)
+    assert statuses(report) == {name: "success"}
+    assert report.deployments[0].reason.kind is ReasonKind.ROLLBACK
+    assert message(name) == "one"
+
+    set_secret("three")  # a new current version moves only unpinned references
+    assert sync(defs_repo).deployments == ()
+
+    pin(9)
+    defs_repo.commit("Pin a version that does not exist")
+    report = sync(defs_repo)
+    assert report.deployments == ()
+    [error] = report.errors
+    assert (error.path, error.field) == (f"definitions/{name}.yaml", "params.message.version")
+    assert "no version 9 (kept: 1, 2, 3)" in error.message
+    assert message(name) == "one"  # what runs is untouched

@@ -17,6 +17,7 @@ from deployally.types import (
     Healthcheck,
     PortBinding,
     SecretRef,
+    SecretVersions,
     Taxonomy,
     Template,
     VolumeMount,
@@ -84,7 +85,7 @@ def run(
     template: Template | None = None,
     *,
     repo_files: dict[str, str] | None = None,
-    secret_versions: dict[str, int] | None = None,
+    secret_versions: dict[str, int] | SecretVersions | None = None,
 ) -> ContainerSpec:
     return render(
         definition or make_definition(),
@@ -537,3 +538,32 @@ def test_the_same_secret_twice_gets_one_placeholder() -> None:
         "MYSQL_DATABASE": secrets.placeholder("mysql_root"),
         "MYSQL_ROOT_PASSWORD": secrets.placeholder("mysql_root"),
     }
+
+
+# ---------------------------------------------------------------- pinned secret versions
+
+KEPT = SecretVersions(current={"mysql_root": 5}, kept=frozenset({("mysql_root", 2), ("mysql_root", 5)}))
+
+
+def test_a_pinned_version_renders_with_that_version_and_an_unpinned_with_the_current() -> None:
+    pinned = make_definition(params={"root_password": SecretRef("mysql_root", 2), "database_name": "x"})
+    assert run(pinned, secret_versions=KEPT).secrets == (("mysql_root", 2),)
+    assert run(secret_versions=KEPT).secrets == (("mysql_root", 5),)
+    unchecked = run(pinned, secret_versions=SecretVersions.unchecked())
+    assert unchecked.secrets == (("mysql_root", 2),)
+
+
+def test_a_pinned_version_that_does_not_exist_names_the_file_field_and_version() -> None:
+    pinned = make_definition(params={"root_password": SecretRef("mysql_root", 3), "database_name": "x"})
+    error = render_error(pinned, secret_versions=KEPT)
+    assert error.path == "definitions/mysql_prod.yaml"
+    assert error.field == "params.root_password.version"
+    assert "secret 'mysql_root' has no version 3 (kept: 2, 5)" in error.message
+
+
+def test_one_secret_at_two_versions_is_refused() -> None:
+    definition = make_definition(
+        params={"root_password": SecretRef("mysql_root", 2), "database_name": SecretRef("mysql_root")}
+    )
+    error = render_error(definition, secret_versions=KEPT)
+    assert "two versions" in error.message

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from deployally.types import (
     ReasonKind,
     Revision,
     SecretRef,
+    SecretVersions,
 )
 
 T0 = datetime(2026, 2, 13, 10, 0, 0, tzinfo=UTC)
@@ -417,8 +419,9 @@ def test_secret_versions_increment_and_listing_hides_values(store: Store) -> Non
     assert store.secret_versions() == {"mysql_root": 2, "redis": 1}
     listed = store.list_secrets()
     assert [(s.name, s.version) for s in listed] == [("mysql_root", 2), ("redis", 1)]
-    name, version, updated_at = listed[0]
-    assert (name, version) == ("mysql_root", 2) and updated_at.tzinfo is not None
+    first = listed[0]
+    assert (first.name, first.version, first.versions) == ("mysql_root", 2, (1, 2))
+    assert first.updated_at.tzinfo is not None
     assert "second-value" not in repr(listed) and "r-value" not in repr(listed)
 
 
@@ -427,6 +430,48 @@ def test_missing_secret_says_how_to_set_it(store: Store) -> None:
         SecretError, match=r"secret 'nope' is not set: run `deployally secret set nope`"
     ):
         store.secret_value("nope")
+
+
+def test_every_version_is_kept_until_nothing_needs_it(store: Store) -> None:
+    for value in ("v1", "v2", "v3", "v4"):
+        store.set_secret("pw", value)
+    assert store.secret_value("pw", 2) == "v2" and store.secret_value("pw") == "v4"
+    # Revision 1 of app pins version 2; a spec in use holds version 3.
+    store.add_revision(replace(revision(1), secrets=(("pw", 2),)))
+    assert store.revision(identity.definition_id("app"), 1) == replace(revision(1), secrets=(("pw", 2),))
+    assert store.drop_unused_secret_versions(keep={("pw", 3)}) == 1  # version 1
+    assert store.list_secrets()[0].versions == (2, 3, 4)
+    with pytest.raises(SecretError, match=r"secret 'pw' has no version 1 \(kept: 2, 3, 4\)"):
+        store.secret_value("pw", 1)
+    assert store.available_secrets() == SecretVersions(
+        current={"pw": 4}, kept=frozenset({("pw", 2), ("pw", 3), ("pw", 4)})
+    )
+
+
+def test_a_staged_version_is_pinned_only_until_published_or_discarded(store: Store) -> None:
+    store.set_secret("pw", "operator-set")
+    staged = store.stage_secret("pw", "from-an-api-write")
+    assert staged == 2
+    assert store.secret_value("pw") == "operator-set"  # unpinned references do not see it
+    assert store.secret_value("pw", 2) == "from-an-api-write"
+    assert store.list_secrets()[0].versions == (1,)
+    assert store.drop_unused_secret_versions() == 0  # in flight: kept
+    store.publish_secret("pw", staged, "c" * 40)
+    assert store.secret_value("pw") == "from-an-api-write"
+    # Its commit is not synced yet, so nothing pins it; still it stays until it is.
+    assert store.set_secret("pw", "newer") == 3
+    assert store.drop_unused_secret_versions() == 1  # version 1 only
+    assert store.list_secrets()[0].versions == (2, 3)
+    store.add_revision(replace(revision(1, commit="c" * 40), secrets=()))
+    assert store.drop_unused_secret_versions() == 1  # synced and pinned by nothing: gone
+    lost = store.stage_secret("pw", "lost-race")
+    store.discard_secret("pw", lost)
+    with pytest.raises(SecretError, match="has no version 4"):
+        store.secret_value("pw", lost)
+    first, second = store.stage_secret("pw", "a"), store.stage_secret("pw", "b")
+    store.publish_secret("pw", second, "d" * 40)
+    store.publish_secret("pw", first, "e" * 40)  # published last, but older: not current
+    assert store.secret_versions() == {"pw": second}
 
 
 def test_deleted_secret_is_gone_and_its_version_keeps_counting(store: Store) -> None:

@@ -20,8 +20,10 @@ from deployally.types import ContainerSpec, SecretRef
 
 def to_json(value: Any) -> Any:
     """Plain JSON values from our frozen types: dataclasses, enums, tuples, SecretRef."""
-    if isinstance(value, SecretRef):
-        return {"secret": value.name}  # the same shape a definition file uses
+    if isinstance(value, SecretRef):  # the same shape a definition file uses
+        if value.version is None:
+            return {"secret": value.name}
+        return {"secret": value.name, "version": value.version}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):

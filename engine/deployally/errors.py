@@ -42,6 +42,10 @@ class SecretError(DeployAllyError):
     """A secret is missing or cannot be read; raised at apply time, never with a value."""
 
 
+class SecretKeyError(SecretError):
+    """The key that encrypts secrets at rest is missing, wrong or unreadable: nothing can be decrypted."""
+
+
 class SourceError(DeployAllyError):
     """The git repository could not be read (missing, locked, bad revision)."""
 

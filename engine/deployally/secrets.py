@@ -123,7 +123,11 @@ def lookup_from(
     references), any other name is refused and each name reads its own version.
     """
 
+    seen: dict[str, str] = {}  # one read and decryption per secret per lookup (a deployment)
+
     def lookup(name: str) -> str:
+        if name in seen:
+            return seen[name]
         version = None
         if versions is not None:
             if name not in versions or (named is not None and name not in named):
@@ -132,7 +136,7 @@ def lookup_from(
                     "does not reference; it is not resolved"
                 )
             version = versions[name]
-        value = store.secret_value(name, version)
+        value = seen[name] = store.secret_value(name, version)
         if masker is not None:
             masker.add(value)
         return value

@@ -83,6 +83,27 @@ class SecretRef:
     """A param value that names a secret in the store; never a plaintext value."""
 
     name: str
+    version: int | None = None  # pinned: {secret: NAME, version: N}; None: the current one
+
+
+@dataclass(frozen=True)
+class SecretVersions:
+    """The secret versions a render may use: each name's current one, and every one kept."""
+
+    current: Mapping[str, int]
+    kept: frozenset[tuple[str, int]] = frozenset()
+    anything: bool = False  # a check with no store (validate, plan in CI): every version exists
+
+    @classmethod
+    def unchecked(cls) -> SecretVersions:
+        """For checks that have no secret store: every secret counts as set (version 0)."""
+        return cls(current={}, anything=True)
+
+    def version_of(self, ref: SecretRef) -> int | None:
+        """The version `ref` uses, or None when the store has no such secret or version."""
+        if ref.version is not None:
+            return ref.version if self.anything or (ref.name, ref.version) in self.kept else None
+        return 0 if self.anything else self.current.get(ref.name)
 
 
 @dataclass(frozen=True)
@@ -404,6 +425,7 @@ class Revision:
     desired_hash: str  # hash of the definition file, template spec_hash and config files
     path: str  # file path at that commit ("" when the revision removed it)
     created_at: datetime
+    secrets: tuple[tuple[str, int], ...] = ()  # the secret versions its file pins
 
 
 # ---------------------------------------------------------------- the running engine

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from deployally.drivers.base import Driver, DriverConfig
 from deployally.drivers.registry import DriverFactory, DriverRegistry
-from deployally.identity import random_id
 from deployally.model.engine_config import EngineConfig, load_engine_config
 from deployally.source.git import GitRepo
 from deployally.store import ServerRecord, Store
@@ -68,7 +67,7 @@ class Workspace:
 
     @cached_property
     def store(self) -> Store:
-        return Store(self.state_dir)
+        return Store(self.state_dir, secret_key_file=lambda: self.engine_config.secret_key_file)
 
     @cached_property
     def drivers(self) -> DriverRegistry[ServerRecord]:
@@ -92,11 +91,7 @@ class Workspace:
     @cached_property
     def engine_id(self) -> str:
         """This state store's identity, made once: it labels the containers this engine owns."""
-        existing = self.store.get_meta("engine_id")
-        if existing:
-            return existing
-        self.store.set_meta("engine_id", random_id("eng"))
-        return self.store.get_meta("engine_id") or ""
+        return self.store.engine_id()
 
     @cached_property
     def engine(self) -> Engine:

@@ -28,6 +28,7 @@ from deployally.errors import (
     DeployAllyError,
     DriverError,
     NotFound,
+    SecretKeyError,
     SourceError,
     ValidationError,
     ValidationErrors,
@@ -92,7 +93,7 @@ def as_api_error(exc: BaseException) -> ApiError | None:
         return ApiError(422, "validation_failed", str(exc), [e.as_dict() for e in exc.errors])
     if isinstance(exc, ValidationError):
         return ApiError(422, "validation_failed", str(exc), [exc.as_dict()])
-    if isinstance(exc, (DriverError, SourceError)):
+    if isinstance(exc, (DriverError, SourceError, SecretKeyError)):
         return ApiError(503, "unavailable", str(exc))
     if isinstance(exc, DeployAllyError):
         return ApiError(400, "bad_request", str(exc))

@@ -66,7 +66,7 @@ def masked_params(params: Mapping[str, Any], password_inputs: set[str] | None = 
     """Params as shown to people: secret references and password inputs as ********."""
     out: dict[str, Any] = {}
     for key, value in params.items():
-        is_secret = isinstance(value, SecretRef) or (isinstance(value, Mapping) and set(value) == {"secret"})
+        is_secret = isinstance(value, SecretRef) or (isinstance(value, Mapping) and "secret" in value)
         out[key] = MASK if is_secret or (password_inputs and key in password_inputs) else value
     return out
 

@@ -29,7 +29,7 @@ from deployally.plan.actions import plan as make_plan
 from deployally.plan.report import plan_json, plan_markdown, plan_text
 from deployally.source.git import GitRepo
 from deployally.sync import edits
-from deployally.types import DeploymentStatus
+from deployally.types import DeploymentStatus, SecretVersions
 from deployally.workspace import STATE_DIR_NAME, engine_state_dir
 
 # ---------------------------------------------------------------- init
@@ -95,7 +95,7 @@ def validate(repo: str, state_dir: str | None, branch: str, rev: str | None, as_
         errors = list(exc.errors)
         state = None
     else:
-        state = desired_mod.load(tree, secret_versions=desired_mod.AnySecretVersion(), engine=engine)
+        state = desired_mod.load(tree, secret_versions=SecretVersions.unchecked(), engine=engine)
         errors = state.all_errors()
     checked = engine.path if state is not None and engine.path else None
     if as_json:
@@ -132,9 +132,9 @@ def _engine_config(repo: str, state_dir: str | None, branch: str) -> EngineConfi
 def plan(repo: str, state_dir: str | None, branch: str, base: str | None, head: str | None, fmt: str) -> None:
     """Show what applying would create, update or remove, field by field."""
     engine = _engine_config(repo, state_dir, branch)
-    head_state = desired_mod.load(_tree(repo, head, branch), secret_versions=desired_mod.AnySecretVersion(), engine=engine)
+    head_state = desired_mod.load(_tree(repo, head, branch), secret_versions=SecretVersions.unchecked(), engine=engine)
     if base is not None:
-        base_state = desired_mod.load(_tree(repo, base, branch), secret_versions=desired_mod.AnySecretVersion(), engine=engine)
+        base_state = desired_mod.load(_tree(repo, base, branch), secret_versions=SecretVersions.unchecked(), engine=engine)
         base_specs = base_state.specs()
         # Definitions that fail on head keep their base spec: a merge would not touch them.
         desired = {**{n: base_specs[n] for n in head_state.invalid_names.values() if n in base_specs},

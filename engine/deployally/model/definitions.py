@@ -185,7 +185,7 @@ def _check_params(
         at: FieldPath = ("params", name)
         value = given.get(name)
         if isinstance(value, dict):  # the schema allows no other mapping than {secret: NAME}
-            out[name] = SecretRef(value["secret"])
+            out[name] = SecretRef(value["secret"], value.get("version"))
         elif value is None:
             if ui.required and ui.default is None:
                 how = f"{{secret: {name}}}" if ui.type == "password" else "a value"
@@ -287,8 +287,21 @@ def secret_names(params: Mapping[str, Any]) -> set[str]:
     return names
 
 
+def pinned_secrets(params: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    """The (secret, version) pairs a definition's params pin, sorted."""
+    return tuple(sorted({
+        (v.name, v.version) for v in params.values()
+        if isinstance(v, SecretRef) and v.version is not None
+    }))
+
+
 def _public(value: Any) -> Any:
-    return {"secret": value.name} if isinstance(value, SecretRef) else value
+    return secret_ref_fields(value) if isinstance(value, SecretRef) else value
+
+
+def secret_ref_fields(ref: SecretRef) -> dict[str, Any]:
+    """A reference as a definition file writes it: {secret: NAME} or {secret: NAME, version: N}."""
+    return {"secret": ref.name} if ref.version is None else {"secret": ref.name, "version": ref.version}
 
 
 def definition_fields(definition: Definition) -> dict[str, Any]:
@@ -336,7 +349,7 @@ _Dumper.add_representer(
 )
 _Dumper.add_representer(
     SecretRef,
-    lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", {"secret": v.name}, flow_style=True),
+    lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", secret_ref_fields(v), flow_style=True),
 )
 
 

@@ -8,7 +8,7 @@ Pure apart from reading the given tree.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from deployally.errors import ValidationError, ValidationErrors
@@ -21,27 +21,11 @@ from deployally.model.render import render
 from deployally.model.schema import lenient_value
 from deployally.model.settings import Settings, parse_settings
 from deployally.source.tree import Tree
-from deployally.types import ContainerSpec, Definition, Template, Unreadable
+from deployally.types import ContainerSpec, Definition, SecretVersions, Template, Unreadable
 
 SETTINGS_PATH = "deployally.yaml"
 DEFINITIONS_DIR = "definitions/"
 CATALOG_DIR = "catalog/"
-
-
-class AnySecretVersion(Mapping[str, int]):
-    """Secret versions for a check that has no secret store (CI): every secret counts as set."""
-
-    def __getitem__(self, key: str) -> int:
-        return 0
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
 
 
 @dataclass(frozen=True)
@@ -119,7 +103,7 @@ def load_catalog(tree: Tree) -> tuple[catalog_mod.Catalog, list[ValidationError]
 def load(
     tree: Tree,
     *,
-    secret_versions: Mapping[str, int],
+    secret_versions: SecretVersions | Mapping[str, int],
     only: Collection[str] | None = None,
     engine: EngineConfig | None = None,
 ) -> DesiredState:

@@ -70,6 +70,8 @@ class EngineConfig:
     adopted_networks: frozenset[str] = frozenset()
     trusted_keys: tuple[TrustedKey, ...] = ()
     signing_key: str | None = None  # an SSH private key the engine signs its own commits with
+    # Where the key that encrypts secrets at rest is; None: the default (store/secret_key.py).
+    secret_key_file: Path | None = None
 
     @property
     def verifies_commits(self) -> bool:
@@ -166,6 +168,12 @@ def _parse(shown: str, data: dict[str, Any], lines: LineIndex) -> EngineConfig:
         adopted_networks=frozenset(adopt.get("networks") or ()),
         trusted_keys=tuple(keys),
         signing_key=signing_key,
+        # Relative to the configuration file, as a path written in it reads.
+        secret_key_file=(
+            Path(os.path.normpath(Path(shown).parent / Path(secret_key).expanduser()))
+            if (secret_key := data.get("secret_key_file"))
+            else None
+        ),
     )
 
 

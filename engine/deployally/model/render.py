@@ -28,6 +28,7 @@ from deployally.types import (
     Healthcheck,
     PortBinding,
     SecretRef,
+    SecretVersions,
     Template,
     VolumeMount,
 )
@@ -81,17 +82,22 @@ def render(
     template: Template,
     *,
     repo_files: Mapping[str, str],
-    secret_versions: Mapping[str, int],
+    secret_versions: SecretVersions | Mapping[str, int],
     network: str = DEFAULT_NETWORK,
     publish_address: str | None = None,
 ) -> ContainerSpec:
     """Render `definition` with `template` into a ContainerSpec with its rendered_hash.
 
     Published ports listen on `publish_address` (engine.yaml's; None: every interface).
-
+    `secret_versions`: what the store holds (a plain mapping: the current versions).
     Raises RenderError naming the definition file and the dotted field at fault.
     """
-    _check_secrets_exist(definition, secret_versions)
+    available = (
+        secret_versions
+        if isinstance(secret_versions, SecretVersions)
+        else SecretVersions(current=secret_versions)
+    )
+    versions = _secret_versions(definition, available)
     renderer = _Renderer(definition, template)
     spec = renderer.tree(_spec_for_profile(template.spec, definition.profile), "spec")
     files = _config_files(renderer, definition, template, spec, repo_files)
@@ -133,7 +139,7 @@ def render(
         ),
         network=network,
         depends_on=tuple(definition.depends_on),
-        secrets=tuple(sorted((name, secret_versions[name]) for name in used)),
+        secrets=tuple(sorted((name, versions[name]) for name in used)),
         server=definition.server,
         prune_volumes=definition.prune_volumes,
     )
@@ -180,14 +186,40 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
 # ---------------------------------------------------------------- Jinja
 
 
-def _check_secrets_exist(definition: Definition, versions: Mapping[str, int]) -> None:
+def _secret_versions(definition: Definition, available: SecretVersions) -> dict[str, int]:
+    """The version each referenced secret renders with; a RenderError when one is missing."""
+    out: dict[str, int] = {}
+    where: dict[str, str] = {}
     for key, value in definition.params.items():
-        if isinstance(value, SecretRef) and value.name not in versions:
+        if not isinstance(value, SecretRef):
+            continue
+        version = available.version_of(value)
+        if version is None and value.version is not None:
+            kept = sorted(v for n, v in available.kept if n == value.name)
+            raise RenderError(
+                definition.path,
+                f"params.{key}.version",
+                f"secret {value.name!r} has no version {value.version} ("
+                + (f"kept: {', '.join(map(str, kept))}" if kept else "it is not set")
+                + "); `deployally secret list` shows the versions",
+            )
+        if version is None:
             raise RenderError(
                 definition.path,
                 f"params.{key}",
                 f"secret {value.name!r} is not set; run: deployally secret set {value.name}",
             )
+        if out.get(value.name, version) != version:
+            # One placeholder per name: it cannot stand for two values.
+            raise RenderError(
+                definition.path,
+                f"params.{key}",
+                f"secret {value.name!r} is used at two versions (see params.{where[value.name]}); "
+                "pin both references to the same one",
+            )
+        out[value.name] = version
+        where[value.name] = key
+    return out
 
 
 class _Renderer:

@@ -176,6 +176,9 @@ class EngineProcess:
             max_parallel=self.config.max_parallel,
         )
         _ = ws.repo  # raises a readable SourceError now for a path that is not a repository
+        # A missing or wrong secret key stops `serve` here with what to do, before anything
+        # deploys; on the first start the key is made and the log says to back it up.
+        ws.store.unlock_secrets(create=True)
         if self.remote_url is None and ws.state_dir != default_state_dir(ws.repo.path):
             # The post-receive hook runs with only the repository; this is how it finds the engine.
             ws.repo.set_config("deployally.stateDir", str(ws.state_dir))

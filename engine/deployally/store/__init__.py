@@ -7,6 +7,9 @@ SQL lives in its own module; `Store` composes them over one `Database`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 from deployally.store.access import (
     SERVER_KEY_PREFIX,
     TOKEN_PREFIX,
@@ -24,7 +27,7 @@ from deployally.store.definitions import (
     DefinitionStore,
 )
 from deployally.store.deployments import DeploymentStore
-from deployally.store.secrets import SecretInfo, SecretStore
+from deployally.store.secrets import KeyStatus, SecretInfo, SecretStore
 from deployally.store.webhooks import (
     DeliveryAttempt,
     DeliveryRecord,
@@ -46,6 +49,7 @@ __all__ = [
     "DeliveryAttempt",
     "DeliveryRecord",
     "DeliveryStatus",
+    "KeyStatus",
     "SecretInfo",
     "ServerRecord",
     "Store",
@@ -56,3 +60,11 @@ __all__ = [
 
 class Store(DefinitionStore, DeploymentStore, SecretStore, AccessStore, WebhookStore):
     """The state database at `state_dir/deployally.db`, shared by threads and processes."""
+
+    def __init__(
+        self, state_dir: Path, *, secret_key_file: Callable[[], Path | None] | None = None
+    ) -> None:
+        """`secret_key_file` says where the secrets' key is (engine.yaml), asked when one is needed;
+        None: `$DEPLOYALLY_SECRET_KEY`, else the default key file (see store/secret_key.py)."""
+        super().__init__(state_dir)
+        self._init_secrets(secret_key_file)

@@ -50,8 +50,8 @@ def _dumps(value: Any) -> str:
 
 def _params_from_json(value: Any) -> Any:
     if isinstance(value, dict):
-        if len(value) == 1 and isinstance(value.get("secret"), str):
-            return SecretRef(value["secret"])
+        if isinstance(value.get("secret"), str) and set(value) <= {"secret", "version"}:
+            return SecretRef(value["secret"], value.get("version"))
         return {k: _params_from_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_params_from_json(v) for v in value]

@@ -89,6 +89,28 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE servers ADD COLUMN kind TEXT NOT NULL DEFAULT 'agent'",
         f"UPDATE servers SET kind = 'local' WHERE id = '{LOCAL_SERVER_ID}'",
     ),
+    (
+        # Secrets keep every version a revision may pin, encrypted (store/secrets.py).
+        # secrets.version counts the versions ever made; current is the one {secret: NAME}
+        # uses (NULL once removed); secrets.value is no longer used.
+        "ALTER TABLE secrets ADD COLUMN current INTEGER",
+        "UPDATE secrets SET current = version WHERE value IS NOT NULL",
+        """CREATE TABLE secret_versions (
+            name TEXT NOT NULL, version INTEGER NOT NULL, value TEXT NOT NULL,
+            key_id TEXT NOT NULL, staged INTEGER NOT NULL DEFAULT 0, commit_sha TEXT,
+            created_at TEXT NOT NULL, PRIMARY KEY (name, version)) WITHOUT ROWID""",
+        # key_id '' marks a value still in plaintext: encrypted when the key is first opened.
+        (
+            "INSERT INTO secret_versions (name, version, value, key_id, created_at)"
+            " SELECT name, version, value, '', updated_at FROM secrets WHERE value IS NOT NULL"
+        ),
+        "UPDATE secrets SET value = NULL",
+        # The secret versions each revision pins, so they are kept while it may be rolled back to.
+        """CREATE TABLE revision_secrets (
+            definition_id TEXT NOT NULL, number INTEGER NOT NULL, secret TEXT NOT NULL,
+            version INTEGER NOT NULL, PRIMARY KEY (definition_id, number, secret)) WITHOUT ROWID""",
+        "CREATE INDEX revision_secrets_pin ON revision_secrets (secret, version)",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -152,6 +174,8 @@ class Database:
         conn.execute("PRAGMA busy_timeout = 5000")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Deleted and overwritten bytes are zeroed, so no old secret lingers in free pages.
+        conn.execute("PRAGMA secure_delete = ON")
         # NORMAL under WAL survives a process crash; only a power cut can lose the
         # last commits, and it saves an fsync per log line.
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -197,6 +221,21 @@ class Database:
                 " ON CONFLICT (id) DO NOTHING",
                 (LOCAL_SERVER_ID, LOCAL_SERVER_NAME, now),
             )
+
+    def engine_id(self) -> str:
+        """This store's identity, made once: it labels the containers the engine owns and
+        names the store's secret key file."""
+        conn = self._conn()
+        row = conn.execute("SELECT value FROM meta WHERE key = 'engine_id'").fetchone()
+        if row is None:
+            insert = "INSERT INTO meta (key, value) VALUES ('engine_id', ?) ON CONFLICT DO NOTHING"
+            if conn.in_transaction:  # a caller's write transaction (a first secret, say)
+                conn.execute(insert, (identity.random_id("eng"),))
+            else:
+                with self._write() as w:
+                    w.execute(insert, (identity.random_id("eng"),))
+            row = conn.execute("SELECT value FROM meta WHERE key = 'engine_id'").fetchone()
+        return str(row["value"])
 
     def schema_version(self) -> int:
         """The schema version of the database file (PRAGMA user_version)."""

@@ -23,6 +23,13 @@ from deployally.types import DefinitionRecord, DefinitionStatus, Revision
 META_LAST_APPLIED_COMMIT: Final = "last_applied_commit"
 META_LAST_ATTEMPTED_COMMIT: Final = "last_attempted_commit"
 
+# A revision with the secret versions it pins, as a JSON list of [name, version].
+_REVISIONS = (
+    "SELECT r.*, (SELECT json_group_array(json_array(p.secret, p.version))"
+    " FROM revision_secrets p WHERE p.definition_id = r.definition_id AND p.number = r.number)"
+    " AS pins FROM revisions r"
+)
+
 _UNSET: Any = object()  # "leave this column as it is" in partial updates
 
 
@@ -204,13 +211,18 @@ class DefinitionStore(Database):
                     _ts(rev.created_at),
                 ),
             )
+            conn.executemany(
+                "INSERT INTO revision_secrets (definition_id, number, secret, version)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(rev.definition_id, rev.number, name, version) for name, version in rev.secrets],
+            )
 
     def revisions(self, definition_id: str) -> list[Revision]:
         """Every revision of a definition, oldest first."""
         rows = (
             self._conn()
             .execute(
-                "SELECT * FROM revisions WHERE definition_id = ? ORDER BY number",
+                _REVISIONS + " WHERE definition_id = ? ORDER BY number",
                 (definition_id,),
             )
             .fetchall()
@@ -222,7 +234,7 @@ class DefinitionStore(Database):
         row = (
             self._conn()
             .execute(
-                "SELECT * FROM revisions WHERE definition_id = ? ORDER BY number DESC LIMIT 1",
+                _REVISIONS + " WHERE definition_id = ? ORDER BY number DESC LIMIT 1",
                 (definition_id,),
             )
             .fetchone()
@@ -236,7 +248,7 @@ class DefinitionStore(Database):
         row = (
             self._conn()
             .execute(
-                "SELECT * FROM revisions WHERE definition_id = ? AND number = ?",
+                _REVISIONS + " WHERE definition_id = ? AND number = ?",
                 (definition_id, number),
             )
             .fetchone()
@@ -278,4 +290,5 @@ def _revision_from_row(row: sqlite3.Row) -> Revision:
         desired_hash=row["desired_hash"],
         path=row["path"],
         created_at=_dt_req(row["created_at"]),
+        secrets=tuple(sorted((str(n), int(v)) for n, v in json.loads(row["pins"]))),
     )

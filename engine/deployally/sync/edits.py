@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from deployally.errors import Conflict, NotFound, SecretError, ValidationError
+from deployally.errors import Conflict, NotFound, ValidationError
 from deployally.identity import definition_id
 from deployally.model import definitions as definitions_mod
 from deployally.model.catalog import Catalog
@@ -102,18 +102,20 @@ def create_definition(
         raise ValidationError(
             path, "template", f"no template {template!r}; list them with GET /templates"
         )
-    fields = {"name": name, "template": tpl.taxonomy.path, "server": server, "profile": profile}
-    plain, secrets = _split_passwords(
+    fields: dict[str, Any] = {
+        "name": name, "template": tpl.taxonomy.path, "server": server, "profile": profile
+    }
+    plain, passwords = _split_passwords(
         path, name, dict(params), _password_inputs(catalog, tpl.id), {}, store.secret_versions()
     )
-    text = definitions_mod.dump_definition(fields | {"params": plain})
-    definitions_mod.parse_definition(path, text, catalog, defaults=settings)
     message = (
         f"Create definition {name}\n\n"
         f"Template {tpl.taxonomy.path}, profile {profile}, server {server}; "
         f"requested through the API by {author}.\n"
     )
-    return _commit(repo, store, name, path, text, secrets, message, author, head)
+    fields["params"] = plain
+    return _commit(repo, store, name, path, _Text(fields, passwords, catalog, settings),
+                   message, author, head)
 
 
 def update_definition(
@@ -134,29 +136,28 @@ def update_definition(
     if profile is not None:
         data["profile"] = profile
     current = dict(data.get("params") or {})
-    secrets: dict[str, str] = {}
+    passwords: dict[str, tuple[str, str]] = {}
     if params:
         tpl = catalog.resolve(str(data.get("template", "")))
-        passwords = _password_inputs(catalog, tpl.id) if tpl else set()
+        password_inputs = _password_inputs(catalog, tpl.id) if tpl else set()
         refs = {k: v["secret"] for k, v in current.items() if isinstance(v, dict) and "secret" in v}
         given = {k: v for k, v in params.items() if v is not None}
         for k in params:
             if params[k] is None:
                 current.pop(k, None)
-        plain, secrets = _split_passwords(
-            path, name, given, passwords, refs, store.secret_versions()
+        plain, passwords = _split_passwords(
+            path, name, given, password_inputs, refs, store.secret_versions()
         )
         current |= plain
     data["params"] = current
-    new_text = definitions_mod.dump_definition(data)
-    definitions_mod.parse_definition(path, new_text, catalog, defaults=settings)
     changes = [f"profile {profile}"] if profile is not None else []
     changes += [f"params {', '.join(sorted(params))}"] if params else []
     message = (
         f"Update definition {name}: {'; '.join(changes) or 'no change'}\n\n"
         f"Requested through the API by {author}.\n"
     )
-    return _commit(repo, store, name, path, new_text, secrets, message, author, head)
+    return _commit(repo, store, name, path, _Text(data, passwords, catalog, settings),
+                   message, author, head)
 
 
 def delete_definition(repo: GitRepo, store: Store, key: str, *, author: str) -> Edit:
@@ -168,7 +169,7 @@ def delete_definition(repo: GitRepo, store: Store, key: str, *, author: str) -> 
         f"Removes {path}; requested through the API by {author}. "
         "Its volumes are kept unless it set prune_volumes.\n"
     )
-    return _commit(repo, store, name, path, None, {}, message, author, head)
+    return _commit(repo, store, name, path, None, message, author, head)
 
 
 def _current(repo: GitRepo, store: Store, key: str, head: str | None) -> tuple[str, str, str]:
@@ -205,14 +206,14 @@ def _split_passwords(
     passwords: set[str],
     refs: Mapping[str, str],
     existing: Collection[str],
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Params with each plaintext password replaced by {secret: NAME}, and the secrets to store.
+) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """Params without their plaintext passwords, and each password's param -> (secret, value).
 
     A password the definition already references keeps its secret; a new one gets
     `<name>_<param>`, which must not exist yet: it could be another definition's.
     """
     out: dict[str, Any] = {}
-    secrets: dict[str, str] = {}
+    secrets: dict[str, tuple[str, str]] = {}
     for key, value in params.items():
         if key in passwords and not isinstance(value, dict):
             if not isinstance(value, str) or not value:
@@ -228,11 +229,29 @@ def _split_passwords(
                 )
             if "\x00" in value:
                 raise ValidationError(path, f"params.{key}", "a password may not contain a NUL byte")
-            secrets[secret] = value
-            out[key] = {"secret": secret}
+            secrets[key] = (secret, value)
         else:
             out[key] = value
     return out, secrets
+
+
+@dataclass(frozen=True)
+class _Text:
+    """A definition file to commit: its fields, and the passwords to pin as new secret versions."""
+
+    fields: Mapping[str, Any]
+    passwords: Mapping[str, tuple[str, str]]  # param -> (secret, value)
+    catalog: Catalog
+    settings: Settings | None
+
+    def pinned(self, path: str, versions: Mapping[str, int]) -> str:
+        """The file text with each password's param pinned to its new version, validated."""
+        params = dict(self.fields.get("params") or {})
+        for key, (secret, _value) in self.passwords.items():
+            params[key] = {"secret": secret, "version": versions[key]}
+        text = definitions_mod.dump_definition({**self.fields, "params": params})
+        definitions_mod.parse_definition(path, text, self.catalog, defaults=self.settings)
+        return text
 
 
 def password_secret_name(definition: str, param: str) -> str:
@@ -249,42 +268,36 @@ def _commit(
     store: Store,
     name: str,
     path: str,
-    text: str | None,
-    secrets: Mapping[str, str],
+    text: _Text | None,
     message: str,
     author: str,
     head: str | None,
 ) -> Edit:
-    # Secrets first: the engine may deploy the commit the moment it exists. A failed commit
-    # puts them back as they were, so a lost race changes nothing.
-    before = {secret: _secret_or_none(store, secret) for secret in secrets}
-    for secret, value in secrets.items():
-        store.set_secret(secret, value)
-    def_id = definition_id(name)
+    """Commit the file (None: remove it). A password becomes a new version of its secret, which
+    the file pins: the commit and the value change together, or neither does."""
+    staged: dict[str, tuple[str, int]] = {}  # param -> (secret, version)
     try:
+        # Staged first: the engine may deploy the commit the moment it exists. Until the
+        # commit is made, no unpinned reference sees the new version.
+        for key, (secret, value) in (text.passwords if text else {}).items():
+            staged[key] = (secret, store.stage_secret(secret, value))
+        content = text.pinned(path, {k: v for k, (_, v) in staged.items()}) if text else None
         commit = repo.write(
-            {path: text},
+            {path: content},
             message=message,
             author_name=author,
             author_email=AUTHOR_EMAIL,
             expected_head=head,
         )
     except BaseException:
-        for secret, old in before.items():
-            if old is None:
-                store.delete_secret(secret)
-            elif old != secrets[secret]:
-                store.set_secret(secret, old)
+        for secret, version in staged.values():
+            store.discard_secret(secret, version)  # a lost race or a bad file changes nothing
         raise
+    for secret, version in staged.values():
+        store.publish_secret(secret, version, commit)
     changed = commit != head
+    def_id = definition_id(name)
     return Edit(def_id, name, path, commit, revision_at(repo, store, def_id, path, commit), changed)
-
-
-def _secret_or_none(store: Store, name: str) -> str | None:
-    try:
-        return store.secret_value(name)
-    except SecretError:
-        return None
 
 
 def revision_at(repo: GitRepo, store: Store, def_id: str, path: str, commit: str) -> int:

@@ -7,7 +7,6 @@ keeps its last good spec, so nothing running changes because of it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -15,7 +14,7 @@ from deployally.errors import ValidationError
 from deployally.identity import content_hash, definition_id
 from deployally.model import desired as desired_mod
 from deployally.model.catalog import load_builtin
-from deployally.model.definitions import public_params
+from deployally.model.definitions import pinned_secrets, public_params
 from deployally.model.engine_config import EngineConfig
 from deployally.notify.events import definition_event
 from deployally.plan.diff import diff_specs
@@ -32,6 +31,8 @@ from deployally.types import (
     Reason,
     ReasonKind,
     Revision,
+    SecretRef,
+    SecretVersions,
 )
 
 META_ENGINE_CONFIG = "engine_config"  # what of engine.yaml the desired specs were rendered with
@@ -113,9 +114,7 @@ class Intake:
         """Validate and render the definitions a change touches (all of them when None)."""
         tree = CommitTree(self.repo, commit)
         # Revision numbers follow git alone, never whether a secret happens to be set.
-        versions: Mapping[str, int] = (
-            desired_mod.AnySecretVersion() if for_revisions else self.store.secret_versions()
-        )
+        versions = SecretVersions.unchecked() if for_revisions else self.store.available_secrets()
         if changes is None or _touches_tree_wide(changes):
             return desired_mod.load(tree, secret_versions=versions, engine=self.engine)
         paths = self._affected(changes)
@@ -149,6 +148,7 @@ class Intake:
         hashes: dict[str, tuple[str, str]] = {
             name: (d.desired_hash, d.definition.path) for name, d in state.ok.items()
         }
+        pins = {name: pinned_secrets(d.definition.params) for name, d in state.ok.items()}
         for path, name in state.invalid_names.items():
             if path in changes.paths():
                 text = CommitTree(self.repo, commit).read_many([path]).get(path)
@@ -164,7 +164,9 @@ class Intake:
             if latest is None and digest == "":
                 continue
             number = (latest.number if latest else 0) + 1
-            self.store.add_revision(Revision(def_id, name, number, commit, digest, path, now))
+            self.store.add_revision(
+                Revision(def_id, name, number, commit, digest, path, now, pins.get(name, ()))
+            )
 
     def _record_desired(
         self,
@@ -272,7 +274,7 @@ class Intake:
         # Whether a name moved to another file needs every file: read them all (only now,
         # when something may have gone, and without secrets: this is about names).
         whole = state if full else desired_mod.load(
-            tree, secret_versions=desired_mod.AnySecretVersion(), engine=self.engine
+            tree, secret_versions=SecretVersions.unchecked(), engine=self.engine
         )
         if whole.errors or any(p not in whole.invalid_names for p in whole.invalid):
             return []
@@ -298,21 +300,22 @@ class Intake:
     def _refresh_secrets(self, head: str, refresh: Refresh, done: frozenset[str] = frozenset()) -> None:
         """Re-render definitions whose secrets changed, and retry those that did not validate
         (a missing secret may have been set since); `done` were rendered in this sync already."""
-        versions = self.store.secret_versions()
+        versions = self.store.available_secrets()
+        records = self.store.definitions()
         stale = [
             r.path
-            for r in self.store.definitions()
+            for r in records
             if r.path not in done
-            and (
-                r.status is DefinitionStatus.INVALID
-                or (r.desired is not None and any(versions.get(n, 0) != v for n, v in r.desired.secrets))
-            )
+            and (r.status is DefinitionStatus.INVALID or _secrets_moved(r, versions))
         ]
         if stale:
             state = desired_mod.load(
                 CommitTree(self.repo, head), secret_versions=versions, only=stale, engine=self.engine
             )
             self._record_desired(head, ChangeSet(), state, refresh, full=False)
+        # Versions no revision pins and no spec uses go; a rollback never needs them.
+        in_use = {pin for r in self.store.definitions() if r.desired for pin in r.desired.secrets}
+        self.store.drop_unused_secret_versions(keep=in_use)
 
     def _record_at_path(self, path: str) -> DefinitionRecord | None:
         for record in self.store.definitions():
@@ -338,6 +341,18 @@ def _touches_tree_wide(changes: ChangeSet) -> bool:
     return any(
         p == desired_mod.SETTINGS_PATH or p.startswith(desired_mod.CATALOG_DIR)
         for p in changes.paths()
+    )
+
+
+def _secrets_moved(record: DefinitionRecord, versions: SecretVersions) -> bool:
+    """Does a secret of this spec render differently now: an unpinned one has a new current
+    version, or a pinned one is gone?"""
+    if record.desired is None:
+        return False
+    refs = {v.name: v for v in record.params.values() if isinstance(v, SecretRef)}
+    return any(
+        versions.version_of(refs.get(name) or SecretRef(name)) != version
+        for name, version in record.desired.secrets
     )
 
 

@@ -95,6 +95,7 @@ class Engine:
             if head is None:
                 return SyncReport(commit=None)
             self.store.set_last_attempted_commit(head)
+            self.store.unlock_secrets(create=False)  # a key gone or replaced stops the sync, saying so
             self.settings = desired_mod.load_settings(CommitTree(self.repo, head))[0]
             refresh = self.intake.refresh(head)  # model + render, recorded
             records = {r.name: r for r in self.store.definitions()}
