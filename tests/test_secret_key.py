@@ -214,3 +214,36 @@ def test_a_missing_key_stops_serve_before_anything_deploys(tmp_path: Path) -> No
     assert result.exit_code == 2
     assert "does not exist: restore it from your backup" in result.output
     assert not (state / "engine.json").exists()  # it never started serving
+
+
+def test_a_webhooks_signing_secret_is_encrypted_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    hook_secret = "webhook-signing-secret-no-file-may-hold"
+    with Store(state) as store:
+        hook = store.add_webhook("https://example.com/hook", ["deployment.failed"], hook_secret)
+        assert store.webhook(hook.id).secret == hook_secret  # type: ignore[union-attr]
+        store.rotate_secret_key(drop_old=True)
+        assert [w.secret for w in store.webhooks()] == [hook_secret]
+    assert hook_secret.encode() not in store_files(state)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "elsewhere"))
+    with Store(state) as stolen, pytest.raises(SecretKeyError, match="does not exist"):
+        stolen.webhooks()
+
+
+def test_a_plaintext_webhook_secret_from_before_is_encrypted_when_the_key_is_opened(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    hook_secret = "old-plaintext-webhook-secret"
+    with Store(state) as store:
+        hook = store.add_webhook("https://example.com/hook", ["deployment.failed"], "x")
+    db = sqlite3.connect(state / DB_FILE)
+    with db:  # as an older version stored it
+        db.execute("UPDATE webhooks SET secret = ? WHERE id = ?", (hook_secret, hook.id))
+    db.close()
+    with Store(state) as store:
+        assert store.unlock_secrets().values == 1
+        assert store.webhook(hook.id).secret == hook_secret  # type: ignore[union-attr]
+    assert hook_secret.encode() not in store_files(state)

@@ -27,7 +27,7 @@ from deployally.store.definitions import (
     DefinitionStore,
 )
 from deployally.store.deployments import DeploymentStore
-from deployally.store.secrets import KeyStatus, SecretInfo, SecretStore
+from deployally.store.secrets import KeyStatus, SecretInfo
 from deployally.store.webhooks import (
     DeliveryAttempt,
     DeliveryRecord,
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 
-class Store(DefinitionStore, DeploymentStore, SecretStore, AccessStore, WebhookStore):
+class Store(DefinitionStore, DeploymentStore, AccessStore, WebhookStore):  # WebhookStore is a SecretStore
     """The state database at `state_dir/deployally.db`, shared by threads and processes."""
 
     def __init__(

@@ -46,7 +46,7 @@ class KeyStatus:
 
     source: str
     key_ids: tuple[str, ...]  # the first one encrypts
-    values: int  # stored values (every version of every secret)
+    values: int  # stored values: every version of every secret, and each webhook's secret
     made_now: bool = False
 
 
@@ -79,7 +79,9 @@ class SecretStore(Database):
         made = self.new_key_file
         keys = self._keys(create=create)
         with self._read() as conn:
-            values = int(conn.execute("SELECT count(*) FROM secret_versions").fetchone()[0])
+            values = int(conn.execute(
+                "SELECT (SELECT count(*) FROM secret_versions) + (SELECT count(*) FROM webhooks)"
+            ).fetchone()[0])
         location = self.secret_key_file()
         return KeyStatus(
             location.source,
@@ -133,6 +135,7 @@ class SecretStore(Database):
     def _key_ids_in_use(self, conn: sqlite3.Connection | None) -> set[str]:
         rows = (conn or self._conn()).execute(
             "SELECT DISTINCT key_id FROM secret_versions WHERE key_id != ''"
+            f" UNION SELECT DISTINCT {_SEALED_KEY_ID} FROM webhooks WHERE {_IS_SEALED}"
         )
         return {str(r[0]) for r in rows}
 
@@ -141,7 +144,10 @@ class SecretStore(Database):
         if conn is not None:
             self._seal_rows(keys, conn)
             return
-        if self._conn().execute("SELECT 1 FROM secret_versions WHERE key_id = '' LIMIT 1").fetchone():
+        if self._conn().execute(
+            "SELECT 1 FROM secret_versions WHERE key_id = ''"
+            f" UNION ALL SELECT 1 FROM webhooks WHERE NOT {_IS_SEALED} LIMIT 1"
+        ).fetchone():
             with self._write() as own:
                 self._seal_rows(keys, own)
             # Old pages (secure_delete zeroes them in the file) may linger in the WAL.
@@ -158,9 +164,30 @@ class SecretStore(Database):
                 "UPDATE secret_versions SET value = ?, key_id = ? WHERE name = ? AND version = ?",
                 (token, used, r["name"], r["version"]),
             )
-        if rows:
-            log.info("encrypted %d secret values kept in plaintext by an older version", len(rows))
-        return len(rows)
+        hooks = conn.execute(f"SELECT id, secret FROM webhooks WHERE NOT {_IS_SEALED}").fetchall()
+        for r in hooks:
+            conn.execute(
+                "UPDATE webhooks SET secret = ? WHERE id = ?",
+                (_sealed(keys, webhook_secret_owner(r["id"]), str(r["secret"])), r["id"]),
+            )
+        if rows or hooks:
+            log.info("encrypted %d secret values kept in plaintext by an older version",
+                     len(rows) + len(hooks))
+        return len(rows) + len(hooks)
+
+    def _seal_text(self, owner: str, text: str, conn: sqlite3.Connection) -> str:
+        """`text` (a webhook's secret) encrypted for the row of `owner`, inside `conn`'s transaction."""
+        keys = self._keys(create=True, conn=conn)
+        assert keys is not None
+        return _sealed(keys, owner, text)
+
+    def _open_text(self, owner: str, stored: str) -> str:
+        """The text `_seal_text` sealed for `owner` (a value from before encryption as it is)."""
+        if not stored.startswith(_SEALED):
+            return stored
+        keys = self._keys(create=False)
+        assert keys is not None  # a sealed value exists, so a key does (or _keys raised)
+        return _unsealed(keys, owner, stored)
 
     def rotate_secret_key(self, *, drop_old: bool = False) -> KeyStatus:
         """Encrypt every value under a new key (first in the key file; the old ones stay after
@@ -184,6 +211,12 @@ class SecretStore(Database):
                 conn.execute(
                     "UPDATE secret_versions SET value = ?, key_id = ? WHERE name = ? AND version = ?",
                     (keys.reencrypt(str(r["value"])), keys.primary_id, r["name"], r["version"]),
+                )
+            for r in conn.execute(f"SELECT id, secret FROM webhooks WHERE {_IS_SEALED}").fetchall():
+                owner = webhook_secret_owner(r["id"])
+                conn.execute(
+                    "UPDATE webhooks SET secret = ? WHERE id = ?",
+                    (_sealed(keys, owner, _unsealed(keys, owner, str(r["secret"]))), r["id"]),
                 )
         if drop_old and not location.from_env and len(keys.keys) > 1:
             with self._write() as conn:
@@ -363,6 +396,30 @@ class SecretStore(Database):
                 check_name(name)
                 raise NotFound(f"secret '{name}' is not set: `deployally secret list` shows them")
             conn.execute("DELETE FROM secret_versions WHERE name = ?", (name,))
+
+
+# A webhook's secret as stored: "fernet:<key id>:<token>" (plain text before encryption).
+_SEALED = "fernet:"
+_IS_SEALED = "secret LIKE 'fernet:%'"
+_SEALED_KEY_ID = "substr(secret, 8, 16)"
+
+
+def webhook_secret_owner(webhook_id: str) -> str:
+    """What a webhook's sealed secret is bound to, and how errors name it."""
+    return f"the secret of webhook {webhook_id}"
+
+
+def _sealed(keys: SecretKeys, owner: str, text: str) -> str:
+    token, used = keys.encrypt(json.dumps({"owner": owner, "value": text}).encode("utf-8"))
+    return f"{_SEALED}{used}:{token}"
+
+
+def _unsealed(keys: SecretKeys, owner: str, stored: str) -> str:
+    used, _, token = stored.removeprefix(_SEALED).partition(":")
+    data = json.loads(keys.decrypt(token, used, owner))
+    if data.get("owner") != owner:
+        raise SecretKeyError(f"{owner} holds another's value: the state store was altered")
+    return str(data["value"])
 
 
 def _bound(name: str, version: int, value: str) -> bytes:

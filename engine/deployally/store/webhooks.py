@@ -13,7 +13,8 @@ from typing import Any, Final
 from deployally import identity
 from deployally.errors import NotFound
 from deployally.store.codec import _dt, _dt_req, _dumps, _enum_value, _now, _ts, _ts_or_none
-from deployally.store.db import Database, _returning
+from deployally.store.db import _returning
+from deployally.store.secrets import SecretStore, webhook_secret_owner
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,11 @@ class DeliveryAttempt:
     error: str | None
 
 
-class WebhookStore(Database):
-    """Webhooks, and the outbox the notifier drains: one delivery per event per webhook."""
+class WebhookStore(SecretStore):
+    """Webhooks, and the outbox the notifier drains: one delivery per event per webhook.
+
+    A webhook's secret is encrypted at rest with the secrets' key (store/secrets.py).
+    """
 
     def add_webhook(self, url: str, events: Sequence[str], secret: str) -> WebhookRecord:
         """Subscribe `url` to `events`; `secret` signs each payload sent to it."""
@@ -71,21 +75,31 @@ class WebhookStore(Database):
             created_at=_now(),
         )
         with self._write() as conn:
+            sealed = self._seal_text(webhook_secret_owner(record.id), secret, conn)
             conn.execute(
                 "INSERT INTO webhooks (id, url, events, secret, created_at) VALUES (?, ?, ?, ?, ?)",
-                (record.id, url, _dumps(record.events), secret, _ts(record.created_at)),
+                (record.id, url, _dumps(record.events), sealed, _ts(record.created_at)),
             )
         return record
 
     def webhooks(self) -> list[WebhookRecord]:
         """Every webhook, oldest first."""
         rows = self._conn().execute("SELECT * FROM webhooks ORDER BY created_at, id")
-        return [_webhook_from_row(r) for r in rows]
+        return [self._webhook_from_row(r) for r in rows]
 
     def webhook(self, id: str) -> WebhookRecord | None:
         """A webhook by id, or None."""
         row = self._conn().execute("SELECT * FROM webhooks WHERE id = ?", (id,)).fetchone()
-        return None if row is None else _webhook_from_row(row)
+        return None if row is None else self._webhook_from_row(row)
+
+    def _webhook_from_row(self, row: sqlite3.Row) -> WebhookRecord:
+        return WebhookRecord(
+            id=row["id"],
+            url=row["url"],
+            events=tuple(json.loads(row["events"])),
+            secret=self._open_text(webhook_secret_owner(row["id"]), row["secret"]),
+            created_at=_dt_req(row["created_at"]),
+        )
 
     def delete_webhook(self, id: str) -> None:
         """Remove a webhook and its pending and past deliveries."""
@@ -238,16 +252,6 @@ _DELIVERY_SELECT: Final = (
     "SELECT d.*, e.event AS event, e.data AS data FROM deliveries d"
     " JOIN events e ON e.id = d.event_id"
 )
-
-
-def _webhook_from_row(row: sqlite3.Row) -> WebhookRecord:
-    return WebhookRecord(
-        id=row["id"],
-        url=row["url"],
-        events=tuple(json.loads(row["events"])),
-        secret=row["secret"],
-        created_at=_dt_req(row["created_at"]),
-    )
 
 
 def _delivery_from_row(row: sqlite3.Row) -> DeliveryRecord:
