@@ -9,6 +9,7 @@ from deployally.drivers.base import DriverConfig
 from deployally.drivers.fake import FakeDriver, FakeHost
 from deployally.drivers.registry import DriverRegistry
 from deployally.store import LOCAL_SERVER_ID, ServerRecord, Store
+from deployally.store.db import _MIGRATIONS
 
 
 def test_each_server_gets_the_driver_of_its_kind_once(state_dir: Path) -> None:
@@ -34,12 +35,16 @@ def test_each_server_gets_the_driver_of_its_kind_once(state_dir: Path) -> None:
 
 
 def test_server_kinds_survive_a_migration_from_the_first_schema(state_dir: Path) -> None:
-    with Store(state_dir) as store:
-        store.add_server("edge-1", "staging")
-    # A database as the first schema left it: no kind column yet.
+    # A database as the first schema left it (no kind column yet), every later migration to run.
     conn = sqlite3.connect(state_dir / "deployally.db")
-    conn.execute("ALTER TABLE servers DROP COLUMN kind")
+    for statement in _MIGRATIONS[0]:
+        conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
+    conn.executemany(
+        "INSERT INTO servers (id, name, environment, description, status, created_at)"
+        " VALUES (?, ?, ?, '', 'active', '2026-01-01T00:00:00.000000Z')",
+        [(LOCAL_SERVER_ID, "local", "production"), ("srv_0123456789ab", "edge-1", "staging")],
+    )
     conn.commit()
     conn.close()
     with Store(state_dir) as store:
