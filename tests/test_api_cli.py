@@ -61,6 +61,12 @@ def test_webhook_add_list_rm(api: ApiServer, api_ws: Workspace, api_tokens: dict
         main, ["webhook", "add", "ftp://x", "--event", "nope", *_args(api_ws)], input="s\n"
     )
     assert bad.exit_code != 0 and "http" in bad.output
+    loopback = runner.invoke(
+        main, ["webhook", "add", "http://localhost:9/x", "--event", "deployment.failed",
+               *_args(api_ws)], input="s\n",
+    )
+    assert loopback.exit_code != 0
+    assert "loopback" in loopback.output and "engine.yaml" in loopback.output
 
     assert runner.invoke(main, ["webhook", "rm", wid, *_args(api_ws)]).exit_code == 0
     assert api.request("GET", "/webhooks", api_tokens["admin"]).json()["data"] == []

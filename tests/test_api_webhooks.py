@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import ApiServer
+from deployally.workspace import Workspace
 
 
 def test_create_as_in_the_document_list_and_delete(
@@ -64,7 +67,7 @@ def test_events_and_secret_are_required(api: ApiServer, api_tokens: dict[str, st
     assert {d["field"] for d in r.json()["error"]["details"]} == {"events", "secret"}
 
 
-def _webhook(api: ApiServer, token: str, url: str = "http://127.0.0.1:9/hook") -> str:
+def _webhook(api: ApiServer, token: str, url: str = "https://hooks.example.com/hook") -> str:
     r = api.request(
         "POST",
         "/webhooks",
@@ -184,3 +187,50 @@ def test_test_queues_a_ping_for_that_webhook_only(
         (data["delivery_id"], "ping", "pending", [])
     ]
 
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:8080/api/v1/sync", "loopback"),
+        ("http://localhost:9000/hook", "loopback"),
+        ("http://[::1]:9000/hook", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/iam/", "link-local"),
+        ("http://[fe80::1]/hook", "link-local"),
+    ],
+)
+def test_a_url_to_this_machine_is_422_unless_engine_yaml_allows_it(
+    api_ws: Workspace, api_tokens: dict[str, str], url: str, says: str
+) -> None:
+    body = {"url": url, "events": ["deployment.success"], "secret": "s3cret"}
+    server = ApiServer(api_ws)
+    try:
+        r = server.request("POST", "/webhooks", api_tokens["admin"], json=body)
+    finally:
+        server.close()
+    assert r.status_code == 422, r.text
+    [detail] = r.json()["error"]["details"]
+    assert detail["field"] == "url" and says in detail["message"]
+    assert "engine.yaml" in detail["message"]
+    assert api_ws.store.webhooks() == []
+
+    (api_ws.state_dir / "engine.yaml").write_text(
+        "webhooks:\n  allow: [loopback, link_local]\n"
+    )
+    allowed = Workspace.open(api_ws.repo_path, api_ws.state_dir)  # engine.yaml is read at start
+    server = ApiServer(allowed)
+    try:
+        assert server.request("POST", "/webhooks", api_tokens["admin"], json=body).status_code == 201
+    finally:
+        server.close()
+        allowed.close()
+
+
+def test_a_whsec_secret_that_is_not_a_key_is_422(api: ApiServer, api_tokens: dict[str, str]) -> None:
+    r = api.request("POST", "/webhooks", api_tokens["admin"], json={
+        "url": "https://hooks.example.com/x", "events": ["deployment.failed"],
+        "secret": "whsec_tooshort",
+    })
+    assert r.status_code == 422
+    [detail] = r.json()["error"]["details"]
+    assert detail["field"] == "secret" and "bytes" in detail["message"]

@@ -131,3 +131,16 @@ def test_a_key_file_with_a_line_that_is_no_key_is_an_error(
     keys.write_text(f"{SSH_KEY}\n-----BEGIN OPENSSH PRIVATE KEY-----\n")
     errors = errors_of(state_dir, f"trusted_keys: [{{file: {keys}}}]\n", monkeypatch)
     assert "line 2" in errors["trusted_keys[0].file"]
+
+
+def test_webhook_allowances_are_read_and_checked(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    assert load_engine_config(state_dir).webhook_allow == frozenset()
+    (state_dir / "engine.yaml").write_text("webhooks:\n  allow: [loopback, engine_host]\n")
+    assert load_engine_config(state_dir).webhook_allow == {"loopback", "engine_host"}
+    (state_dir / "engine.yaml").write_text("webhooks:\n  allow: [everything]\n")
+    with pytest.raises(ValidationErrors) as caught:
+        load_engine_config(state_dir)
+    assert "webhooks.allow" in str(caught.value) and "everything" in str(caught.value)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -15,8 +17,25 @@ import pytest
 from aiohttp import web
 
 from deployally.notify.events import EVENTS, MASK, body_for, scrub
-from deployally.notify.sender import BACKOFF_S, MAX_ATTEMPTS, Sender, check_url, next_attempt_delay
-from deployally.notify.signature import sign, verify
+from deployally.notify.sender import BACKOFF_S, MAX_ATTEMPTS, Sender, next_attempt_delay
+from deployally.notify.signature import (
+    check_standard,
+    secret_problem,
+    sign,
+    signing_key,
+    standard_headers,
+    standard_signature,
+    verify,
+)
+from deployally.notify.urls import (
+    KINDS,
+    LOOPBACK,
+    GuardedResolver,
+    RefusedAddress,
+    address_kind,
+    check_destination,
+    check_url,
+)
 from deployally.store import DeliveryStatus, Store
 
 WAIT_S = 15.0  # a bound on waits, never an expectation of speed
@@ -163,11 +182,16 @@ async def fail(_: web.Request) -> web.Response:
     return web.Response(status=500, text="boom")
 
 
+# The receivers here are on loopback, where webhooks go only when engine.yaml allows it.
+ALLOW = frozenset({LOOPBACK})
+
+
 class FakeClock:
-    """The Sender's notion of now, moved by the test; starts well after anything enqueued."""
+    """The Sender's notion of now, moved by the test; starts after anything enqueued in a test
+    (and well within the retry window of it)."""
 
     def __init__(self) -> None:
-        self.now = datetime.now(UTC) + timedelta(days=1)
+        self.now = datetime.now(UTC) + timedelta(minutes=1)
 
     def __call__(self) -> datetime:
         return self.now
@@ -206,7 +230,7 @@ def test_delivery_is_signed_and_verifiable_by_the_receiver(store: Store) -> None
         async with receiving() as rx:
             hook = store.add_webhook(rx.route("/hook", ok), ["ping"], "s3cret")
             event_id = store.enqueue_event("ping", {"hello": "world", "password": "hunter2"})
-            assert await Sender(store, clock=FakeClock()).send_once() == 1
+            assert await Sender(store, clock=FakeClock(), allow=ALLOW).send_once() == 1
 
         [(headers, body)] = rx.got("/hook")
         assert verify("s3cret", body, headers["X-DeployAlly-Signature"])
@@ -230,7 +254,7 @@ def test_only_subscribed_webhooks_receive_an_event(store: Store) -> None:
             store.add_webhook(rx.route("/deploys", ok), ["deployment.failed"], "a")
             store.add_webhook(rx.route("/instances", ok), ["instance.stopped"], "b")
             store.enqueue_event("instance.stopped", {"name": "db", "exit_code": 137})
-            await drain(Sender(store, clock=FakeClock()))
+            await drain(Sender(store, clock=FakeClock(), allow=ALLOW))
         assert rx.got("/deploys") == []
         assert len(rx.got("/instances")) == 1
 
@@ -245,7 +269,7 @@ def test_500_three_times_then_200_is_one_delivery_with_four_attempts(store: Stor
 
     async def scenario() -> None:
         clock = FakeClock()
-        sender = Sender(store, clock=clock, schedule=lambda attempt: 60.0 * attempt)
+        sender = Sender(store, clock=clock, schedule=lambda attempt: 60.0 * attempt, allow=ALLOW)
         async with receiving() as rx:
             hook = store.add_webhook(rx.route("/flaky", flaky), ["ping"], "s")
             store.enqueue_event("ping", {})
@@ -280,7 +304,7 @@ def test_receiver_down_then_restart_delivers_everything(tmp_path: Path) -> None:
             hook = store.add_webhook(url, ["deployment.success"], "s")
             for n in range(3):
                 store.enqueue_event("deployment.success", {"n": n})
-            await drain(Sender(store, clock=clock))
+            await drain(Sender(store, clock=clock, allow=ALLOW))
             [first, *_] = store.delivery_attempts(store.deliveries(hook.id)[-1].id)
             assert first.status_code is None and first.error
             assert all(d.status is DeliveryStatus.PENDING for d in store.deliveries(hook.id))
@@ -290,7 +314,7 @@ def test_receiver_down_then_restart_delivers_everything(tmp_path: Path) -> None:
         with Store(tmp_path / "state") as store:  # a new process: only the store carries over
             async with receiving(port) as rx:
                 rx.route("/hook", ok)
-                await drain(Sender(store, clock=clock))
+                await drain(Sender(store, clock=clock, allow=ALLOW))
             sent = sorted(json.loads(body)["data"]["n"] for _, body in rx.got("/hook"))
             assert sent == [0, 1, 2]
             [hook] = store.webhooks()
@@ -322,7 +346,7 @@ def test_a_hanging_receiver_does_not_hold_up_a_healthy_one(store: Store) -> None
             store.enqueue_event("ping", {})
             slow_delivery = store.deliveries(slow.id)[-1].id
             try:
-                sent = await Sender(store, timeout_s=1.5, clock=FakeClock()).send_once()
+                sent = await Sender(store, timeout_s=1.5, clock=FakeClock(), allow=ALLOW).send_once()
             finally:
                 release.set()
 
@@ -341,7 +365,7 @@ def test_a_hanging_receiver_does_not_hold_up_a_healthy_one(store: Store) -> None
 def test_after_the_last_attempt_the_delivery_is_failed_and_kept(store: Store) -> None:
     async def scenario() -> None:
         clock = FakeClock()
-        sender = Sender(store, clock=clock, schedule=lambda _: 0.0)
+        sender = Sender(store, clock=clock, schedule=lambda _: 0.0, allow=ALLOW)
         async with receiving() as rx:
             hook = store.add_webhook(rx.route("/down", fail), ["ping"], "s")
             store.enqueue_event("ping", {})
@@ -362,7 +386,7 @@ def test_a_non_http_url_is_never_posted(store: Store) -> None:
         # the API refuses such URLs; this one got in some other way (an old database)
         hook = store.add_webhook("file:///etc/passwd", ["ping"], "s")
         store.enqueue_event("ping", {})
-        assert await Sender(store, clock=FakeClock()).send_once() == 1
+        assert await Sender(store, clock=FakeClock(), allow=ALLOW).send_once() == 1
         [delivery] = store.deliveries(hook.id)
         assert delivery.status is DeliveryStatus.FAILED
         assert delivery.last_error and "file:" in delivery.last_error
@@ -375,7 +399,7 @@ def test_run_sends_when_woken_from_another_thread_and_stops(store: Store) -> Non
         async with receiving() as rx:
             store.add_webhook(rx.route("/hook", ok), ["ping"], "s")
             # the idle wait is longer than the test waits: only wake() can explain a delivery
-            sender = Sender(store, idle_s=3600)
+            sender = Sender(store, idle_s=3600, allow=ALLOW)
             stop = asyncio.Event()
             task = asyncio.create_task(sender.run(stop))
             await asyncio.sleep(0)  # let run() start and go idle
@@ -392,3 +416,346 @@ def test_run_sends_when_woken_from_another_thread_and_stops(store: Store) -> Non
         assert [json.loads(b)["data"]["n"] for _, b in rx.got("/hook")] == [0, 1]
 
     asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------ Standard Webhooks
+
+# The reference libraries' own test vector (standard-webhooks, libraries/*/tests).
+VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+VECTOR_TIMESTAMP = 1614265330
+VECTOR_BODY = b'{"test": 2432232314}'
+VECTOR_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_standard_signature_matches_the_specifications_test_vector() -> None:
+    assert (
+        standard_signature(VECTOR_SECRET, VECTOR_ID, VECTOR_TIMESTAMP, VECTOR_BODY)
+        == VECTOR_SIGNATURE
+    )
+    # Unpadded base64 after whsec_ is the same key, as the reference libraries read it.
+    assert signing_key(VECTOR_SECRET) == base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+
+
+def test_a_plain_secret_is_the_key_a_whsec_of_its_bytes_gives() -> None:
+    as_standard = "whsec_" + base64.b64encode(b"meu_webhook_secret").decode()
+    assert standard_signature("meu_webhook_secret", "dlv_1", 1700000000, b"{}") == (
+        standard_signature(as_standard, "dlv_1", 1700000000, b"{}")
+    )
+
+
+def _headers(secret: str, msg_id: str, at: int, body: bytes) -> dict[str, str]:
+    return standard_headers(secret, msg_id, at, body)
+
+
+def test_check_standard_accepts_only_a_fresh_matching_signature() -> None:
+    body, at = b'{"event":"ping"}', 1_700_000_000
+    headers = _headers("s3cret", "dlv_abc", at, body)
+    assert check_standard("s3cret", body, headers, now=at + 10) is None
+    assert check_standard("s3cret", body, {k.upper(): v for k, v in headers.items()}, now=at) is None
+    mismatch = "no v1 signature matches"
+    assert mismatch in (check_standard("other", body, headers, now=at) or "")
+    assert mismatch in (check_standard("s3cret", body + b" ", headers, now=at) or "")
+    # The id and the time are signed: changing either breaks the signature.
+    assert mismatch in (check_standard("s3cret", body, {**headers, "webhook-id": "dlv_x"}, now=at) or "")
+    moved = {**headers, "webhook-timestamp": str(at + 1)}
+    assert mismatch in (check_standard("s3cret", body, moved, now=at) or "")
+    # Replays: too old, and too far in the future, with the default 5-minute tolerance.
+    old = check_standard("s3cret", body, headers, now=at + 301)
+    assert old is not None and "old" in old
+    future = check_standard("s3cret", body, headers, now=at - 301)
+    assert future is not None and "future" in future
+    assert check_standard("s3cret", body, headers, now=at + 3000, tolerance_s=3600) is None
+    # A list of signatures (a key rotation): one match is enough.
+    rotated = {**headers, "webhook-signature": "v1a,abc v1,AAAA " + headers["webhook-signature"]}
+    assert check_standard("s3cret", body, rotated, now=at) is None
+    missing = check_standard("s3cret", body, {"webhook-id": "dlv_abc"}, now=at)
+    assert missing is not None and "webhook-timestamp" in missing and "webhook-signature" in missing
+    bad_time = check_standard("s3cret", body, {**headers, "webhook-timestamp": "1e9"}, now=at)
+    assert bad_time is not None and "Unix seconds" in bad_time
+
+
+@pytest.mark.parametrize(
+    ("secret", "says"),
+    [("whsec_not base64!", "base64"), ("whsec_" + base64.b64encode(b"short").decode(), "5"),
+     ("whsec_" + base64.b64encode(bytes(65)).decode(), "65")],
+)
+def test_a_whsec_secret_must_be_base64_of_24_to_64_bytes(secret: str, says: str) -> None:
+    problem = secret_problem(secret)
+    assert problem is not None and says in problem
+
+
+def test_secrets_that_can_sign() -> None:
+    assert secret_problem(VECTOR_SECRET) is None
+    assert secret_problem("any plain secret, as before") is None
+
+
+def test_each_attempt_is_signed_with_its_own_time_so_a_replay_is_refused(store: Store) -> None:
+    answers = iter([500, 200])
+
+    async def flaky(_: web.Request) -> web.Response:
+        return web.Response(status=next(answers))
+
+    async def scenario() -> None:
+        clock = FakeClock()
+        sender = Sender(store, clock=clock, schedule=lambda _: 5.0, allow=ALLOW)
+        async with receiving() as rx:
+            store.add_webhook(rx.route("/hook", flaky), ["ping"], "s3cret")
+            store.enqueue_event("ping", {})
+            before = int(time.time())
+            assert await sender.send_once() == 1
+            clock.advance(5)
+            await asyncio.sleep(1.1)  # the retry happens a wall-clock second later
+            assert await sender.send_once() == 1
+            after = int(time.time())
+        (h1, b1), (h2, b2) = rx.got("/hook")
+        for headers, body in ((h1, b1), (h2, b2)):
+            assert headers["webhook-id"] == headers["X-DeployAlly-Delivery"]
+            stamp = int(headers["webhook-timestamp"])
+            assert before <= stamp <= after
+            assert check_standard("s3cret", body, headers, now=stamp) is None
+            assert verify("s3cret", body, headers["X-DeployAlly-Signature"])  # still sent
+        assert h1["webhook-id"] == h2["webhook-id"] and b1 == b2
+        assert int(h2["webhook-timestamp"]) > int(h1["webhook-timestamp"])
+        # The first request, replayed once the tolerance has passed, is refused.
+        replayed = check_standard("s3cret", b1, h1, now=int(h1["webhook-timestamp"]) + 301)
+        assert replayed is not None and "old" in replayed
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------ lanes: order and drain
+
+
+def test_a_receivers_deliveries_arrive_in_order_across_a_failure(store: Store) -> None:
+    requests = 0
+
+    async def second_fails(request: web.Request) -> web.Response:
+        nonlocal requests
+        requests += 1
+        return web.Response(status=503 if requests == 2 else 204)
+
+    async def scenario() -> list[int]:
+        clock = FakeClock()
+        sender = Sender(store, clock=clock, schedule=lambda _: 30.0, allow=ALLOW)
+        async with receiving() as rx:
+            store.add_webhook(rx.route("/hook", second_fails), ["ping"], "s")
+            for n in range(5):
+                store.enqueue_event("ping", {"n": n})
+            assert await sender.send_once() == 2  # 0 delivered, 1 failed: the rest wait
+            assert await sender.send_once() == 0  # ...behind it, until its retry is due
+            clock.advance(30)
+            assert await sender.send_once() == 4
+            return [json.loads(b)["data"]["n"] for _, b in rx.got("/hook")]
+
+    assert asyncio.run(scenario()) == [0, 1, 1, 2, 3, 4]
+
+
+def test_a_fast_failure_is_retried_at_once_then_backs_off(store: Store) -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        sender = Sender(store, clock=clock, allow=ALLOW)  # the production schedule
+        async with receiving() as rx:
+            hook = store.add_webhook(rx.route("/down", fail), ["ping"], "s")
+            store.enqueue_event("ping", {})
+            await sender.send_once()
+            [first] = store.deliveries(hook.id)
+            assert first.next_attempt_at is not None
+            wait = (first.next_attempt_at - clock.now).total_seconds()
+            assert BACKOFF_S[0] * 0.8 <= wait <= BACKOFF_S[0] * 1.2 and BACKOFF_S[0] <= 0.25
+            clock.advance(1)
+            await sender.send_once()
+            [second] = store.deliveries(hook.id)
+            assert second.next_attempt_at is not None
+            assert (second.next_attempt_at - clock.now).total_seconds() >= BACKOFF_S[1] * 0.8
+
+    asyncio.run(scenario())
+
+
+def test_a_flapping_receivers_deliveries_all_arrive_in_order_each_retried_once(
+    store: Store,
+) -> None:
+    requests = 0
+
+    async def flapping(request: web.Request) -> web.Response:
+        nonlocal requests
+        requests += 1
+        return web.Response(status=503 if requests % 2 == 0 else 204)
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        async with receiving() as rx:
+            hook = store.add_webhook(rx.route("/flap", flapping), ["ping"], "s")
+            for n in range(10):
+                store.enqueue_event("ping", {"n": n})
+            sender, stop = Sender(store, allow=ALLOW), asyncio.Event()
+            task = asyncio.create_task(sender.run(stop))
+            async with asyncio.timeout(WAIT_S):
+                while await asyncio.to_thread(store.pending_deliveries, hook.id):
+                    await asyncio.sleep(0.05)
+            delivered = [b for _, b in rx.got("/flap")]
+            stop.set()
+            sender.wake()
+            await task
+            attempts = [d.attempts for d in reversed(store.deliveries(hook.id))]
+            return [json.loads(b)["data"]["n"] for b in delivered], attempts
+
+    sent, attempts = asyncio.run(scenario())
+    # Every other request failed: each event after the first failed once and went again at
+    # once, before the next one.
+    assert sent == [0, *(n for n in range(1, 10) for _ in (1, 2))]
+    assert attempts == [1] + [2] * 9
+
+
+def test_a_healthy_receiver_is_not_held_up_by_a_failing_ones_backlog(store: Store) -> None:
+    async def scenario() -> int:
+        async with receiving() as rx:
+            # A backlog larger than any batch, to a receiver that fails at once.
+            store.add_webhook(rx.route("/down", fail), ["deployment.failed"], "a")
+            for n in range(150):
+                store.enqueue_event("deployment.failed", {"n": n})
+            store.add_webhook(rx.route("/ok", ok), ["ping"], "b")
+            # idle_s: only a wake or a lane of its own can explain a delivery in time
+            sender, stop = Sender(store, idle_s=3600, allow=ALLOW), asyncio.Event()
+            task = asyncio.create_task(sender.run(stop))
+            await asyncio.sleep(0.1)  # the failing lane has started (and failed)
+            await asyncio.to_thread(store.enqueue_event, "ping", {"n": 0})
+            sender.wake()
+            async with asyncio.timeout(WAIT_S):
+                while not rx.got("/ok"):
+                    await asyncio.sleep(0.02)
+            stop.set()
+            sender.wake()
+            await task
+            return len(rx.got("/down"))
+
+    # the failing receiver had its first try and the quick retry, nothing more, meanwhile
+    assert asyncio.run(scenario()) <= 2
+
+
+# ------------------------------------------------------------------ where webhooks may go
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.1", "loopback"), ("127.8.9.10", "loopback"), ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"), ("0.0.0.0", "loopback"), ("::", "loopback"),
+        ("169.254.169.254", "link_local"), ("fe80::1", "link_local"),
+        ("fe80::1%lo", "link_local"), ("fd00:ec2::254", "link_local"),
+        ("100.100.100.200", "link_local"),
+        ("192.0.2.10", None), ("203.0.113.5", None), ("2001:db8::1", None), ("not-an-ip", None),
+    ],
+)
+def test_address_kinds(address: str, kind: str | None) -> None:
+    assert address_kind(address) == kind
+
+
+def test_an_address_of_the_engines_own_host_is_engine_host() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this picks the outgoing address
+        except OSError:
+            pytest.skip("this host has no route, so no address but loopback")
+        own = probe.getsockname()[0]
+    if own.startswith("127."):
+        pytest.skip("this host has no address but loopback")
+    assert address_kind(own) == "engine_host"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:8080/api/v1/sync", "loopback"),
+        ("http://localhost:9/hook", "loopback"),
+        ("http://[::1]/hook", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://2130706433/", "loopback"),  # 127.0.0.1 written as one number
+    ],
+)
+def test_registration_refuses_this_machine_naming_the_setting(url: str, says: str) -> None:
+    problem = check_destination(url, frozenset())
+    assert problem is not None and says in problem and "engine.yaml" in problem
+    assert check_destination(url, frozenset(KINDS)) is None
+
+
+def test_delivery_refuses_a_name_that_resolves_to_loopback(store: Store) -> None:
+    async def scenario() -> None:
+        async with receiving() as rx:
+            rx.route("/hook", ok)
+            # Registered some other way (an old database, or DNS that answered otherwise then).
+            port = rx.base.rsplit(":", 1)[1]
+            by_name = store.add_webhook(f"http://localhost:{port}/hook", ["ping"], "s")
+            by_ip = store.add_webhook(f"http://127.0.0.1:{port}/hook", ["ping"], "s")
+            metadata = store.add_webhook("http://169.254.169.254/latest/", ["ping"], "s")
+            store.enqueue_event("ping", {})
+            assert await Sender(store, clock=FakeClock()).send_once() == 3
+            assert rx.got("/hook") == []
+            for hook, says in ((by_name, "localhost resolves to"), (by_ip, "127.0.0.1"),
+                               (metadata, "169.254.169.254")):
+                [delivery] = store.deliveries(hook.id)
+                assert delivery.status is DeliveryStatus.FAILED  # refused, not retried
+                assert delivery.last_error and says in delivery.last_error
+                assert "engine.yaml" in delivery.last_error
+            # Allowed by the operator, the same webhooks are delivered.
+            store.enqueue_event("ping", {})
+            await Sender(store, clock=FakeClock(), allow=ALLOW).send_once()
+            assert len(rx.got("/hook")) == 2
+
+    asyncio.run(scenario())
+
+
+def test_the_resolver_keeps_only_allowed_addresses() -> None:
+    async def scenario() -> None:
+        guarded = GuardedResolver(frozenset())
+        with pytest.raises(RefusedAddress, match="loopback"):
+            await guarded.resolve("localhost", 80)
+        allowed = GuardedResolver(frozenset({"loopback"}))
+        found = await allowed.resolve("localhost", 80)
+        assert found and all(address_kind(r["host"]) == "loopback" for r in found)
+        await guarded.close()
+        await allowed.close()
+
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------ `deployally webhook verify`
+
+
+def _verify(body: bytes, *args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from deployally.cli import main
+
+    done = CliRunner().invoke(main, ["webhook", "verify", "--secret", "s3cret", *args], input=body)
+    return done.exit_code, done.output.strip()
+
+
+@pytest.mark.parametrize(
+    ("shift", "tolerance", "says"),
+    [(0, None, "valid"), (-200, None, "valid"), (-400, None, "old"), (400, None, "future"),
+     (-400, "600", "valid"), (-20, "10", "old")],
+)
+def test_verify_checks_the_standard_signature_and_its_age(
+    shift: int, tolerance: str | None, says: str
+) -> None:
+    body = b'{"event":"ping"}'
+    at = int(time.time()) + shift
+    headers = standard_headers("s3cret", "dlv_0123456789ab", at, body)
+    args = ["--signature", headers["webhook-signature"], "--id", headers["webhook-id"],
+            "--timestamp", headers["webhook-timestamp"]]
+    if tolerance is not None:
+        args += ["--tolerance", tolerance]
+    code, said = _verify(body, *args)
+    if says == "valid":
+        assert (code, said) == (0, "valid")
+    else:
+        assert code == 1 and said.startswith("invalid:") and says in said
+
+
+def test_verify_needs_the_id_and_time_of_a_v1_signature_and_still_takes_the_older_one() -> None:
+    body = b"{}"
+    code, said = _verify(body, "--signature", "v1,AAAA")
+    assert code == 2 and "--timestamp" in said
+    assert _verify(body, "--signature", sign("s3cret", body)) == (0, "valid")
+    code, said = _verify(body + b"\n", "--signature", sign("s3cret", body))
+    assert code == 1 and said.startswith("invalid")

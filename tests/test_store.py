@@ -576,7 +576,8 @@ def test_enqueue_event_fans_out_to_subscribed_webhooks_only(store: Store) -> Non
 
     event_id = store.enqueue_event("deployment.failed", {"deployment_id": "deploy_1"})
     assert event_id.startswith("evt_")
-    due = store.due_deliveries(datetime.now(UTC) + timedelta(seconds=1), 10)
+    assert store.pending_webhooks() == [failed.id, both.id]
+    due = [d for w in store.pending_webhooks() for d in store.pending_deliveries(w)]
     assert sorted(d.webhook_id for d in due) == sorted([failed.id, both.id])
     for d in due:
         assert (d.event_id, d.event, d.status, d.attempts) == (
@@ -603,15 +604,17 @@ def test_enqueue_event_is_atomic(state_dir: Path, store: Store) -> None:
     assert raw.execute("SELECT count(*) FROM events").fetchone()[0] == 0
     assert raw.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0
     raw.close()
-    assert store.due_deliveries(datetime.now(UTC) + timedelta(days=1), 10) == []
+    assert store.pending_webhooks() == []
 
 
-def test_due_deliveries_by_next_attempt_and_record_attempt(store: Store) -> None:
+def test_pending_deliveries_in_event_order_and_record_attempt(store: Store) -> None:
     hook = store.add_webhook("https://a.example", ["deployment.success"], "s")
+    other = store.add_webhook("https://b.example", ["deployment.success"], "s")
     for n in range(3):
         store.enqueue_event("deployment.success", {"n": n})
-    first, second, third = store.due_deliveries(datetime.now(UTC) + timedelta(seconds=1), 10)
+    first, second, third = store.pending_deliveries(hook.id)
     assert [d.data["n"] for d in (first, second, third)] == [0, 1, 2]
+    assert {d.webhook_id for d in (first, second, third)} == {hook.id}
 
     now = datetime.now(UTC)
     store.record_attempt(
@@ -629,12 +632,13 @@ def test_due_deliveries_by_next_attempt_and_record_attempt(store: Store) -> None
         next_attempt_at=None,
         final_status=DeliveryStatus.DELIVERED,
     )
-    # Now: only the third is due; the failed first comes back after its backoff, behind none.
-    assert [d.id for d in store.due_deliveries(now + timedelta(seconds=1), 10)] == [third.id]
-    later = store.due_deliveries(now + timedelta(seconds=31), 10)
-    assert [d.id for d in later] == [third.id, first.id]
-    assert later[1].attempts == 1 and later[1].last_status_code == 500
-    assert store.due_deliveries(now + timedelta(seconds=31), 1) == [later[0]]
+    # The failed first stays at the head, in its place: the third waits behind it.
+    pending = store.pending_deliveries(hook.id)
+    assert [d.id for d in pending] == [first.id, third.id]
+    assert pending[0].attempts == 1 and pending[0].last_status_code == 500
+    assert pending[0].next_attempt_at is not None and pending[0].next_attempt_at > now
+    assert store.pending_deliveries(hook.id, 1) == [pending[0]]
+    assert [d.data["n"] for d in store.pending_deliveries(other.id)] == [0, 1, 2]
 
     store.record_attempt(
         first.id,
@@ -665,8 +669,8 @@ def test_outbox_survives_a_restart(state_dir: Path) -> None:
         before.add_webhook("https://a.example", ["definition.created"], "s")
         before.enqueue_event("definition.created", {"name": "app"})
     with Store(state_dir) as after:
-        due = after.due_deliveries(datetime.now(UTC) + timedelta(seconds=1), 10)
-        assert [d.data for d in due] == [{"name": "app"}]
+        [webhook_id] = after.pending_webhooks()
+        assert [d.data for d in after.pending_deliveries(webhook_id)] == [{"name": "app"}]
 
 
 def test_closed_store_refuses_new_connections(state_dir: Path) -> None:

@@ -126,6 +126,8 @@ def engine_dir(tmp_path: Path) -> Path:
     """The state directory every `serve` of one test shares."""
     path = tmp_path / "state"
     path.mkdir()
+    # The receivers are on loopback, where webhooks go only when the operator allows it.
+    (path / "engine.yaml").write_text("webhooks:\n  allow: [loopback]\n")
     return path
 
 
@@ -415,5 +417,19 @@ def test_post_test_delivers_a_signed_ping_that_the_verify_command_accepts(
     assert verify_cli(request["body"], "--secret", SECRET) == (0, "valid")
     assert verify_cli(request["body"], "--secret-file", str(secret_file)) == (0, "valid")
     assert verify_cli(request["body"], env={"DEPLOYALLY_WEBHOOK_SECRET": SECRET}) == (0, "valid")
-    assert verify_cli(request["body"] + b" ", "--secret", SECRET) == (1, "invalid")
-    assert verify_cli(request["body"], "--secret", "wrong") == (1, "invalid")
+    assert verify_cli(request["body"] + b" ", "--secret", SECRET)[0] == 1
+    assert verify_cli(request["body"], "--secret", "wrong") == (
+        1, "invalid: the signature does not match"
+    )
+    # The Standard Webhooks signature covers the id and the time of the attempt too.
+    headers = {k.lower(): v for k, v in request["headers"].items()}
+    assert headers["webhook-id"] == request["headers"]["X-DeployAlly-Delivery"]
+    signature = headers["webhook-signature"]
+    standard = ["--id", headers["webhook-id"], "--timestamp", headers["webhook-timestamp"]]
+    assert verify_cli(request["body"], *standard, "--secret", SECRET) == (0, "valid")
+    code, said = verify_cli(request["body"] + b" ", *standard, "--secret", SECRET)
+    assert code == 1 and "no v1 signature matches" in said
+    later = str(int(headers["webhook-timestamp"]) + 1)
+    code, said = verify_cli(request["body"], "--id", headers["webhook-id"], "--timestamp", later,
+                            "--secret", SECRET)
+    assert code == 1 and "no v1 signature matches" in said

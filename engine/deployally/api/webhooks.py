@@ -15,7 +15,8 @@ from deployally.api.context import context
 from deployally.api.envelope import BodyCheck, listing, not_found, parse_page, read_json, success
 from deployally.api.views import iso
 from deployally.notify.events import EVENTS as ALL_EVENTS
-from deployally.notify.sender import check_url
+from deployally.notify.signature import secret_problem
+from deployally.notify.urls import check_destination
 from deployally.store import DeliveryAttempt, DeliveryRecord, Store, WebhookRecord
 
 routes = web.RouteTableDef()
@@ -61,9 +62,13 @@ def delivery_view(d: DeliveryRecord, attempts: list[DeliveryAttempt]) -> dict[st
 async def create_webhook(request: web.Request) -> web.Response:
     """Subscribe a URL to events; payloads are signed with `secret`."""
     check = BodyCheck(await read_json(request), ("url", "events", "secret"))
+    ctx = context(request)
     url = check.string("url")
-    if url is not None and (problem := check_url(url)):
-        check.problem("url", problem.removeprefix("url: "))
+    if url is not None:
+        allowed = ctx.ws.engine_config.webhook_allow
+        # Resolving the host name may wait on DNS: off the event loop.
+        if problem := await ctx.run(check_destination, url, allowed):
+            check.problem("url", problem.removeprefix("url: "))
     events = check.body.get("events")
     if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
         check.problem("events", f"must be a non-empty list of event names: {', '.join(EVENTS)}")
@@ -74,9 +79,10 @@ async def create_webhook(request: web.Request) -> web.Response:
                 f"events[{i}]", f"{event!r} is not an event; use one of {', '.join(EVENTS)}"
             )
     secret = check.string("secret")
+    if secret is not None and (problem := secret_problem(secret)):
+        check.problem("secret", problem)
     check.raise_if_any()
     assert url is not None and secret is not None
-    ctx = context(request)
     record = await ctx.run(ctx.ws.store.add_webhook, url.strip(), events, secret)
     return success(webhook_view(record), status=201)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import click
@@ -14,6 +15,7 @@ from deployally.cli.common import (
     read_secret_value,
     workspace_options,
 )
+from deployally.notify.signature import DEFAULT_TOLERANCE_S
 
 
 @click.group()
@@ -32,7 +34,8 @@ def webhook_add(url: str, events: tuple[str, ...], secret_file: Any, state_dir: 
                 repo: str, branch: str) -> None:
     """Subscribe URL to events; payloads are signed with the secret (never an argument)."""
     from deployally.notify.events import EVENTS
-    from deployally.notify.sender import check_url
+    from deployally.notify.signature import secret_problem
+    from deployally.notify.urls import check_destination, check_url
 
     if problem := check_url(url):
         raise click.BadParameter(problem, param_hint="URL")
@@ -42,8 +45,12 @@ def webhook_add(url: str, events: tuple[str, ...], secret_file: Any, state_dir: 
             f"{', '.join(unknown)}: not events; use {', '.join(sorted(EVENTS))}",
             param_hint="--event",
         )
-    value = read_secret_value(secret_file, "webhook secret")
     ws = _workspace(repo, state_dir, branch)
+    if problem := check_destination(url, ws.engine_config.webhook_allow):
+        raise click.BadParameter(problem, param_hint="URL")
+    value = read_secret_value(secret_file, "webhook secret")
+    if problem := secret_problem(value):
+        raise click.BadParameter(problem, param_hint="the secret")
     record = ws.store.add_webhook(url, events, value)
     click.echo(record.id)
 
@@ -73,14 +80,23 @@ def webhook_rm(webhook_id: str, state_dir: str | None, repo: str, branch: str) -
 
 @webhook.command("verify")
 @click.option("--signature", required=True,
-              help="The X-DeployAlly-Signature header as received: sha256=<hex>.")
+              help="The webhook-signature header as received (v1,<base64> ...), or the older "
+                   "X-DeployAlly-Signature (sha256=<hex>).")
+@click.option("--id", "msg_id", default=None, help="The webhook-id header (with a v1 signature).")
+@click.option("--timestamp", default=None,
+              help="The webhook-timestamp header, Unix seconds (with a v1 signature).")
+@click.option("--tolerance", default=DEFAULT_TOLERANCE_S, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds the timestamp may be from this machine's clock, either way.")
 @click.option("--secret", envvar="DEPLOYALLY_WEBHOOK_SECRET", default=None,
               help="The webhook's secret [env: DEPLOYALLY_WEBHOOK_SECRET].")
 @click.option("--secret-file", type=click.File("r"), default=None,
               help="Read the webhook's secret from this file instead.")
-def webhook_verify(signature: str, secret: str | None, secret_file: Any) -> None:
-    """Read a webhook body on stdin: print "valid" (exit 0) if SIGNATURE signs it, else "invalid" (exit 1)."""
-    from deployally.notify.signature import verify
+def webhook_verify(signature: str, msg_id: str | None, timestamp: str | None, tolerance: float,
+                   secret: str | None, secret_file: Any) -> None:
+    """Read a webhook body on stdin: print "valid" (exit 0) if it is signed with the secret,
+    recently enough, else "invalid: why" (exit 1)."""
+    from deployally.notify.signature import SIGNATURE_PREFIX, check_standard, verify
 
     if secret_file is not None:
         secret = secret_file.read().rstrip("\r\n")
@@ -90,6 +106,17 @@ def webhook_verify(signature: str, secret: str | None, secret_file: Any) -> None
         )
     # The exact bytes: one changed byte (even a trailing newline) is a different body.
     body = sys.stdin.buffer.read()
-    ok = verify(secret, body, signature)
-    click.echo("valid" if ok else "invalid")
-    sys.exit(0 if ok else 1)
+    if signature.strip().startswith(SIGNATURE_PREFIX):
+        # The older header signs the body alone: it says nothing of when it was sent.
+        problem = None if verify(secret, body, signature) else "the signature does not match"
+    else:
+        if msg_id is None or timestamp is None:
+            raise click.UsageError(
+                "a v1 signature is checked with its --id (webhook-id) and --timestamp "
+                "(webhook-timestamp)"
+            )
+        headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp,
+                   "webhook-signature": signature}
+        problem = check_standard(secret, body, headers, now=time.time(), tolerance_s=tolerance)
+    click.echo("valid" if problem is None else f"invalid: {problem}")
+    sys.exit(0 if problem is None else 1)

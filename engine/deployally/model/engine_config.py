@@ -72,6 +72,9 @@ class EngineConfig:
     signing_key: str | None = None  # an SSH private key the engine signs its own commits with
     # Where the key that encrypts secrets at rest is; None: the default (store/secret_key.py).
     secret_key_file: Path | None = None
+    # Kinds of address webhooks may reach although they are this machine's own (notify/urls.py):
+    # loopback, link_local, engine_host. None by default.
+    webhook_allow: frozenset[str] = frozenset()
 
     @property
     def verifies_commits(self) -> bool:
@@ -174,6 +177,7 @@ def _parse(shown: str, data: dict[str, Any], lines: LineIndex) -> EngineConfig:
             if (secret_key := data.get("secret_key_file"))
             else None
         ),
+        webhook_allow=frozenset((data.get("webhooks") or {}).get("allow") or ()),
     )
 
 

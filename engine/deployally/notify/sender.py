@@ -1,7 +1,11 @@
-"""Outbox -> signed webhook POSTs, with retries that back off (DESIGN.md, "Webhooks").
+"""Outbox -> signed webhook POSTs, in order per webhook, with retries that back off
+(DESIGN.md, "Webhooks").
 
-The store holds every event and delivery; the Sender keeps no state of its own,
-so a restart picks up exactly where the last process stopped.
+Each webhook is a *lane*: its deliveries go one at a time, oldest first, and a later one
+never overtakes an earlier one still pending. Lanes run independently, so a failing or
+hanging receiver delays only its own events. The store holds every event and delivery;
+the Sender keeps no state of its own, so a restart picks up exactly where the last
+process stopped.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -19,31 +23,24 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from deployally import __version__
+from deployally.errors import NotFound
 from deployally.notify.events import body_for
-from deployally.notify.signature import sign
+from deployally.notify.signature import sign, standard_headers
+from deployally.notify.urls import GuardedResolver, RefusedAddress, check_url, refusal
 from deployally.store import DeliveryRecord, DeliveryStatus, Store, WebhookRecord
 
 log = logging.getLogger(__name__)
 
-# Delays after the 1st, 2nd, ... failed attempt: 8 retries over about two hours,
-# so a receiver down for a deploy window or a lunch break still gets everything.
-BACKOFF_S: tuple[float, ...] = (10, 30, 90, 240, 600, 1200, 1800, 3600)
+# Delays after the 1st, 2nd, ... failed attempt. The first retry comes at once: a dropped
+# keep-alive connection or one bad backend of two fails one request, not the next. Then ten
+# attempts span about two hours, so a receiver down for a deploy window still gets everything.
+BACKOFF_S: tuple[float, ...] = (0.2, 10, 30, 90, 240, 600, 1200, 1800, 3600)
 MAX_ATTEMPTS = len(BACKOFF_S) + 1
+# A delivery is retried until its event is this old: in a lane it may wait behind others to
+# a receiver that is down, and must not then get a whole schedule of its own after them.
+RETRY_WINDOW_S = sum(BACKOFF_S)
 JITTER = 0.2  # +-20%: receivers coming back are not hit by every sender at once
 
-def check_url(url: str) -> str | None:
-    """None if url can receive webhooks, else a message saying what to fix."""
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError as exc:
-        return f"url: {url!r} is not a valid URL ({exc}); use http://host[:port]/path"
-    if parts.scheme not in ("http", "https"):
-        shown = f"{parts.scheme}:" if parts.scheme else "no scheme"
-        return f"url: {url!r} has {shown}; only http:// and https:// URLs can receive webhooks"
-    if not parts.hostname:
-        return f"url: {url!r} has no host; use {parts.scheme}://host[:port]/path"
-    return None
 
 
 # ------------------------------------------------------------------ retries
@@ -74,7 +71,7 @@ class Outcome:
     status_code: int | None
     error: str | None
     duration_ms: float
-    permanent: bool = False  # retrying cannot help (the webhook's URL is unusable)
+    permanent: bool = False  # retrying cannot help (the webhook's URL is unusable or refused)
 
     @property
     def delivered(self) -> bool:
@@ -83,11 +80,11 @@ class Outcome:
 
 
 class Sender:
-    """Posts due deliveries from the store's outbox, signed, concurrently but bounded.
+    """Posts due deliveries from the store's outbox, signed, one lane per webhook.
 
-    Deliveries to one webhook go one at a time and stop at its first failure in a
-    round, so a slow or dead receiver costs at most one timeout per round and never
-    holds up the others, which run alongside it.
+    A lane sends its deliveries in order and stops at its first failure until that
+    delivery's retry is due; the other lanes go on meanwhile. At most `concurrency`
+    POSTs are in flight at once.
     """
 
     def __init__(
@@ -95,12 +92,13 @@ class Sender:
         store: Store,
         *,
         timeout_s: float = 5.0,
-        concurrency: int = 4,
+        concurrency: int = 8,
         clock: Clock = utcnow,
         schedule: Schedule | None = None,
         max_attempts: int = MAX_ATTEMPTS,
         batch: int = 100,
         idle_s: float = 2.0,
+        allow: Collection[str] = (),
     ) -> None:
         self._store = store
         self._timeout_s = timeout_s
@@ -111,9 +109,11 @@ class Sender:
         self._max_attempts = max_attempts
         self._batch = batch
         self._idle_s = idle_s
+        self._allow = frozenset(allow)  # what engine.yaml lets webhooks reach (notify/urls.py)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._limit: asyncio.Semaphore | None = None
 
     def __repr__(self) -> str:
         return (
@@ -121,7 +121,7 @@ class Sender:
         )
 
     def wake(self) -> None:
-        """Send what is due now instead of after the idle wait; safe from any thread."""
+        """Look for new deliveries now instead of after the idle wait; safe from any thread."""
         loop = self._loop
         if loop is not None:
             # The loop may close between the check and the call; then there is nothing to wake.
@@ -129,41 +129,47 @@ class Sender:
                 loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Send due deliveries until `stop` is set, sleeping between rounds unless woken."""
+        """Run one lane per webhook with pending deliveries until `stop` is set."""
         self._loop = asyncio.get_running_loop()
+        lanes: dict[str, asyncio.Task[None]] = {}
+        lane_wakes: dict[str, asyncio.Event] = {}
         async with self._new_session() as session:
             self._session = session
             try:
                 while not stop.is_set():
-                    self._wake.clear()  # before the round: a wake during it means "go again"
+                    self._wake.clear()  # before looking: a wake after it means "look again"
                     try:
-                        sent = await self.send_once()
+                        pending = await asyncio.to_thread(self._store.pending_webhooks)
                     except Exception:  # a locked or broken store must not end the loop
-                        log.exception("webhook sender: round failed")
-                        sent = 0
-                    if sent < self._batch:
-                        await self._idle(stop)
+                        log.exception("webhook sender: reading the outbox failed")
+                        pending = []
+                    for wid in pending:
+                        if wid in lanes and not lanes[wid].done():
+                            lane_wakes[wid].set()  # new deliveries may be due at once
+                            continue
+                        lane_wakes[wid] = asyncio.Event()
+                        lanes[wid] = asyncio.create_task(
+                            self._lane(session, wid, stop, lane_wakes[wid]), name=f"webhook {wid}"
+                        )
+                    await self._idle(stop, self._wake, self._idle_s)
             finally:
+                for task in lanes.values():
+                    task.cancel()
+                await asyncio.gather(*lanes.values(), return_exceptions=True)
                 self._session = None
                 self._loop = None
 
     async def send_once(self) -> int:
-        """Attempt every delivery due now, once; return how many were attempted."""
-        due = await asyncio.to_thread(self._store.due_deliveries, self._clock(), self._batch)
-        if not due:
+        """Attempt, once, every delivery due now that no earlier one of its webhook holds
+        back; return how many were attempted."""
+        pending = await asyncio.to_thread(self._store.pending_webhooks)
+        if not pending:
             return 0
-        by_webhook: dict[str, list[DeliveryRecord]] = {}
-        for delivery in due:
-            by_webhook.setdefault(delivery.webhook_id, []).append(delivery)
-        hooks = await asyncio.to_thread(
-            lambda: {wid: self._store.webhook(wid) for wid in by_webhook}
-        )
-        limit = asyncio.Semaphore(self._concurrency)
         if self._session is not None:
-            counts = await self._fan_out(self._session, limit, hooks, by_webhook)
+            counts = await asyncio.gather(*(self._send_due(self._session, w) for w in pending))
         else:
             async with self._new_session() as session:
-                counts = await self._fan_out(session, limit, hooks, by_webhook)
+                counts = await asyncio.gather(*(self._send_due(session, w) for w in pending))
         return sum(counts)
 
     # ------------------------------------------------------------ internals
@@ -173,52 +179,79 @@ class Sender:
             timeout=aiohttp.ClientTimeout(total=self._timeout_s),
             headers={"User-Agent": f"DeployAlly/{__version__}"},
             cookie_jar=aiohttp.DummyCookieJar(),  # receivers must not get state back from us
+            # Every host name is checked on the addresses it resolves to for this connection.
+            connector=aiohttp.TCPConnector(resolver=GuardedResolver(self._allow)),
         )
 
-    async def _fan_out(
-        self,
-        session: aiohttp.ClientSession,
-        limit: asyncio.Semaphore,
-        hooks: Mapping[str, WebhookRecord | None],
-        by_webhook: Mapping[str, list[DeliveryRecord]],
-    ) -> list[int]:
-        return await asyncio.gather(
-            *(
-                self._send_to(session, limit, hook, by_webhook[wid])
-                for wid, hook in hooks.items()
-                if hook is not None  # deleted meanwhile: its deliveries went with it
-            )
-        )
+    async def _lane(
+        self, session: aiohttp.ClientSession, webhook_id: str, stop: asyncio.Event,
+        wake: asyncio.Event,
+    ) -> None:
+        """Send one webhook's deliveries in order until none is pending (or `stop`)."""
+        while not stop.is_set():
+            wake.clear()
+            try:
+                await self._send_due(session, webhook_id)
+                head = await asyncio.to_thread(self._store.pending_deliveries, webhook_id, 1)
+            except Exception:
+                log.exception("webhook sender: lane %s failed", webhook_id)
+                head = []
+            if not head:
+                if wake.is_set():  # woken while looking: a new delivery may have come
+                    continue
+                return
+            due_at = head[0].next_attempt_at or self._clock()
+            wait_s = (due_at - self._clock()).total_seconds()
+            await self._idle(stop, wake, min(max(wait_s, 0.0), self._idle_s))
 
-    async def _send_to(
-        self,
-        session: aiohttp.ClientSession,
-        limit: asyncio.Semaphore,
-        hook: WebhookRecord,
-        deliveries: list[DeliveryRecord],
-    ) -> int:
+    async def _send_due(self, session: aiohttp.ClientSession, webhook_id: str) -> int:
+        """Post a webhook's pending deliveries in order, from its oldest, while each is due and
+        each one before it was delivered (or given up); how many were attempted."""
         attempted = 0
-        for delivery in deliveries:
-            async with limit:
-                outcome = await self._post(session, hook, delivery)
-            await asyncio.to_thread(self._record, delivery, outcome)
-            attempted += 1
-            if not outcome.delivered:
-                break  # the rest wait for the next round rather than each wait for a timeout
+        hook = await asyncio.to_thread(self._store.webhook, webhook_id)
+        while hook is not None:  # None: deleted meanwhile, and its deliveries with it
+            batch = await asyncio.to_thread(
+                self._store.pending_deliveries, webhook_id, self._batch
+            )
+            if not batch:
+                break
+            for delivery in batch:
+                now = self._clock()
+                if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+                    return attempted  # its retry is not due, and everything after it waits
+                async with self._slots():
+                    outcome = await self._post(session, hook, delivery)
+                try:
+                    final = await asyncio.to_thread(self._record, delivery, outcome)
+                except NotFound:
+                    return attempted  # the webhook was deleted meanwhile, with its deliveries
+                attempted += 1
+                if final is None:
+                    return attempted  # it will be retried; the rest wait behind it
+            if len(batch) < self._batch:
+                break
         return attempted
+
+    def _slots(self) -> asyncio.Semaphore:
+        if self._limit is None:
+            self._limit = asyncio.Semaphore(self._concurrency)
+        return self._limit
 
     async def _post(
         self, session: aiohttp.ClientSession, hook: WebhookRecord, delivery: DeliveryRecord
     ) -> Outcome:
-        problem = check_url(hook.url)
+        problem = check_url(hook.url) or self._literal_refusal(hook.url)
         if problem is not None:
             return Outcome(None, f"webhook {hook.id}: {problem}", 0.0, permanent=True)
         body = body_for(delivery.event_id, delivery.event, delivery.created_at, delivery.data)
+        # The attempt's own time, from the wall clock: what a receiver compares with its own.
+        sent_at = int(time.time())
         headers = {
             "Content-Type": "application/json",
             "X-DeployAlly-Event": delivery.event,
             "X-DeployAlly-Delivery": delivery.id,
             "X-DeployAlly-Signature": sign(hook.secret, body),
+            **standard_headers(hook.secret, delivery.id, sent_at, body),
         }
         started = time.monotonic()
         try:
@@ -228,21 +261,36 @@ class Sender:
                 status, reason = response.status, response.reason or ""
         except TimeoutError:
             return Outcome(None, f"no answer within {self._timeout_s:g}s", _ms(started))
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, RefusedAddress):
+                return Outcome(None, f"webhook {hook.id}: {exc.os_error}", _ms(started), permanent=True)
+            return Outcome(None, f"{type(exc).__name__}: {exc}", _ms(started))
         except aiohttp.ClientError as exc:
             return Outcome(None, f"{type(exc).__name__}: {exc}", _ms(started))
         error = None if 200 <= status < 300 else f"receiver answered HTTP {status} {reason}".strip()
         return Outcome(status, error, _ms(started))
 
-    def _record(self, delivery: DeliveryRecord, outcome: Outcome) -> None:
+    def _literal_refusal(self, url: str) -> str | None:
+        """aiohttp resolves no IP literal, so the resolver never sees one: check it here."""
+        host = urlsplit(url.strip()).hostname or ""
+        return refusal(url, [host], self._allow)
+
+    def _record(self, delivery: DeliveryRecord, outcome: Outcome) -> DeliveryStatus | None:
+        """Keep the attempt; the delivery's final status, or None when it will be retried."""
         attempt = delivery.attempts + 1
+        now = self._clock()
+        final: DeliveryStatus | None = None
+        next_at = None
         if outcome.delivered:
-            final: DeliveryStatus | None = DeliveryStatus.DELIVERED
-            next_at = None
-        elif outcome.permanent or attempt >= self._max_attempts:
-            final, next_at = DeliveryStatus.FAILED, None
+            final = DeliveryStatus.DELIVERED
+        elif (
+            outcome.permanent
+            or attempt >= self._max_attempts
+            or (now - delivery.created_at).total_seconds() > RETRY_WINDOW_S
+        ):
+            final = DeliveryStatus.FAILED
         else:
-            final = None
-            next_at = self._clock() + timedelta(seconds=self._schedule(attempt))
+            next_at = now + timedelta(seconds=self._schedule(attempt))
         self._store.record_attempt(
             delivery.id,
             status_code=outcome.status_code,
@@ -251,11 +299,13 @@ class Sender:
             next_attempt_at=next_at,
             final_status=final,
         )
+        return final
 
-    async def _idle(self, stop: asyncio.Event) -> None:
-        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+    @staticmethod
+    async def _idle(stop: asyncio.Event, wake: asyncio.Event, timeout_s: float) -> None:
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
         try:
-            await asyncio.wait(waiters, timeout=self._idle_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()

@@ -217,7 +217,9 @@ class EngineProcess:
                          branch=self.branch, engine_id=ws.engine_id),
         )
 
-        sender = self._sender = Sender(ws.store, schedule=self._webhook_schedule)
+        sender = self._sender = Sender(
+            ws.store, schedule=self._webhook_schedule, allow=ws.engine_config.webhook_allow
+        )
         self._start_watching(ws)
         self.events = await loop.run_in_executor(None, self._watch_instances, ws, loop)
         tasks = [

@@ -111,6 +111,14 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             version INTEGER NOT NULL, PRIMARY KEY (definition_id, number, secret)) WITHOUT ROWID""",
         "CREATE INDEX revision_secrets_pin ON revision_secrets (secret, version)",
     ),
+    (
+        # The sender reads each webhook's pending deliveries in order, however long its
+        # history of delivered ones.
+        (
+            "CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (webhook_id, seq)"
+            " WHERE status = 'pending'"
+        ),
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)

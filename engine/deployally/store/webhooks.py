@@ -165,14 +165,22 @@ class WebhookStore(SecretStore):
             counts[row["status"]] = int(row["n"])
         return counts
 
-    def due_deliveries(self, now: datetime, limit: int = 100) -> list[DeliveryRecord]:
-        """Pending deliveries whose next attempt is due by `now`, most overdue first."""
+    def pending_webhooks(self) -> list[str]:
+        """The ids of webhooks with a delivery still pending, oldest webhook first."""
+        rows = self._conn().execute(
+            "SELECT w.id FROM webhooks w WHERE EXISTS (SELECT 1 FROM deliveries d"
+            " WHERE d.webhook_id = w.id AND d.status = 'pending') ORDER BY w.created_at, w.id"
+        )
+        return [str(r[0]) for r in rows]
+
+    def pending_deliveries(self, webhook_id: str, limit: int = 100) -> list[DeliveryRecord]:
+        """A webhook's pending deliveries in the order their events happened, oldest first."""
         rows = (
             self._conn()
             .execute(
-                f"{_DELIVERY_SELECT} WHERE d.status = 'pending' AND d.next_attempt_at <= ?"
-                " ORDER BY d.next_attempt_at, d.seq LIMIT ?",
-                (_ts(now), limit),
+                f"{_DELIVERY_SELECT} WHERE d.webhook_id = ? AND d.status = 'pending'"
+                " ORDER BY d.seq LIMIT ?",
+                (webhook_id, limit),
             )
             .fetchall()
         )
