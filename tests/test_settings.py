@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from deployally.errors import ValidationError, ValidationErrors
@@ -57,6 +59,13 @@ def test_partial_file_keeps_other_defaults() -> None:
         ("max_parallel: 0\n", "max_parallel"),
         ("max_parallel: two\n", "max_parallel"),
         ("health_timeout: forever\n", "health_timeout"),
+        ("health_timeout: 0\n", "health_timeout"),
+        ("health_timeout: 0s\n", "health_timeout"),
+        ("health_timeout: 500ms\n", "health_timeout"),
+        ("health_timeout: 9999999h\n", "health_timeout"),
+        ("reconcile_interval: 0s\n", "reconcile_interval"),
+        ("reconcile_interval: 0.1\n", "reconcile_interval"),
+        ("reconcile_interval: 25h\n", "reconcile_interval"),
         ("defaults: {profil: production}\n", "defaults.profil"),
         ("network: 'bad name'\n", "network"),
     ],
@@ -119,3 +128,34 @@ def test_bad_memory_names_the_value(value: str) -> None:
     with pytest.raises(ValidationError) as exc:
         parse_memory(value, field="spec.resources.memory")
     assert repr(value) in exc.value.message and exc.value.field == "spec.resources.memory"
+
+
+def test_zero_durations_say_why_and_what_range_to_use() -> None:
+    with pytest.raises(ValidationErrors) as exc:
+        parse_settings(PATH, "branch: main\nhealth_timeout: 0\nreconcile_interval: 0s\n")
+    by_field = {e.field: e for e in exc.value.errors}
+    assert set(by_field) == {"health_timeout", "reconcile_interval"}
+    assert by_field["health_timeout"].line == 2 and by_field["reconcile_interval"].line == 3
+    assert "no container could become healthy" in by_field["health_timeout"].message
+    assert "1s to 24h" in by_field["health_timeout"].message
+
+
+def test_reconcile_interval_is_a_duration_like_health_timeout() -> None:
+    assert parse_settings(PATH, "reconcile_interval: 1m30s\n").reconcile_interval == 90.0
+    assert parse_settings(PATH, "reconcile_interval: 45\n").reconcile_interval == 45.0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(["serve", "--parallel", "0"], "--parallel"), (["sync", "--parallel", "0"], "--parallel"),
+     (["serve", "--reconcile-interval", "0"], "--reconcile-interval")],
+)
+def test_zero_on_the_command_line_is_refused(args: list[str], says: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from deployally.cli import main
+
+    # A repository that does not exist: were the option taken, the command would stop anyway.
+    where = ["--repo", str(tmp_path / "none"), "--state-dir", str(tmp_path / "state")]
+    done = CliRunner().invoke(main, [*args, *where])
+    assert done.exit_code == 2 and says in done.output

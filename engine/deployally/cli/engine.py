@@ -19,14 +19,14 @@ from deployally.source.git import GitRepo
 @branch_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address the API listens on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="API port (0: any free port).")
-@click.option("--reconcile-interval", default=None, type=float,
+@click.option("--reconcile-interval", default=None, type=click.FloatRange(min=1),
               help="Seconds between drift checks (and fetches of a remote) "
                    "[default: deployally.yaml's reconcile_interval, else 30].")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Log lines on stderr: text, or one JSON object a line.")
 @click.option("--push-secret", "webhook_secret", envvar="DEPLOYALLY_PUSH_SECRET", default=None,
               help="Secret for GitHub/GitLab push webhooks [env: DEPLOYALLY_PUSH_SECRET].")
-@click.option("--parallel", default=None, type=int,
+@click.option("--parallel", default=None, type=click.IntRange(min=1),
               help="Concurrent Docker creates/starts [default: deployally.yaml's max_parallel, else 8].")
 def serve(repo: str, state_dir: str | None, branch: str, host: str, port: int,
           reconcile_interval: float | None, log_format: str, webhook_secret: str | None,

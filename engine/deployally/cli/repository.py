@@ -167,7 +167,7 @@ def plan(repo: str, state_dir: str | None, branch: str, base: str | None, head: 
 
 @click.command()
 @workspace_options
-@click.option("--parallel", default=None, type=int,
+@click.option("--parallel", default=None, type=click.IntRange(min=1),
               help="Concurrent Docker creates/starts [default: deployally.yaml's max_parallel, else 8].")
 @json_option
 def sync(repo: str, state_dir: str | None, branch: str, parallel: int | None, as_json: bool) -> None:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from deployally.errors import ValidationError, ValidationErrors
-from deployally.model.schema import load_yaml, schema_errors
+from deployally.model.schema import line_of, load_yaml, schema_errors
 from deployally.types import DEFAULT_NETWORK, DEFAULT_PROFILE, DEFAULT_SERVER
 
 SETTINGS_FILE = "deployally.yaml"
@@ -15,6 +15,18 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?(?:([bkmgt])i?b?)?", re.IGNORECASE)
 _MEMORY_UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+# Seconds each duration setting may take. Zero makes no sense for either: a health gate of 0 s
+# fails every container with a healthcheck, and a drift check every 0 s spins.
+DURATION_BOUNDS: dict[str, tuple[float, float]] = {
+    "reconcile_interval": (1.0, 86400.0),
+    "health_timeout": (1.0, 86400.0),
+}
+_TOO_SHORT = {
+    "reconcile_interval": "the engine would check for drift without pause",
+    "health_timeout": "no container could become healthy in that time",
+}
 
 
 @dataclass(frozen=True)
@@ -42,17 +54,38 @@ def parse_settings(path: str, text: str | None) -> Settings:
         raise ValidationErrors(errors)
     defaults = data.get("defaults", {})
     base = Settings()
+    durations: dict[str, float] = {}
+    for name, default in (
+        ("reconcile_interval", base.reconcile_interval),
+        ("health_timeout", base.health_timeout),
+    ):
+        try:
+            durations[name] = _bounded(path, name, data.get(name, default))
+        except ValidationError as exc:
+            errors.append(ValidationError(path, name, exc.message, line=line_of(lines, (name,))))
+    if errors:
+        raise ValidationErrors(errors)
     return Settings(
         branch=data.get("branch", base.branch),
-        reconcile_interval=float(data.get("reconcile_interval", base.reconcile_interval)),
+        reconcile_interval=durations["reconcile_interval"],
         network=data.get("network", base.network),
         max_parallel=data.get("max_parallel", base.max_parallel),
-        health_timeout=parse_duration(
-            data.get("health_timeout", base.health_timeout), path=path, field="health_timeout"
-        ),
+        health_timeout=durations["health_timeout"],
         default_server=defaults.get("server", base.default_server),
         default_profile=defaults.get("profile", base.default_profile),
     )
+
+
+def _bounded(path: str, field: str, value: str | float) -> float:
+    """A duration setting in seconds, within what makes sense for it."""
+    seconds = parse_duration(value, path=path, field=field)
+    low, high = DURATION_BOUNDS[field]
+    if not low <= seconds <= high:
+        why = _TOO_SHORT[field] if seconds < low else "longer than a day is a typo"
+        raise ValidationError(
+            path, field, f"{value!r} is out of range: {why}; use {low:g}s to {high / 3600:g}h"
+        )
+    return seconds
 
 
 def parse_duration(value: str | float, *, path: str = "", field: str = "") -> float:
