@@ -465,3 +465,21 @@ def test_a_password_change_without_the_secret_key_is_refused_and_commits_nothing
     assert r.status_code == 503, r.text
     assert "restore it from your backup" in r.json()["error"]["message"]
     assert docker_ws.repo.head() == head
+
+
+@pytest.mark.parametrize(("name", "says"), [("a", "Docker needs at least 2"), ("web.old", ".old")])
+def test_a_name_docker_or_an_update_would_refuse_is_422_and_no_commit(
+    api: ApiServer, api_ws: Workspace, api_tokens: dict[str, str], name: str, says: str
+) -> None:
+    head = api_ws.repo.head()
+    r = api.request(
+        "POST",
+        "/definitions",
+        api_tokens["write"],
+        json={"template_id": "tools/busybox/plain/stable", "server_id": "local", "name": name,
+              "params": {"script": "sleep 1"}},
+    )
+    assert r.status_code == 422, r.text
+    [detail] = r.json()["error"]["details"]
+    assert detail["field"] == "name" and says in detail["message"]
+    assert api_ws.repo.head() == head

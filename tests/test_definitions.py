@@ -179,10 +179,23 @@ def test_broken_yaml_names_the_line(catalog: Catalog) -> None:
     assert exc.value.path == PATH and exc.value.line is not None and exc.value.line >= 8
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "Mysql", "-db", "", "x" * 64, "a b"])
+@pytest.mark.parametrize("name", ["../x", "a/b", "Mysql", "-db", "", "x" * 64, "a b", "a", "7"])
 def test_names_must_be_docker_safe(catalog: Catalog, name: str) -> None:
     err = only_error(MYSQL.replace("name: mysql_producao", f"name: {json.dumps(name)}"), catalog)
     assert err.field == "name" and err.line == 1
+
+
+def test_a_one_character_name_is_refused_saying_docker_needs_two(catalog: Catalog) -> None:
+    # Docker itself answers "Invalid container name (a)": the rule is checked before it.
+    err = only_error(MYSQL.replace("name: mysql_producao", "name: a"), catalog)
+    assert "Docker needs at least 2" in err.message
+    assert parse_definition(PATH, MYSQL.replace("name: mysql_producao", "name: ab"), catalog)
+
+
+def test_a_name_ending_in_old_is_refused(catalog: Catalog) -> None:
+    # An update of `site` renames its running container `site.old`.
+    err = only_error(MYSQL.replace("name: mysql_producao", "name: site.old"), catalog)
+    assert err.field == "name" and ".old" in err.message and "'site'" in err.message
 
 
 def test_unknown_template_suggests_the_templates_command(catalog: Catalog) -> None:

@@ -28,9 +28,26 @@ from deployally.model.schema import (
 from deployally.model.settings import Settings
 from deployally.types import Definition, SecretRef, Template
 
-# Also the container name: Docker-safe, and no "../x" or "a/b" path tricks.
-NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+# Also the container name, so Docker's rules hold before Docker sees it: [a-zA-Z0-9] then
+# [a-zA-Z0-9_.-], at least 2 characters. Lowercase and at most 63 (a DNS label: containers
+# reach each other by name), and no "../x" or "a/b" path tricks.
+NAME_RE = r"^[a-z0-9][a-z0-9_.-]{1,62}$"
 _NAME = re.compile(NAME_RE)
+NAME_RULE = "2-63 characters of a-z 0-9 _ . -, starting with a letter or digit (Docker needs at least 2)"
+# An update renames the running container `<name>.old` until its replacement is ready.
+OLD_SUFFIX = ".old"
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a definition (and its container), or None."""
+    if not _NAME.fullmatch(name):
+        return f"{name!r} is not a valid name: use {NAME_RULE}"
+    if name.endswith(OLD_SUFFIX):
+        return (
+            f"{name!r} ends in {OLD_SUFFIX}, the name an update gives the old container of "
+            f"{name.removesuffix(OLD_SUFFIX)!r}; choose another name"
+        )
+    return None
 
 # The order a definition file is written in, so commits made by the API diff cleanly.
 FIELD_ORDER = (
@@ -60,13 +77,8 @@ def parse_definition(
     problems: list[tuple[FieldPath, str]] = []
 
     name = data.get("name") if "name" not in bad else None
-    if isinstance(name, str) and not _NAME.fullmatch(name):
-        problems.append(
-            (
-                ("name",),
-                f"{name!r} is not a valid name: 1-63 of a-z 0-9 _ . - starting with a letter or digit",
-            )
-        )
+    if isinstance(name, str) and (problem := name_problem(name)):
+        problems.append((("name",), problem))
     server = data.get("server", settings.default_server)
     profile = data.get("profile", settings.default_profile)
     template = _resolve_template(data, catalog, problems) if "template" not in bad else None

@@ -84,12 +84,8 @@ def create_definition(
     settings: Settings | None = None,
 ) -> Edit:
     """Commit a new definitions/<name>.yaml; password params go to the secret store, never git."""
-    if not _NAME.fullmatch(name):
-        raise ValidationError(
-            f"{DEFINITIONS_DIR}/<name>.yaml",
-            "name",
-            f"{name!r} is not a valid name: 1-63 of a-z 0-9 _ . - starting with a letter or digit",
-        )
+    if problem := definitions_mod.name_problem(name):
+        raise ValidationError(f"{DEFINITIONS_DIR}/<name>.yaml", "name", problem)
     path = f"{DEFINITIONS_DIR}/{name}.yaml"
     head = repo.head()
     known = store.definition(name)
