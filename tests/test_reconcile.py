@@ -376,6 +376,65 @@ def test_validate_cli_exit_codes(defs_repo: DefinitionsRepo) -> None:
     assert at_head.exit_code == 0  # the broken file is not committed
 
 
+def test_validate_checks_servers_only_where_a_store_knows_them(
+    defs_repo: DefinitionsRepo, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    name = defs_repo.worker("far", _extra="server: mars\n")
+    defs_repo.commit("far away")
+    repo = str(defs_repo.path)
+    # A checkout in CI: no store, so no server list; the check is skipped, and said so.
+    ci = runner.invoke(main, ["validate", "--repo", repo])
+    assert ci.exit_code == 0, ci.output
+    assert "servers not checked" in ci.stderr
+    assert json.loads(runner.invoke(main, ["validate", "--repo", repo, "--json"]).stdout)[
+        "servers_checked"
+    ] is False
+    assert not (defs_repo.path / ".deployally").exists()  # validate made no store
+    # Beside the engine's store: `mars` is not registered there.
+    state = tmp_path / "state"
+    Workspace.open(defs_repo.path, state).store.close()
+    there = runner.invoke(main, ["validate", "--repo", repo, "--state-dir", str(state)])
+    assert there.exit_code == 1
+    assert f"definitions/{name}.yaml" in there.output and "server" in there.output
+    assert "no server `mars`" in there.output and "local" in there.output
+    ws = Workspace.open(defs_repo.path, state)
+    ws.store.add_server("mars", "staging", "")
+    ws.close()
+    assert runner.invoke(main, ["validate", "--repo", repo, "--state-dir", str(state)]).exit_code == 0
+
+
+def test_a_definition_on_an_unknown_server_is_refused_until_the_server_is_registered(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    near = defs_repo.worker("near")
+    far = defs_repo.worker("far", _extra="server: mars\n")
+    defs_repo.commit("near and far")
+    report = sync(defs_repo)
+    assert statuses(report) == {near: "success"}  # the good one beside it deploys
+    [error] = [e for e in report.errors if e.path == f"definitions/{far}.yaml"]
+    assert error.field == "server" and "`mars`" in error.message
+    ws = Workspace.open(defs_repo.path)
+    try:
+        record = ws.store.definition(far)
+        assert record is not None and record.status.value == "invalid"
+        assert record.last_error and "mars" in record.last_error
+        ws.store.add_server("mars", "staging", "")
+    finally:
+        ws.close()
+    report = sync(defs_repo)  # no new commit: the invalid file is read again
+    assert not [e for e in report.errors if e.path == f"definitions/{far}.yaml"]
+    ws = Workspace.open(defs_repo.path)
+    try:
+        record = ws.store.definition(far)
+        assert record is not None and record.status.value != "invalid"
+        assert record.desired is not None and record.server_id == "mars"
+    finally:
+        ws.close()
+    # It runs where mars's agent pulls it, never on this host.
+    assert docker_client.containers.list(all=True, filters={"name": f"^/{far}$"}) == []
+
+
 def test_rollback_commits_a_past_revision_back(
     defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
 ) -> None:

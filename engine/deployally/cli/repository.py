@@ -28,6 +28,7 @@ from deployally.plan.actions import live_from_specs
 from deployally.plan.actions import plan as make_plan
 from deployally.plan.report import plan_json, plan_markdown, plan_text
 from deployally.source.git import GitRepo
+from deployally.store import Store
 from deployally.sync import edits
 from deployally.types import DeploymentStatus, SecretVersions
 from deployally.workspace import STATE_DIR_NAME, engine_state_dir
@@ -86,21 +87,28 @@ def validate(repo: str, state_dir: str | None, branch: str, rev: str | None, as_
 
     What the host allows comes from the engine's configuration: DEPLOYALLY_CONFIG, else
     engine.yaml in --state-dir (default: the repository's engine state directory). Without
-    one, the defaults apply, which allow least.
+    one, the defaults apply, which allow least. Servers are registered in the engine's state
+    store, not in git: with a store there, each definition's server is checked; without one,
+    as in CI on a checkout, that check is skipped and said so.
     """
     tree = _tree(repo, rev, branch)
+    servers: frozenset[str] | None = None
     try:
         engine = _engine_config(repo, state_dir, branch)
+        servers = _registered_servers(repo, state_dir, branch)
     except ValidationErrors as exc:
         errors = list(exc.errors)
         state = None
     else:
-        state = desired_mod.load(tree, secret_versions=SecretVersions.unchecked(), engine=engine)
+        state = desired_mod.load(
+            tree, secret_versions=SecretVersions.unchecked(), engine=engine, servers=servers
+        )
         errors = state.all_errors()
     checked = engine.path if state is not None and engine.path else None
     if as_json:
         _echo_json({"valid": not errors, "definitions": len(state.ok) if state else 0,
-                    "engine_config": checked, "errors": [e.as_dict() for e in errors]})
+                    "engine_config": checked, "servers_checked": servers is not None,
+                    "errors": [e.as_dict() for e in errors]})
     else:
         if errors:
             _print_errors(errors)
@@ -115,6 +123,11 @@ def validate(repo: str, state_dir: str | None, branch: str, rev: str | None, as_
                 "checks against the engine's own)",
                 err=bool(errors),
             )
+            if servers is None:
+                click.echo(
+                    "servers not checked: no state store here (give --state-dir to check them)",
+                    err=True,
+                )
     sys.exit(1 if errors else 0)
 
 
@@ -122,6 +135,17 @@ def _engine_config(repo: str, state_dir: str | None, branch: str) -> EngineConfi
     """The engine configuration validate and plan check against (see `validate`)."""
     state = Path(state_dir) if state_dir else engine_state_dir(GitRepo(Path(repo), branch))
     return load_engine_config(state)
+
+
+def _registered_servers(repo: str, state_dir: str | None, branch: str) -> frozenset[str] | None:
+    """Names and srv_ ids of the servers in the engine's state store; None without one."""
+    from deployally.store.db import DB_FILE
+
+    state = Path(state_dir) if state_dir else engine_state_dir(GitRepo(Path(repo), branch))
+    if not (state / DB_FILE).is_file():
+        return None  # never create a store just to validate
+    with Store(state) as store:
+        return store.server_keys()
 
 
 @click.command()

@@ -247,6 +247,20 @@ def check_unique(defs: Iterable[Definition]) -> list[ValidationError]:
     return errors
 
 
+def check_servers(defs: Iterable[Definition], known: Collection[str]) -> list[ValidationError]:
+    """An error for every definition whose server is not one of `known` (names and srv_ ids)."""
+    names = ", ".join(sorted(k for k in known if not k.startswith("srv_"))) or "none"
+    return [
+        ValidationError(
+            d.path,
+            "server",
+            f"no server `{d.server}`; register it (POST /api/v1/servers) or use one of: {names}",
+        )
+        for d in sorted(defs, key=lambda d: d.path)
+        if d.server not in known
+    ]
+
+
 def unorderable(needs: Mapping[str, Collection[str]]) -> set[str]:
     """Names that can never be applied because they sit on, or wait behind, a depends_on cycle.
 

@@ -106,9 +106,11 @@ def load(
     secret_versions: SecretVersions | Mapping[str, int],
     only: Collection[str] | None = None,
     engine: EngineConfig | None = None,
+    servers: Collection[str] | None = None,
 ) -> DesiredState:
     """Validate and render the definitions of `tree` (all, or only the paths in `only`),
-    within what the engine's operator allows (`engine`; None: the defaults, which allow least)."""
+    within what the engine's operator allows (`engine`; None: the defaults, which allow least);
+    with `servers` (names and srv_ ids), a definition on any other server is an error."""
     engine = engine or EngineConfig()
     settings, errors = load_settings(tree, engine.allow)
     catalog, catalog_errors = load_catalog(tree)
@@ -141,6 +143,8 @@ def load(
     tree_wide = list(definitions_mod.check_unique(parsed.values()))
     # Cycles among the files read (all of them, for validate); the deployer catches the rest.
     tree_wide += definitions_mod.check_dependencies(parsed.values())
+    if servers is not None:
+        tree_wide += definitions_mod.check_servers(parsed.values(), servers)
     if errors and parsed:
         # Broken settings or templates would render every definition wrongly (another
         # network, default profile): keep each one's last good spec until they are fixed.

@@ -115,10 +115,16 @@ class Intake:
         tree = CommitTree(self.repo, commit)
         # Revision numbers follow git alone, never whether a secret happens to be set.
         versions = SecretVersions.unchecked() if for_revisions else self.store.available_secrets()
+        # Revisions follow git alone; what deploys must name a server that is registered.
+        servers = None if for_revisions else self.store.server_keys()
         if changes is None or _touches_tree_wide(changes):
-            return desired_mod.load(tree, secret_versions=versions, engine=self.engine)
+            return desired_mod.load(
+                tree, secret_versions=versions, engine=self.engine, servers=servers
+            )
         paths = self._affected(changes)
-        state = desired_mod.load(tree, secret_versions=versions, only=paths, engine=self.engine)
+        state = desired_mod.load(
+            tree, secret_versions=versions, only=paths, engine=self.engine, servers=servers
+        )
         # A new file may take a name another file still holds: read both, so the
         # duplicate is refused instead of taking over the running container.
         holders = {
@@ -129,7 +135,8 @@ class Intake:
         holders = set(tree.read_many(holders))
         if holders:
             state = desired_mod.load(
-                tree, secret_versions=versions, only=paths | holders, engine=self.engine
+                tree, secret_versions=versions, only=paths | holders, engine=self.engine,
+                servers=servers,
             )
         return state
 
@@ -309,8 +316,10 @@ class Intake:
             and (r.status is DefinitionStatus.INVALID or _secrets_moved(r, versions))
         ]
         if stale:
+            # An invalid one is read again each time: its server may have been registered since.
             state = desired_mod.load(
-                CommitTree(self.repo, head), secret_versions=versions, only=stale, engine=self.engine
+                CommitTree(self.repo, head), secret_versions=versions, only=stale, engine=self.engine,
+                servers=self.store.server_keys(),
             )
             self._record_desired(head, ChangeSet(), state, refresh, full=False)
         # Versions no revision pins and no spec uses go; a rollback never needs them.
