@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ class Receiver:
         self.requests = 0
         self.got: list[int] = []
         self.done_at: float | None = None
+        self.started = 0.0  # when the sender started
         self.expected = 0
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -63,8 +65,32 @@ async def serve(receiver: Receiver) -> tuple[web.AppRunner, str]:
 
 async def measure(deliveries: int, flap: int, limit_s: float) -> None:
     flapping, healthy = Receiver(flap), Receiver(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        # The store's secret key goes with the rest of this run, not into ~/.config.
+        os.environ["XDG_CONFIG_HOME"] = str(Path(tmp) / "config")
+        os.environ.pop("DEPLOYALLY_SECRET_KEY", None)
+        await _drain(Path(tmp), flapping, healthy, deliveries, limit_s)
+
+    print(f"{deliveries} deliveries to each of 2 receivers; the flapping one fails every request"
+          f" number {flap}, {2 * flap}, ...")
+    for name, receiver in (("healthy", healthy), ("flapping", flapping)):
+        took = (
+            f"{receiver.done_at - receiver.started:.2f} s"
+            if receiver.done_at is not None
+            else f"not drained after {limit_s:g} s ({len(receiver.got)} of {deliveries})"
+        )
+        in_order = receiver.got == sorted(receiver.got)
+        print(
+            f"  {name:9s} all events in {took}; {receiver.requests} requests;"
+            f" in order: {'yes' if in_order else 'no'}"
+        )
+
+
+async def _drain(
+    tmp: Path, flapping: Receiver, healthy: Receiver, deliveries: int, limit_s: float
+) -> None:
     runners = []
-    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "state") as store:
+    with Store(tmp / "state") as store:
         for receiver in (flapping, healthy):
             receiver.expected = deliveries
             runner, url = await serve(receiver)
@@ -75,7 +101,7 @@ async def measure(deliveries: int, flap: int, limit_s: float) -> None:
         # The receivers are on loopback: allowed, as engine.yaml's `webhooks: {allow: [loopback]}`.
         sender = Sender(store, allow={LOOPBACK})
         stop = asyncio.Event()
-        started = time.monotonic()
+        started = flapping.started = healthy.started = time.monotonic()
         task = asyncio.create_task(sender.run(stop))
         deadline = started + limit_s
         while time.monotonic() < deadline and (flapping.done_at is None or healthy.done_at is None):
@@ -85,19 +111,6 @@ async def measure(deliveries: int, flap: int, limit_s: float) -> None:
         await task
         for runner in runners:
             await runner.cleanup()
-
-    print(f"{deliveries} deliveries to each of 2 receivers; the flapping one fails every request number {flap}, {2 * flap}, ...")
-    for name, receiver in (("healthy", healthy), ("flapping", flapping)):
-        took = (
-            f"{receiver.done_at - started:.2f} s"
-            if receiver.done_at is not None
-            else f"not drained after {limit_s:g} s ({len(receiver.got)} of {deliveries})"
-        )
-        in_order = receiver.got == sorted(receiver.got)
-        print(
-            f"  {name:9s} all events in {took}; {receiver.requests} requests;"
-            f" in order: {'yes' if in_order else 'no'}"
-        )
 
 
 def main() -> None:
