@@ -147,6 +147,33 @@ def full_spec() -> ContainerSpec:
     )
 
 
+class DictTree:
+    """A repository tree held in memory (path -> text), for the pure model and sync tests."""
+
+    def __init__(self, files: dict[str, str], label: str = "memory") -> None:
+        self.files = files
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"DictTree({sorted(self.files)})"
+
+    def list(self, prefix: str) -> list[str]:
+        return sorted(p for p in self.files if p.startswith(prefix))
+
+    def read_many(self, paths: object) -> dict[str, str]:
+        return {p: self.files[p] for p in paths if p in self.files}  # type: ignore[attr-defined]
+
+
+def worker_file(name: str, **params: str) -> str:
+    """The text of a definition running the busybox worker template with `params`."""
+    extra = params.pop("_extra", "")
+    lines = [f"name: {name}", "template: tools/busybox/worker/stable"]
+    if params:
+        lines.append("params:")
+        lines += [f"  {k}: {json.dumps(v)}" for k, v in params.items()]
+    return "\n".join(lines) + "\n" + extra
+
+
 # ---------------------------------------------------------------- git repositories of definitions
 
 

@@ -55,7 +55,7 @@ def test_metrics_count_requests_by_route_and_status(
     assert scrape(f"{latency}_count", route="/api/v1/servers", status="200") == 2
     assert scrape(f"{latency}_bucket", route="/api/v1/servers", status="200", le="+Inf") == 2
     assert scrape.labelled("deployally_deployments", "status") == {
-        "pending": 0, "running": 0, "success": 0, "failed": 0, "rolled_back": 0}
+        "pending": 0, "running": 0, "success": 0, "failed": 0, "rolled_back": 0, "waiting": 0}
     assert scrape("deployally_definitions", status="active") == 0
     assert scrape.labelled("deployally_webhook_deliveries", "status") == {
         "pending": 0, "delivered": 0, "failed": 0}

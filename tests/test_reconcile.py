@@ -660,14 +660,18 @@ def test_dependencies_must_be_running_and_cycles_block_only_their_members(
     report = sync(defs_repo)
     result = statuses(report)
     assert result[free] == "success"
-    assert result[base] == "failed" and result[app] == "failed"
+    # app is not failed: it waits for base, saying so, with no backoff and no failure webhook.
+    assert result[base] == "failed" and result[app] == "waiting"
     assert p not in result and q not in result  # refused as invalid: a full read sees the cycle
+    waiting = next(d for d in report.deployments if d.definition_name == app)
+    assert waiting.waiting is not None and waiting.waiting.on == (base,)
+    assert report.ok is False  # base failed
 
     defs_repo.worker("app", message="again", _extra=f"depends_on: [{base}]\n")
     defs_repo.commit("Change only app while base is still failed")
     report = sync(defs_repo)
     result = statuses(report)
-    assert result[app] == "failed" and p not in result and q not in result
+    assert result[app] == "waiting" and p not in result and q not in result
     with pytest.raises(docker.errors.NotFound):
         container(docker_client, app)
 

@@ -38,6 +38,8 @@ from deployally.types import (
     Revision,
     SecretRef,
     SecretVersions,
+    Waiting,
+    WaitKind,
 )
 
 T0 = datetime(2026, 2, 13, 10, 0, 0, tzinfo=UTC)
@@ -302,6 +304,26 @@ def test_deployment_round_trip_with_logs(store: Store) -> None:
     assert store.deployment("deploy_missing") is None
 
 
+def test_a_waiting_deployment_keeps_what_it_waits_for_until_it_runs(store: Store) -> None:
+    waiting = Waiting(WaitKind.DEPENDENCY, "dependency db is not running and healthy", ("db",), T0)
+    store.create_deployment(deployment("deploy_w", status=DeploymentStatus.WAITING, waiting=waiting))
+    found = store.deployment("deploy_w")
+    assert found is not None and found.waiting == waiting
+    assert store.waiting_by_definition()[found.definition_id].id == "deploy_w"
+    store.update_deployment("deploy_w", status=DeploymentStatus.RUNNING, started_at=T0)
+    assert store.deployment("deploy_w").waiting == waiting  # type: ignore[union-attr]
+    store.update_deployment("deploy_w", status=DeploymentStatus.SUCCESS, waiting=None)
+    assert store.deployment("deploy_w").waiting is None  # type: ignore[union-attr]
+    assert store.waiting_by_definition() == {}
+
+
+def test_each_server_knows_the_commit_it_applied(store: Store) -> None:
+    store.set_server_applied_commit(LOCAL_SERVER_ID, "a" * 40)
+    assert store.server("local").applied_commit == "a" * 40  # type: ignore[union-attr]
+    with pytest.raises(NotFound):
+        store.set_server_applied_commit("srv_nowhere", "a" * 40)
+
+
 def test_deployments_newest_first_with_filters_and_counts(store: Store) -> None:
     store.create_deployment(deployment("deploy_1", created_at=T0))
     store.create_deployment(deployment("deploy_2", created_at=T0 + timedelta(seconds=1)))
@@ -326,6 +348,7 @@ def test_deployments_newest_first_with_filters_and_counts(store: Store) -> None:
         "success": 0,
         "failed": 1,
         "rolled_back": 0,
+        "waiting": 0,
     }
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from deployally.errors import ValidationError
+
 # Labels every managed container carries (DESIGN.md, "Docker conventions").
 LABEL_MANAGED = "com.deployally.managed"
 LABEL_DEFINITION = "com.deployally.definition"
@@ -351,6 +353,29 @@ class DeploymentStatus(str, enum.Enum):
     SUCCESS = "success"
     FAILED = "failed"
     ROLLED_BACK = "rolled_back"
+    WAITING = "waiting"  # not started: something it needs is not ready (no backoff, no failure)
+
+    @property
+    def final(self) -> bool:
+        """Whether the deployment has ended (success, failed or rolled_back)."""
+        return self in (DeploymentStatus.SUCCESS, DeploymentStatus.FAILED, DeploymentStatus.ROLLED_BACK)
+
+
+class WaitKind(str, enum.Enum):
+    """What a waiting deployment waits for."""
+
+    DEPENDENCY = "dependency"  # a definition in its depends_on is not running and healthy
+    SERVER = "server"  # its server is offline
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Why a deployment has not started yet, and since when."""
+
+    kind: WaitKind
+    summary: str  # one line a person reads
+    on: tuple[str, ...]  # the definitions (or the server) it waits for
+    since: datetime
 
 
 @dataclass(frozen=True)
@@ -383,6 +408,7 @@ class Deployment:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     logs: tuple[LogLine, ...] = field(default=())
+    waiting: Waiting | None = None  # set while the status is WAITING
 
 
 class DefinitionStatus(str, enum.Enum):
@@ -456,3 +482,55 @@ class EngineStatus:
     @property
     def degraded(self) -> bool:
         return bool(self.reasons)
+
+
+# ---------------------------------------------------------------- the sync's steps
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the producer recorded for a commit: every definition, why the changed ones changed."""
+
+    commit: str
+    records: Mapping[str, DefinitionRecord]  # every definition, by name, as the store now holds it
+    reasons: Mapping[str, Reason] = field(default_factory=dict)  # why each changed one changed
+    before: Mapping[str, ContainerSpec | None] = field(default_factory=dict)  # the specs they replace
+    errors: tuple[ValidationError, ...] = ()  # files refused at this commit
+    changed: frozenset[str] = frozenset()  # names whose desired spec changed or went
+
+
+@dataclass(frozen=True)
+class ServerIntent:
+    """What one server should run: everything its applier needs besides its live state."""
+
+    server: str  # the server's name
+    commit: str | None  # the commit the desired specs come from
+    definitions: Mapping[str, DefinitionRecord]  # this server's definitions, by name
+    elsewhere: frozenset[str] = frozenset()  # names defined on another server: not ours here
+    before: Mapping[str, ContainerSpec | None] = field(default_factory=dict)
+    reasons: Mapping[str, Reason] = field(default_factory=dict)
+    open: Mapping[str, Deployment] = field(default_factory=dict)  # requested or waiting, to carry on
+    backing_off: frozenset[str] = frozenset()  # failed definitions whose retry is not due yet
+    not_ready: frozenset[str] = frozenset()  # definitions (any server) not running their applied spec
+
+
+@dataclass(frozen=True)
+class ServerOutcome:
+    """What applying one server came to: its deployments, or the cause it could not be reached."""
+
+    server: str
+    commit: str | None
+    deployments: tuple[Deployment, ...] = ()  # those this sync made or moved on
+    unchanged: int = 0
+    unreachable: str | None = None  # why the server could not be reached, when it could not
+    waiting: int = 0  # deployments still waiting (new or from before)
+    carried: frozenset[str] = frozenset()  # ids of the open deployments it carried on
+
+    @property
+    def applied(self) -> bool:
+        """Whether the server now runs the commit: reached, and every deployment succeeded."""
+        return (
+            self.unreachable is None
+            and self.waiting == 0
+            and all(d.status is DeploymentStatus.SUCCESS for d in self.deployments)
+        )

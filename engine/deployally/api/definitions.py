@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ from deployally.types import (
     DEFAULT_PROFILE,
     DefinitionRecord,
     DefinitionStatus,
+    Deployment,
     LiveInstance,
     Revision,
 )
@@ -57,9 +59,12 @@ def revision_view(r: Revision) -> dict[str, Any]:
 Live = dict[tuple[str, str], LiveInstance]
 
 
-def shown(r: DefinitionRecord, servers: ServerIds, live: Live) -> dict[str, Any]:
-    """A definition as the API shows it: server by srv_ id, passwords masked, its instance if live."""
-    view = definition_view(r, live.get((r.server_id, r.name)))
+def shown(
+    r: DefinitionRecord, servers: ServerIds, live: Live, waiting: Mapping[str, Deployment]
+) -> dict[str, Any]:
+    """A definition as the API shows it: server by srv_ id, passwords masked, its instance if
+    live, and what it waits for if its deployment waits (`waiting` by definition id)."""
+    view = definition_view(r, live.get((r.server_id, r.name)), waiting.get(r.id))
     view["server_id"] = servers.shown(r.server_id)
     return view
 
@@ -143,7 +148,8 @@ async def list_definitions(request: web.Request) -> web.Response:
         _page_of_definitions, ctx.ws.store, servers, server, status, page.offset, page.per_page
     )
     live = await live_or_empty(ctx)
-    return listing([shown(r, servers, live) for r in rows], page, total)
+    waiting = await ctx.run(ctx.ws.store.waiting_by_definition)
+    return listing([shown(r, servers, live, waiting) for r in rows], page, total)
 
 
 @routes.get("/api/v1/definitions/{id}")
@@ -156,7 +162,8 @@ async def get_definition(request: web.Request) -> web.Response:
     if record is None:
         raise not_found(f"no definition {key!r}; GET /api/v1/definitions lists them")
     servers = ServerIds(await ctx.run(ctx.ws.store.servers))
-    view = shown(record, servers, await live_or_empty(ctx))
+    waiting = await ctx.run(ctx.ws.store.waiting_by_definition)
+    view = shown(record, servers, await live_or_empty(ctx), waiting)
     view["revisions"] = [revision_view(r) for r in await ctx.run(ctx.ws.store.revisions, record.id)]
     return success(view)
 

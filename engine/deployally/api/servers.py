@@ -28,6 +28,8 @@ def server_view(s: ServerRecord) -> dict[str, Any]:
         "environment": s.environment,
         "description": s.description,
         "status": "pending" if waiting else s.status,
+        "kind": s.kind,
+        "applied_commit": s.applied_commit,
         "created_at": iso(s.created_at),
         "last_seen_at": iso(s.last_seen_at),
     }

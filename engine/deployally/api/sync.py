@@ -103,6 +103,7 @@ def outcome_view(outcome: SyncOutcome) -> dict[str, Any]:
         "deployments": [deployment_view(d) for d in report.deployments],
         "errors": [e.as_dict() for e in report.errors],
         "unchanged": report.unchanged,
+        "unreachable": report.unreachable,
     }
 
 

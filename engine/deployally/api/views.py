@@ -24,6 +24,7 @@ from deployally.types import (
     SecretRef,
     SyncResult,
     Template,
+    Waiting,
 )
 
 MASK = "********"
@@ -71,7 +72,10 @@ def masked_params(params: Mapping[str, Any], password_inputs: set[str] | None = 
     return out
 
 
-def definition_view(r: DefinitionRecord, instance: LiveInstance | None = None) -> dict[str, Any]:
+def definition_view(
+    r: DefinitionRecord, instance: LiveInstance | None = None, waiting: Deployment | None = None
+) -> dict[str, Any]:
+    """A definition; `waiting` is its deployment waiting to run, if one is."""
     return {
         "id": r.id,
         "name": r.name,
@@ -87,6 +91,7 @@ def definition_view(r: DefinitionRecord, instance: LiveInstance | None = None) -
         "last_error": r.last_error,
         "instance_id": instance_id(instance.ref) if instance else None,
         "health": instance.health.value if instance and instance.health else None,
+        "waiting_for": waiting_view(waiting.waiting) if waiting and waiting.waiting else None,
         "created_at": iso(r.created_at),
         "updated_at": iso(r.updated_at),
     }
@@ -127,6 +132,11 @@ def reason_view(r: Reason) -> dict[str, Any]:
     }
 
 
+def waiting_view(w: Waiting) -> dict[str, Any]:
+    """What a waiting deployment waits for: `dependency` (the names) or `server`, and since when."""
+    return {"kind": w.kind.value, "summary": w.summary, "on": list(w.on), "since": iso(w.since)}
+
+
 def deployment_view(d: Deployment, *, with_logs: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": d.id,
@@ -141,6 +151,7 @@ def deployment_view(d: Deployment, *, with_logs: bool = False) -> dict[str, Any]
         "created_at": iso(d.created_at),
         "started_at": iso(d.started_at),
         "finished_at": iso(d.finished_at),
+        "waiting_for": waiting_view(d.waiting) if d.waiting else None,
     }
     if with_logs:
         out["logs"] = [{"at": iso(line.at), "message": line.message} for line in d.logs]

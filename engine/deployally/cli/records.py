@@ -14,6 +14,7 @@ from deployally.api.views import (
     engine_status_view,
     template_detail,
     template_summary,
+    waiting_view,
 )
 from deployally.cli.common import (
     _echo_json,
@@ -173,6 +174,11 @@ def _uptime(since: Any) -> str:
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
+def _waiting_note(waiting: dict[str, Any] | None) -> str:
+    """`waiting: dependency db is not running and healthy (since 2026-02-13T10:00:00Z)`."""
+    return f"waiting: {waiting['summary']} (since {waiting['since']})" if waiting else ""
+
+
 @click.command()
 @workspace_options
 @json_option
@@ -195,8 +201,10 @@ def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None
             errors.append(f"server {server.name}: {exc}" if server.name != "local" else str(exc))
             unreachable |= {server.name, server.id}
     docker_error = "; ".join(errors) or None
-    rows = []
+    waiting = ws.store.waiting_by_definition()
+    rows: list[dict[str, Any]] = []
     for r in records:
+        wait = waiting.get(r.id)
         inst = live.get((r.server_id, r.name))
         since = (inst.started_at or inst.created_at) if inst is not None and inst.running else None
         absent = "unknown" if r.server_id in unreachable else "absent"
@@ -209,6 +217,7 @@ def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None
             "health": inst.health.value if inst is not None and inst.health else None,
             "uptime": _uptime(since),
             "error": r.last_error,
+            "waiting_for": waiting_view(wait.waiting) if wait and wait.waiting else None,
         })
     if as_json:
         _echo_json({"engine": engine_status_view(engine) if engine is not None else None,
@@ -216,8 +225,8 @@ def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None
         return
     click.echo(_engine_line(engine))
     _table([(x["name"], x["revision"], x["status"], x["instance"], x["health"] or "",
-             x["uptime"], x["error"] or "") for x in rows],
-           ["NAME", "REV", "STATUS", "INSTANCE", "HEALTH", "UPTIME", "ERROR"])
+             x["uptime"], x["error"] or _waiting_note(x["waiting_for"])) for x in rows],
+           ["NAME", "REV", "STATUS", "INSTANCE", "HEALTH", "UPTIME", "NOTE"])
     if docker_error:
         click.echo(f"warning: {docker_error}", err=True)
 
@@ -257,7 +266,9 @@ def logs(deployment: str, follow: bool, repo: str, state_dir: str | None, branch
             )
         found = latest[0]
     seen = 0
-    final = (DeploymentStatus.SUCCESS, DeploymentStatus.FAILED, DeploymentStatus.ROLLED_BACK)
+    # A waiting deployment may wait for hours: following stops there too, saying so.
+    final = (DeploymentStatus.SUCCESS, DeploymentStatus.FAILED, DeploymentStatus.ROLLED_BACK,
+             DeploymentStatus.WAITING)
     while True:
         current = ws.store.deployment(found.id, with_logs=False)
         for number, line in ws.store.logs_since(found.id, seen):
@@ -267,4 +278,5 @@ def logs(deployment: str, follow: bool, repo: str, state_dir: str | None, branch
             break
         time.sleep(0.3)
     if current is not None:
-        click.echo(f"-- {current.id} {current.definition_name}: {current.status.value}", err=True)
+        note = f" ({current.waiting.summary})" if current.waiting else ""
+        click.echo(f"-- {current.id} {current.definition_name}: {current.status.value}{note}", err=True)

@@ -30,7 +30,8 @@ from deployally.plan.report import plan_json, plan_markdown, plan_text
 from deployally.source.git import GitRepo
 from deployally.store import Store
 from deployally.sync import edits
-from deployally.types import DeploymentStatus, SecretVersions
+from deployally.sync.preview import preview
+from deployally.types import SecretVersions
 from deployally.workspace import STATE_DIR_NAME, engine_state_dir
 
 # ---------------------------------------------------------------- init
@@ -156,26 +157,20 @@ def _registered_servers(repo: str, state_dir: str | None, branch: str) -> frozen
 def plan(repo: str, state_dir: str | None, branch: str, base: str | None, head: str | None, fmt: str) -> None:
     """Show what applying would create, update or remove, field by field."""
     engine = _engine_config(repo, state_dir, branch)
-    head_state = desired_mod.load(_tree(repo, head, branch), secret_versions=SecretVersions.unchecked(), engine=engine)
     if base is not None:
+        head_state = desired_mod.load(_tree(repo, head, branch), secret_versions=SecretVersions.unchecked(), engine=engine)
         base_state = desired_mod.load(_tree(repo, base, branch), secret_versions=SecretVersions.unchecked(), engine=engine)
         base_specs = base_state.specs()
         # Definitions that fail on head keep their base spec: a merge would not touch them.
         desired = {**{n: base_specs[n] for n in head_state.invalid_names.values() if n in base_specs},
                    **head_state.specs()}
         the_plan = make_plan(desired, live_from_specs(base_specs), base_specs)
+        errors = head_state.all_errors()
     else:
+        # Against live state: exactly the steps a sync of this tree would take, recording nothing.
         ws = _workspace(repo, state_dir, branch)
-        records = {r.name: r for r in ws.store.definitions()}
-        driver = ws.driver_for("local")
-        if driver is None:
-            raise click.ClickException("no driver applies to server local")
-        applied = {n: r.desired for n, r in records.items() if r.desired is not None}
-        desired = {**{n: applied[n] for n in head_state.invalid_names.values() if n in applied},
-                   **head_state.specs()}
-        held = {n for n, r in records.items() if r.operator_stopped}
-        the_plan = make_plan(desired, driver.live(), applied, held=held)
-    errors = head_state.all_errors()
+        the_plan, state = preview(ws.repo, ws.store, _tree(repo, head, branch), ws.drivers, engine)
+        errors = state.all_errors()
     if fmt == "json":
         out = plan_json(the_plan)
         out["errors"] = [e.as_dict() for e in errors]
@@ -206,15 +201,14 @@ def sync(repo: str, state_dir: str | None, branch: str, parallel: int | None, as
             "deployments": [deployment_view(d) for d in report.deployments],
             "errors": [e.as_dict() for e in report.errors],
             "unchanged": report.unchanged,
+            "unreachable": report.unreachable,
         })
     else:
         _print_errors(report.errors)
-        failed = sum(1 for d in report.deployments if d.status is not DeploymentStatus.SUCCESS)
+        for server, cause in report.unreachable.items():
+            click.echo(f"error: server {server} is unreachable: {cause}", err=True)
         commit = report.commit[:12] if report.commit else "(no commits)"
-        click.echo(
-            f"Synced {commit}: {len(report.deployments) - failed} deployed, {failed} failed, "
-            f"{report.unchanged} unchanged, {len(report.errors)} invalid"
-        )
+        click.echo(f"Synced {commit}: {report.summary()}")
     sys.exit(0 if report.ok else 1)
 
 

@@ -6,7 +6,7 @@ an update keeps the old instance until the new one is ready and puts it back whe
 it is not (rolled_back), a create that fails leaves nothing, a crash mid-update
 leaves `<name>.old` for recover(), each engine sees and hears only its own
 instances, and an unreachable host fails every call with a DriverError.
-Behaviour is scripted on the host: `fail_spec` makes a spec fail its health gate,
+Behaviour is scripted on the host: `fail_spec` and `fail_where` make specs fail their health gate,
 `missing_image` makes an image unpullable, `reachable = False` takes the host away.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -66,6 +67,7 @@ class FakeHost:
         self.instances: dict[str, FakeInstance] = {}
         self.history: list[tuple[str, str]] = []  # (what, name) of every change made
         self._failing: dict[str, str] = {}  # rendered hash -> why its health gate fails
+        self._failing_where: list[tuple[Callable[[ContainerSpec], bool], str]] = []
         self._missing_images: set[str] = set()
         self._subscribers: list[tuple[str, OnEvent]] = []  # (owner, callback)
         self._ids = itertools.count(1)
@@ -79,6 +81,10 @@ class FakeHost:
     def fail_spec(self, spec: ContainerSpec, reason: str = "exited with code 3") -> None:
         """Every new instance of `spec` fails its health gate with `reason`."""
         self._failing[spec.rendered_hash] = reason
+
+    def fail_where(self, matches: Callable[[ContainerSpec], bool], reason: str = "exited with code 1") -> None:
+        """Every new instance of a spec `matches` accepts fails its health gate with `reason`."""
+        self._failing_where.append((matches, reason))
 
     def missing_image(self, image: str) -> None:
         """`image` cannot be pulled: a rollout of it fails before touching anything."""
@@ -125,6 +131,9 @@ class FakeHost:
 
     def failure(self, spec: ContainerSpec) -> str | None:
         """Why a new instance of `spec` fails its health gate, or None when it passes."""
+        for matches, reason in self._failing_where:
+            if matches(spec):
+                return reason
         return self._failing.get(spec.rendered_hash)
 
     def image_missing(self, image: str) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 from deployally.errors import DeployAllyError
 from deployally.serve.engine_file import read_engine_file
 from deployally.source.git import GitRepo
+from deployally.sync.reconcile import summary
 from deployally.types import DeploymentStatus
 from deployally.workspace import Workspace, engine_state_dir
 
@@ -84,9 +85,12 @@ def _print_engine_answer(body: dict[str, Any], echo: Echo) -> int:
         where = err["file"] + (f":{err['line']}" if err.get("line") else "")
         field = f" {err['field']}:" if err.get("field") else ""
         echo(f"error: {where}:{field} {err['message']}")
-    deployments = data.get("deployments") or []
-    failed = sum(1 for d in deployments if d["status"] != DeploymentStatus.SUCCESS.value)
-    _summary(len(deployments) - failed, failed, int(data.get("unchanged", 0)),
+    for server, cause in (data.get("unreachable") or {}).items():
+        echo(f"error: server {server} is unreachable: {cause}")
+    statuses = [d["status"] for d in data.get("deployments") or []]
+    waiting = statuses.count(DeploymentStatus.WAITING.value)
+    deployed = statuses.count(DeploymentStatus.SUCCESS.value)
+    _summary(deployed, len(statuses) - deployed - waiting, waiting, int(data.get("unchanged", 0)),
              len(data.get("errors") or []), echo)
     return 0 if data.get("ok") else 1
 
@@ -102,10 +106,13 @@ def _sync_here(git_dir: Path, state: Path, branch: str, echo: Echo) -> int:
         ws.close()
     for err in report.errors:
         echo(f"error: {err}")
-    failed = sum(1 for d in report.deployments if d.status is not DeploymentStatus.SUCCESS)
-    _summary(len(report.deployments) - failed, failed, report.unchanged, len(report.errors), echo)
+    for server, cause in report.unreachable.items():
+        echo(f"error: server {server} is unreachable: {cause}")
+    echo(f"{PREFIX}{report.summary()}")
     return 0 if report.ok else 1
 
 
-def _summary(deployed: int, failed: int, unchanged: int, invalid: int, echo: Echo) -> None:
-    echo(f"{PREFIX}{deployed} deployed, {failed} failed, {unchanged} unchanged, {invalid} invalid")
+def _summary(
+    deployed: int, failed: int, waiting: int, unchanged: int, invalid: int, echo: Echo
+) -> None:
+    echo(f"{PREFIX}{summary(deployed, failed, waiting, unchanged, invalid)}")

@@ -24,6 +24,7 @@ from deployally.types import SyncResult
 # serve's logger: its sync lines read `server: sync done` as they always have.
 log = logging.getLogger("deployally.server")
 
+FAILED = ("failed", "rolled_back")
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 60.0
 REACHED_KEPT = 100
@@ -151,15 +152,17 @@ class SyncLoop:
             )
         report = outcome.report
         new_errors = bool(report.errors) and commit is not None and self._reached.get(commit) is outcome
-        if report.deployments or new_errors or recovered:
+        if report.deployments or new_errors or recovered or report.unreachable:
             log.info(
                 "sync done",
                 extra=fields(
                     commit=(commit or "")[:12],
                     deployments=len(report.deployments),
-                    failed=sum(1 for d in report.deployments if d.status.value != "success"),
+                    failed=sum(1 for d in report.deployments if d.status.value in FAILED),
+                    waiting=sum(1 for d in report.deployments if d.status.value == "waiting"),
                     invalid=len(report.errors),
                     unchanged=report.unchanged,
+                    unreachable=",".join(sorted(report.unreachable)),
                     seconds=round(self.last_seconds or 0.0, 3),
                     why=",".join(sorted(set(why))),
                 ),

@@ -21,6 +21,8 @@ def engine_status(
     if fetch_error:
         reasons.append(f"fetching the remote failed: {fetch_error}")
     last = sync_loop.last_outcome
+    for server, cause in (last.report.unreachable if last else {}).items():
+        reasons.append(f"server {server} is unreachable: {cause}")
     return EngineStatus(
         syncs=sync_loop.syncs,
         syncing=sync_loop.running,

@@ -49,6 +49,7 @@ class ServerRecord:
     created_at: datetime
     last_seen_at: datetime | None = None
     kind: str = "agent"  # one of SERVER_KINDS: which driver applies its definitions
+    applied_commit: str | None = None  # the commit whose every definition it last ran
 
 
 class AccessStore(Database):
@@ -179,6 +180,13 @@ class AccessStore(Database):
             return None
         return _server_from_row(row)
 
+    def set_server_applied_commit(self, id: str, sha: str) -> None:
+        """Record that server `id` runs every definition of commit `sha`."""
+        with self._write() as conn:
+            cur = conn.execute("UPDATE servers SET applied_commit = ? WHERE id = ?", (sha, id))
+            if cur.rowcount == 0:
+                raise NotFound(f"server '{id}' does not exist")
+
     def touch_server(self, id: str) -> None:
         """Note that a server's agent was heard from just now."""
         with self._write() as conn:
@@ -208,4 +216,5 @@ def _server_from_row(row: sqlite3.Row) -> ServerRecord:
         created_at=_dt_req(row["created_at"]),
         last_seen_at=_dt(row["last_seen_at"]),
         kind=row["kind"],
+        applied_commit=row["applied_commit"],
     )

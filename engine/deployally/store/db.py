@@ -119,6 +119,11 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             " WHERE status = 'pending'"
         ),
     ),
+    # What a waiting deployment waits for (JSON), and the commit each server last applied.
+    (
+        "ALTER TABLE deployments ADD COLUMN waiting TEXT",
+        "ALTER TABLE servers ADD COLUMN applied_commit TEXT",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import datetime
+from typing import Any
 
 from deployally.errors import Conflict, NotFound
 from deployally.store.codec import (
@@ -17,7 +19,9 @@ from deployally.store.codec import (
     _ts_or_none,
 )
 from deployally.store.db import Database, _filters, _returning
-from deployally.types import ActionKind, Deployment, DeploymentStatus, LogLine
+from deployally.types import ActionKind, Deployment, DeploymentStatus, LogLine, Waiting, WaitKind
+
+_UNSET: Any = object()  # "leave this column as it is" in partial updates
 
 
 class DeploymentStore(Database):
@@ -30,7 +34,7 @@ class DeploymentStore(Database):
                 conn.execute(
                     "INSERT INTO deployments (id, definition_id, definition_name, server_id,"
                     " revision, commit_sha, action, status, reason, created_at, started_at,"
-                    " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " finished_at, waiting) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         dep.id,
                         dep.definition_id,
@@ -44,6 +48,7 @@ class DeploymentStore(Database):
                         _ts(dep.created_at),
                         _ts_or_none(dep.started_at),
                         _ts_or_none(dep.finished_at),
+                        _waiting_to_json(dep.waiting),
                     ),
                 )
                 conn.executemany(
@@ -61,14 +66,17 @@ class DeploymentStore(Database):
         status: DeploymentStatus | str,
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
+        waiting: Waiting | None = _UNSET,
     ) -> None:
-        """Set a deployment's status; started_at/finished_at change only when given."""
+        """Set a deployment's status; started_at/finished_at change only when given, and what
+        it waits for only when `waiting` is given (None clears it)."""
+        sets = "status = ?, started_at = coalesce(?, started_at), finished_at = coalesce(?, finished_at)"
+        args: list[Any] = [_enum_value(status), _ts_or_none(started_at), _ts_or_none(finished_at)]
+        if waiting is not _UNSET:
+            sets += ", waiting = ?"
+            args.append(_waiting_to_json(waiting))
         with self._write() as conn:
-            cur = conn.execute(
-                "UPDATE deployments SET status = ?, started_at = coalesce(?, started_at),"
-                " finished_at = coalesce(?, finished_at) WHERE id = ?",
-                (_enum_value(status), _ts_or_none(started_at), _ts_or_none(finished_at), id),
-            )
+            cur = conn.execute(f"UPDATE deployments SET {sets} WHERE id = ?", (*args, id))
             if cur.rowcount == 0:
                 raise NotFound(f"deployment '{id}' does not exist")
 
@@ -153,6 +161,17 @@ class DeploymentStore(Database):
         )
         return [(int(r["line"]), LogLine(_dt_req(r["at"]), r["message"])) for r in rows]
 
+    def waiting_by_definition(self) -> dict[str, Deployment]:
+        """The newest waiting deployment of each definition that has one, by definition id."""
+        rows = self._conn().execute(
+            "SELECT * FROM deployments WHERE status = ? ORDER BY created_at DESC, seq DESC",
+            (DeploymentStatus.WAITING.value,),
+        )
+        out: dict[str, Deployment] = {}
+        for row in rows:
+            out.setdefault(row["definition_id"], _deployment_from_row(row, ()))
+        return out
+
     def counts_by_status(self) -> dict[str, int]:
         """Deployments per status, every status present (0 when none), for /metrics."""
         counts = {s.value: 0 for s in DeploymentStatus}
@@ -181,4 +200,22 @@ def _deployment_from_row(row: sqlite3.Row, logs: tuple[LogLine, ...]) -> Deploym
         started_at=_dt(row["started_at"]),
         finished_at=_dt(row["finished_at"]),
         logs=logs,
+        waiting=_waiting_from_json(row["waiting"]),
     )
+
+
+def _waiting_to_json(waiting: Waiting | None) -> str | None:
+    if waiting is None:
+        return None
+    return json.dumps(
+        {"kind": waiting.kind.value, "summary": waiting.summary, "on": list(waiting.on),
+         "since": _ts(waiting.since)},
+        sort_keys=True,
+    )
+
+
+def _waiting_from_json(text: str | None) -> Waiting | None:
+    if text is None:
+        return None
+    raw = json.loads(text)
+    return Waiting(WaitKind(raw["kind"]), raw["summary"], tuple(raw["on"]), _dt_req(raw["since"]))

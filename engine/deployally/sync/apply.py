@@ -1,40 +1,50 @@
-"""Apply, record, notify: a plan carried out as recorded deployments, in dependency waves.
+"""The per-server applier: intent x live -> plan -> actions in dependency waves -> typed outcomes.
 
-Each action is one deployment (pending -> running -> success / failed /
-rolled_back) with its reason and log lines, its definition's status, a
-progress line and its webhook events.
+It shares nothing with the engine but its arguments: the intent (what the server
+should run), the driver (the server), a journal (where each deployment is
+recorded as it happens) and the secrets it may resolve; it returns a
+ServerOutcome. A remote agent can run this same code on its own host, with a
+journal that reports back.
+
+Each action is one deployment: pending -> running -> success / failed /
+rolled_back, or *waiting* while a dependency is not running and healthy. A
+waiting deployment is no failure: it gets no backoff and no deployment.failed,
+and the next sync carries it on (the same deployment) once the dependency is up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 from deployally import secrets
-from deployally.drivers.base import Driver
+from deployally.drivers.base import Driver, DriverConfig
 from deployally.errors import DeployAllyError, DriverError
 from deployally.identity import random_id
 from deployally.model.definitions import secret_names, unorderable
-from deployally.notify.events import deployment_event
 from deployally.plan.order import order
-from deployally.store import Store
-from deployally.sync.backoff import Backoff
-from deployally.sync.intake import Refresh
+from deployally.plan.server import plan_server
+from deployally.secrets import SecretSource
 from deployally.types import (
     Action,
     ActionKind,
     DefinitionRecord,
-    DefinitionStatus,
     Deployment,
     DeploymentStatus,
     Plan,
     Reason,
     ReasonKind,
+    ServerIntent,
+    ServerOutcome,
+    Waiting,
+    WaitKind,
 )
 
-IN_FLIGHT_PER_SLOT = 4  # definitions in flight per concurrent Docker call
+IN_FLIGHT_PER_SLOT = 4  # definitions in flight per concurrent create/start on the server
+REQUESTED = (ReasonKind.OPERATOR, ReasonKind.ROLLBACK)
 
 Progress = Callable[[str], None]
 
@@ -43,90 +53,131 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Deployer:
-    """Carries out plans on a driver and records every action as a deployment."""
+class Journal(Protocol):
+    """Where an applier records its deployments as they happen (the engine's store, or an
+    agent's reports back to the engine)."""
 
-    def __init__(
-        self, store: Store, backoff: Backoff, *, progress: Progress, max_parallel: int = 4
+    def opened(self, deployment: Deployment) -> None:
+        """A new deployment, pending."""
+
+    def log(self, deployment_id: str, message: str) -> None:
+        """One line of a deployment's log, already masked."""
+
+    def superseded(self, deployment: Deployment, revision: int | None) -> None:
+        """A waiting deployment that `revision` replaces before it could run."""
+
+    def waiting(self, deployment: Deployment, record: DefinitionRecord | None, *, first: bool) -> None:
+        """The deployment waits for what its `waiting` says; `first` when it just began to."""
+
+    def started(self, deployment: Deployment) -> None:
+        """The deployment is running."""
+
+    def finished(
+        self, action: Action, record: DefinitionRecord | None, deployment: Deployment, message: str
     ) -> None:
-        self.store = store
-        self.backoff = backoff
-        self.max_parallel = max_parallel
+        """The deployment ended: success, failed or rolled_back, with the message saying why."""
+
+
+class Applier:
+    """Brings one server to its intent and reports each deployment through a journal."""
+
+    def __init__(self, journal: Journal, secrets: SecretSource, *, progress: Progress) -> None:
+        self.journal = journal
+        self.secrets = secrets  # the store, or what an agent was sent for its server
         self.progress = progress
-        self.requested: dict[str, Deployment] = {}  # pending deployments asked for by people
-        self._reported_down: dict[str, str] = {}  # name -> rendered hash failed for "unreachable"
 
     def __repr__(self) -> str:
-        return f"Deployer(max_parallel={self.max_parallel})"
+        return f"Applier(journal={self.journal!r})"
 
-    def _event_data(self, deployment: Deployment) -> dict[str, object]:
-        return deployment_event(deployment, self.store.server_id(deployment.server_id))
+    def apply(self, intent: ServerIntent, driver: Driver, config: DriverConfig) -> ServerOutcome:
+        """Observe, plan, apply: the server's outcome, or the cause it could not be reached."""
+        driver.configure(config)
+        try:
+            driver.recover(self.progress)  # a crash mid-update is finished or undone first
+            live = driver.live()
+        except DriverError as exc:
+            return ServerOutcome(intent.server, intent.commit, unreachable=str(exc))
+        the_plan = plan_server(intent, live)
+        results = self._carry_out(the_plan, intent, driver, config.parallel)
+        open_ids = {d.id for d in intent.open.values()}
+        return ServerOutcome(
+            server=intent.server,
+            commit=intent.commit,
+            deployments=tuple(d for d, moved in results if moved),
+            unchanged=sum(1 for a in the_plan.actions if a.kind is ActionKind.NOOP),
+            waiting=sum(1 for d, _ in results if d.status is DeploymentStatus.WAITING),
+            carried=frozenset(d.id for d, _ in results if d.id in open_ids),
+        )
 
-    def apply(
-        self, driver: Driver, the_plan: Plan, records: Mapping[str, DefinitionRecord], head: str
-    ) -> list[Deployment]:
-        """Carry out a plan in dependency waves, in parallel within a wave."""
-        done: list[Deployment] = []
+    def _carry_out(
+        self, the_plan: Plan, intent: ServerIntent, driver: Driver, parallel: int
+    ) -> list[tuple[Deployment, bool]]:
+        """The plan in dependency waves, in parallel within a wave; (deployment, moved) each."""
+        done: list[tuple[Deployment, bool]] = []
         actions = list(the_plan.changed())
         # A dependency is ready when it runs its applied spec, or succeeds in this sync.
-        failed = {n for n, r in records.items() if not _running(r)} - {a.name for a in actions}
+        failed = set(intent.not_ready) - {a.name for a in actions}
         stuck = unorderable({
             a.name: a.desired.depends_on if a.desired and a.kind is not ActionKind.REMOVE else ()
             for a in actions
         })
         for action in (a for a in actions if a.name in stuck):
             # A cycle blocks only its own members; everything else still goes out.
-            done.append(self._deploy(driver, action, records.get(action.name), head, failed,
-                                     blocked_by=f"a depends_on cycle among {', '.join(sorted(stuck))}"))
+            cycle = f"a depends_on cycle among {', '.join(sorted(stuck))}"
+            done.append(self._deploy(driver, action, intent, failed, cycle=cycle))
         failed |= stuck
-        # Health waits are idle; the driver bounds the Docker calls themselves.
-        with ThreadPoolExecutor(max_workers=self.max_parallel * IN_FLIGHT_PER_SLOT) as pool:
+        # Health waits are idle; the driver bounds the create/start calls themselves.
+        with ThreadPoolExecutor(max_workers=parallel * IN_FLIGHT_PER_SLOT) as pool:
             for wave in order(a for a in actions if a.name not in stuck):
                 futures = [
-                    pool.submit(self._deploy, driver, action, records.get(action.name), head, failed)
-                    for action in wave
+                    pool.submit(self._deploy, driver, action, intent, failed) for action in wave
                 ]
                 for future in futures:
-                    deployment = future.result()
-                    done.append(deployment)
+                    deployment, moved = future.result()
+                    done.append((deployment, moved))
                     if deployment.status is not DeploymentStatus.SUCCESS:
-                        failed.add(deployment.definition_name)
+                        failed.add(deployment.definition_name)  # its dependents wait
         return done
 
     def _deploy(
         self,
         driver: Driver,
         action: Action,
-        record: DefinitionRecord | None,
-        head: str,
+        intent: ServerIntent,
         failed: set[str],
         *,
-        blocked_by: str | None = None,
-    ) -> Deployment:
-        """One action as one recorded deployment: pending -> running -> outcome, with events."""
+        cycle: str | None = None,
+    ) -> tuple[Deployment, bool]:
+        """One action as one deployment: pending -> running -> outcome, or waiting.
+        Returns it, and whether it moved (False: still waiting, as before this sync)."""
         name = action.name
-        reason = action.reason or Reason(ReasonKind.DRIFT, "live state differs", head)
+        record = intent.definitions.get(name)
+        reason = action.reason or Reason(ReasonKind.DRIFT, "live state differs", intent.commit)
         revision = record.current_revision if record else None
-        request = self.requested.pop(name, None)
+        carried = intent.open.get(name)
+        if carried is not None and carried.reason.kind not in REQUESTED and carried.revision != revision:
+            self.journal.superseded(carried, revision)
+            carried = None
         deployment = Deployment(
-            id=request.id if request else random_id("deploy"),
+            id=carried.id if carried else random_id("deploy"),
             definition_id=record.id if record else (action.live.definition_id if action.live else ""),
             definition_name=name,
             server_id=driver.server,
             revision=revision,
-            commit=head,
+            commit=intent.commit,
             action=action.kind,
-            status=DeploymentStatus.PENDING,
+            status=carried.status if carried else DeploymentStatus.PENDING,
             reason=reason,
-            created_at=utcnow(),
+            created_at=carried.created_at if carried else utcnow(),
+            waiting=carried.waiting if carried else None,
         )
-        if request is None:
-            self.store.create_deployment(deployment)
+        if carried is None:
+            self.journal.opened(deployment)
         masker = secrets.SecretMasker()
         # Only the secrets this definition references, each at the version its spec pins.
         versions = dict(action.desired.secrets) if action.desired else {}
         named = secret_names(record.params) if record else set()
-        lookup = secrets.lookup_from(self.store, masker, versions=versions, named=named)
+        lookup = secrets.lookup_from(self.secrets, masker, versions=versions, named=named)
         for secret_name in versions:
             try:
                 lookup(secret_name)
@@ -134,26 +185,41 @@ class Deployer:
                 pass  # reported by resolve() below
 
         def log(message: str) -> None:
-            self.store.append_log(deployment.id, masker.mask(message))
+            self.journal.log(deployment.id, masker.mask(message))
 
-        started = utcnow()
-        self.store.update_deployment(deployment.id, status=DeploymentStatus.RUNNING, started_at=started)
-        running = replace(deployment, status=DeploymentStatus.RUNNING, started_at=started)
-        self.store.enqueue_event("deployment.started", self._event_data(running))
+        blocked = [d for d in (action.desired.depends_on if action.desired else ()) if d in failed]
+        if blocked and cycle is None:
+            summary = f"dependency {', '.join(blocked)} is not running and healthy"
+            was = deployment.waiting
+            if was is not None and was.summary == summary:
+                return deployment, False  # still waiting for the same thing: nothing new
+            deployment = replace(
+                deployment,
+                status=DeploymentStatus.WAITING,
+                waiting=Waiting(WaitKind.DEPENDENCY, summary, tuple(blocked), was.since if was else utcnow()),
+            )
+            if was is None:
+                log(f"{action.kind.value} {name}: {reason.summary}")
+            log(f"waiting: {summary}")
+            self.journal.waiting(deployment, record, first=was is None)
+            return deployment, True
+
+        deployment = replace(
+            deployment, status=DeploymentStatus.RUNNING, started_at=utcnow(), waiting=None
+        )
+        self.journal.started(deployment)
         log(f"{action.kind.value} {name}: {reason.summary}")
         for change in action.changes:
             log(f"  {change.field}: {_short(change.before)} -> {_short(change.after)}")
-        blocked = [d for d in (action.desired.depends_on if action.desired else ()) if d in failed]
-        if blocked_by or blocked:
-            reason_text = blocked_by or f"dependency {', '.join(blocked)} is not running and healthy"
-            status, message = DeploymentStatus.FAILED, f"not applied: {reason_text}"
+        if cycle is not None:
+            status, message = DeploymentStatus.FAILED, f"not applied: {cycle}"
             log(message)
         else:
             try:
                 result = driver.apply(
                     action,
                     revision=revision,
-                    commit=head,
+                    commit=intent.commit,
                     resolve=lambda text: secrets.resolve(text, lookup),
                     log=log,
                 )
@@ -161,131 +227,9 @@ class Deployer:
             except DeployAllyError as exc:
                 status, message = DeploymentStatus.FAILED, str(exc)
                 log(f"error: {masker.mask(message)}")
-        finished = utcnow()
-        self.store.update_deployment(deployment.id, status=status, finished_at=finished)
-        deployment = replace(deployment, status=status, started_at=started, finished_at=finished)
-        self._record_outcome(action, record, deployment, masker.mask(message))
-        return deployment
-
-    def _record_outcome(
-        self, action: Action, record: DefinitionRecord | None, deployment: Deployment, message: str
-    ) -> None:
-        """Definition status, retry schedule, the progress line and the webhook event."""
-        name = action.name
-        ok = deployment.status is DeploymentStatus.SUCCESS
-        if ok:
-            self.backoff.forget(name)
-        else:
-            self.backoff.failed(name)
-        if action.kind is ActionKind.REMOVE:
-            if ok and record is not None and record.desired is None:
-                self.store.delete_definition(record.id)
-        elif record is not None:
-            if ok:
-                assert action.desired is not None
-                self.store.set_definition_status(
-                    record.id,
-                    DefinitionStatus.ACTIVE,
-                    last_error=None,
-                    applied_revision=deployment.revision,
-                    applied_hash=action.desired.rendered_hash,
-                )
-            else:
-                self.store.set_definition_status(record.id, DefinitionStatus.FAILED, last_error=message)
-        outcome = {
-            DeploymentStatus.SUCCESS: "deployed" if action.kind is not ActionKind.REMOVE else "removed",
-            DeploymentStatus.FAILED: "failed",
-            DeploymentStatus.ROLLED_BACK: "failed, rolled back",
-        }[deployment.status]
-        rev = f"revision {deployment.revision} " if deployment.revision else ""
-        line = f"{name}: {rev}{outcome}"
-        if not ok and message:
-            line += f": {message}"
-        self.progress(line)
-        event = "deployment.success" if ok else "deployment.failed"
-        data = self._event_data(deployment)
-        if not ok:
-            data["error"] = message
-            data["rolled_back"] = deployment.status is DeploymentStatus.ROLLED_BACK
-        self.store.enqueue_event(event, data)
-
-    def record_unreachable(
-        self,
-        server: str,
-        driver: Driver,
-        records: Mapping[str, DefinitionRecord],
-        refresh: Refresh,
-        head: str,
-        exc: DriverError,
-    ) -> None:
-        """The engine cannot be reached: each change waiting to deploy fails once, with the cause."""
-        for name, record in records.items():
-            spec = record.desired
-            if record.server_id != server or spec is None:
-                continue
-            waiting = name in refresh.reasons or record.applied_hash != spec.rendered_hash
-            if not waiting or self._reported_down.get(name) == spec.rendered_hash:
-                continue
-            self._reported_down[name] = spec.rendered_hash
-            now = utcnow()
-            reason = refresh.reasons.get(name) or Reason(
-                ReasonKind.DEFINITION, f"revision {record.current_revision} is not applied yet", head
-            )
-            deployment = Deployment(
-                id=random_id("deploy"), definition_id=record.id, definition_name=name,
-                server_id=driver.server, revision=record.current_revision, commit=head,
-                action=ActionKind.UPDATE if record.applied_hash else ActionKind.CREATE,
-                status=DeploymentStatus.FAILED, reason=reason, created_at=now,
-                started_at=now, finished_at=now,
-            )
-            self.store.create_deployment(deployment)
-            self.store.append_log(deployment.id, f"not applied: {exc}; retrying until it answers")
-            self.store.set_definition_status(record.id, DefinitionStatus.FAILED, last_error=str(exc))
-            data = self._event_data(deployment)
-            data.update(error=str(exc), rolled_back=False)
-            self.store.enqueue_event("deployment.failed", data)
-            self.progress(f"{name}: revision {record.current_revision} failed: {exc}")
-
-    def take_requests(self) -> None:
-        """Close deployments a crash left open (the plan redoes their work); keep people's
-        requests (an API redeploy or rollback) in `requested` for this sync to carry out."""
-        for deployment in self.store.deployments(status=DeploymentStatus.RUNNING, limit=1000):
-            self.store.append_log(deployment.id, "the engine stopped during this deployment")
-            self.store.update_deployment(
-                deployment.id, status=DeploymentStatus.FAILED, finished_at=utcnow()
-            )
-        requested: dict[str, Deployment] = {}
-        for deployment in self.store.deployments(status=DeploymentStatus.PENDING, limit=1000):
-            if deployment.reason.kind in (ReasonKind.OPERATOR, ReasonKind.ROLLBACK):
-                requested.setdefault(deployment.definition_name, deployment)
-            else:
-                self.store.update_deployment(
-                    deployment.id, status=DeploymentStatus.FAILED, finished_at=utcnow()
-                )
-        self.requested = requested
-
-    def settle_requests(self, records: Mapping[str, DefinitionRecord]) -> None:
-        """Requests no action carried out: already in place, or impossible right now."""
-        for name, request in self.requested.items():
-            record = records.get(name)
-            if record is not None and record.operator_stopped:
-                status, message = DeploymentStatus.FAILED, f"{name} is stopped by an operator; start it first"
-            elif record is None or record.desired is None:
-                status, message = DeploymentStatus.FAILED, f"{name} is no longer defined"
-            elif self.backoff.waiting(name):
-                continue  # waiting for its backoff; the next sync carries it out
-            else:
-                status, message = DeploymentStatus.SUCCESS, "already in the requested state"
-            self.store.append_log(request.id, message)
-            self.store.update_deployment(request.id, status=status, finished_at=utcnow())
-        self.requested = {}
-
-
-def _running(record: DefinitionRecord) -> bool:
-    """Does this definition run a spec it applied (a file gone invalid keeps the old one)?"""
-    if record.status is DefinitionStatus.INVALID:
-        return record.applied_hash is not None
-    return record.desired is not None and record.status is DefinitionStatus.ACTIVE
+        deployment = replace(deployment, status=status, finished_at=utcnow())
+        self.journal.finished(action, record, deployment, masker.mask(message))
+        return deployment, True
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -40,6 +40,12 @@ class Backoff:
             entry = self._due.get(name)
         return entry is None or time.monotonic() >= entry[0]
 
+    def not_due(self) -> frozenset[str]:
+        """The names whose next try is not due yet."""
+        now = time.monotonic()
+        with self._lock:
+            return frozenset(n for n, (due, _) in self._due.items() if now < due)
+
     def waiting(self, name: str) -> bool:
         """Is this definition waiting out a backoff?"""
         with self._lock:

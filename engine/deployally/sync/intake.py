@@ -1,12 +1,16 @@
-"""Intake: what new commits mean, recorded — revisions and desired specs (source -> model -> render).
+"""Intake, the sync's producer: new commits -> revisions and desired specs, recorded (source -> model -> render).
 
-Reads only the definitions a change touches, numbers their revisions, stores
-their rendered specs, and says why each changed. A file that does not validate
-keeps its last good spec, so nothing running changes because of it.
+Reads only the definitions a change touches, numbers their revisions
+(revisions.py), stores their rendered specs, removes what no file defines any
+more (removals.py), and says why each changed. A file that does not validate
+keeps its last good spec, so nothing running changes because of it. What it
+recorded comes back as one frozen `Desired`; `desired_step` is the pure part,
+which `deployally plan` runs on a tree without recording anything.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -14,23 +18,23 @@ from deployally.errors import ValidationError
 from deployally.identity import content_hash, definition_id
 from deployally.model import desired as desired_mod
 from deployally.model.catalog import load_builtin
-from deployally.model.definitions import pinned_secrets, public_params
+from deployally.model.definitions import public_params
 from deployally.model.engine_config import EngineConfig
 from deployally.notify.events import definition_event
 from deployally.plan.diff import diff_specs
 from deployally.source.git import GitRepo
 from deployally.source.tree import CommitTree
 from deployally.store import Store
-from deployally.sync.backoff import Backoff
+from deployally.sync import removals, revisions
 from deployally.sync.edits import ROLLBACK_TRAILER
 from deployally.types import (
     ChangeSet,
     ContainerSpec,
     DefinitionRecord,
     DefinitionStatus,
+    Desired,
     Reason,
     ReasonKind,
-    Revision,
     SecretRef,
     SecretVersions,
 )
@@ -42,33 +46,42 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class Refresh:
-    """What the intake found: changed definitions, why they changed, and refused files."""
+@dataclass(frozen=True)
+class CommitNote:
+    """What a reason says of where a change comes from: a commit, or a tree being previewed."""
 
-    reasons: dict[str, Reason] = field(default_factory=dict)
-    before: dict[str, ContainerSpec | None] = field(default_factory=dict)  # specs they replace
-    errors: list[ValidationError] = field(default_factory=list)
+    sha: str | None
+    label: str  # a short sha, or a directory
+    summary: str
+    rollback: bool = False
+
+
+@dataclass(frozen=True)
+class DesiredStep:
+    """What one tree changes in the definitions' records; `desired_step` makes it, pure."""
+
+    upserts: tuple[DefinitionRecord, ...] = ()
+    deleted: tuple[DefinitionRecord, ...] = ()  # gone before they were ever deployed
+    reasons: Mapping[str, Reason] = field(default_factory=dict)
+    before: Mapping[str, ContainerSpec | None] = field(default_factory=dict)
+    events: tuple[tuple[str, DefinitionRecord], ...] = ()  # definition.* webhooks, in order
+    errors: tuple[ValidationError, ...] = ()
 
 
 class Intake:
     """Turns the commits since the last sync into revisions and desired specs in the store."""
 
-    def __init__(
-        self, repo: GitRepo, store: Store, backoff: Backoff, engine: EngineConfig | None = None
-    ) -> None:
+    def __init__(self, repo: GitRepo, store: Store, engine: EngineConfig | None = None) -> None:
         self.repo = repo
         self.store = store
-        self.backoff = backoff
         self.engine = engine or EngineConfig()  # what the operator allows; read at start
-        self._mounts: dict[str, tuple[str, ...]] = {}  # definition path -> config files it mounts
 
     def __repr__(self) -> str:
         return f"Intake(repo={self.repo!r})"
 
-    def refresh(self, head: str) -> Refresh:
+    def refresh(self, head: str) -> Desired:
         """Read what changed since the last sync; record revisions and the new desired specs."""
-        refresh = Refresh()
+        steps: list[DesiredStep] = []
         previous = self.store.get_meta("desired_commit")
         # A force-push and gc can drop the last synced commit: then read everything again.
         lost = previous is not None and not self.repo.has_commit(previous)
@@ -84,32 +97,54 @@ class Intake:
             or self.store.get_meta("builtin_catalog") != fingerprint
         )
         if previous == head and not full:
-            self._refresh_secrets(head, refresh)
-            return refresh
+            steps += self._refresh_secrets(head)
+            return self._desired(head, steps)
         # Revisions: every first-parent commit since the last sync, head included, numbered
-        # from git alone. `_mounts` follows config-file mounts from commit to commit.
-        self._mounts = {r.path: r.depends_files for r in self.store.definitions()}
+        # from git alone. `mounts` follows config-file mounts from commit to commit.
+        mounts = {r.path: r.depends_files for r in self.store.definitions()}
         commits = [head] if lost else self.repo.commits_between(previous, head)
         for commit in commits:
             # With the last synced state gone, compare head in full against the stored revisions.
             changes = ChangeSet() if lost else self.repo.changes(self.repo.first_parent(commit), commit)
-            state = self._load(commit, None if lost else changes, for_revisions=True)
+            state = self._load(commit, None if lost else changes, mounts, for_revisions=True)
             self._record_revisions(commit, changes, state)
-            self._mounts.update({d.definition.path: d.depends_files for d in state.ok.values()})
+            mounts.update({d.definition.path: d.depends_files for d in state.ok.values()})
         # Desired specs: head only, rendered with the secrets as they are now.
         changes = (
             ChangeSet() if lost or previous == head else self.repo.changes(previous, head)
         )
-        state = self._load(head, None if full else changes)
-        self._record_desired(head, changes, state, refresh, full=full, engine_changed=engine_changed)
+        state = self._load(head, None if full else changes, mounts)
+        steps.append(
+            self._record_desired(head, changes, state, full=full, engine_changed=engine_changed)
+        )
         self.store.set_meta("desired_commit", head)
         self.store.set_meta("builtin_catalog", fingerprint)
         self.store.set_meta(META_ENGINE_CONFIG, engine_fingerprint)
-        self._refresh_secrets(head, refresh, done=state.files)
-        return refresh
+        steps += self._refresh_secrets(head, done=state.files)
+        return self._desired(head, steps)
+
+    def _desired(self, head: str, steps: list[DesiredStep]) -> Desired:
+        reasons: dict[str, Reason] = {}
+        before: dict[str, ContainerSpec | None] = {}
+        for step in steps:
+            reasons.update(step.reasons)
+            before.update({n: s for n, s in step.before.items() if n not in before})
+        return Desired(
+            commit=head,
+            records={r.name: r for r in self.store.definitions()},
+            reasons=reasons,
+            before=before,
+            errors=tuple(e for step in steps for e in step.errors),
+            changed=frozenset(reasons),
+        )
 
     def _load(
-        self, commit: str, changes: ChangeSet | None, *, for_revisions: bool = False
+        self,
+        commit: str,
+        changes: ChangeSet | None,
+        mounts: Mapping[str, tuple[str, ...]],
+        *,
+        for_revisions: bool = False,
     ) -> desired_mod.DesiredState:
         """Validate and render the definitions a change touches (all of them when None)."""
         tree = CommitTree(self.repo, commit)
@@ -117,11 +152,11 @@ class Intake:
         versions = SecretVersions.unchecked() if for_revisions else self.store.available_secrets()
         # Revisions follow git alone; what deploys must name a server that is registered.
         servers = None if for_revisions else self.store.server_keys()
-        if changes is None or _touches_tree_wide(changes):
+        if changes is None or touches_tree_wide(changes):
             return desired_mod.load(
                 tree, secret_versions=versions, engine=self.engine, servers=servers
             )
-        paths = self._affected(changes)
+        paths = affected(changes, mounts)
         state = desired_mod.load(
             tree, secret_versions=versions, only=paths, engine=self.engine, servers=servers
         )
@@ -140,200 +175,190 @@ class Intake:
             )
         return state
 
-    def _affected(self, changes: ChangeSet) -> set[str]:
-        """Definition files a change reaches: themselves, or a config file they mount."""
-        touched = changes.paths()
-        paths = {p for p in touched if _is_definition(p)}
-        paths |= {path for path, files in self._mounts.items() if touched.intersection(files)}
-        return paths
-
     def _record_revisions(
         self, commit: str, changes: ChangeSet, state: desired_mod.DesiredState
     ) -> None:
-        """A definition's revision N is the Nth commit that changed its desired state."""
-        now = utcnow()
-        hashes: dict[str, tuple[str, str]] = {
-            name: (d.desired_hash, d.definition.path) for name, d in state.ok.items()
-        }
-        pins = {name: pinned_secrets(d.definition.params) for name, d in state.ok.items()}
-        for path, name in state.invalid_names.items():
-            if path in changes.paths():
-                text = CommitTree(self.repo, commit).read_many([path]).get(path)
-                text = text if isinstance(text, str) else ""  # a named file was read as text
-                hashes.setdefault(name, (desired_mod.desired_hash(text, "", {}), path))
-        for record in self._dropped_in(state, changes):
-            hashes.setdefault(record.name, ("", ""))
-        for name, (digest, path) in hashes.items():
-            def_id = definition_id(name)
-            latest = self.store.latest_revision(def_id)
-            if latest is not None and latest.desired_hash == digest:
-                continue
-            if latest is None and digest == "":
-                continue
-            number = (latest.number if latest else 0) + 1
-            self.store.add_revision(
-                Revision(def_id, name, number, commit, digest, path, now, pins.get(name, ()))
-            )
+        """Record the revisions one commit makes."""
+        refused = [p for p in state.invalid_names if p in changes.paths()]
+        for revision in revisions.new_revisions(
+            commit,
+            changes,
+            state,
+            invalid_texts=self._texts(commit, refused),
+            records=self.store.definitions(),
+            latest=self.store.latest_revision,
+            now=utcnow(),
+        ):
+            self.store.add_revision(revision)
+
+    def _texts(self, commit: str, paths: list[str]) -> dict[str, str]:
+        """The texts of `paths` at `commit`; a file that is not text counts as empty."""
+        found = CommitTree(self.repo, commit).read_many(paths) if paths else {}
+        return {p: t if isinstance(t, str) else "" for p, t in found.items()}
 
     def _record_desired(
         self,
         head: str,
         changes: ChangeSet,
         state: desired_mod.DesiredState,
-        refresh: Refresh,
         *,
         full: bool,
         engine_changed: bool = False,
-    ) -> None:
-        """Store the new desired specs; invalid files keep their old spec, so nothing running changes."""
-        now = utcnow()
+    ) -> DesiredStep:
+        """Store the new desired specs and removals of `state` at head, with their events."""
         info = self.repo.commit_info(head)
-        rollback = ROLLBACK_TRAILER in info.message
+        note = CommitNote(head, head[:12], info.summary, rollback=ROLLBACK_TRAILER in info.message)
         touched = changes.paths()
-        for name, d in state.ok.items():
-            old = self.store.definition(name)
-            latest = self.store.latest_revision(d.definition.id)
-            respec = old is None or old.desired is None or old.desired != d.spec
-            record = DefinitionRecord(
-                id=d.definition.id,
-                name=name,
-                path=d.definition.path,
-                template_id=d.template.id,
-                server_id=d.definition.server,
-                profile=d.definition.profile,
-                status=DefinitionStatus.PENDING if respec or old is None else _settled(old),
-                current_revision=latest.number if latest else 1,
-                applied_revision=old.applied_revision if old else None,
-                desired=d.spec,
-                applied_hash=old.applied_hash if old else None,
-                depends_files=d.depends_files,
-                params=public_params(d.definition),
-                last_error=None,
-                operator_stopped=old.operator_stopped if old else False,
-                created_at=old.created_at if old else now,
-                updated_at=now,
-            )
-            if old is not None and replace(old, updated_at=now) == record:
-                continue
-            self.store.upsert_definition(record)
-            if respec:
-                before = old.desired if old else None
-                refresh.before[name] = before
-                refresh.reasons[name] = _reason(
-                    head, info.summary, d, before, touched, rollback=rollback,
-                    engine=self.engine if engine_changed else None,
-                )
-                self.backoff.forget(name)
-            if old is None or d.definition.path in touched:
-                self.store.enqueue_event(
-                    "definition.created" if old is None else "definition.updated",
-                    definition_event(record, head, self.store.server_id(record.server_id)),
-                )
-        for path, errors in state.invalid.items():
-            refresh.errors.extend(errors)
-            known = state.invalid_names.get(path)
-            old = self.store.definition(known) if known else self._record_at_path(path)
-            message = "; ".join(str(e) for e in errors)
-            if old is not None:
-                self.store.upsert_definition(
-                    replace(old, status=DefinitionStatus.INVALID, last_error=message, updated_at=now)
-                )
-            elif known is not None:
-                latest = self.store.latest_revision(definition_id(known))
-                self.store.upsert_definition(
-                    _invalid_record(known, path, message, latest.number if latest else 1, now)
-                )
-        refresh.errors.extend(state.errors)
-        for record in self._gone(head, state, changes, full=full):
-            self.backoff.forget(record.name)  # a removal never waits behind a failed update
-            if record.desired is None and record.applied_hash is None:
-                self.store.delete_definition(record.id)  # never deployed: nothing to remove
-                continue
-            # The record goes once its container is removed; until then plan sees it as absent.
-            self.store.upsert_definition(replace(record, desired=None, updated_at=now))
-            refresh.reasons[record.name] = Reason(
-                ReasonKind.REMOVED, f"{record.name} is no longer defined in {head[:12]}", head
-            )
-            self.store.enqueue_event(
-                "definition.deleted",
-                definition_event(record, head, self.store.server_id(record.server_id)),
-            )
-
-    def _gone(
-        self, head: str, state: desired_mod.DesiredState, changes: ChangeSet, *, full: bool
-    ) -> list[DefinitionRecord]:
-        """Definitions no file at head defines any more: their file was deleted, or its
-        `name:` changed. Bad input never removes anything running: a definition whose own
-        file was refused stays, and while any file at head cannot even be read for its name
-        (it may be where a definition moved), nothing goes."""
-        tree = CommitTree(self.repo, head)
-        files = set(desired_mod.definition_paths(tree))  # one ls-tree, not a read of every file
-        touched = {p for p in changes.paths() if _is_definition(p)}
         records = self.store.definitions()
-        names_at = {d.definition.path: name for name, d in state.ok.items()}
-        names_at.update(state.invalid_names)
-        suspects = [
-            r for r in records
-            if r.path not in files or (r.path in touched and names_at.get(r.path, r.name) != r.name)
-        ]
-        if not suspects:
-            return []
+        maybe = removals.suspects(
+            records,
+            desired_mod.definition_paths(CommitTree(self.repo, head)),  # one ls-tree, no reads
+            touched,
+            removals.names_at(state),
+        )
+        gone = removals.gone(maybe, state if full else self._whole(head)) if maybe else []
+        by_name = {r.name: r for r in records}
+        step = desired_step(
+            state,
+            gone,
+            old=by_name.get,
+            at_path={r.path: r for r in records}.get,
+            latest_number=self._latest_number,
+            note=note,
+            touched=touched,
+            now=utcnow(),
+            engine=self.engine if engine_changed else None,
+        )
+        for record in step.upserts:
+            self.store.upsert_definition(record)
+        for record in step.deleted:
+            self.store.delete_definition(record.id)
+        for event, record in step.events:
+            self.store.enqueue_event(
+                event, definition_event(record, head, self.store.server_id(record.server_id))
+            )
+        return step
+
+    def _whole(self, head: str) -> desired_mod.DesiredState:
         # Whether a name moved to another file needs every file: read them all (only now,
         # when something may have gone, and without secrets: this is about names).
-        whole = state if full else desired_mod.load(
-            tree, secret_versions=SecretVersions.unchecked(), engine=self.engine
+        return desired_mod.load(
+            CommitTree(self.repo, head),
+            secret_versions=SecretVersions.unchecked(),
+            engine=self.engine,
         )
-        if whole.errors or any(p not in whole.invalid_names for p in whole.invalid):
-            return []
-        defined = set(whole.ok) | set(whole.invalid_names.values())
-        return [
-            r for r in suspects
-            if r.name not in defined
-            and r.path not in whole.invalid
-            and (r.desired is not None or r.applied_hash is None)
-        ]
 
-    def _dropped_in(
-        self, state: desired_mod.DesiredState, changes: ChangeSet
-    ) -> list[DefinitionRecord]:
-        """For numbering: definitions a commit's touched files no longer define."""
-        touched = {p for p in changes.paths() if _is_definition(p)}
-        defined = set(state.ok) | set(state.invalid_names.values())
-        return [
-            r for r in self.store.definitions()
-            if r.path in touched and r.name not in defined and r.path not in state.invalid
-        ]
+    def _latest_number(self, def_id: str) -> int | None:
+        latest = self.store.latest_revision(def_id)
+        return latest.number if latest else None
 
-    def _refresh_secrets(self, head: str, refresh: Refresh, done: frozenset[str] = frozenset()) -> None:
+    def _refresh_secrets(self, head: str, done: frozenset[str] = frozenset()) -> list[DesiredStep]:
         """Re-render definitions whose secrets changed, and retry those that did not validate
         (a missing secret may have been set since); `done` were rendered in this sync already."""
         versions = self.store.available_secrets()
-        records = self.store.definitions()
         stale = [
             r.path
-            for r in records
+            for r in self.store.definitions()
             if r.path not in done
             and (r.status is DefinitionStatus.INVALID or _secrets_moved(r, versions))
         ]
+        steps = []
         if stale:
             # An invalid one is read again each time: its server may have been registered since.
             state = desired_mod.load(
                 CommitTree(self.repo, head), secret_versions=versions, only=stale, engine=self.engine,
                 servers=self.store.server_keys(),
             )
-            self._record_desired(head, ChangeSet(), state, refresh, full=False)
+            steps.append(self._record_desired(head, ChangeSet(), state, full=False))
         # Versions no revision pins and no spec uses go; a rollback never needs them.
         in_use = {pin for r in self.store.definitions() if r.desired for pin in r.desired.secrets}
         self.store.drop_unused_secret_versions(keep=in_use)
-
-    def _record_at_path(self, path: str) -> DefinitionRecord | None:
-        for record in self.store.definitions():
-            if record.path == path:
-                return record
-        return None
+        return steps
 
 
 # ---------------------------------------------------------------- pure pieces
+
+
+def desired_step(
+    state: desired_mod.DesiredState,
+    gone: list[DefinitionRecord],
+    *,
+    old: Callable[[str], DefinitionRecord | None],
+    at_path: Callable[[str], DefinitionRecord | None],
+    latest_number: Callable[[str], int | None],
+    note: CommitNote,
+    touched: frozenset[str],
+    now: datetime,
+    engine: EngineConfig | None = None,
+) -> DesiredStep:
+    """The records `state` leads to: new specs, refused files keeping their old spec, removals.
+
+    `old` finds a definition's record by name and `at_path` by file; `latest_number`
+    is a definition's newest revision number; `gone` comes from removals.gone; `engine`
+    is the engine's configuration when it changed since the last sync (a reason too).
+    """
+    upserts: list[DefinitionRecord] = []
+    deleted: list[DefinitionRecord] = []
+    reasons: dict[str, Reason] = {}
+    before: dict[str, ContainerSpec | None] = {}
+    events: list[tuple[str, DefinitionRecord]] = []
+    errors: list[ValidationError] = []
+    for name, d in state.ok.items():
+        prev = old(name)
+        respec = prev is None or prev.desired is None or prev.desired != d.spec
+        record = DefinitionRecord(
+            id=d.definition.id,
+            name=name,
+            path=d.definition.path,
+            template_id=d.template.id,
+            server_id=d.definition.server,
+            profile=d.definition.profile,
+            status=DefinitionStatus.PENDING if respec or prev is None else _settled(prev),
+            current_revision=latest_number(d.definition.id) or 1,
+            applied_revision=prev.applied_revision if prev else None,
+            desired=d.spec,
+            applied_hash=prev.applied_hash if prev else None,
+            depends_files=d.depends_files,
+            params=public_params(d.definition),
+            last_error=None,
+            operator_stopped=prev.operator_stopped if prev else False,
+            created_at=prev.created_at if prev else now,
+            updated_at=now,
+        )
+        if prev is not None and replace(prev, updated_at=now) == record:
+            continue
+        upserts.append(record)
+        if respec:
+            before[name] = prev.desired if prev else None
+            reasons[name] = _reason(note, d, before[name], touched, engine)
+        if prev is None or d.definition.path in touched:
+            events.append(("definition.created" if prev is None else "definition.updated", record))
+    for path, path_errors in state.invalid.items():
+        errors.extend(path_errors)
+        known = state.invalid_names.get(path)
+        prev = old(known) if known else at_path(path)
+        message = "; ".join(str(e) for e in path_errors)
+        if prev is not None:
+            upserts.append(
+                replace(prev, status=DefinitionStatus.INVALID, last_error=message, updated_at=now)
+            )
+        elif known is not None:
+            number = latest_number(definition_id(known)) or 1
+            upserts.append(_invalid_record(known, path, message, number, now))
+    errors.extend(state.errors)
+    for record in gone:
+        if record.desired is None and record.applied_hash is None:
+            deleted.append(record)  # never deployed: nothing to remove
+            continue
+        # The record goes once its instance is removed; until then plan sees it as absent.
+        upserts.append(replace(record, desired=None, updated_at=now))
+        reasons[record.name] = Reason(
+            ReasonKind.REMOVED, f"{record.name} is no longer defined in {note.label}", note.sha
+        )
+        events.append(("definition.deleted", record))
+    return DesiredStep(
+        tuple(upserts), tuple(deleted), reasons, before, tuple(events), tuple(errors)
+    )
 
 
 def builtin_fingerprint() -> str:
@@ -341,16 +366,12 @@ def builtin_fingerprint() -> str:
     return content_hash(sorted(t.spec_hash for t in load_builtin().all()))
 
 
-def _is_definition(path: str) -> bool:
-    return path.startswith(desired_mod.DEFINITIONS_DIR) and path.endswith((".yaml", ".yml"))
-
-
-def _touches_tree_wide(changes: ChangeSet) -> bool:
-    """Settings and repo templates can change any definition: reload them all."""
-    return any(
-        p == desired_mod.SETTINGS_PATH or p.startswith(desired_mod.CATALOG_DIR)
-        for p in changes.paths()
-    )
+def affected(changes: ChangeSet, mounts: Mapping[str, tuple[str, ...]]) -> set[str]:
+    """Definition files a change reaches: themselves, or a config file they mount."""
+    touched = changes.paths()
+    paths = {p for p in touched if revisions.is_definition(p)}
+    paths |= {path for path, files in mounts.items() if touched.intersection(files)}
+    return paths
 
 
 def _secrets_moved(record: DefinitionRecord, versions: SecretVersions) -> bool:
@@ -365,6 +386,14 @@ def _secrets_moved(record: DefinitionRecord, versions: SecretVersions) -> bool:
     )
 
 
+def touches_tree_wide(changes: ChangeSet) -> bool:
+    """Settings and repo templates can change any definition: reload them all."""
+    return any(
+        p == desired_mod.SETTINGS_PATH or p.startswith(desired_mod.CATALOG_DIR)
+        for p in changes.paths()
+    )
+
+
 def _settled(old: DefinitionRecord) -> DefinitionStatus:
     """The status a definition returns to when its spec did not change."""
     if old.operator_stopped:
@@ -375,22 +404,19 @@ def _settled(old: DefinitionRecord) -> DefinitionStatus:
 
 
 def _reason(
-    head: str,
-    summary: str,
+    note: CommitNote,
     d: desired_mod.DesiredDefinition,
     before: ContainerSpec | None,
     touched: frozenset[str],
-    *,
-    rollback: bool,
     engine: EngineConfig | None = None,
 ) -> Reason:
     """Name the change that caused a deployment: file, template, config file, rollback, or
     the engine's configuration (`engine`, when it changed since the last sync)."""
     changes = diff_specs(before, d.spec)
-    short = head[:12]
+    head, short, summary = note.sha, note.label, note.summary
     if before is None:
         return Reason(ReasonKind.NEW, f"{d.definition.path} added in {short} ({summary})", head, changes)
-    if rollback:
+    if note.rollback:
         return Reason(ReasonKind.ROLLBACK, f"rolled back in {short} ({summary})", head, changes)
     if d.definition.path in touched:
         return Reason(ReasonKind.DEFINITION, f"{d.definition.path} changed in {short} ({summary})", head, changes)

@@ -1,57 +1,75 @@
 """The one orchestrator: source -> model -> render -> plan -> apply -> record -> notify.
 
-`Engine.sync()` is the whole story of a sync on one screen: the intake turns new
-commits into revisions and desired specs, each server's plan compares them with
-its live containers, and the deployer carries the plan out and records it.
-Syncs never overlap on one repository (a thread lock and a file lock), so
-events that arrive together or twice produce each deployment exactly once.
+`Engine.sync()` is the whole story of a sync on one screen: the producer (the
+intake) turns new commits into revisions and desired specs, and each server's
+applier compares them with what runs there, carries the plan out and reports
+its outcome. The steps return values and share no mutable state, so an agent can
+run the same applier on its own host. Each server's outcome is its own: one that
+cannot be reached is recorded with its cause and the others are still applied.
+Syncs never overlap on one repository (a thread lock and a file lock), so events
+that arrive together or twice produce each deployment exactly once.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from deployally.drivers.base import Driver, DriverConfig
+from deployally.drivers.base import DriverConfig
 from deployally.drivers.registry import DriverRegistry
-from deployally.errors import DriverError, ValidationError
+from deployally.errors import ValidationError
 from deployally.model import desired as desired_mod
 from deployally.model.engine_config import EngineConfig
-from deployally.model.settings import parse_settings
-from deployally.plan.actions import plan
+from deployally.model.settings import Settings, parse_settings
+from deployally.plan.server import server_intent
 from deployally.source.git import GitRepo
 from deployally.source.tree import CommitTree
 from deployally.store import ServerRecord, Store
-from deployally.sync.apply import Deployer, Progress
+from deployally.sync import requests
+from deployally.sync.apply import Applier, Progress
 from deployally.sync.backoff import Backoff
-from deployally.sync.intake import Intake, Refresh
+from deployally.sync.intake import Intake
 from deployally.sync.lock import sync_lock
-from deployally.types import (
-    Action,
-    ActionKind,
-    DefinitionRecord,
-    Deployment,
-    DeploymentStatus,
-    Plan,
-    Reason,
-    ReasonKind,
-)
+from deployally.sync.record import StoreJournal
+from deployally.types import Deployment, DeploymentStatus, ServerIntent, ServerOutcome
+
+FAILED = (DeploymentStatus.FAILED, DeploymentStatus.ROLLED_BACK)
 
 
 @dataclass(frozen=True)
 class SyncReport:
-    """What one sync did: the commit it reached, its deployments and the files it refused."""
+    """What one sync did: the commit it reached, each server's outcome and the files it refused."""
 
     commit: str | None
-    deployments: tuple[Deployment, ...] = ()
+    servers: tuple[ServerOutcome, ...] = ()
     errors: tuple[ValidationError, ...] = ()
-    unchanged: int = 0
+
+    @property
+    def deployments(self) -> tuple[Deployment, ...]:
+        return tuple(d for s in self.servers for d in s.deployments)
+
+    @property
+    def unchanged(self) -> int:
+        return sum(s.unchanged for s in self.servers)
+
+    @property
+    def unreachable(self) -> dict[str, str]:
+        """Server name -> why it could not be reached."""
+        return {s.server: s.unreachable for s in self.servers if s.unreachable is not None}
+
+    def summary(self) -> str:
+        """`2 deployed, 1 failed, 3 unchanged, 0 invalid` (and how many wait, when some do)."""
+        statuses = [d.status for d in self.deployments]
+        deployed = statuses.count(DeploymentStatus.SUCCESS)
+        waiting = statuses.count(DeploymentStatus.WAITING)
+        failed = len(statuses) - deployed - waiting
+        return summary(deployed, failed, waiting, self.unchanged, len(self.errors))
 
     @property
     def ok(self) -> bool:
-        return not self.errors and all(
-            d.status is DeploymentStatus.SUCCESS for d in self.deployments
+        """No refused file, no failed deployment, no unreachable server (waiting is no failure)."""
+        return not self.errors and not self.unreachable and not any(
+            d.status in FAILED for d in self.deployments
         )
 
 
@@ -71,105 +89,92 @@ class Engine:
     ) -> None:
         self.repo = repo
         self.engine_config = engine_config or EngineConfig()
+        self.store = store
+        self.drivers = drivers
         # Command-line overrides; None takes the repository's deployally.yaml.
         self.max_parallel = max_parallel
         self.health_timeout_s = health_timeout_s
         self.settings = parse_settings(desired_mod.SETTINGS_PATH, None)
-        self.store = store
-        self.drivers = drivers
-        self.backoff = Backoff()
-        self.intake = Intake(repo, store, self.backoff, self.engine_config)
-        self.deployer = Deployer(
-            store, self.backoff, progress=progress or (lambda line: None)
-        )
+        self.intake = Intake(repo, store, self.engine_config)  # the producer
+        progress = progress or (lambda line: None)
+        self.journal = StoreJournal(store, progress=progress)
+        self.applier = Applier(self.journal, store, progress=progress)
+        self.retries = Backoff()  # failed definitions, by name
+        # Servers that did not answer, by name: tried again soon (1 s doubling to a minute).
+        self.unreachable = Backoff(base_s=1.0, max_s=60.0)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Engine(repo={self.repo!r})"
 
     def sync(self) -> SyncReport:
-        """Bring live state to the head of the tracked branch, once, in order."""
+        """Bring every server to the head of the tracked branch, once, in order."""
         with self._lock, sync_lock(self.store.state_dir):
-            self.deployer.take_requests()  # close what a crash left open; keep people's requests
             head = self.repo.head()  # source
             if head is None:
                 return SyncReport(commit=None)
             self.store.set_last_attempted_commit(head)
             self.store.unlock_secrets(create=False)  # a key gone or replaced stops the sync, saying so
             self.settings = desired_mod.load_settings(CommitTree(self.repo, head))[0]
-            refresh = self.intake.refresh(head)  # model + render, recorded
-            records = {r.name: r for r in self.store.definitions()}
-            deployments: list[Deployment] = []
-            unchanged = 0
+            desired = self.intake.refresh(head)  # model + render, recorded
+            for name in desired.changed:
+                self.retries.forget(name)  # a changed definition is tried at once
+            carried = requests.take(self.store)  # people's redeploys and rollbacks; what waits
+            outcomes: list[ServerOutcome] = []
+            applied: set[str] = set()  # definitions of the servers reached
             for server, driver in self.drivers.applied_here():
-                self._configure(driver)
-                try:
-                    driver.recover(self.deployer.progress)
-                    the_plan = self._plan(server, driver, records, refresh)  # plan
-                except DriverError as exc:
-                    self.deployer.record_unreachable(server.name, driver, records, refresh, head, exc)
-                    raise
-                unchanged += sum(1 for a in the_plan.actions if a.kind is ActionKind.NOOP)
-                deployments += self.deployer.apply(driver, the_plan, records, head)  # apply+record+notify
-            self.deployer.settle_requests(records)
-            if all(d.status is DeploymentStatus.SUCCESS for d in deployments):
+                intent = server_intent(
+                    server.name, (server.name, server.id), desired,
+                    open_deployments=carried, backing_off=self.retries.not_due(),
+                )
+                outcome = self.applier.apply(intent, driver, self._config())  # plan+apply+record+notify
+                self._settle(server, intent, outcome)
+                outcomes.append(outcome)
+                if outcome.unreachable is None:
+                    applied |= set(intent.definitions)
+            done = {i for o in outcomes for i in o.carried}
+            requests.settle(self.store, carried, done, desired.records, applied,
+                            backing_off=self.retries.waiting)
+            if outcomes and all(o.applied for o in outcomes):
                 self.store.set_last_applied_commit(head)
-            return SyncReport(head, tuple(deployments), tuple(refresh.errors), unchanged)
+            return SyncReport(head, tuple(outcomes), desired.errors)
 
     def next_retry_s(self) -> float | None:
-        """Seconds until the earliest failed definition may be retried; None when none failed."""
-        return self.backoff.next_retry_s()
+        """Seconds until the earliest failed definition or unreachable server is tried again."""
+        due = [s for s in (self.retries.next_retry_s(), self.unreachable.next_retry_s()) if s is not None]
+        return min(due, default=None)
 
-    def _configure(self, driver: Driver) -> None:
+    def _config(self) -> DriverConfig:
         """Parallelism and health timeout: the command line's, else the repository's settings."""
-        parallel = self.max_parallel or self.settings.max_parallel
-        self.deployer.max_parallel = parallel
-        driver.configure(
-            DriverConfig(
-                health_timeout_s=self.health_timeout_s or self.settings.health_timeout,
-                parallel=parallel,
-            )
-        )
+        return driver_config(self.settings, self.max_parallel, self.health_timeout_s)
 
-    def _plan(
-        self,
-        server: ServerRecord,
-        driver: Driver,
-        records: Mapping[str, DefinitionRecord],
-        refresh: Refresh,
-    ) -> Plan:
-        """Desired specs of this server against its live containers."""
-        keys = (server.name, server.id)  # a definition names its server either way
-        mine = {n: r for n, r in records.items() if r.server_id in keys}
-        desired = {n: r.desired for n, r in mine.items() if r.desired is not None}
-        live = driver.live()
-        # A container whose definition moved to another server belongs to that one now.
-        live = {n: c for n, c in live.items() if n not in records or n in mine}
-        applied = {n: s for n, s in refresh.before.items() if s is not None}
-        for name, record in mine.items():
-            if record.desired is not None and name not in applied:
-                applied[name] = record.desired
-        reasons = dict(refresh.reasons)
-        for name, record in mine.items():
-            spec = record.desired
-            if spec and name not in reasons and record.applied_hash != spec.rendered_hash:
-                reasons[name] = Reason(
-                    ReasonKind.DEFINITION,
-                    f"revision {record.current_revision} is not applied yet (retry)",
-                    self.store.get_meta("desired_commit"),
-                )
-        held = {n for n, r in mine.items() if r.operator_stopped}
-        the_plan = plan(desired, live, applied, held=held, reasons=reasons)
-        actions = []
-        for action in the_plan.actions:
-            request = self.deployer.requested.get(action.name)
-            if action.kind is ActionKind.NOOP and request and request.reason.kind is ReasonKind.OPERATOR:
-                # A redeploy asked for by an operator replaces the container even if unchanged.
-                action = replace(action, kind=ActionKind.UPDATE, reason=request.reason)
-            if self._due(action) or request is not None:
-                actions.append(action)
-        return Plan(tuple(actions))
+    def _settle(self, server: ServerRecord, intent: ServerIntent, outcome: ServerOutcome) -> None:
+        """Retry schedules from one server's outcome; the unreachable recorded; the applied commit."""
+        if outcome.unreachable is not None:
+            self.journal.unreachable(intent, outcome.unreachable)
+            self.unreachable.failed(server.name)
+            return
+        self.unreachable.forget(server.name)
+        for d in outcome.deployments:
+            if d.status is DeploymentStatus.SUCCESS:
+                self.retries.forget(d.definition_name)
+            elif d.status in FAILED:
+                self.retries.failed(d.definition_name)  # waiting is no failure: no backoff
+        if outcome.applied and outcome.commit is not None:
+            self.store.set_server_applied_commit(server.id, outcome.commit)
 
-    def _due(self, action: Action) -> bool:
-        """Failed definitions retry with exponential backoff, not in a hot loop."""
-        return action.kind is ActionKind.NOOP or self.backoff.due(action.name)
+
+def summary(deployed: int, failed: int, waiting: int, unchanged: int, invalid: int) -> str:
+    """The one-line count of a sync, as `sync`, the push hook and the API's callers print it."""
+    waits = f"{waiting} waiting, " if waiting else ""
+    return f"{deployed} deployed, {failed} failed, {waits}{unchanged} unchanged, {invalid} invalid"
+
+
+def driver_config(
+    settings: Settings, max_parallel: int | None, health_timeout_s: float | None
+) -> DriverConfig:
+    """A sync's driver settings: the command line's overrides, else the repository's."""
+    return DriverConfig(
+        health_timeout_s=health_timeout_s or settings.health_timeout,
+        parallel=max_parallel or settings.max_parallel,
+    )

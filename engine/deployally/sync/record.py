@@ -1,0 +1,161 @@
+"""Record and notify: what an applier reports, written to the store as it happens.
+
+Each deployment's row (pending -> running -> success / failed / rolled_back, or
+waiting), its log lines, its definition's status, a progress line and its
+webhook events. The applier reports through the `Journal` interface; this is the
+engine's own journal, over the store (an agent's reports arrive at the same one).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from deployally.identity import random_id
+from deployally.notify.events import deployment_event
+from deployally.store import Store
+from deployally.types import (
+    Action,
+    ActionKind,
+    DefinitionRecord,
+    DefinitionStatus,
+    Deployment,
+    DeploymentStatus,
+    Reason,
+    ReasonKind,
+    ServerIntent,
+)
+
+Progress = Callable[[str], None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class StoreJournal:
+    """Records deployments in the store and queues their webhook events."""
+
+    def __init__(self, store: Store, *, progress: Progress) -> None:
+        self.store = store
+        self.progress = progress
+        self._lock = threading.Lock()
+        self._reported_down: dict[str, str] = {}  # name -> rendered hash failed for "unreachable"
+
+    def __repr__(self) -> str:
+        return f"StoreJournal({self.store!r})"
+
+    def _event(self, deployment: Deployment) -> dict[str, object]:
+        return deployment_event(deployment, self.store.server_id(deployment.server_id))
+
+    # ------------------------------------------------------------ what an applier reports
+
+    def opened(self, deployment: Deployment) -> None:
+        """A new deployment, pending."""
+        self.store.create_deployment(deployment)
+
+    def log(self, deployment_id: str, message: str) -> None:
+        """One line of a deployment's log (already masked)."""
+        self.store.append_log(deployment_id, message)
+
+    def superseded(self, deployment: Deployment, revision: int | None) -> None:
+        """A waiting deployment that a newer revision replaces before it could run."""
+        self.store.append_log(deployment.id, f"superseded by revision {revision} before it could run")
+        self.store.update_deployment(
+            deployment.id, status=DeploymentStatus.FAILED, finished_at=utcnow(), waiting=None
+        )
+
+    def waiting(self, deployment: Deployment, record: DefinitionRecord | None, *, first: bool) -> None:
+        """The deployment waits (no backoff, no failure): its definition is still pending."""
+        assert deployment.waiting is not None
+        self.store.update_deployment(
+            deployment.id, status=DeploymentStatus.WAITING, waiting=deployment.waiting
+        )
+        if record is not None:
+            self.store.set_definition_status(record.id, DefinitionStatus.PENDING, last_error=None)
+        if first:
+            rev = f"revision {deployment.revision} " if deployment.revision else ""
+            self.progress(f"{deployment.definition_name}: {rev}waiting: {deployment.waiting.summary}")
+
+    def started(self, deployment: Deployment) -> None:
+        """The deployment is running: deployment.started goes out."""
+        assert deployment.started_at is not None
+        self.store.update_deployment(
+            deployment.id, status=DeploymentStatus.RUNNING, started_at=deployment.started_at,
+            waiting=None,
+        )
+        self.store.enqueue_event("deployment.started", self._event(deployment))
+
+    def finished(
+        self, action: Action, record: DefinitionRecord | None, deployment: Deployment, message: str
+    ) -> None:
+        """The outcome: the deployment's status, its definition's, a progress line, the webhook."""
+        self.store.update_deployment(
+            deployment.id, status=deployment.status, finished_at=deployment.finished_at
+        )
+        ok = deployment.status is DeploymentStatus.SUCCESS
+        if action.kind is ActionKind.REMOVE:
+            if ok and record is not None and record.desired is None:
+                self.store.delete_definition(record.id)
+        elif record is not None:
+            if ok:
+                assert action.desired is not None
+                self.store.set_definition_status(
+                    record.id,
+                    DefinitionStatus.ACTIVE,
+                    last_error=None,
+                    applied_revision=deployment.revision,
+                    applied_hash=action.desired.rendered_hash,
+                )
+            else:
+                self.store.set_definition_status(record.id, DefinitionStatus.FAILED, last_error=message)
+        outcome = {
+            DeploymentStatus.SUCCESS: "deployed" if action.kind is not ActionKind.REMOVE else "removed",
+            DeploymentStatus.FAILED: "failed",
+            DeploymentStatus.ROLLED_BACK: "failed, rolled back",
+        }[deployment.status]
+        rev = f"revision {deployment.revision} " if deployment.revision else ""
+        line = f"{deployment.definition_name}: {rev}{outcome}"
+        if not ok and message:
+            line += f": {message}"
+        self.progress(line)
+        data = self._event(deployment)
+        if not ok:
+            data["error"] = message
+            data["rolled_back"] = deployment.status is DeploymentStatus.ROLLED_BACK
+        self.store.enqueue_event("deployment.success" if ok else "deployment.failed", data)
+
+    # ------------------------------------------------------------ what the engine records itself
+
+    def unreachable(self, intent: ServerIntent, cause: str) -> None:
+        """The server cannot be reached: each change waiting to deploy fails once, with the cause."""
+        for name, record in intent.definitions.items():
+            spec = record.desired
+            if spec is None:
+                continue
+            pending = name in intent.reasons or record.applied_hash != spec.rendered_hash
+            with self._lock:
+                if not pending or self._reported_down.get(name) == spec.rendered_hash:
+                    continue
+                self._reported_down[name] = spec.rendered_hash
+            now = utcnow()
+            reason = intent.reasons.get(name) or Reason(
+                ReasonKind.DEFINITION,
+                f"revision {record.current_revision} is not applied yet",
+                intent.commit,
+            )
+            deployment = Deployment(
+                id=random_id("deploy"), definition_id=record.id, definition_name=name,
+                server_id=intent.server, revision=record.current_revision, commit=intent.commit,
+                action=ActionKind.UPDATE if record.applied_hash else ActionKind.CREATE,
+                status=DeploymentStatus.FAILED, reason=reason, created_at=now,
+                started_at=now, finished_at=now,
+            )
+            self.store.create_deployment(deployment)
+            self.store.append_log(deployment.id, f"not applied: {cause}; retrying until it answers")
+            self.store.set_definition_status(record.id, DefinitionStatus.FAILED, last_error=cause)
+            data = self._event(deployment)
+            data.update(error=cause, rolled_back=False)
+            self.store.enqueue_event("deployment.failed", data)
+            self.progress(f"{name}: revision {record.current_revision} failed: {cause}")
