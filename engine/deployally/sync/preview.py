@@ -21,8 +21,9 @@ from deployally.source.git import GitRepo
 from deployally.source.tree import CommitTree, Tree
 from deployally.store import ServerRecord, Store
 from deployally.sync import removals, requests
+from deployally.sync.changes import CommitNote, desired_step
 from deployally.sync.edits import ROLLBACK_TRAILER
-from deployally.sync.intake import META_ENGINE_CONFIG, CommitNote, desired_step
+from deployally.sync.intake import META_ENGINE_CONFIG
 from deployally.types import Action, Desired, Plan
 
 

@@ -1,4 +1,4 @@
-"""sync/intake.py's pure step: the records a tree leads to, as data (no git, no store, no Docker)."""
+"""sync/changes.py: the records a tree leads to, and why, as data (no git, no store, no Docker)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from conftest import DictTree, worker_file
 from deployally.model import desired as desired_mod
-from deployally.sync.intake import CommitNote, DesiredStep, desired_step
+from deployally.sync.changes import CommitNote, DesiredStep, desired_step
 from deployally.types import DefinitionRecord, DefinitionStatus, ReasonKind, SecretVersions
 
 NOW = datetime(2026, 2, 13, tzinfo=UTC)
