@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import docker
 import pytest
 
-from conftest import DefinitionsRepo, PushRepo
+from conftest import DefinitionsRepo, PushRepo, ServeProcess, wait_until
 from deployally.sync.reconcile import SyncReport
 from deployally.workspace import Workspace
 
@@ -235,3 +237,126 @@ def test_pre_receive_refuses_unreadable_files_naming_each(push_repo: PushRepo) -
     assert "error: definitions/two\\nlines.yaml: the file name holds a newline" in pushed.stdout
     assert "Traceback" not in pushed.stdout and "push refused" in pushed.stdout
 
+
+# ---------------------------------------------------------------- patterns
+
+# `(a+)+$` against a run of a's that ends otherwise backtracks 2^n times in Python's `re`.
+HOSTILE_PATTERN = "(a+)+$"
+HOSTILE_VALUE = "a" * 100 + "!"
+# A Jinja-looking string the template schema checks with the pattern `\{\{.*\}\}`: with
+# backtracking that is quadratic, about a minute for this one value.
+BRACES = "{" * 200_000
+
+SLOW_TEMPLATE = f"""\
+name: Slow pattern
+description: A template whose input pattern backtracks catastrophically
+version: "1"
+taxonomy: {{kingdom: assets, family: tools, species: slow, variant: pattern, specimen: "1"}}
+deprecated: false
+spec:
+  image: {{repository: busybox, tag: stable}}
+  user_inputs:
+    word: {{type: string, default: aaa, pattern: "{HOSTILE_PATTERN}"}}
+  profiles: [development]
+  command: ["sh", "-c", "sleep 2147483647"]
+  stop_signal: SIGKILL
+"""
+
+
+def hostile_definition(repo: DefinitionsRepo) -> str:
+    """A definition on the slow template whose param makes its pattern backtrack; its name."""
+    name = repo.name("hostile")
+    repo.write(
+        f"definitions/{name}.yaml",
+        f"name: {name}\ntemplate: tools/slow/pattern/1\nparams: {{word: '{HOSTILE_VALUE}'}}\n",
+    )
+    return name
+
+
+def test_validate_checks_hostile_patterns_in_linear_time(defs_repo: DefinitionsRepo) -> None:
+    defs_repo.write("catalog/tools/slow.yaml", SLOW_TEMPLATE)
+    name = hostile_definition(defs_repo)
+    defs_repo.write(
+        "catalog/tools/braces.yaml",
+        SLOW_TEMPLATE.replace("variant: pattern", "variant: braces")
+        + f"  ports: [{{container_port: '{{{{ {BRACES}'}}]\n",
+    )
+    defs_repo.commit("A hostile param, and a string the schema's pattern backtracks on")
+
+    # A subprocess, bounded: a backtracking match holds the GIL and cannot be interrupted.
+    done = subprocess.run(
+        [sys.executable, "-m", "deployally", "validate", "--repo", str(defs_repo.path),
+         "--rev", "HEAD"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+    assert done.returncode == 1, done.stderr
+    [line] = [x for x in done.stderr.splitlines() if f"definitions/{name}.yaml" in x]
+    assert line.endswith(f"params.word: '{'a' * 76}... does not match the pattern "
+                         f"'{HOSTILE_PATTERN}'"), line
+    assert "catalog/tools/braces.yaml" in done.stderr and "ports[0].container_port" in done.stderr
+
+
+def test_a_pattern_re2_cannot_match_in_linear_time_is_refused_naming_template_and_field(
+    defs_repo: DefinitionsRepo,
+) -> None:
+    from deployally.model import desired
+    from deployally.source.tree import DirTree
+
+    defs_repo.write("catalog/tools/slow.yaml", SLOW_TEMPLATE.replace(HOSTILE_PATTERN, "(?=a)a+"))
+
+    state = desired.load(DirTree(defs_repo.path), secret_versions=desired.AnySecretVersion())
+
+    [error] = state.errors
+    assert (error.path, error.field) == ("catalog/tools/slow.yaml", "spec.user_inputs.word.pattern")
+    assert "'(?=a)a+'" in error.message and "lookarounds" in error.message
+
+
+def test_pre_receive_refuses_a_hostile_param_without_hanging(push_repo: PushRepo) -> None:
+    push_repo.write("catalog/tools/slow.yaml", SLOW_TEMPLATE)
+    name = hostile_definition(push_repo)
+    push_repo.commit("A hostile param")
+
+    pushed = subprocess_push(push_repo)
+
+    assert pushed.returncode != 0
+    assert f"definitions/{name}.yaml:3: params.word" in pushed.stdout, pushed.stdout
+    assert HOSTILE_PATTERN in pushed.stdout and "push refused" in pushed.stdout
+
+
+def subprocess_push(repo: PushRepo) -> subprocess.CompletedProcess[str]:
+    """`git push`, bounded: on a hang the test fails instead of waiting forever."""
+    return subprocess.run(["git", "push", "origin", "main"], cwd=repo.path, check=False,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+
+
+def test_serve_keeps_answering_while_hostile_params_arrive_by_api_and_by_commit(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    defs_repo.write("catalog/tools/slow.yaml", SLOW_TEMPLATE)
+    defs_repo.commit("Add the slow template")
+    serve = ServeProcess(defs_repo.path, tmp_path / "state")
+    try:
+        refused = serve.request("POST", "/definitions", json={
+            "name": defs_repo.name("api"), "template_id": "tools/slow/pattern/1", "server_id": "local",
+            "params": {"word": HOSTILE_VALUE},
+        })
+        assert refused.status_code == 422, refused.text
+        assert "params.word" in refused.text and HOSTILE_PATTERN in refused.text
+
+        hostile = hostile_definition(defs_repo)
+        good = defs_repo.worker("good")
+        defs_repo.commit("A hostile param beside a good definition")
+        health = serve.request("GET", "/health", token="")
+        assert health.status_code == 200
+
+        def deployed() -> bool:
+            return bool(docker_client.containers.list(filters={"name": good}))
+
+        wait_until(deployed, 60, f"{good} to run")
+        definitions = serve.request("GET", "/definitions").json()["data"]
+        by_name = {d["name"]: d for d in definitions}
+        assert by_name[hostile]["status"] == "invalid"
+        assert HOSTILE_PATTERN in by_name[hostile]["last_error"]
+    finally:
+        serve.stop()

@@ -15,6 +15,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from deployally import identity
 from deployally.data import CATALOG, walk
 from deployally.errors import ValidationError, ValidationErrors
+from deployally.model import patterns
 from deployally.model.schema import (
     FieldPath,
     LineIndex,
@@ -70,8 +71,13 @@ def check_input_value(spec: UserInput, value: Any) -> str | None:
         return f'{short_repr(value)} is not a string; quote it: "{value}"'
     if kind == "enum" and value not in spec.values:
         return f"{short_repr(value)} is not one of: {', '.join(str(v) for v in spec.values)}"
-    if spec.pattern and isinstance(value, str) and not re.fullmatch(spec.pattern, value):
-        return f"{short_repr(value)} does not match the pattern {spec.pattern!r}"
+    if spec.pattern and isinstance(value, str):
+        try:
+            matched = patterns.fullmatch(spec.pattern, value)
+        except patterns.PatternError as exc:
+            return f"cannot be checked against the pattern {spec.pattern!r}: {exc}"
+        if not matched:
+            return f"{short_repr(value)} does not match the pattern {spec.pattern!r}"
     return None
 
 
@@ -151,9 +157,11 @@ def _spec_errors(
         at: FieldPath = ("spec", "user_inputs", ui.name)
         if ui.pattern is not None:
             try:
-                re.compile(ui.pattern)
-            except re.error as exc:
-                found.append(((*at, "pattern"), f"is not a valid regular expression: {exc}"))
+                patterns.compiled(ui.pattern)
+            except patterns.PatternError as exc:
+                found.append(
+                    ((*at, "pattern"), f"{ui.pattern!r} is not a pattern RE2 accepts: {exc}")
+                )
                 continue
         if ui.type == "password" and ui.default is not None:
             found.append(

@@ -11,7 +11,7 @@ import difflib
 import functools
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import jsonschema
@@ -19,6 +19,7 @@ import yaml
 
 from deployally.data import SCHEMAS
 from deployally.errors import ValidationError
+from deployally.model import patterns
 
 # Far above any real template or definition, far below what would exhaust memory.
 MAX_FIELDS = 20_000
@@ -180,10 +181,25 @@ def line_of(lines: LineIndex, parts: Iterable[str | int]) -> int | None:
     return None
 
 
+def _pattern(
+    validator: jsonschema.protocols.Validator, pattern: str, instance: Any, schema: Any
+) -> Iterator[jsonschema.ValidationError]:
+    """JSON Schema's `pattern`, matched by RE2: our schemas' patterns meet repository text,
+    and `\\{\\{.*\\}\\}` alone would backtrack quadratically over a long string."""
+    if validator.is_type(instance, "string") and not patterns.search(pattern, instance):
+        yield jsonschema.ValidationError(f"{short_repr(instance)} does not match {pattern!r}")
+
+
+_Draft: type[jsonschema.protocols.Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator, {"pattern": _pattern}
+)
+
+
 @functools.cache
-def _validator(schema_file: str) -> jsonschema.Draft202012Validator:
+def _validator(schema_file: str) -> jsonschema.protocols.Validator:
     schema = json.loads((SCHEMAS / schema_file).read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema)
+    validator: jsonschema.protocols.Validator = _Draft(schema)
+    return validator
 
 
 def schema_errors(
