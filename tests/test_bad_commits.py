@@ -360,3 +360,79 @@ def test_serve_keeps_answering_while_hostile_params_arrive_by_api_and_by_commit(
         assert HOSTILE_PATTERN in by_name[hostile]["last_error"]
     finally:
         serve.stop()
+
+
+# ---------------------------------------------------------------- render budget
+
+BOMBS = {
+    # 10^10 steps of an empty loop: CPU alone.
+    "cpu": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    # Doubling a string with `~`, which no sandbox hook sees: 512 MB in nine steps.
+    "doubling": "{% set a = 'x' * 1000000 %}" + "{% set a = a ~ a %}" * 9 + "{{ a | length }}",
+    # A filter building 500 MB in C.
+    "join": "{{ range(50000) | join('y' * 10000) }}",
+}
+
+
+def bomb_template(kind: str) -> str:
+    return SLOW_TEMPLATE.replace("variant: pattern", f"variant: {kind}").replace(
+        "  command:", f'  env: {{BOMB: "{BOMBS[kind]}"}}\n  command:'
+    )
+
+
+def commit_bombs(repo: DefinitionsRepo) -> dict[str, str]:
+    """A repository template per bomb and a definition using each; definition name by kind."""
+    names = {}
+    for kind in BOMBS:
+        repo.write(f"catalog/tools/{kind}.yaml", bomb_template(kind))
+        # `a_` first: the CPU bomb renders before the memory ones.
+        names[kind] = name = repo.name(f"a_{kind}")
+        repo.write(f"definitions/{name}.yaml", f"name: {name}\ntemplate: tools/slow/{kind}/1\n")
+    repo.commit("Three render bombs")
+    return names
+
+
+def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`deployally ARGS` in a subprocess, bounded: a hang fails the test instead of the suite."""
+    return subprocess.run([sys.executable, "-m", "deployally", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def test_render_bombs_are_errors_naming_definition_and_template_and_the_rest_deploys(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    good = defs_repo.worker("good")
+    bombs = commit_bombs(defs_repo)
+
+    done = run_cli("sync", "--repo", str(defs_repo.path), "--json")
+
+    report = json.loads(done.stdout)
+    assert {d["definition_name"]: d["status"] for d in report["deployments"]} == {good: "success"}
+    errors = {e["file"]: e["message"] for e in report["errors"]}
+    for kind, name in bombs.items():
+        message = errors[f"definitions/{name}.yaml"]
+        assert f"the template catalog/tools/{kind}.yaml" in message, message
+    assert "took more than its budget of 2 s" in errors[f"definitions/{bombs['cpu']}.yaml"]
+    for kind in ("doubling", "join"):
+        assert "MiB of memory" in errors[f"definitions/{bombs[kind]}.yaml"], errors
+
+    # The engine is not wedged: the next commit deploys, and the bombs stay refused.
+    later = defs_repo.worker("later")
+    defs_repo.commit("Add later")
+    again = json.loads(run_cli("sync", "--repo", str(defs_repo.path), "--json").stdout)
+    assert {d["definition_name"]: d["status"] for d in again["deployments"]} == {later: "success"}
+
+
+def test_validate_and_plan_refuse_a_render_bomb_within_the_budget(
+    defs_repo: DefinitionsRepo,
+) -> None:
+    bombs = commit_bombs(defs_repo)
+
+    for args in (("validate", "--repo", str(defs_repo.path), "--rev", "HEAD", "--json"),
+                 ("plan", "--repo", str(defs_repo.path), "--base", "HEAD~1", "--head", "HEAD",
+                  "--format", "json")):
+        done = run_cli(*args)
+        assert done.returncode == 1, done.stderr
+        files = {e["file"] for e in json.loads(done.stdout)["errors"]}
+        assert files == {f"definitions/{name}.yaml" for name in bombs.values()}, args
+

@@ -15,9 +15,9 @@ from deployally.errors import ValidationError, ValidationErrors
 from deployally.identity import content_hash
 from deployally.model import catalog as catalog_mod
 from deployally.model import definitions as definitions_mod
+from deployally.model import render_budget
 from deployally.model.engine_config import Allowances, EngineConfig
 from deployally.model.host_policy import definition_refusals, settings_refusals
-from deployally.model.render import render
 from deployally.model.schema import lenient_value
 from deployally.model.settings import Settings, parse_settings
 from deployally.source.tree import Tree
@@ -177,7 +177,7 @@ def load(
             invalid_names[path] = definition.name
             continue
         try:
-            spec = render(
+            spec = render_budget.shared().render(
                 definition,
                 template,
                 repo_files=files,

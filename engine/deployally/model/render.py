@@ -276,6 +276,8 @@ class _Renderer:
                 self.fail(field, f"refused by the template sandbox: {exc}")
             except jinja2.UndefinedError as exc:
                 self.fail(field, f"{exc.message}; check the name or give it a default")
+            except MemoryError:
+                raise  # over the render budget (render_budget.py): not the template's own error
             except Exception as exc:  # noqa: BLE001 - a user's template must never crash a sync
                 self.fail(field, f"could not render: {type(exc).__name__}: {exc}")
         if "\x00" in out or (self._tokens and any(t in out for t in self._tokens)):
