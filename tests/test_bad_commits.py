@@ -436,3 +436,26 @@ def test_validate_and_plan_refuse_a_render_bomb_within_the_budget(
         files = {e["file"] for e in json.loads(done.stdout)["errors"]}
         assert files == {f"definitions/{name}.yaml" for name in bombs.values()}, args
 
+
+# ---------------------------------------------------------------- /health during a sync
+
+
+def test_health_answers_during_a_long_sync_and_says_what_it_does(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    serve = ServeProcess(defs_repo.path, tmp_path / "state")
+    try:
+        defs_repo.worker("never", health="false")  # the health gate waits its 30 s out
+        defs_repo.commit("A definition that never becomes healthy")
+
+        def syncing() -> dict[str, object] | None:
+            body = serve.request("GET", "/health", token="").json()
+            sync = body["checks"]["engine"].get("sync")
+            return sync if sync and sync["changes"] == 1 else None
+
+        sync = wait_until(syncing, 60, "/health to show the sync applying its change")
+        assert isinstance(sync, dict)
+        assert sync["doing"] == "applying 1 change(s) on server local"
+        assert sync["stuck_after_s"] == 60 + 1 * (2 * 30 + 60)  # health_timeout: 30s
+    finally:
+        serve.stop()

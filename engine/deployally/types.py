@@ -464,6 +464,18 @@ class SyncResult(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class SyncSnapshot:
+    """The running sync at one moment."""
+
+    running_s: float  # since the sync began, waiting for the sync lock included
+    doing: str  # what it is doing now, in a user's words
+    last: str  # its last progress line ("site: revision 3 deployed"), "" before one
+    changes: int  # the changes it has planned so far (0 before its plan)
+    health_timeout_s: float  # how long each new container may take to become healthy
+    stuck_after_s: float = 0.0  # when /health calls it stuck (serve/status.py)
+
+
+@dataclass(frozen=True)
 class EngineStatus:
     """How the running engine stands; /health, /metrics and `deployally status` all show this."""
 
@@ -478,6 +490,7 @@ class EngineStatus:
     docker_events: bool = False  # Docker's event stream is followed
     mirror: str | None = None  # the remote being mirrored, credentials redacted
     reasons: tuple[str, ...] = ()  # why the engine is degraded; empty when it is not
+    sync: SyncSnapshot | None = None  # the sync running now, if any
 
     @property
     def degraded(self) -> bool:

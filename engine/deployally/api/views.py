@@ -23,6 +23,7 @@ from deployally.types import (
     Reason,
     SecretRef,
     SyncResult,
+    SyncSnapshot,
     Template,
     Waiting,
 )
@@ -193,6 +194,15 @@ def engine_status_view(s: EngineStatus) -> dict[str, Any]:
         "docker_events": s.docker_events,
         "mirror": s.mirror,
     }
+    if s.sync is not None:
+        out["sync"] = {
+            "running_s": round(s.sync.running_s, 1),
+            "doing": s.sync.doing,
+            "last": s.sync.last or None,
+            "changes": s.sync.changes,
+            "health_timeout_s": s.sync.health_timeout_s,
+            "stuck_after_s": s.sync.stuck_after_s,
+        }
     if s.reasons:
         out["reason"] = "; ".join(s.reasons)
         out["reasons"] = list(s.reasons)
@@ -216,6 +226,20 @@ def engine_status_from_view(data: Mapping[str, Any]) -> EngineStatus:
         docker_events=bool(data.get("docker_events")),
         mirror=data.get("mirror"),
         reasons=tuple(str(r) for r in data.get("reasons") or ()),
+        sync=_sync_from_view(data.get("sync")),
+    )
+
+
+def _sync_from_view(data: object) -> SyncSnapshot | None:
+    if not isinstance(data, Mapping):
+        return None
+    return SyncSnapshot(
+        running_s=float(data.get("running_s") or 0),
+        doing=str(data.get("doing") or ""),
+        last=str(data.get("last") or ""),
+        changes=int(data.get("changes") or 0),
+        health_timeout_s=float(data.get("health_timeout_s") or 0),
+        stuck_after_s=float(data.get("stuck_after_s") or 0),
     )
 
 

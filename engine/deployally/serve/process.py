@@ -154,6 +154,7 @@ class EngineProcess:
             watching=self.watcher.running if self.watcher else False,
             docker_events=bool(self.events) and all(e.running for e in self.events),
             mirror=redact_url(self.remote_url) if self.remote_url else None,
+            sync=self.ws.engine.activity.snapshot() if self.ws is not None else None,
         )
 
     # ------------------------------------------------------------ running

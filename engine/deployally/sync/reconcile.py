@@ -26,6 +26,7 @@ from deployally.source.git import GitRepo
 from deployally.source.tree import CommitTree
 from deployally.store import ServerRecord, Store
 from deployally.sync import requests
+from deployally.sync.activity import SyncActivity
 from deployally.sync.apply import Applier, Progress
 from deployally.sync.backoff import Backoff
 from deployally.sync.intake import Intake
@@ -96,9 +97,15 @@ class Engine:
         self.health_timeout_s = health_timeout_s
         self.settings = parse_settings(desired_mod.SETTINGS_PATH, None)
         self.intake = Intake(repo, store, self.engine_config)  # the producer
-        progress = progress or (lambda line: None)
-        self.journal = StoreJournal(store, progress=progress)
-        self.applier = Applier(self.journal, store, progress=progress)
+        self.activity = SyncActivity()  # what the running sync does, for /health
+        told = progress or (lambda line: None)
+
+        def noted(line: str) -> None:
+            self.activity.note(line)
+            told(line)
+
+        self.journal = StoreJournal(store, progress=noted)
+        self.applier = Applier(self.journal, store, progress=noted)
         self.retries = Backoff()  # failed definitions, by name
         # Servers that did not answer, by name: tried again soon (1 s doubling to a minute).
         self.unreachable = Backoff(base_s=1.0, max_s=60.0)
@@ -109,35 +116,50 @@ class Engine:
 
     def sync(self) -> SyncReport:
         """Bring every server to the head of the tracked branch, once, in order."""
-        with self._lock, sync_lock(self.store.state_dir):
-            head = self.repo.head()  # source
-            if head is None:
-                return SyncReport(commit=None)
-            self.store.set_last_attempted_commit(head)
-            self.store.unlock_secrets(create=False)  # a key gone or replaced stops the sync, saying so
-            self.settings = desired_mod.load_settings(CommitTree(self.repo, head))[0]
-            desired = self.intake.refresh(head)  # model + render, recorded
-            for name in desired.changed:
-                self.retries.forget(name)  # a changed definition is tried at once
-            carried = requests.take(self.store)  # people's redeploys and rollbacks; what waits
-            outcomes: list[ServerOutcome] = []
-            applied: set[str] = set()  # definitions of the servers reached
-            for server, driver in self.drivers.applied_here():
-                intent = server_intent(
-                    server.name, (server.name, server.id), desired,
-                    open_deployments=carried, backing_off=self.retries.not_due(),
-                )
-                outcome = self.applier.apply(intent, driver, self._config())  # plan+apply+record+notify
-                self._settle(server, intent, outcome)
-                outcomes.append(outcome)
-                if outcome.unreachable is None:
-                    applied |= set(intent.definitions)
-            done = {i for o in outcomes for i in o.carried}
-            requests.settle(self.store, carried, done, desired.records, applied,
-                            backing_off=self.retries.waiting)
-            if outcomes and all(o.applied for o in outcomes):
-                self.store.set_last_applied_commit(head)
-            return SyncReport(head, tuple(outcomes), desired.errors)
+        self.activity.begin("waiting for the sync lock (another sync runs)")
+        try:
+            with self._lock, sync_lock(self.store.state_dir):
+                return self._sync()
+        finally:
+            self.activity.end()
+
+    def _sync(self) -> SyncReport:
+        head = self.repo.head()  # source
+        if head is None:
+            return SyncReport(commit=None)
+        self.store.set_last_attempted_commit(head)
+        self.store.unlock_secrets(create=False)  # a key gone or replaced stops the sync, saying so
+        self.settings = desired_mod.load_settings(CommitTree(self.repo, head))[0]
+        self.activity.now(
+            f"reading and rendering the definitions {head[:12]} changed",
+            health_timeout_s=self._config().health_timeout_s,
+        )
+        desired = self.intake.refresh(head)  # model + render, recorded
+        for name in desired.changed:
+            self.retries.forget(name)  # a changed definition is tried at once
+        carried = requests.take(self.store)  # people's redeploys and rollbacks; what waits
+        outcomes: list[ServerOutcome] = []
+        applied: set[str] = set()  # definitions of the servers reached
+        for server, driver in self.drivers.applied_here():
+            intent = server_intent(
+                server.name, (server.name, server.id), desired,
+                open_deployments=carried, backing_off=self.retries.not_due(),
+            )
+            changes = len(set(intent.reasons) | set(intent.open))  # what may change here
+            self.activity.now(
+                f"applying {changes} change(s) on server {server.name}", changes=changes
+            )
+            outcome = self.applier.apply(intent, driver, self._config())  # plan+apply+record+notify
+            self._settle(server, intent, outcome)
+            outcomes.append(outcome)
+            if outcome.unreachable is None:
+                applied |= set(intent.definitions)
+        done = {i for o in outcomes for i in o.carried}
+        requests.settle(self.store, carried, done, desired.records, applied,
+                        backing_off=self.retries.waiting)
+        if outcomes and all(o.applied for o in outcomes):
+            self.store.set_last_applied_commit(head)
+        return SyncReport(head, tuple(outcomes), desired.errors)
 
     def next_retry_s(self) -> float | None:
         """Seconds until the earliest failed definition or unreachable server is tried again."""
