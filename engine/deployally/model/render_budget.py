@@ -179,15 +179,20 @@ class RenderBudget:
         if self._worker is None or not self._worker.alive():
             self._worker = _Worker()
         worker = self._worker
-        reply = worker.ask(frame, time.monotonic() + RENDER_WALL_S)
+        deadline = time.monotonic() + RENDER_WALL_S
+        reply = worker.ask(frame, deadline)
         if reply is not None:
             return reply, "", False
-        # Over its CPU limit (the kernel's SIGXCPU), or over the wall-clock bound (a machine
-        # too busy to run it, which says nothing about the template): start afresh.
+        # Over its CPU limit (the kernel's SIGXCPU), over the wall-clock bound (a machine too
+        # busy to run it, which says nothing about the template), or gone: start afresh.
         self._worker = None
-        if worker.stop() == -signal.SIGXCPU:
+        late = time.monotonic() >= deadline
+        status = worker.stop()
+        if status == -signal.SIGXCPU:
             return None, f"took more than its budget of {RENDER_CPU_S} s of CPU time", True
-        return None, f"did not finish within {RENDER_WALL_S:g} s", False
+        if late:
+            return None, f"did not finish within {RENDER_WALL_S:g} s", False
+        return None, f"stopped the render worker (exit status {status}); try again", False
 
 
 def _result(kind: str, value: Any) -> ContainerSpec:
@@ -258,6 +263,10 @@ def _args(error: ValidationError) -> tuple[str, str, str, int | None]:
 
 def serve_renders(requests: BinaryIO, replies: BinaryIO) -> None:
     """The worker's loop: one framed request in, one framed reply out, until end of input."""
+    # Ctrl-C and a service manager's SIGTERM reach the whole process group; the engine
+    # finishes its sync first, so the worker lives until the engine closes its input.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _limit_memory()
     replies.write(_READY)
     replies.flush()
