@@ -24,12 +24,19 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from deployally.errors import DeployAllyError, RenderError, ValidationError, ValidationErrors
 from deployally.model.render import render
-from deployally.types import DEFAULT_NETWORK, ContainerSpec, Definition, Template
+from deployally.types import (
+    DEFAULT_NETWORK,
+    ContainerSpec,
+    Definition,
+    SecretVersions,
+    Template,
+)
 
 # A render takes about a millisecond of CPU; two seconds is a thousand times that, room
 # for large config files, and a bound on how long one template can hold up a sync, a
@@ -142,13 +149,18 @@ class RenderBudget:
         template: Template,
         *,
         repo_files: Mapping[str, str],
-        secret_versions: Mapping[str, int],
+        secret_versions: SecretVersions | Mapping[str, int],
         network: str = DEFAULT_NETWORK,
         publish_address: str | None = None,
     ) -> ContainerSpec:
         """`render` with the same arguments and errors, bounded in time and memory."""
+        versions = (  # plain dicts travel to the worker whatever mapping the caller holds
+            replace(secret_versions, current=dict(secret_versions.current))
+            if isinstance(secret_versions, SecretVersions)
+            else dict(secret_versions)
+        )
         frame = pickle.dumps(
-            (definition, template, dict(repo_files), secret_versions, network, publish_address),
+            (definition, template, dict(repo_files), versions, network, publish_address),
             protocol=pickle.HIGHEST_PROTOCOL,
         )
         key = hashlib.sha256(frame).digest()
