@@ -80,6 +80,12 @@ class _Worker:
             stdout=subprocess.PIPE,
             env=env,
         )
+        self._ready = False
+
+    def wait_ready(self) -> None:
+        """Wait for the worker's imports (it starts while the caller parses files)."""
+        if self._ready:
+            return
         # Starting is not rendering: the budget begins once the worker says it is ready.
         assert self.proc.stdout is not None
         if _read(self.proc.stdout, len(_READY), time.monotonic() + _START_S) != _READY:
@@ -88,6 +94,7 @@ class _Worker:
                 f"the render worker ({sys.executable} -m deployally.model.render_budget) "
                 f"did not start within {_START_S:g} s"
             )
+        self._ready = True
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -186,11 +193,22 @@ class RenderBudget:
                 self._worker.stop()
                 self._worker = None
 
+    def prestart(self) -> None:
+        """Start the worker now, without waiting: its start overlaps the caller's parsing."""
+        with self._lock:
+            if self._worker is None or not self._worker.alive():
+                self._worker = _Worker()
+
     def _ask(self, frame: bytes) -> tuple[bytes | None, str, bool]:
         """The worker's reply; or None, why there is none, and whether the render caused it."""
         if self._worker is None or not self._worker.alive():
             self._worker = _Worker()
         worker = self._worker
+        try:
+            worker.wait_ready()
+        except RenderWorkerError:
+            self._worker = None
+            raise
         deadline = time.monotonic() + RENDER_WALL_S
         reply = worker.ask(frame, deadline)
         if reply is not None:
