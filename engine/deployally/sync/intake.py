@@ -70,8 +70,8 @@ class Intake:
             or self.store.get_meta("builtin_catalog") != fingerprint
         )
         if previous == head and not full:
-            steps += self._refresh_secrets(head)
-            return self._desired(head, steps)
+            records = self._refresh_secrets(head, steps)
+            return self._desired(head, steps, records)
         # Revisions: every first-parent commit since the last sync, head included, numbered
         # from git alone. `mounts` follows config-file mounts from commit to commit.
         mounts = {r.path: r.depends_files for r in self.store.definitions()}
@@ -93,10 +93,13 @@ class Intake:
         self.store.set_meta("desired_commit", head)
         self.store.set_meta("builtin_catalog", fingerprint)
         self.store.set_meta(META_ENGINE_CONFIG, engine_fingerprint)
-        steps += self._refresh_secrets(head, done=state.files)
-        return self._desired(head, steps)
+        records = self._refresh_secrets(head, steps, done=state.files)
+        return self._desired(head, steps, records)
 
-    def _desired(self, head: str, steps: list[DesiredStep]) -> Desired:
+    def _desired(
+        self, head: str, steps: list[DesiredStep], records: list[DefinitionRecord]
+    ) -> Desired:
+        """What the steps recorded, with every record as the store now holds it (`records`)."""
         reasons: dict[str, Reason] = {}
         before: dict[str, ContainerSpec | None] = {}
         for step in steps:
@@ -104,7 +107,7 @@ class Intake:
             before.update({n: s for n, s in step.before.items() if n not in before})
         return Desired(
             commit=head,
-            records={r.name: r for r in self.store.definitions()},
+            records={r.name: r for r in records},
             reasons=reasons,
             before=before,
             errors=tuple(e for step in steps for e in step.errors),
@@ -225,17 +228,20 @@ class Intake:
         latest = self.store.latest_revision(def_id)
         return latest.number if latest else None
 
-    def _refresh_secrets(self, head: str, done: frozenset[str] = frozenset()) -> list[DesiredStep]:
+    def _refresh_secrets(
+        self, head: str, steps: list[DesiredStep], done: frozenset[str] = frozenset()
+    ) -> list[DefinitionRecord]:
         """Re-render definitions whose secrets changed, and retry those that did not validate
-        (a missing secret may have been set since); `done` were rendered in this sync already."""
+        (a missing secret may have been set since); `done` were rendered in this sync already.
+        Appends its step to `steps`; returns every record as the store then holds it."""
         versions = self.store.available_secrets()
+        records = self.store.definitions()  # one read of every record, the slow part of a no-op
         stale = [
             r.path
-            for r in self.store.definitions()
+            for r in records
             if r.path not in done
             and (r.status is DefinitionStatus.INVALID or _secrets_moved(r, versions))
         ]
-        steps = []
         if stale:
             # An invalid one is read again each time: its server may have been registered since.
             state = desired_mod.load(
@@ -243,10 +249,11 @@ class Intake:
                 servers=self.store.server_keys(),
             )
             steps.append(self._record_desired(head, ChangeSet(), state, full=False))
+            records = self.store.definitions()
         # Versions no revision pins and no spec uses go; a rollback never needs them.
-        in_use = {pin for r in self.store.definitions() if r.desired for pin in r.desired.secrets}
+        in_use = {pin for r in records if r.desired for pin in r.desired.secrets}
         self.store.drop_unused_secret_versions(keep=in_use)
-        return steps
+        return records
 
 
 # ---------------------------------------------------------------- pure pieces
