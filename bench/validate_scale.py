@@ -1,9 +1,10 @@
 """How long validating a repository takes: `deployally validate` and the in-process load.
 
-    python bench/validate_scale.py --definitions 100
+    python bench/validate_scale.py --definitions 100 [--repo-template]
 
 Makes a git repository of N definitions on the busybox worker template (each renders a
-few strings), then times `deployally validate --rev HEAD` as a user or a pre-receive hook
+few strings; with --repo-template, on a copy of it kept in the repository's catalog/, so
+every render runs in the budgeted worker as a repository template must), then times `deployally validate --rev HEAD` as a user or a pre-receive hook
 runs it (a new process each time), and the engine's in-process validate-and-render of the
 whole tree: the first load (which starts the render worker) and warm ones. Prints medians.
 No Docker needed; everything lives in a temporary directory.
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.resources import files
 from pathlib import Path
 
 from deployally.model import desired
@@ -34,15 +36,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--definitions", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--repo-template", action="store_true",
+                        help="use a repository template (rendered in the worker)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         (repo / "definitions").mkdir(parents=True)
         git(repo, "init", "-q", "-b", "main")
+        template = "tools/busybox/worker/stable"
+        if args.repo_template:
+            template = "tools/busybox/worker/bench"
+            builtin = files("deployally.data").joinpath("catalog/tools/busybox-worker.yaml")
+            (repo / "catalog").mkdir()
+            (repo / "catalog" / "bench-worker.yaml").write_text(
+                builtin.read_text().replace("specimen: stable", "specimen: bench")
+            )
         for i in range(args.definitions):
             name = f"bench{i:04d}"
             (repo / "definitions" / f"{name}.yaml").write_text(
-                f"name: {name}\ntemplate: tools/busybox/worker/stable\n"
+                f"name: {name}\ntemplate: {template}\n"
                 f"params: {{message: 'hello {i}', script: 'echo {i}; exec sleep 2147483647'}}\n"
             )
         git(repo, "add", "-A")
@@ -72,7 +84,7 @@ def main() -> None:
         for _ in range(args.runs):
             bounded.append(load(tree, args.definitions))
             direct.append(load(tree, args.definitions, in_process=True))
-        for label, times in (("in the render worker", bounded), ("in-process, unbounded", direct)):
+        for label, times in (("through the render budget", bounded), ("in-process, unbounded", direct)):
             median = statistics.median(times)
             print(f"load and render {label}: {median:.3f} s median of {args.runs} "
                   f"({median / args.definitions * 1000:.2f} ms a definition)")

@@ -84,3 +84,34 @@ def test_memory_and_size_bombs_are_refused(budget: RenderBudget, body: str, why:
     definition, template = pair(body)
     with pytest.raises(RenderError, match=why):
         budget.render(definition, template, repo_files={}, secret_versions={})
+
+
+def builtin_pair(extra: str = "") -> tuple[Definition, Template]:
+    catalog = load_builtin()
+    text = "name: trusted\ntemplate: tools/busybox/worker/stable\n" + extra
+    definition = parse_definition("definitions/trusted.yaml", text, catalog)
+    template = catalog.resolve(definition.template_id)
+    assert template is not None
+    return definition, template
+
+
+def test_a_built_in_template_with_no_repository_files_renders_without_a_worker(
+    budget: RenderBudget,
+) -> None:
+    # Params reach Jinja as values, never as source: nothing of the repository's runs.
+    definition, template = builtin_pair("params: {message: '{{ 7 * 7 }}'}\n")
+    spec = budget.render(definition, template, repo_files={}, secret_versions={})
+    assert spec == render(definition, template, repo_files={}, secret_versions={})
+    assert "{{ 7 * 7 }}" in repr(spec)
+    assert budget._worker is None
+
+
+def test_a_repository_config_file_is_rendered_under_the_budget(budget: RenderBudget) -> None:
+    definition, template = builtin_pair(
+        "files: [{path: /etc/app.conf, source: config/app.conf}]\n"
+    )
+    bomb = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    with pytest.raises(RenderError, match="more than its budget"):
+        budget.render(
+            definition, template, repo_files={"config/app.conf": bomb}, secret_versions={}
+        )

@@ -111,11 +111,12 @@ def load(
     """Validate and render the definitions of `tree` (all, or only the paths in `only`),
     within what the engine's operator allows (`engine`; None: the defaults, which allow least);
     with `servers` (names and srv_ ids), a definition on any other server is an error."""
-    render_budget.shared().prestart()  # the worker starts while the files are parsed
     engine = engine or EngineConfig()
     settings, errors = load_settings(tree, engine.allow)
     catalog, catalog_errors = load_catalog(tree)
     errors += catalog_errors
+    if any(not t.builtin for t in catalog.all()):
+        render_budget.shared().prestart()  # the worker starts while the files are parsed
     paths = definition_paths(tree) if only is None else sorted(only)
     texts, unreadable = _split(tree.read_many(paths))
 

@@ -6,6 +6,11 @@ operation from another thread, so `render` runs in a child process that limits i
 address space and CPU time, and the caller waits on it with a deadline; a render that
 blows either is killed and becomes a RenderError naming the definition and the template.
 The worker is reused: starting one costs about as much as a hundred renders.
+
+Only what a repository wrote runs there. A built-in template is our own code, and a
+definition's params reach Jinja as values, never as template source: such a render,
+with no config files from the repository, is bounded by the files' own size limits and
+runs in-process, so `validate` and the hooks start no worker for it.
 """
 
 from __future__ import annotations
@@ -139,6 +144,12 @@ def _read(stream: IO[bytes], size: int, deadline: float) -> bytes | None:
     return data
 
 
+def needs_budget(definition: Definition, template: Template) -> bool:
+    """Does this render run template source a repository wrote (a repository template or a
+    definition's own config files)? Only those need the worker's limits."""
+    return not template.builtin or bool(definition.files)
+
+
 class RenderBudget:
     """Renders in the worker, one request at a time; thread-safe."""
 
@@ -161,6 +172,15 @@ class RenderBudget:
         publish_address: str | None = None,
     ) -> ContainerSpec:
         """`render` with the same arguments and errors, bounded in time and memory."""
+        if not needs_budget(definition, template):
+            return render(
+                definition,
+                template,
+                repo_files=repo_files,
+                secret_versions=secret_versions,
+                network=network,
+                publish_address=publish_address,
+            )
         versions = (  # plain dicts travel to the worker whatever mapping the caller holds
             replace(secret_versions, current=dict(secret_versions.current))
             if isinstance(secret_versions, SecretVersions)
