@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import random
 import socket
@@ -759,3 +761,40 @@ def test_verify_needs_the_id_and_time_of_a_v1_signature_and_still_takes_the_olde
     assert _verify(body, "--signature", sign("s3cret", body)) == (0, "valid")
     code, said = _verify(body + b"\n", "--signature", sign("s3cret", body))
     assert code == 1 and said.startswith("invalid")
+
+
+def test_a_whsec_secret_keys_each_header_as_its_receivers_read_it(store: Store) -> None:
+    """Both signatures computed here with hmac alone, as a receiver of each header does."""
+    from click.testing import CliRunner
+
+    from deployally.cli import main
+
+    key = bytes(range(32))
+    secret = "whsec_" + base64.b64encode(key).decode()
+
+    async def scenario() -> list[tuple[dict[str, str], bytes]]:
+        async with receiving() as rx:
+            store.add_webhook(rx.route("/hook", ok), ["ping"], secret)
+            store.enqueue_event("ping", {"hello": "world"})
+            assert await Sender(store, clock=FakeClock(), allow=ALLOW).send_once() == 1
+            return rx.got("/hook")
+
+    [(headers, body)] = asyncio.run(scenario())
+    # X-DeployAlly-Signature: the whole string keys it, as it did before whsec_ meant anything.
+    whole = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    decoded = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+    assert headers["X-DeployAlly-Signature"] == whole != decoded
+    # webhook-signature: the bytes the base64 encodes, as Standard Webhooks reads a whsec_ key.
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    assert headers["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
+
+    def verify_cli(*args: str) -> tuple[int, str]:
+        done = CliRunner().invoke(main, ["webhook", "verify", "--secret", secret, *args], input=body)
+        return done.exit_code, done.output.strip()
+
+    assert verify_cli("--signature", whole) == (0, "valid")
+    code, said = verify_cli("--signature", decoded)
+    assert code == 1 and said.startswith("invalid:") and "whole secret string" in said
+    assert verify_cli("--signature", headers["webhook-signature"], "--id", headers["webhook-id"],
+                      "--timestamp", headers["webhook-timestamp"]) == (0, "valid")

@@ -96,7 +96,7 @@ def webhook_verify(signature: str, msg_id: str | None, timestamp: str | None, to
                    secret: str | None, secret_file: Any) -> None:
     """Read a webhook body on stdin: print "valid" (exit 0) if it is signed with the secret,
     recently enough, else "invalid: why" (exit 1)."""
-    from deployally.notify.signature import SIGNATURE_PREFIX, check_standard, verify
+    from deployally.notify.signature import SIGNATURE_PREFIX, check_legacy, check_standard
 
     if secret_file is not None:
         secret = secret_file.read().rstrip("\r\n")
@@ -108,7 +108,7 @@ def webhook_verify(signature: str, msg_id: str | None, timestamp: str | None, to
     body = sys.stdin.buffer.read()
     if signature.strip().startswith(SIGNATURE_PREFIX):
         # The older header signs the body alone: it says nothing of when it was sent.
-        problem = None if verify(secret, body, signature) else "the signature does not match"
+        problem = check_legacy(secret, body, signature)
     else:
         if msg_id is None or timestamp is None:
             raise click.UsageError(

@@ -3,10 +3,14 @@
 Two schemes, both keyed with the webhook's secret:
 
 - Standard Webhooks (https://www.standardwebhooks.com): `webhook-signature: v1,<base64
-  HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">`. The timestamp is signed, so a
-  receiver can refuse a replayed request.
+  HMAC-SHA256 of "{webhook-id}.{webhook-timestamp}.{body}">`, keyed as that specification
+  reads a secret: the bytes a `whsec_<base64>` secret encodes, any other secret's UTF-8.
+  The timestamp is signed, so a receiver can refuse a replayed request.
 - `X-DeployAlly-Signature: sha256=<hex HMAC-SHA256 of the body>`, kept for receivers written
-  before: it signs no time, so it cannot tell a replay.
+  before, keyed as it always was: with the secret's UTF-8 bytes exactly as registered, a
+  `whsec_` secret whole. Those receivers check it with the string they were configured
+  with; decoding it would break every one of them. It signs no time, so it cannot tell a
+  replay.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ SIGNATURE_HEADER = "webhook-signature"
 
 
 def sign(secret: str, body: bytes) -> str:
-    """The X-DeployAlly-Signature value: "sha256=" + hex HMAC-SHA256 of body with secret."""
+    """The X-DeployAlly-Signature value: "sha256=" + hex HMAC-SHA256 of body, keyed with the
+    secret string's UTF-8 bytes (a `whsec_` secret whole, never decoded)."""
     return SIGNATURE_PREFIX + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
@@ -40,6 +45,19 @@ def verify(secret: str, body: bytes, header: str) -> bool:
     if not given.isascii():  # a signature is hex; other bytes cannot match (nor be encoded)
         return False
     return hmac.compare_digest(sign(secret, body).encode(), given.encode())
+
+
+def check_legacy(secret: str, body: bytes, header: str) -> str | None:
+    """Receiver side of X-DeployAlly-Signature: None when it signs body with secret, else why not."""
+    if verify(secret, body, header):
+        return None
+    if secret.startswith(STANDARD_SECRET_PREFIX):
+        # The one way to get this wrong with the right secret: keying with the decoded bytes.
+        return (
+            "the signature does not match (X-DeployAlly-Signature is keyed with the whole "
+            f"secret string, {STANDARD_SECRET_PREFIX} included, not with the bytes it encodes)"
+        )
+    return "the signature does not match"
 
 
 # ---------------------------------------------------------------- Standard Webhooks
