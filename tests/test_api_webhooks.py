@@ -197,6 +197,7 @@ def test_test_queues_a_ping_for_that_webhook_only(
         ("http://[::1]:9000/hook", "loopback"),
         ("http://169.254.169.254/latest/meta-data/iam/", "link-local"),
         ("http://[fe80::1]/hook", "link-local"),
+        ("http://[fe80::1%25eth0]/hook", "link-local"),
     ],
 )
 def test_a_url_to_this_machine_is_422_unless_engine_yaml_allows_it(

@@ -672,6 +672,9 @@ def test_an_address_of_the_engines_own_host_is_engine_host() -> None:
         ("http://[::1]/hook", "loopback"),
         ("http://169.254.169.254/latest/meta-data/", "link-local"),
         ("http://2130706433/", "loopback"),  # 127.0.0.1 written as one number
+        ("http://[fe80::1%25eth0]/", "link-local"),  # a zone id, as a URL writes it
+        ("http://[fe80::1%eth0]/", "link-local"),
+        ("http://[::ffff:169.254.169.254]/", "link-local"),
     ],
 )
 def test_registration_refuses_this_machine_naming_the_setting(url: str, says: str) -> None:

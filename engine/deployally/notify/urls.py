@@ -14,7 +14,7 @@ import ipaddress
 import socket
 from collections.abc import Collection, Iterable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -93,7 +93,8 @@ def check_destination(url: str, allowed: Collection[str]) -> str | None:
     if problem := check_url(url):
         return problem
     host = urlsplit(url.strip()).hostname or ""
-    return refusal(url, _resolve(host), allowed)
+    literal = _ip_literal(host)
+    return refusal(url, [literal] if literal else _resolve(host), allowed)
 
 
 class GuardedResolver(AbstractResolver):
@@ -134,6 +135,18 @@ class GuardedResolver(AbstractResolver):
 def _allowed(address: str, allowed: Collection[str]) -> bool:
     kind = address_kind(address)
     return kind is None or kind in allowed
+
+
+def _ip_literal(host: str) -> str | None:
+    """The address an IP-literal host names, zone id dropped, or None for a name.
+
+    getaddrinfo cannot read a zone id written as a URL writes it (`fe80::1%25eth0`), so a
+    literal is checked as itself, never by resolving it.
+    """
+    try:
+        return str(ipaddress.ip_address(unquote(host).split("%", 1)[0]))
+    except ValueError:
+        return None
 
 
 def _resolve(host: str) -> list[str]:
