@@ -242,13 +242,14 @@ class ApiServer:
         from aiohttp import web
 
         from deployally.api.app import create_app
+        from deployally.api.runner import ApiRunner
 
         self.ws = ws
         self.app = create_app(ws, **kw)  # type: ignore[arg-type]
         for key, value in (app_values or {}).items():  # what `serve` sets, e.g. its SYNC service
             self.app[key] = value  # type: ignore[index]
         self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(self.app)
+        self.runner = ApiRunner(self.app)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())

@@ -98,3 +98,41 @@ def test_errors_never_show_a_stack_trace(api: ApiServer, api_tokens: dict[str, s
         r = api.request(method, path, api_tokens["admin"], json={"profile": "x"})
         assert r.status_code < 500, (method, path, r.text)
         assert "Traceback" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", "invalid header token"),
+        (b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", "invalid header value"),
+        (b"GET /api/v1/\x00 HTTP/1.1\r\nHost: x\r\n\r\n", "invalid char in url"),
+        (b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer da_s3cret\x01\r\n\r\n",
+         "invalid header value"),
+    ],
+)
+def test_a_request_aiohttp_cannot_parse_is_400_in_the_envelope_and_one_log_line(
+    api: ApiServer, caplog: pytest.LogCaptureFixture, raw: bytes, says: str
+) -> None:
+    import json
+    import logging
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(api.url)
+    caplog.set_level(logging.DEBUG)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as conn:
+        conn.sendall(raw)
+        answer = b""
+        while chunk := conn.recv(65536):  # the server closes the connection after it
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and b" 400 " in head.split(b"\r\n")[0]
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)
+    assert error["success"] is False and error["error"]["code"] == "bad_request"
+    assert says in error["error"]["message"]
+    assert b"s3cret" not in body
+    server_side = [r for r in caplog.records if r.name.startswith(("aiohttp.server", "deployally"))]
+    assert [(r.levelname, r.exc_info) for r in server_side] == [("WARNING", None)]
+    assert says in str(server_side[0].__dict__.get("fields"))
+    assert "s3cret" not in caplog.text

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+import docker
 import pytest
 
 from conftest import ApiServer
@@ -235,3 +238,33 @@ def test_a_whsec_secret_that_is_not_a_key_is_422(api: ApiServer, api_tokens: dic
     assert r.status_code == 422
     [detail] = r.json()["error"]["details"]
     assert detail["field"] == "secret" and "bytes" in detail["message"]
+
+
+@pytest.mark.docker
+def test_an_address_on_a_docker_network_of_the_host_is_422_unless_engine_host_is_allowed(
+    docker_client: docker.DockerClient, names: str, api_ws: Workspace, api_tokens: dict[str, str]
+) -> None:
+    network = docker_client.networks.create(f"{names}hooknet", driver="bridge")
+    network.reload()
+    subnet = ipaddress.ip_network(network.attrs["IPAM"]["Config"][0]["Subnet"])
+    inside = str(subnet.network_address + 7)  # no container needed: the range is the host's
+    body = {"url": f"http://{inside}:8080/admin", "events": ["deployment.failed"], "secret": "s3cret"}
+    server = ApiServer(api_ws)
+    try:
+        r = server.request("POST", "/webhooks", api_tokens["admin"], json=body)
+    finally:
+        server.close()
+    assert r.status_code == 422, r.text
+    [detail] = r.json()["error"]["details"]
+    assert detail["field"] == "url" and inside in detail["message"]
+    assert "container network" in detail["message"] and "engine_host" in detail["message"]
+    assert api_ws.store.webhooks() == []
+
+    (api_ws.state_dir / "engine.yaml").write_text("webhooks:\n  allow: [engine_host]\n")
+    allowed = Workspace.open(api_ws.repo_path, api_ws.state_dir)  # engine.yaml is read at start
+    server = ApiServer(allowed)
+    try:
+        assert server.request("POST", "/webhooks", api_tokens["admin"], json=body).status_code == 201
+    finally:
+        server.close()
+        allowed.close()

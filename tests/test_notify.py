@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import random
 import socket
@@ -681,6 +682,31 @@ def test_registration_refuses_this_machine_naming_the_setting(url: str, says: st
     problem = check_destination(url, frozenset())
     assert problem is not None and says in problem and "engine.yaml" in problem
     assert check_destination(url, frozenset(KINDS)) is None
+
+
+CONTAINERS = ipaddress.ip_network("198.51.100.0/24")  # stands for a Docker network's subnet
+
+
+def test_an_address_on_a_container_network_of_the_host_is_engine_host() -> None:
+    assert address_kind("198.51.100.7", [CONTAINERS]) == "engine_host"
+    assert address_kind("198.51.100.7") is None
+    problem = check_destination("http://198.51.100.7:8080/admin", frozenset(), lambda: [CONTAINERS])
+    assert problem is not None and "container network" in problem
+    assert "webhooks: {allow: [engine_host]}" in problem
+    assert check_destination("http://198.51.100.7/", {"engine_host"}, lambda: [CONTAINERS]) is None
+
+
+def test_delivery_refuses_an_address_on_a_container_network_of_the_host(store: Store) -> None:
+    async def scenario() -> None:
+        hook = store.add_webhook("http://198.51.100.7:8080/admin", ["ping"], "s")
+        store.enqueue_event("ping", {})
+        sender = Sender(store, clock=FakeClock(), host_networks=lambda: [CONTAINERS])
+        assert await sender.send_once() == 1
+        [delivery] = store.deliveries(hook.id)
+        assert delivery.status is DeliveryStatus.FAILED  # refused, never posted nor retried
+        assert delivery.last_error and "container network" in delivery.last_error
+
+    asyncio.run(scenario())
 
 
 def test_delivery_refuses_a_name_that_resolves_to_loopback(store: Store) -> None:

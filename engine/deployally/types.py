@@ -7,12 +7,16 @@ and returns these, so each can be tested with plain data.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from deployally.errors import ValidationError
+
+# An address range of a network (a Docker network's subnet, for one).
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Labels every managed container carries (DESIGN.md, "Docker conventions").
 LABEL_MANAGED = "com.deployally.managed"

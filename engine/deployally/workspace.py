@@ -13,11 +13,13 @@ from pathlib import Path
 
 from deployally.drivers.base import Driver, DriverConfig
 from deployally.drivers.registry import DriverFactory, DriverRegistry
+from deployally.errors import DriverError
 from deployally.model.engine_config import EngineConfig, load_engine_config
 from deployally.source.git import GitRepo
 from deployally.store import ServerRecord, Store
 from deployally.sync.apply import Progress
 from deployally.sync.reconcile import Engine
+from deployally.types import Network
 
 STATE_DIR_NAME = ".deployally"
 
@@ -82,6 +84,18 @@ class Workspace:
     def driver_for(self, server: str) -> Driver | None:
         """The driver of a server (name or srv_ id), or None when this engine does not apply it."""
         return self.drivers.for_server(server)
+
+    def host_networks(self) -> tuple[Network, ...]:
+        """The address ranges of the container networks on the engine's host, which webhooks
+        must not reach (notify/urls.py); a server that cannot say adds none."""
+        out: list[Network] = []
+        for _server, driver in self.drivers.applied_here():
+            try:
+                out.extend(driver.host_networks())
+            except DriverError:
+                # Docker down: its containers are unreachable too, and delivery checks again.
+                continue
+        return tuple(dict.fromkeys(out))
 
     def _local_driver(self, server: ServerRecord, config: DriverConfig) -> Driver:
         from deployally.drivers.local.driver import LocalDriver  # Docker only when needed

@@ -66,8 +66,8 @@ async def create_webhook(request: web.Request) -> web.Response:
     url = check.string("url")
     if url is not None:
         allowed = ctx.ws.engine_config.webhook_allow
-        # Resolving the host name may wait on DNS: off the event loop.
-        if problem := await ctx.run(check_destination, url, allowed):
+        # Resolving the host name may wait on DNS, and the networks on Docker: off the loop.
+        if problem := await ctx.run(check_destination, url, allowed, ctx.ws.host_networks):
             check.problem("url", problem.removeprefix("url: "))
     events = check.body.get("events")
     if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):

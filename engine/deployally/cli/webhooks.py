@@ -46,7 +46,7 @@ def webhook_add(url: str, events: tuple[str, ...], secret_file: Any, state_dir: 
             param_hint="--event",
         )
     ws = _workspace(repo, state_dir, branch)
-    if problem := check_destination(url, ws.engine_config.webhook_allow):
+    if problem := check_destination(url, ws.engine_config.webhook_allow, ws.host_networks):
         raise click.BadParameter(problem, param_hint="URL")
     value = read_secret_value(secret_file, "webhook secret")
     if problem := secret_problem(value):

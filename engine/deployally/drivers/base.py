@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-from deployally.types import Action, ApplyResult, InstanceEvent, LiveInstance
+from deployally.types import Action, ApplyResult, InstanceEvent, LiveInstance, Network
 
 # A driver logs through this: one line appended to the deployment's log.
 Log = Callable[[str], None]
@@ -72,6 +72,11 @@ class Driver(abc.ABC):
 
     def configure(self, config: DriverConfig) -> None:
         """Take the settings a sync runs with; a no-op for a driver that needs none."""
+
+    def host_networks(self) -> tuple[Network, ...]:
+        """The address ranges of the networks this server has on the engine's own host (where
+        a webhook must not reach); () for a server elsewhere. Raises DriverError."""
+        return ()
 
     def started_at(self, instance: LiveInstance) -> datetime | None:
         """When `instance` last started (a driver whose listing omits it asks once more)."""

@@ -26,8 +26,16 @@ from deployally import __version__
 from deployally.errors import NotFound
 from deployally.notify.events import body_for
 from deployally.notify.signature import sign, standard_headers
-from deployally.notify.urls import GuardedResolver, RefusedAddress, check_url, refusal
+from deployally.notify.urls import (
+    ENGINE_HOST,
+    GuardedResolver,
+    HostNetworks,
+    RefusedAddress,
+    check_url,
+    refusal,
+)
 from deployally.store import DeliveryRecord, DeliveryStatus, Store, WebhookRecord
+from deployally.types import Network
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,8 @@ MAX_ATTEMPTS = len(BACKOFF_S) + 1
 # A delivery is retried until its event is this old: in a lane it may wait behind others to
 # a receiver that is down, and must not then get a whole schedule of its own after them.
 RETRY_WINDOW_S = sum(BACKOFF_S)
+# How long an answer about the host's container networks stands (networks come and go).
+NETWORKS_TTL_S = 10.0
 JITTER = 0.2  # +-20%: receivers coming back are not hit by every sender at once
 
 
@@ -99,6 +109,7 @@ class Sender:
         batch: int = 100,
         idle_s: float = 2.0,
         allow: Collection[str] = (),
+        host_networks: HostNetworks | None = None,
     ) -> None:
         self._store = store
         self._timeout_s = timeout_s
@@ -110,6 +121,10 @@ class Sender:
         self._batch = batch
         self._idle_s = idle_s
         self._allow = frozenset(allow)  # what engine.yaml lets webhooks reach (notify/urls.py)
+        # The container networks on the engine's host, asked again every NETWORKS_TTL_S.
+        self._host_networks = None if ENGINE_HOST in self._allow else host_networks
+        self._networks: tuple[Network, ...] = ()
+        self._networks_at = -NETWORKS_TTL_S
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -180,7 +195,9 @@ class Sender:
             headers={"User-Agent": f"DeployAlly/{__version__}"},
             cookie_jar=aiohttp.DummyCookieJar(),  # receivers must not get state back from us
             # Every host name is checked on the addresses it resolves to for this connection.
-            connector=aiohttp.TCPConnector(resolver=GuardedResolver(self._allow)),
+            connector=aiohttp.TCPConnector(
+                resolver=GuardedResolver(self._allow, lambda: self._networks)
+            ),
         )
 
     async def _lane(
@@ -208,6 +225,7 @@ class Sender:
         """Post a webhook's pending deliveries in order, from its oldest, while each is due and
         each one before it was delivered (or given up); how many were attempted."""
         attempted = 0
+        await self._refresh_networks()
         hook = await asyncio.to_thread(self._store.webhook, webhook_id)
         while hook is not None:  # None: deleted meanwhile, and its deliveries with it
             batch = await asyncio.to_thread(
@@ -273,7 +291,17 @@ class Sender:
     def _literal_refusal(self, url: str) -> str | None:
         """aiohttp resolves no IP literal, so the resolver never sees one: check it here."""
         host = urlsplit(url.strip()).hostname or ""
-        return refusal(url, [host], self._allow)
+        return refusal(url, [host], self._allow, self._networks)
+
+    async def _refresh_networks(self) -> None:
+        """Ask for the host's container networks when the last answer is NETWORKS_TTL_S old."""
+        if self._host_networks is None or time.monotonic() - self._networks_at < NETWORKS_TTL_S:
+            return
+        self._networks_at = time.monotonic()  # before awaiting: one question for every lane
+        try:
+            self._networks = tuple(await asyncio.to_thread(self._host_networks))
+        except Exception:  # keep the last answer; a broken Docker must not stop the sender
+            log.exception("webhook sender: listing the host's container networks failed")
 
     def _record(self, delivery: DeliveryRecord, outcome: Outcome) -> DeliveryStatus | None:
         """Keep the attempt; the delivery's final status, or None when it will be retried."""

@@ -2,7 +2,7 @@
 operator did not allow.
 
 Loopback, link-local (where clouds serve instance metadata and credentials) and the engine's
-own host are refused unless engine.yaml allows them (`webhooks: {allow: [...]}`): whoever
+own host (its addresses, and the container networks on it) are refused unless engine.yaml allows them (`webhooks: {allow: [...]}`): whoever
 registers a webhook must not make the engine call into the machine it runs on. The check runs
 at registration and again on every delivery, on the addresses the host name resolves to then,
 so a name that later resolves to loopback is refused too.
@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+
+from deployally.types import Network
 
 LOOPBACK = "loopback"
 LINK_LOCAL = "link_local"
@@ -26,12 +28,14 @@ ENGINE_HOST = "engine_host"
 KINDS: dict[str, str] = {
     LOOPBACK: "a loopback address",
     LINK_LOCAL: "a link-local or cloud metadata address",
-    ENGINE_HOST: "an address of the engine's own host",
+    ENGINE_HOST: "an address of the engine's own host or of a container network on it",
 }
 # Instance metadata outside 169.254.0.0/16 and fe80::/10: AWS over IPv6, Alibaba Cloud.
 _METADATA = (ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200"))
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# The container networks on the engine's host (Workspace.host_networks), asked when needed.
+HostNetworks = Callable[[], Collection[Network]]
 
 
 class RefusedAddress(OSError):
@@ -53,8 +57,9 @@ def check_url(url: str) -> str | None:
     return None
 
 
-def address_kind(address: str) -> str | None:
-    """Which refused kind (LOOPBACK, LINK_LOCAL, ENGINE_HOST) an IP address is, or None."""
+def address_kind(address: str, networks: Collection[Network] = ()) -> str | None:
+    """Which refused kind (LOOPBACK, LINK_LOCAL, ENGINE_HOST) an IP address is, or None;
+    `networks` are the container networks on the engine's host."""
     try:
         ip: Address = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
@@ -65,15 +70,18 @@ def address_kind(address: str) -> str | None:
         return LOOPBACK
     if ip.is_link_local or ip in _METADATA:
         return LINK_LOCAL
-    if _is_own_address(ip):
+    # A container on the host's networks is the host too: reached through it, never published.
+    if _is_own_address(ip) or any(ip.version == n.version and ip in n for n in networks):
         return ENGINE_HOST
     return None
 
 
-def refusal(url: str, addresses: Iterable[str], allowed: Collection[str]) -> str | None:
+def refusal(
+    url: str, addresses: Iterable[str], allowed: Collection[str], networks: Collection[Network] = ()
+) -> str | None:
     """Why url may not be posted to when its host is at `addresses`, or None."""
     for address in addresses:
-        kind = address_kind(address)
+        kind = address_kind(address, networks)
         if kind is not None and kind not in allowed:
             host = urlsplit(url.strip()).hostname or url
             where = address if address == host else f"{host} ({address})"
@@ -84,8 +92,11 @@ def refusal(url: str, addresses: Iterable[str], allowed: Collection[str]) -> str
     return None
 
 
-def check_destination(url: str, allowed: Collection[str]) -> str | None:
-    """Registration check: check_url, then every address the host resolves to now.
+def check_destination(
+    url: str, allowed: Collection[str], networks: HostNetworks = lambda: ()
+) -> str | None:
+    """Registration check: check_url, then every address the host resolves to now (blocking:
+    DNS, and `networks` when engine_host is refused).
 
     A name that does not resolve yet is accepted (delivery checks it again); one that
     resolves to a refused address is not.
@@ -94,7 +105,8 @@ def check_destination(url: str, allowed: Collection[str]) -> str | None:
         return problem
     host = urlsplit(url.strip()).hostname or ""
     literal = _ip_literal(host)
-    return refusal(url, [literal] if literal else _resolve(host), allowed)
+    nets = () if ENGINE_HOST in allowed else networks()
+    return refusal(url, [literal] if literal else _resolve(host), allowed, nets)
 
 
 class GuardedResolver(AbstractResolver):
@@ -104,8 +116,11 @@ class GuardedResolver(AbstractResolver):
     another (DNS rebinding). aiohttp does not resolve IP literals: the sender checks those.
     """
 
-    def __init__(self, allowed: Collection[str]) -> None:
+    def __init__(
+        self, allowed: Collection[str], networks: Callable[[], Collection[Network]] = lambda: ()
+    ) -> None:
         self._allowed = frozenset(allowed)
+        self._networks = networks  # must not block: the sender's latest list
         self._inner = DefaultResolver()
 
     def __repr__(self) -> str:
@@ -116,10 +131,11 @@ class GuardedResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         """The addresses of host that are allowed; RefusedAddress when none is."""
         found = await self._inner.resolve(host, port, family)
-        kept = [r for r in found if _allowed(r["host"], self._allowed)]
+        nets = self._networks()
+        kept = [r for r in found if _allowed(r["host"], self._allowed, nets)]
         if not kept:
             shown = ", ".join(sorted({r["host"] for r in found}))
-            kinds = sorted({k for r in found if (k := address_kind(r["host"])) is not None})
+            kinds = sorted({k for r in found if (k := address_kind(r["host"], nets)) is not None})
             raise RefusedAddress(
                 f"{host} resolves to {shown} ({', '.join(KINDS[k] for k in kinds)}), where "
                 f"webhooks are not sent unless engine.yaml allows it "
@@ -132,8 +148,8 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def _allowed(address: str, allowed: Collection[str]) -> bool:
-    kind = address_kind(address)
+def _allowed(address: str, allowed: Collection[str], networks: Collection[Network]) -> bool:
+    kind = address_kind(address, networks)
     return kind is None or kind in allowed
 
 

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from deployally.api.app import create_app
 from deployally.api.metrics import Metrics
+from deployally.api.runner import ApiRunner
 from deployally.api.sync import SYNC, SyncOutcome
 from deployally.api.webhooks import WAKE_SENDER
 from deployally.drivers.base import EventStream
@@ -201,7 +202,7 @@ class EngineProcess:
         )
         app[SYNC] = self
         app[WAKE_SENDER] = self._wake_sender
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        runner = ApiRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.port)
         await site.start()
@@ -219,7 +220,8 @@ class EngineProcess:
         )
 
         sender = self._sender = Sender(
-            ws.store, schedule=self._webhook_schedule, allow=ws.engine_config.webhook_allow
+            ws.store, schedule=self._webhook_schedule, allow=ws.engine_config.webhook_allow,
+            host_networks=ws.host_networks,
         )
         self._start_watching(ws)
         self.events = await loop.run_in_executor(None, self._watch_instances, ws, loop)

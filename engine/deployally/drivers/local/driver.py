@@ -8,6 +8,7 @@ instance's ref is its container id.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -44,6 +45,7 @@ from deployally.types import (
     ContainerSpec,
     DeploymentStatus,
     LiveInstance,
+    Network,
 )
 
 OLD_SUFFIX = ".old"  # the previous container during a rollout, kept until the new one is healthy
@@ -151,6 +153,18 @@ class LocalDriver(Driver):
         """Check the engine answers; raise DriverError naming the cause if not."""
         with _docker("ping the Docker engine"):
             self._api.ping()
+
+    def host_networks(self) -> tuple[Network, ...]:
+        """The subnets of every Docker network on this host, the engine's and any other: a
+        container on any of them is reached through this host only."""
+        with _docker("list networks"):
+            rows = self._api.networks()
+        out: list[Network] = []
+        for row in rows:
+            for pool in (row.get("IPAM") or {}).get("Config") or ():
+                with contextlib.suppress(ValueError, TypeError):
+                    out.append(ipaddress.ip_network(pool.get("Subnet") or "", strict=False))
+        return tuple(out)
 
     def live(self) -> dict[str, LiveInstance]:
         """Every managed instance keyed by definition name, from one filtered list call."""
