@@ -181,3 +181,22 @@ def test_a_revision_in_range_that_does_not_exist_is_404(
     r = api.request("POST", "/deployments", api_tokens["write"],
                     json={"definition_id": def_id, "revision": 2**63 - 1})
     assert "no revision" in _assert_error(r, 404)["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"commit": "garbage", "wait": True}, "commit"),
+        ({"commit": "abc123"}, "commit"),  # a short id never names one commit for good
+        ({"commit": "g" * 40}, "commit"),
+        ({"commit": ["a" * 40]}, "commit"),
+        ({"commit": "a" * 41}, "commit"),
+    ],
+)
+def test_sync_with_a_commit_that_is_not_a_commit_id_is_422_naming_the_field(
+    api: ApiServer, api_tokens: dict[str, str], body: dict[str, Any], field: str
+) -> None:
+    r = api.request("POST", "/sync", api_tokens["write"], json=body)
+    assert r.status_code == 422, r.text
+    [detail] = r.json()["error"]["details"]
+    assert detail["field"] == field and "not a commit id" in detail["message"]

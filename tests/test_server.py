@@ -146,6 +146,14 @@ def test_a_mirrored_remote_deploys_on_signed_push_webhooks_and_refuses_bad_ones(
         waited = engine.request("POST", "/sync", json={"commit": head, "wait": True})
         assert waited.status_code == 200
         assert waited.json()["data"]["commit"] == head
+        for garbage in ("garbage", head[:12], head + "0", 42):
+            refused = engine.request("POST", "/sync", json={"commit": garbage, "wait": True})
+            assert refused.status_code == 422, refused.text
+            [detail] = refused.json()["error"]["details"]
+            assert detail["field"] == "commit" and "not a commit id" in detail["message"]
+        pushed = json.dumps({"ref": "refs/heads/main", "after": "not-a-sha"}).encode()
+        refused = engine.request("POST", "/sync", data=pushed, headers=github_headers(pushed))
+        assert refused.status_code == 422 and refused.json()["error"]["details"][0]["field"] == "after"
     finally:
         assert engine.stop() == 0, engine.log()
 

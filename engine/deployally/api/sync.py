@@ -10,6 +10,7 @@ with its deployments: what the post-receive hook prints into `git push`.
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,13 +18,17 @@ from aiohttp import web
 
 from deployally.api.auth import PUBLIC, WRITE, access, bearer_token
 from deployally.api.context import context
-from deployally.api.envelope import ApiError, bad_request, json_object, success
+from deployally.api.envelope import ApiError, invalid, json_object, success
 from deployally.api.views import deployment_view
 from deployally.notify.signature import verify
 from deployally.sync.reconcile import SyncReport
 
 routes = web.RouteTableDef()
 
+# Where a body names the commit to wait for: ours, then GitHub's and GitLab's push events.
+COMMIT_FIELDS = ("commit", "after", "checkout_sha")
+# A full commit id: SHA-1, or SHA-256 for a repository made with --object-format=sha256.
+OBJECT_ID = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 MAX_BODY = 1024 * 1024  # a push webhook with many commits is a few hundred KB at most
 
 
@@ -88,6 +93,24 @@ async def _authorize(request: web.Request, body: bytes, secret: str | None) -> s
     return "token"
 
 
+def pushed_commit(payload: dict[str, Any]) -> str | None:
+    """The commit a body names (`commit`, GitHub's `after`, GitLab's `checkout_sha`), lower
+    case; 422 naming the field when it is not a full commit id."""
+    for field in COMMIT_FIELDS:
+        value = payload.get(field)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str) or not OBJECT_ID.fullmatch(value.lower()):
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise invalid([{
+                "field": field,
+                "message": f"{shown} is not a commit id: 40 hexadecimal digits (64 for a "
+                           "SHA-256 repository), as `git rev-parse HEAD` prints it",
+            }])
+        return value.lower()
+    return None
+
+
 def _raw(header: str) -> bytes:
     """A header's bytes as received: aiohttp decodes non-UTF-8 bytes to surrogate escapes."""
     return header.encode("utf-8", "surrogateescape")
@@ -123,9 +146,7 @@ async def sync(request: web.Request) -> web.Response:
     tracked = f"refs/heads/{service.branch}" if service is not None else None
     if sender != "token" and isinstance(ref, str) and tracked and ref != tracked:
         return success({"queued": False, "reason": f"{ref} is not the tracked branch"})
-    commit = payload.get("commit") or payload.get("after") or payload.get("checkout_sha")
-    if commit is not None and not isinstance(commit, str):
-        raise bad_request("commit must be a commit sha", "commit")
+    commit = pushed_commit(payload)
     why = f"{sender} push" if sender != "token" else "POST /api/v1/sync"
     if service is None:
         ctx = context(request)
