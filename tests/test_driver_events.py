@@ -17,10 +17,12 @@ from conftest import DockerProxy
 from deployally.drivers.local.driver import LocalDriver
 from deployally.drivers.local.events import DockerEvents, instance_event
 from deployally.types import (
+    LABEL_COMMIT,
     LABEL_DEFINITION,
     LABEL_MANAGED,
     LABEL_NAME,
     LABEL_OWNER,
+    LABEL_REVISION,
     InstanceEvent,
     InstanceEventKind,
 )
@@ -59,6 +61,13 @@ def test_die_becomes_stopped_with_exit_code_and_labels() -> None:
     )
     assert ev.ref == "c0ffee" * 10
     assert ev.at.year == 2023 and ev.at.tzinfo is not None
+
+
+def test_an_event_says_the_revision_and_commit_its_container_runs() -> None:
+    ev = instance_event(_raw("start", **{LABEL_REVISION: "7", LABEL_COMMIT: "ab" * 20}))
+    assert ev is not None and (ev.revision, ev.commit) == (7, "ab" * 20)
+    bare = instance_event(_raw("start"))
+    assert bare is not None and (bare.revision, bare.commit) == (None, None)
 
 
 def test_name_falls_back_to_container_name() -> None:

@@ -286,6 +286,10 @@ class InstanceEvent:
     definition_id: str | None
     exit_code: int | None
     at: datetime
+    # What the instance itself runs (its own labels), which may not be the definition's
+    # applied revision yet: a new instance starts before its deployment is recorded.
+    revision: int | None = None
+    commit: str | None = None
 
 
 # ---------------------------------------------------------------- plan

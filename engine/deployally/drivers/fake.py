@@ -148,6 +148,8 @@ class FakeHost:
             definition_id=inst.spec.definition_id,
             exit_code=exit_code,
             at=_now(),
+            revision=inst.revision,
+            commit=inst.commit,
         )
         with self.lock:
             listeners = [cb for owner, cb in self._subscribers if owner == inst.owner]

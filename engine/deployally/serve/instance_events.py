@@ -58,11 +58,8 @@ class InstanceEventHandler:
         if record.server_id not in (self.server.name, self.server.id):
             return  # the definition moved to another server; this one is about to go
         if event.kind is not InstanceEventKind.HEALTHY:
-            applied = (
-                ws.store.revision(record.id, record.applied_revision)
-                if record.applied_revision is not None
-                else None
-            )
+            # The revision this instance runs, from its own labels: during an update the new
+            # one starts before the definition's applied revision moves to it.
             ws.store.enqueue_event(
                 event.kind.value,
                 {
@@ -71,8 +68,8 @@ class InstanceEventHandler:
                     "name": event.name,
                     "server_id": ws.store.server_id(record.server_id),
                     "server": record.server_id,
-                    "revision": record.applied_revision,
-                    "commit": applied.commit if applied is not None else None,
+                    "revision": event.revision,
+                    "commit": event.commit,
                     "status": _INSTANCE_STATUS[event.kind],
                     "exit_code": event.exit_code,
                     "at": event.at.isoformat().replace("+00:00", "Z"),

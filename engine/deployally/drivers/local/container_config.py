@@ -7,6 +7,7 @@ Pure functions: no Docker calls; docker.types only builds the dicts docker-py se
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -173,6 +174,12 @@ def stop_timeout(info: dict[str, Any]) -> int | None:
     return int(value) if value is not None else None
 
 
+def label_revision(labels: Mapping[str, str]) -> int | None:
+    """The revision a container's labels say it runs; None when they name none."""
+    revision = labels.get(LABEL_REVISION, "")
+    return int(revision) if revision.isascii() and revision.isdigit() else None
+
+
 def live_instance(row: dict[str, Any]) -> LiveInstance | None:
     """One row of Docker's container list as a LiveInstance; None for a `<name>.old`."""
     labels: dict[str, str] = row.get("Labels") or {}
@@ -180,13 +187,12 @@ def live_instance(row: dict[str, Any]) -> LiveInstance | None:
     name = labels.get(LABEL_NAME, cname)
     if cname != name:  # a `<name>.old` mid-rollout, or renamed by hand
         return None
-    revision = labels.get(LABEL_REVISION, "")
     created = row.get("Created")
     return LiveInstance(
         ref=row["Id"],
         name=name,
         definition_id=labels.get(LABEL_DEFINITION, ""),
-        revision=int(revision) if revision.isdigit() else None,
+        revision=label_revision(labels),
         rendered_hash=labels.get(LABEL_RENDERED_HASH, ""),
         commit=labels.get(LABEL_COMMIT, ""),
         state=state_from_docker(str(row.get("State", ""))),

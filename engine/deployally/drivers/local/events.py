@@ -19,7 +19,9 @@ import docker
 from docker.types.daemon import CancellableStream
 
 from deployally.drivers.base import EventStream, OnEvent
+from deployally.drivers.local.container_config import label_revision
 from deployally.types import (
+    LABEL_COMMIT,
     LABEL_DEFINITION,
     LABEL_MANAGED,
     LABEL_NAME,
@@ -73,6 +75,9 @@ def instance_event(raw: Mapping[str, Any]) -> InstanceEvent | None:
         definition_id=attrs.get(LABEL_DEFINITION),
         exit_code=exit_code,
         at=at,
+        # Docker events carry the container's labels: what this instance runs.
+        revision=label_revision(attrs),
+        commit=attrs.get(LABEL_COMMIT) or None,
     )
 
 
