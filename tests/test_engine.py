@@ -195,3 +195,25 @@ def test_the_plan_preview_is_what_the_sync_then_does(
     repo.commit("The change the preview showed")
     report = ws.engine.sync()
     assert {d.definition_name: d.action for d in report.deployments} == previewed
+
+
+def test_commits_folded_into_one_sync_send_one_definition_event_naming_their_revisions(
+    repo: DefinitionsRepo, ws: Workspace
+) -> None:
+    web = repo.worker("web")
+    first = repo.commit("Add web")
+    assert ws.engine.sync().ok
+    for n in (2, 3, 4):  # three pushes land before the engine looks
+        repo.worker("web", message=f"v{n}")
+        repo.commit(f"web v{n}")
+    cache = repo.worker("cache")
+    head = repo.commit("Add cache")
+    assert ws.engine.sync().ok
+
+    told = [(e, d["name"], d["revision"], d["revisions"], d["since_commit"], d["commit"])
+            for e, d in events(ws) if e.startswith("definition.")]
+    assert told == [
+        ("definition.created", web, 1, [1], None, first),
+        ("definition.created", cache, 1, [1], first, head),  # one sync's events go by name
+        ("definition.updated", web, 4, [2, 3, 4], first, head),
+    ]

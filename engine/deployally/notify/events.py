@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,13 +36,24 @@ _SECRET_KEY = re.compile(
 )
 
 
-def definition_event(record: DefinitionRecord, commit: str, server_id: str) -> dict[str, object]:
-    """The `data` of a definition.* event; `server_id` is the srv_ id, as the API shows it."""
+def definition_event(
+    record: DefinitionRecord,
+    commit: str,
+    server_id: str,
+    *,
+    since: str | None = None,
+    revisions: Sequence[int] = (),
+) -> dict[str, object]:
+    """The `data` of a definition.* event: one per definition per sync, for the commits
+    after `since` up to `commit`, with the revisions they made of it (oldest first);
+    `server_id` is the srv_ id, as the API shows it."""
     return {
         "definition_id": record.id,
         "name": record.name,
         "revision": record.current_revision,
         "commit": commit,
+        "since_commit": since,
+        "revisions": list(revisions),
         "server_id": server_id,
         "server": record.server_id,
         "template_id": record.template_id,

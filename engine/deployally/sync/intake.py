@@ -9,7 +9,7 @@ because of it. What it recorded comes back as one frozen `Desired`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from deployally.identity import content_hash
@@ -30,6 +30,7 @@ from deployally.types import (
     DefinitionStatus,
     Desired,
     Reason,
+    Revision,
     SecretRef,
     SecretVersions,
 )
@@ -76,11 +77,13 @@ class Intake:
         # from git alone. `mounts` follows config-file mounts from commit to commit.
         mounts = {r.path: r.depends_files for r in self.store.definitions()}
         commits = [head] if lost else self.repo.commits_between(previous, head)
+        made: dict[str, list[int]] = {}  # the revision numbers of each definition, in order
         for commit in commits:
             # With the last synced state gone, compare head in full against the stored revisions.
             changes = ChangeSet() if lost else self.repo.changes(self.repo.first_parent(commit), commit)
             state = self._load(commit, None if lost else changes, mounts, for_revisions=True)
-            self._record_revisions(commit, changes, state)
+            for revision in self._record_revisions(commit, changes, state):
+                made.setdefault(revision.definition_id, []).append(revision.number)
             mounts.update({d.definition.path: d.depends_files for d in state.ok.values()})
         # Desired specs: head only, rendered with the secrets as they are now.
         changes = (
@@ -88,7 +91,10 @@ class Intake:
         )
         state = self._load(head, None if full else changes, mounts)
         steps.append(
-            self._record_desired(head, changes, state, full=full, engine_changed=engine_changed)
+            self._record_desired(
+                head, changes, state, full=full, engine_changed=engine_changed,
+                since=None if lost else previous, made=made,
+            )
         )
         self.store.set_meta("desired_commit", head)
         self.store.set_meta("builtin_catalog", fingerprint)
@@ -153,10 +159,10 @@ class Intake:
 
     def _record_revisions(
         self, commit: str, changes: ChangeSet, state: desired_mod.DesiredState
-    ) -> None:
-        """Record the revisions one commit makes."""
+    ) -> list[Revision]:
+        """Record the revisions one commit makes; return them."""
         refused = [p for p in state.invalid_names if p in changes.paths()]
-        for revision in revisions.new_revisions(
+        made = revisions.new_revisions(
             commit,
             changes,
             state,
@@ -164,8 +170,10 @@ class Intake:
             records=self.store.definitions(),
             latest=self.store.latest_revision,
             now=utcnow(),
-        ):
+        )
+        for revision in made:
             self.store.add_revision(revision)
+        return list(made)
 
     def _texts(self, commit: str, paths: list[str]) -> dict[str, str]:
         """The texts of `paths` at `commit`; a file that is not text counts as empty."""
@@ -180,8 +188,11 @@ class Intake:
         *,
         full: bool,
         engine_changed: bool = False,
+        since: str | None = None,
+        made: Mapping[str, Sequence[int]] | None = None,
     ) -> DesiredStep:
-        """Store the new desired specs and removals of `state` at head, with their events."""
+        """Store the new desired specs and removals of `state` at head, with their events:
+        one per definition for every commit after `since`, naming the revisions `made`."""
         info = self.repo.commit_info(head)
         note = CommitNote(head, head[:12], info.summary, rollback=ROLLBACK_TRAILER in info.message)
         touched = changes.paths()
@@ -211,7 +222,11 @@ class Intake:
             self.store.delete_definition(record.id)
         for event, record in step.events:
             self.store.enqueue_event(
-                event, definition_event(record, head, self.store.server_id(record.server_id))
+                event,
+                definition_event(
+                    record, head, self.store.server_id(record.server_id), since=since,
+                    revisions=(made or {}).get(record.id, ()),
+                ),
             )
         return step
 
