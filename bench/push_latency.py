@@ -105,10 +105,13 @@ def main() -> int:
         if owner:
             for c in client.containers.list(all=True, filters={"label": f"com.deployally.owner={owner}"}):
                 c.remove(force=True)
+        # Docker's name filters match substrings: only names that start with this run's prefix.
         for v in client.volumes.list(filters={"name": prefix}):
-            v.remove(force=True)
+            if v.name.startswith(prefix):
+                v.remove(force=True)
         for net in client.networks.list(names=[f"{prefix}net"]):
-            net.remove()
+            if net.name == f"{prefix}net":
+                net.remove()
     print(f"push_latency: {len(rows)} pushes to a bare repo watched by `deployally serve` "
           f"(one busybox worker update each; cpu count {os.cpu_count()})")
     print(f"{'':10} {'median':>8} {'min':>8} {'max':>8}")

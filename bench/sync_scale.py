@@ -6,13 +6,17 @@ Deploys N busybox definitions to the local Docker engine from a fresh git
 repository, then times a no-op sync and a sync after one definition changed,
 and prints the figures (the same three docker-compose is measured by in
 DESIGN.md). Needs the `busybox:stable` image (the test suite or `deployally
-demo` makes it). Everything it creates carries the prefix `bench` and is
-removed at the end.
+demo` makes it). Everything it creates carries a prefix of its own run
+(`bench<pid>x<random>_`), so runs side by side never touch each other's, and
+exactly what it created (this run's engine's containers, its network) is removed
+at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import subprocess
 import tempfile
 import time
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import docker
 
+from deployally.store import Store
 from deployally.workspace import Workspace
 
 
@@ -45,6 +50,32 @@ def timed_sync(repo: Path, state: Path, parallel: int) -> tuple[float, int]:
     return elapsed, len(report.deployments)
 
 
+def run_prefix() -> str:
+    """A prefix no other run has: this process's id and a random part."""
+    return f"bench{os.getpid()}x{secrets.token_hex(2)}_"
+
+
+def remove_run(client: docker.DockerClient, state: Path, prefix: str, network: str) -> None:
+    """Remove what this run created: its engine's containers (by owner label), the volumes
+    and the network named with its prefix; nothing of another run or of anyone else."""
+    owner = None
+    if state.exists():
+        with Store(state) as store:
+            owner = store.get_meta("engine_id")
+    if owner:
+        owned = {"label": f"com.deployally.owner={owner}"}
+        for c in client.containers.list(all=True, filters=owned):
+            if c.name.startswith(prefix):
+                c.remove(force=True)
+    # Docker's name filters match substrings: keep only names that start with the prefix.
+    for v in client.volumes.list(filters={"name": prefix}):
+        if v.name.startswith(prefix):
+            v.remove(force=True)
+    for net in client.networks.list(names=[network]):
+        if net.name == network:
+            net.remove()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--definitions", type=int, default=100)
@@ -55,8 +86,12 @@ def main() -> None:
         repo, state = Path(tmp) / "repo", Path(tmp) / "state"
         (repo / "definitions").mkdir(parents=True)
         git(repo, "init", "-q", "-b", "main")
-        (repo / "deployally.yaml").write_text("network: benchnet\n")
-        names = [f"bench{i:04d}" for i in range(args.definitions)]
+        prefix = run_prefix()
+        network = f"{prefix}net"
+        (repo / "deployally.yaml").write_text(f"network: {network}\n")
+        names = [f"{prefix}{i:04d}" for i in range(args.definitions)]
+        print(f"sync_scale: prefix {prefix}, {args.definitions} definitions, "
+              f"parallel {args.parallel}, cpu count {os.cpu_count()}")
         for name in names:
             (repo / "definitions" / f"{name}.yaml").write_text(definition(name, "one"))
         git(repo, "add", "-A")
@@ -71,12 +106,7 @@ def main() -> None:
             one, n = timed_sync(repo, state, args.parallel)
             print(f"one definition changed ({n} deployment): {one:.2f} s")
         finally:
-            for c in client.containers.list(all=True, filters={"name": "bench"}):
-                c.remove(force=True)
-            for v in client.volumes.list(filters={"name": "bench"}):
-                v.remove(force=True)
-            for net in client.networks.list(names=["benchnet"]):
-                net.remove()
+            remove_run(client, state, prefix, network)
 
 
 if __name__ == "__main__":
