@@ -174,6 +174,15 @@ def worker_file(name: str, **params: str) -> str:
     return "\n".join(lines) + "\n" + extra
 
 
+@pytest.fixture
+def claims(state_dir: Path) -> Iterator[object]:
+    """The state store in `state_dir`, where a LocalDriver records its claims on volumes and networks."""
+    from deployally.store import Store
+
+    with Store(state_dir) as store:
+        yield store
+
+
 # ---------------------------------------------------------------- git repositories of definitions
 
 

@@ -22,6 +22,7 @@ from deployally.drivers.fake import FakeDriver, FakeHost
 from deployally.errors import NotFound
 from deployally.identity import definition_id
 from deployally.model.render import rendered_hash
+from deployally.store import Store
 from deployally.types import (
     Action,
     ActionKind,
@@ -55,7 +56,7 @@ def _fake_backend() -> Backend:
     host = FakeHost()
     prefix = "f" + pysecrets.token_hex(3)
 
-    def spec(short: str, **over: Any) -> ContainerSpec:
+    def spec(short: str, engine: str = "ours", **over: Any) -> ContainerSpec:
         name = f"{prefix}{short}"
         base = ContainerSpec(
             name=name, definition_id=definition_id(name), template_id="tpl_x", image="busybox:stable"
@@ -75,7 +76,7 @@ def _fake_backend() -> Backend:
     )
 
 
-def _local_backend(request: pytest.FixtureRequest) -> Backend:
+def _local_backend(request: pytest.FixtureRequest, stores: list[Store]) -> Backend:
     from deployally.drivers.local.driver import LocalDriver
 
     client = request.getfixturevalue("docker_client")
@@ -84,7 +85,7 @@ def _local_backend(request: pytest.FixtureRequest) -> Backend:
     state: Path = request.getfixturevalue("state_dir")
     config = DriverConfig(health_timeout_s=30, settle_s=1.0)
 
-    def spec(short: str, **over: Any) -> ContainerSpec:
+    def spec(short: str, engine: str = "ours", **over: Any) -> ContainerSpec:
         name = f"{names}{short}"
         base = ContainerSpec(
             name=name,
@@ -93,16 +94,21 @@ def _local_backend(request: pytest.FixtureRequest) -> Backend:
             image=image,
             command=("sleep", "3600"),
             stop_signal="SIGKILL",  # busybox as PID 1 ignores SIGTERM
-            network=f"{names}net",
+            # Each engine its own network: one engine never joins a network of another.
+            network=f"{names}{engine}net",
         )
         return _hashed(dataclasses.replace(base, **over))
 
     def failing(s: ContainerSpec) -> ContainerSpec:
         return _hashed(dataclasses.replace(s, command=("sh", "-c", "echo broken; exit 3")))
 
+    ours, theirs = Store(state / "ours"), Store(state / "theirs")
+    stores += [ours, theirs]
     return Backend(
-        LocalDriver(state / "ours", owner=names, client=client, config=config),
-        LocalDriver(state / "theirs", owner=f"{names}-theirs", client=client, config=config),
+        LocalDriver(state / "ours", owner=names, client=client, config=config, claims=ours),
+        LocalDriver(
+            state / "theirs", owner=f"{names}-theirs", client=client, config=config, claims=theirs
+        ),
         spec,
         failing,
     )
@@ -110,7 +116,10 @@ def _local_backend(request: pytest.FixtureRequest) -> Backend:
 
 @pytest.fixture(params=["fake", pytest.param("local", marks=pytest.mark.docker)])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    yield _fake_backend() if request.param == "fake" else _local_backend(request)
+    stores: list[Store] = []
+    yield _fake_backend() if request.param == "fake" else _local_backend(request, stores)
+    for store in stores:
+        store.close()
 
 
 def apply(driver: Driver, kind: ActionKind, spec: ContainerSpec, revision: int = 1) -> ApplyResult:
@@ -193,7 +202,7 @@ def test_another_engines_instances_are_neither_seen_touched_nor_heard(backend: B
     stream = backend.ours.watch(heard)
     try:
         assert stream.wait_connected(WAIT_S)
-        theirs = backend.spec("theirs")
+        theirs = backend.spec("theirs", engine="theirs")
         assert apply(backend.theirs, ActionKind.CREATE, theirs).status is DeploymentStatus.SUCCESS
         backend.theirs.stop(theirs.name)
         ours = backend.spec("ours")

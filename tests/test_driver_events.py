@@ -16,6 +16,7 @@ import pytest
 from conftest import DockerProxy
 from deployally.drivers.local.driver import LocalDriver
 from deployally.drivers.local.events import DockerEvents, instance_event
+from deployally.store import Store
 from deployally.types import (
     LABEL_COMMIT,
     LABEL_DEFINITION,
@@ -210,9 +211,10 @@ def test_the_local_driver_streams_its_own_instances(
     busybox_image: str,
     names: str,
     state_dir: Path,
+    claims: Store,
     collector: Collector,
 ) -> None:
-    driver = LocalDriver(state_dir, owner=names, client=docker_client)
+    driver = LocalDriver(state_dir, owner=names, client=docker_client, claims=claims)
     stream = driver.watch(collector)
     try:
         assert stream.wait_connected(WAIT_S)

@@ -15,8 +15,10 @@ import pytest
 from deployally import secrets
 from deployally.drivers.base import DriverConfig
 from deployally.drivers.local.driver import LocalDriver
+from deployally.drivers.local.ownership import Adopted
 from deployally.errors import NotFound
 from deployally.identity import content_hash, definition_id
+from deployally.store import Store
 from deployally.types import (
     LABEL_COMMIT,
     LABEL_DEFINITION,
@@ -122,12 +124,13 @@ def exec_in(client: docker.DockerClient, name: str, script: str) -> str:
 
 @pytest.fixture
 def driver(
-    docker_client: docker.DockerClient, busybox_image: str, state_dir: Path, names: str
+    docker_client: docker.DockerClient, busybox_image: str, state_dir: Path, names: str,
+    claims: Store,
 ) -> LocalDriver:
     # Owned by this test alone: recover() and prune never reach another engine's containers.
     return LocalDriver(
         state_dir, client=docker_client, config=DriverConfig(health_timeout_s=30, settle_s=1.0),
-        owner=names,
+        owner=names, claims=claims,
     )
 
 
@@ -382,13 +385,14 @@ def test_recover_after_a_crash_in_the_health_wait_keeps_only_a_proven_container(
     busybox_image: str,
     names: str,
     state_dir: Path,
+    claims: Store,
     check: list[str] | None,
     health: str | None,
     kept: bool,
 ) -> None:
     driver = LocalDriver(
         state_dir, client=docker_client, config=DriverConfig(health_timeout_s=30, settle_s=1.0),
-        owner=names,
+        owner=names, claims=claims,
     )
     spec = make_spec(names, busybox_image)
     first = apply(driver, ActionKind.CREATE, spec)
@@ -550,9 +554,9 @@ def test_a_config_file_never_gets_setuid_setgid_or_sticky_bits_on_the_host(
     assert exec_in(docker_client, spec.name, "stat -c %a /etc/app.conf").strip() == "777"
 
 
-def test_a_driver_without_an_owner_is_refused(state_dir: Path) -> None:
+def test_a_driver_without_an_owner_is_refused(state_dir: Path, claims: Store) -> None:
     with pytest.raises(ValueError, match="owning engine"):
-        LocalDriver(state_dir, owner="")
+        LocalDriver(state_dir, owner="", claims=claims)
 
 
 def test_recover_and_live_leave_another_engines_containers_alone(
@@ -573,3 +577,152 @@ def test_recover_and_live_leave_another_engines_containers_alone(
 
     assert docker_client.api.inspect_container(foreign["Id"])["State"]["Running"]
     assert set(driver.live()) == {spec.name}
+
+
+# ---------------------------------------------------------------- volumes and networks it did not make
+
+
+def test_a_volume_this_engine_did_not_create_is_refused_before_anything_running_is_touched(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    spec = make_spec(names, busybox_image)
+    first = apply(driver, ActionKind.CREATE, spec)
+    assert first.status is DeploymentStatus.SUCCESS
+    # Someone else's volume with the name a new mount of the definition would take.
+    docker_client.api.create_volume(f"{spec.name}_cache", labels={"org.example": "theirs"})
+    more = spec.volumes + (VolumeMount(f"{spec.name}_cache", "/cache"),)
+    log = Recorder()
+
+    result = apply(driver, ActionKind.UPDATE, make_spec(names, busybox_image, volumes=more), log=log)
+
+    assert result.status is DeploymentStatus.FAILED
+    assert f"volume {spec.name}_cache exists" in result.message
+    assert f"adopt: {{volumes: [{spec.name}_cache]}}" in result.message
+    assert "engine.yaml" in result.message and result.message in log.text
+    info = docker_client.api.inspect_container(spec.name)
+    assert info["Id"] == first.ref and info["State"]["Running"]
+    assert "renamed" not in log.text
+
+
+@pytest.mark.parametrize("labels", [{}, {LABEL_MANAGED: "true", LABEL_OWNER: "eng_someone_else"}])
+def test_a_network_this_engine_did_not_create_is_never_joined(
+    driver: LocalDriver,
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    names: str,
+    labels: dict[str, str],
+) -> None:
+    docker_client.api.create_network(f"{names}net", driver="bridge", labels=labels)
+    spec = make_spec(names, busybox_image, volumes=())
+
+    result = apply(driver, ActionKind.CREATE, spec)
+
+    assert result.status is DeploymentStatus.FAILED
+    assert f"network {names}net exists" in result.message
+    assert f"adopt: {{networks: [{names}net]}}" in result.message
+    assert not docker_client.api.containers(all=True, filters={"name": spec.name})
+
+
+def test_what_the_operator_adopted_is_used_and_never_pruned(
+    docker_client: docker.DockerClient, busybox_image: str, state_dir: Path, names: str,
+    claims: Store,
+) -> None:
+    docker_client.api.create_network(f"{names}net", driver="bridge")
+    volume = f"{names}legacy"
+    docker_client.api.create_volume(volume)
+    docker_client.containers.run(
+        busybox_image, ["sh", "-c", "echo kept > /v/file"], volumes={volume: {"bind": "/v"}},
+        remove=True, labels={"com.deployally.test": names},
+    )
+    driver = LocalDriver(
+        state_dir, client=docker_client, config=DriverConfig(health_timeout_s=30, settle_s=1.0),
+        owner=names, claims=claims,
+        adopted=Adopted(volumes=frozenset({volume}), networks=frozenset({f"{names}net"})),
+    )
+    spec = make_spec(names, busybox_image, volumes=(VolumeMount(volume, "/data"),), prune_volumes=True)
+
+    assert apply(driver, ActionKind.CREATE, spec).status is DeploymentStatus.SUCCESS
+    assert exec_in(docker_client, spec.name, "cat /data/file") == "kept\n"
+    log = Recorder()
+    assert apply(driver, ActionKind.REMOVE, None, name=spec.name, log=log).status is (
+        DeploymentStatus.SUCCESS
+    )
+
+    assert docker_client.api.inspect_volume(volume)["Name"] == volume
+    assert f"kept volume {volume}: adopted in engine.yaml" in log.text
+
+
+def test_volumes_and_networks_it_creates_carry_its_owner(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    spec = make_spec(names, busybox_image)
+    assert apply(driver, ActionKind.CREATE, spec).status is DeploymentStatus.SUCCESS
+    assert docker_client.api.inspect_volume(f"{spec.name}_data")["Labels"][LABEL_OWNER] == names
+    assert docker_client.api.inspect_network(f"{names}net")["Labels"][LABEL_OWNER] == names
+
+
+def legacy_deployment(
+    client: docker.DockerClient, image: str, names: str, owner: str
+) -> tuple[ContainerSpec, str]:
+    """What an engine made before volumes and networks carried an owner: a network and a
+    volume labelled managed only, and a running container of that engine using both."""
+    spec = make_spec(names, image, prune_volumes=True)
+    client.api.create_network(spec.network, driver="bridge", labels={LABEL_MANAGED: "true"})
+    client.api.create_volume(
+        f"{spec.name}_data", labels={LABEL_MANAGED: "true", LABEL_DEFINITION: spec.definition_id}
+    )
+    container = client.containers.run(
+        image, ["sh", "-c", "echo precious > /data/file; exec sleep 3600"], name=spec.name,
+        detach=True, network=spec.network, volumes={f"{spec.name}_data": {"bind": "/data"}},
+        labels={LABEL_MANAGED: "true", LABEL_OWNER: owner, LABEL_NAME: spec.name,
+                LABEL_DEFINITION: spec.definition_id, LABEL_PRUNE_VOLUMES: "true"},
+    )
+    for _ in range(100):  # wait for the file, not for a time
+        if container.exec_run(["cat", "/data/file"]).exit_code == 0:
+            break
+        time.sleep(0.1)
+    return spec, str(container.id)
+
+
+def test_after_an_upgrade_what_the_engine_made_before_owner_labels_keeps_working(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str,
+    claims: Store,
+) -> None:
+    spec, old_id = legacy_deployment(docker_client, busybox_image, names, owner=names)
+    log = Recorder()
+
+    driver.recover(log)  # the first sync after the upgrade
+
+    assert claims.claimed("volume", f"{spec.name}_data") and claims.claimed("network", spec.network)
+    assert f"claimed volume {spec.name}_data" in log.text
+    result = apply(driver, ActionKind.UPDATE, spec)
+    assert result.status is DeploymentStatus.SUCCESS and result.ref != old_id
+    assert exec_in(docker_client, spec.name, "cat /data/file") == "precious\n"
+    # Removed out of band, then healed: the claim outlives every container that showed it.
+    docker_client.api.remove_container(spec.name, force=True)
+    assert apply(driver, ActionKind.CREATE, spec).status is DeploymentStatus.SUCCESS
+    # It is this engine's, so prune_volumes removes it like any volume it made.
+    assert apply(driver, ActionKind.REMOVE, None, name=spec.name).status is DeploymentStatus.SUCCESS
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.api.inspect_volume(f"{spec.name}_data")
+    assert not claims.claimed("volume", f"{spec.name}_data")
+
+
+def test_an_unowned_volume_used_by_another_engine_is_not_claimed(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str,
+    claims: Store,
+) -> None:
+    spec, other_id = legacy_deployment(docker_client, busybox_image, names, owner=f"{names}-other")
+    driver.recover(Recorder())
+    assert not claims.claimed("volume", f"{spec.name}_data")
+    assert not claims.claimed("network", spec.network)
+    docker_client.api.remove_container(other_id, force=True)
+
+    result = apply(driver, ActionKind.CREATE, spec)  # its container went; its volume did not
+
+    # Its data may be the other engine's: no container of this engine ever showed otherwise.
+    assert result.status is DeploymentStatus.FAILED
+    assert f"volume {spec.name}_data exists" in result.message
+    assert "before volumes and networks carried an owner" in result.message
+    # A network nobody is on any more reaches no one: that one is claimed.
+    assert claims.claimed("network", spec.network)

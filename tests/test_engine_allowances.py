@@ -188,3 +188,76 @@ def test_network_host_only_when_the_operator_allows_it(
     info = docker_client.api.inspect_container(name)
     assert info["HostConfig"]["NetworkMode"] == "host"
     assert info["State"]["Running"]
+
+
+# ---------------------------------------------------------------- volumes and networks it did not create
+
+
+@pytest.mark.docker
+def test_a_volume_deployally_did_not_create_is_neither_mounted_nor_pruned_unless_adopted(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient, tmp_path: Path,
+    busybox_image: str,
+) -> None:
+    state = tmp_path / "state"
+    name = defs_repo.name("x")
+    # Another project's data, in the volume a definition named `x` would mount at /data.
+    docker_client.volumes.create(f"{name}_data")
+    docker_client.containers.run(
+        busybox_image, ["sh", "-c", "echo theirs > /v/file"], volumes={f"{name}_data": {"bind": "/v"}},
+        remove=True, labels={"com.deployally.test": defs_repo.prefix},
+    )
+    defs_repo.worker("x", _extra="prune_volumes: true\n")
+    defs_repo.commit("Add x")
+
+    report = sync(defs_repo.path, state)
+
+    [deployment] = report.deployments
+    assert deployment.status.value == "failed"
+    ws = Workspace.open(defs_repo.path, state)
+    found = ws.store.deployment(deployment.id)
+    ws.close()
+    assert found is not None
+    log = "\n".join(line.message for line in found.logs)
+    assert f"volume {name}_data exists and this engine did not create it" in log
+    assert f"adopt: {{volumes: [{name}_data]}}" in log
+    assert not docker_client.containers.list(all=True, filters={"name": f"^{name}$"})
+
+    # Removing the definition with prune_volumes removes nothing it did not create.
+    defs_repo.remove(f"definitions/{name}.yaml")
+    defs_repo.commit("Remove x")
+    sync(defs_repo.path, state)
+    assert docker_client.volumes.get(f"{name}_data")
+
+    # Adopted by the operator: mounted, and still never pruned.
+    (state / "engine.yaml").write_text(f"adopt: {{volumes: [{name}_data]}}\n")
+    defs_repo.worker("x", script="cat /data/file; exec sleep 3600", _extra="prune_volumes: true\n")
+    defs_repo.commit("Add x again")
+    assert sync(defs_repo.path, state).ok
+    assert b"theirs" in docker_client.containers.get(name).logs()
+    defs_repo.remove(f"definitions/{name}.yaml")
+    defs_repo.commit("Remove x again")
+    assert sync(defs_repo.path, state).ok
+    assert not docker_client.containers.list(all=True, filters={"name": f"^{name}$"})
+    assert docker_client.volumes.get(f"{name}_data")
+
+
+@pytest.mark.docker
+def test_the_settings_network_joins_only_a_network_this_engine_created_or_adopted(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient, tmp_path: Path,
+    busybox_image: str,
+) -> None:
+    state = tmp_path / "state"
+    other = f"{defs_repo.prefix}other"
+    docker_client.networks.create(other, driver="bridge")  # another project's network
+    defs_repo.write("deployally.yaml", f"network: {other}\nhealth_timeout: 30s\n")
+    name = defs_repo.worker("joiner")
+    defs_repo.commit("Join the other project's network")
+
+    [deployment] = sync(defs_repo.path, state).deployments
+
+    assert deployment.status.value == "failed"
+    assert not docker_client.containers.list(all=True, filters={"name": f"^{name}$"})
+    (state / "engine.yaml").write_text(f"adopt: {{networks: [{other}]}}\n")
+    assert sync(defs_repo.path, state).ok
+    networks = docker_client.api.inspect_container(name)["NetworkSettings"]["Networks"]
+    assert list(networks) == [other]

@@ -143,3 +143,7 @@ def test_demo_sets_up_pushes_and_deploys_the_example(
                 c.remove(force=True)
                 for volume in volumes:
                     docker_client.volumes.get(volume).remove(force=True)
+            for network in docker_client.networks.list(
+                filters={"label": f"com.deployally.owner={owner}"}
+            ):
+                network.remove()

@@ -98,9 +98,21 @@ class Workspace:
         return tuple(dict.fromkeys(out))
 
     def _local_driver(self, server: ServerRecord, config: DriverConfig) -> Driver:
-        from deployally.drivers.local.driver import LocalDriver  # Docker only when needed
+        # Docker only when needed.
+        from deployally.drivers.local.driver import LocalDriver
+        from deployally.drivers.local.ownership import Adopted
 
-        return LocalDriver(self.state_dir, server=server.name, owner=self.engine_id, config=config)
+        return LocalDriver(
+            self.state_dir,
+            server=server.name,
+            owner=self.engine_id,
+            claims=self.store,
+            adopted=Adopted(
+                volumes=self.engine_config.adopted_volumes,
+                networks=self.engine_config.adopted_networks,
+            ),
+            config=config,
+        )
 
     @cached_property
     def engine_id(self) -> str:

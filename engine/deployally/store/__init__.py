@@ -27,6 +27,7 @@ from deployally.store.definitions import (
     DefinitionStore,
 )
 from deployally.store.deployments import DeploymentStore
+from deployally.store.resources import ResourceStore
 from deployally.store.secrets import KeyStatus, SecretInfo
 from deployally.store.webhooks import (
     DeliveryAttempt,
@@ -58,7 +59,9 @@ __all__ = [
 ]
 
 
-class Store(DefinitionStore, DeploymentStore, AccessStore, WebhookStore):  # WebhookStore is a SecretStore
+class Store(
+    DefinitionStore, DeploymentStore, AccessStore, WebhookStore, ResourceStore
+):  # WebhookStore is a SecretStore
     """The state database at `state_dir/deployally.db`, shared by threads and processes."""
 
     def __init__(

@@ -124,6 +124,12 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE deployments ADD COLUMN waiting TEXT",
         "ALTER TABLE servers ADD COLUMN applied_commit TEXT",
     ),
+    # Volumes and networks this engine made before they carried its owner label.
+    (
+        """CREATE TABLE claims (
+            kind TEXT NOT NULL, name TEXT NOT NULL, why TEXT NOT NULL,
+            claimed_at TEXT NOT NULL, PRIMARY KEY (kind, name)) WITHOUT ROWID""",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)

@@ -30,8 +30,9 @@ from deployally.drivers.base import (
     OnEvent,
     Resolve,
 )
-from deployally.drivers.local import config_files, container_config, readiness
+from deployally.drivers.local import config_files, container_config, ownership, readiness
 from deployally.drivers.local.events import DockerEvents
+from deployally.drivers.local.ownership import NETWORK, VOLUME, Adopted, Claims
 from deployally.errors import DeployAllyError, DriverError, NotFound
 from deployally.types import (
     HOST_NETWORK,
@@ -96,6 +97,8 @@ class LocalDriver(Driver):
         state_dir: Path,
         *,
         owner: str,
+        claims: Claims,
+        adopted: Adopted | None = None,
         server: str = "local",
         client: docker.DockerClient | None = None,
         docker_host: str | None = None,
@@ -109,6 +112,9 @@ class LocalDriver(Driver):
         self.owner = owner
         self.state_dir = Path(state_dir)
         self.config = config
+        self.claims = claims  # volumes and networks made before they carried the owner label
+        self.adopted = adopted or Adopted()  # what engine.yaml lets it use although not its own
+        self._legacy_checked = False
         # Docker saturates at about 4 concurrent creates/starts on 2 cores; health waits are
         # idle polling, so more definitions may be in flight than hold a slot.
         self._slots = threading.BoundedSemaphore(config.parallel)
@@ -303,10 +309,26 @@ class LocalDriver(Driver):
         if labels.get(LABEL_PRUNE_VOLUMES) == "true":
             for mount in info.get("Mounts") or []:
                 if mount.get("Type") == "volume" and mount.get("Name"):
-                    with _docker(f"remove volume {mount['Name']}"):
-                        self._api.remove_volume(mount["Name"])
-                    log(f"removed volume {mount['Name']}")
+                    self._prune_volume(mount["Name"], log)
         return ApplyResult(DeploymentStatus.SUCCESS, info["Id"], "removed")
+
+    def _prune_volume(self, name: str, log: Log) -> None:
+        """Remove a volume of a removed definition, only if this engine made it."""
+        info = self._inspect_volume(name)
+        if info is None:
+            return
+        labels = info.get("Labels") or {}
+        claimed = self.claims.claimed(VOLUME, name)
+        if not ownership.deletable(
+            VOLUME, name, labels, owner=self.owner, claimed=claimed, adopted=self.adopted
+        ):
+            why = "adopted in engine.yaml" if self.adopted.has(VOLUME, name) else "not created by this engine"
+            log(f"kept volume {name}: {why}, so prune_volumes never deletes it")
+            return
+        with _docker(f"remove volume {name}"):
+            self._api.remove_volume(name)
+        self.claims.release(VOLUME, name)
+        log(f"removed volume {name}")
 
     def _rollout(
         self,
@@ -321,8 +343,9 @@ class LocalDriver(Driver):
             self._ensure_image(spec.image, log)
         except DriverError as exc:
             return ApplyResult(DeploymentStatus.FAILED, None, str(exc))
+        # Before anything running is touched: a volume or network that is not ours stops here.
         self._ensure_network(spec.network, log)
-        self._ensure_volumes(spec)
+        self._ensure_volumes(spec, log)
         args = container_config.create_args(
             spec,
             revision=revision,
@@ -416,23 +439,100 @@ class LocalDriver(Driver):
             log(f"pulled {image}")
 
     def _ensure_network(self, network: str, log: Log) -> None:
+        """Create the network, or check an existing one is this engine's or adopted."""
         if network == HOST_NETWORK:  # the host's own namespace (engine.yaml allow.host_network)
             return
-        with self._name_lock(f"network:{network}"), _docker(f"create network {network}"):
-            # The name filter matches substrings, so compare exactly here.
-            if any(n["Name"] == network for n in self._api.networks(names=[network])):
+        with self._name_lock(f"network:{network}"):
+            with _docker(f"look up network {network}"):
+                # The name filter matches substrings, so compare exactly here.
+                found = [n for n in self._api.networks(names=[network]) if n["Name"] == network]
+            for existing in found:
+                self._check_usable(NETWORK, network, existing.get("Labels") or {}, log)
+            if found:
                 return
-            self._api.create_network(network, driver="bridge", labels={LABEL_MANAGED: "true"})
+            with _docker(f"create network {network}"):
+                self._api.create_network(
+                    network,
+                    driver="bridge",
+                    labels={LABEL_MANAGED: "true", LABEL_OWNER: self.owner},
+                    check_duplicate=True,  # two networks of one name would make joins ambiguous
+                )
             log(f"created network {network}")
 
-    def _ensure_volumes(self, spec: ContainerSpec) -> None:
+    def _ensure_volumes(self, spec: ContainerSpec, log: Log) -> None:
+        """Create the spec's volumes, or check existing ones are this engine's or adopted."""
         for volume in spec.volumes:
-            with _docker(f"create volume {volume.name}"):
-                # Creating an existing volume returns it unchanged: its data stays.
-                self._api.create_volume(
-                    volume.name,
-                    labels={LABEL_MANAGED: "true", LABEL_DEFINITION: spec.definition_id},
-                )
+            info = self._inspect_volume(volume.name)
+            if info is None:
+                with _docker(f"create volume {volume.name}"):
+                    # Creating an existing volume returns it unchanged, so check what came
+                    # back: another process may have made it since the look-up.
+                    info = self._api.create_volume(
+                        volume.name,
+                        labels={
+                            LABEL_MANAGED: "true",
+                            LABEL_DEFINITION: spec.definition_id,
+                            LABEL_OWNER: self.owner,
+                        },
+                    )
+            self._check_usable(VOLUME, volume.name, info.get("Labels") or {}, log)
+
+    def _inspect_volume(self, name: str) -> dict[str, Any] | None:
+        try:
+            with _docker(f"inspect volume {name}"):
+                info: dict[str, Any] = self._api.inspect_volume(name)
+                return info
+        except DriverError as exc:
+            if isinstance(exc.__cause__, docker.errors.NotFound):
+                return None
+            raise
+
+    def _check_usable(self, kind: str, name: str, labels: dict[str, str], log: Log) -> None:
+        """Return when this engine made the volume or network, or its operator adopted it;
+        raise DriverError saying why not and which engine.yaml setting would allow it."""
+        found = ownership.standing(
+            kind,
+            name,
+            labels,
+            owner=self.owner,
+            claimed=self.claims.claimed(kind, name),
+            adopted=self.adopted,
+        )
+        if found in (ownership.Standing.OURS, ownership.Standing.ADOPTED):
+            return
+        users = self._users(kind, name) if found is ownership.Standing.LEGACY else {}
+        if found is ownership.Standing.LEGACY and ownership.claimable(kind, users):
+            self._claim(kind, name, log)
+            return
+        raise DriverError(ownership.refusal(kind, name, labels, shared=bool(users)))
+
+    def _users(self, kind: str, name: str) -> dict[str, bool]:
+        """The containers that use a volume or network: id -> whether it is this engine's."""
+        with _docker(f"list the containers using {kind} {name}"):
+            rows = self._api.containers(all=True, filters={kind: name})
+        return {row["Id"]: (row.get("Labels") or {}).get(LABEL_OWNER) == self.owner for row in rows}
+
+    def _claim(self, kind: str, name: str, log: Log) -> None:
+        # Docker cannot relabel a volume or network: the store remembers it is ours.
+        why = "made by DeployAlly before it carried an owner; no other engine's container uses it"
+        self.claims.claim(kind, name, why)
+        log(f"claimed {kind} {name} as this engine's: {why}")
+
+    def _claim_legacy(self, log: Log) -> None:
+        """Claim the volumes and networks this engine made before they carried its owner label:
+        labelled by DeployAlly, with no owner, and used by this engine's containers alone."""
+        managed = {"label": f"{LABEL_MANAGED}=true"}
+        with _docker("list volumes"):
+            volumes = self._api.volumes(filters=managed).get("Volumes") or []
+        with _docker("list networks"):
+            networks = self._api.networks(filters=managed)
+        for kind, rows in ((VOLUME, volumes), (NETWORK, networks)):
+            for row in rows:
+                name = row["Name"]
+                if (row.get("Labels") or {}).get(LABEL_OWNER) or self.claims.claimed(kind, name):
+                    continue
+                if ownership.claimable(kind, self._users(kind, name)):
+                    self._claim(kind, name, log)
 
     def _wait_ready(self, container_id: str, has_healthcheck: bool, log: Log) -> None:
         """Return when the container is healthy (or still running after settle_s); else NotReady."""
@@ -470,7 +570,14 @@ class LocalDriver(Driver):
     # ------------------------------------------------------------ crash recovery
 
     def recover(self, log: Log) -> None:
-        """Finish or undo rollouts a crash interrupted; drop config file dirs nobody mounts."""
+        """Finish or undo rollouts a crash interrupted; drop config file dirs nobody mounts.
+
+        The first time, also claim the volumes and networks this engine made before they
+        carried its owner label (an upgrade), while its containers still show which they are.
+        """
+        if not self._legacy_checked:
+            self._claim_legacy(log)
+            self._legacy_checked = True
         with _docker("list containers"):
             rows = self._api.containers(all=True, filters={"label": self._owned})
         for row in rows:
