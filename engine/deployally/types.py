@@ -134,6 +134,24 @@ class Definition:
 
 
 @dataclass(frozen=True)
+class TrustedKey:
+    """A public key whose signature makes a commit deployable (engine.yaml trusted_keys)."""
+
+    kind: str  # "ssh" or "openpgp"
+    text: str  # one SSH public key line, or an ASCII-armoured OpenPGP key block
+    origin: str  # where it was written: "trusted_keys[0]" or the file it was read from
+
+
+@dataclass(frozen=True)
+class RefusedCommit:
+    """A commit of the tracked branch the engine would not deploy, and why."""
+
+    sha: str
+    summary: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ChangeSet:
     """Paths that differ between two commits (repo-relative)."""
 

@@ -60,7 +60,13 @@ class Workspace:
 
     @cached_property
     def repo(self) -> GitRepo:
-        return GitRepo(self.repo_path, self.branch)
+        repo = GitRepo(self.repo_path, self.branch)
+        config = self.engine_config
+        if config.verifies_commits:
+            # The engine's own commits must be signed too, or they would never deploy.
+            repo.writes_need_signature = True
+            repo.signing_key = Path(config.signing_key) if config.signing_key else None
+        return repo
 
     @cached_property
     def engine_config(self) -> EngineConfig:
@@ -132,5 +138,7 @@ class Workspace:
         )
 
     def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.close()
         if "store" in self.__dict__:
             self.store.close()

@@ -52,8 +52,8 @@ class Metrics:
         )
         self._syncs = Counter(
             "deployally_syncs",
-            "Syncs finished, by result: success; partial (a deployment failed or a file was "
-            "refused); error (the sync could not finish).",
+            "Syncs finished, by result: success; partial (a deployment failed, or a file or an "
+            "unsigned commit was refused); error (the sync could not finish).",
             ("result",), registry=r,
         )
         for result in SyncResult:

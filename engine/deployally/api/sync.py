@@ -16,12 +16,13 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from deployally.api.auth import PUBLIC, WRITE, access, bearer_token
+from deployally.api.auth import PUBLIC, READ, WRITE, access, bearer_token
 from deployally.api.context import context
 from deployally.api.envelope import ApiError, invalid, json_object, success
 from deployally.api.views import deployment_view
 from deployally.notify.signature import verify
 from deployally.sync.reconcile import SyncReport
+from deployally.types import RefusedCommit
 
 routes = web.RouteTableDef()
 
@@ -127,7 +128,33 @@ def outcome_view(outcome: SyncOutcome) -> dict[str, Any]:
         "errors": [e.as_dict() for e in report.errors],
         "unchanged": report.unchanged,
         "unreachable": report.unreachable,
+        "refused_commits": [refused_view(r) for r in report.refused],
     }
+
+
+def refused_view(refused: RefusedCommit) -> dict[str, str]:
+    """A commit the engine would not deploy, as the API shows it."""
+    return {"commit": refused.sha, "summary": refused.summary, "reason": refused.reason}
+
+
+@routes.get("/api/v1/sync")
+@access(READ)
+async def sync_status(request: web.Request) -> web.Response:
+    """Where the engine stands: the branch head, the commit deployed, and the newer commits
+    it would not deploy (not signed by a trusted key) with the reason."""
+    ctx = context(request)
+    store = ctx.ws.store
+
+    def read() -> dict[str, Any]:
+        return {
+            "head": ctx.ws.repo.head(),
+            "deployed_commit": store.get_meta("desired_commit"),
+            "last_applied_commit": store.last_applied_commit(),
+            "verifies_commits": ctx.ws.engine_config.verifies_commits,
+            "refused_commits": [refused_view(r) for r in store.refused_commits()],
+        }
+
+    return success(await ctx.run(read))
 
 
 @routes.post("/api/v1/sync")

@@ -219,9 +219,12 @@ def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None
             "error": r.last_error,
             "waiting_for": waiting_view(wait.waiting) if wait and wait.waiting else None,
         })
+    refused = ws.store.refused_commits()
     if as_json:
         _echo_json({"engine": engine_status_view(engine) if engine is not None else None,
-                    "definitions": rows, "docker_error": docker_error})
+                    "definitions": rows, "docker_error": docker_error,
+                    "refused_commits": [{"commit": c.sha, "summary": c.summary, "reason": c.reason}
+                                        for c in refused]})
         return
     click.echo(_engine_line(engine))
     _table([(x["name"], x["revision"], x["status"], x["instance"], x["health"] or "",
@@ -229,6 +232,9 @@ def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None
            ["NAME", "REV", "STATUS", "INSTANCE", "HEALTH", "UPTIME", "NOTE"])
     if docker_error:
         click.echo(f"warning: {docker_error}", err=True)
+    for commit in refused:
+        click.echo(f"warning: commit {commit.sha[:12]} ({commit.summary}) is not deployed: "
+                   f"{commit.reason}", err=True)
 
 
 def _engine_line(engine: EngineStatus | None) -> str:

@@ -21,13 +21,15 @@ from deployally.cli.common import (
     workspace_options,
 )
 from deployally.data import HOOKS
-from deployally.errors import ValidationErrors
+from deployally.errors import ValidationError, ValidationErrors
 from deployally.model import desired as desired_mod
 from deployally.model.engine_config import EngineConfig, load_engine_config
 from deployally.plan.actions import live_from_specs
 from deployally.plan.actions import plan as make_plan
 from deployally.plan.report import plan_json, plan_markdown, plan_text
 from deployally.source.git import GitRepo
+from deployally.source.signatures import Verifier
+from deployally.source.tree import CommitTree, Tree
 from deployally.store import Store
 from deployally.sync import edits
 from deployally.sync.preview import preview
@@ -82,21 +84,27 @@ def install_hooks(repo: GitRepo) -> list[str]:
 @state_option
 @branch_option
 @click.option("--rev", default=None, help="Validate this commit instead of the working directory.")
+@click.option("--pushed", is_flag=True,
+              help="(The pre-receive hook.) With trusted_keys, require a trusted signature on "
+                   "every commit REV brings that no branch or tag holds yet, not only on REV.")
 @json_option
-def validate(repo: str, state_dir: str | None, branch: str, rev: str | None, as_json: bool) -> None:
+def validate(repo: str, state_dir: str | None, branch: str, rev: str | None, pushed: bool,
+             as_json: bool) -> None:
     """Check every definition; exit 1 with every error, each naming its file and field.
 
     What the host allows comes from the engine's configuration: DEPLOYALLY_CONFIG, else
     engine.yaml in --state-dir (default: the repository's engine state directory). Without
     one, the defaults apply, which allow least. Servers are registered in the engine's state
     store, not in git: with a store there, each definition's server is checked; without one,
-    as in CI on a checkout, that check is skipped and said so.
+    as in CI on a checkout, that check is skipped and said so. With the engine's trusted_keys,
+    a commit (--rev, or the head of a bare repository) must be signed by one of them.
     """
     tree = _tree(repo, rev, branch)
     servers: frozenset[str] | None = None
     try:
         engine = _engine_config(repo, state_dir, branch)
         servers = _registered_servers(repo, state_dir, branch)
+        unsigned = _unsigned(tree, engine, pushed=pushed)
     except ValidationErrors as exc:
         errors = list(exc.errors)
         state = None
@@ -104,7 +112,7 @@ def validate(repo: str, state_dir: str | None, branch: str, rev: str | None, as_
         state = desired_mod.load(
             tree, secret_versions=SecretVersions.unchecked(), engine=engine, servers=servers
         )
-        errors = state.all_errors()
+        errors = unsigned + state.all_errors()
     checked = engine.path if state is not None and engine.path else None
     if as_json:
         _echo_json({"valid": not errors, "definitions": len(state.ok) if state else 0,
@@ -130,6 +138,30 @@ def validate(repo: str, state_dir: str | None, branch: str, rev: str | None, as_
                     err=True,
                 )
     sys.exit(1 if errors else 0)
+
+
+def _unsigned(tree: Tree, engine: EngineConfig, *, pushed: bool) -> list[ValidationError]:
+    """An error for each commit the engine would not deploy for want of a trusted signature."""
+    if not engine.verifies_commits or not isinstance(tree, CommitTree):
+        return []  # nothing to check, or a working directory: nothing is committed yet
+    git_repo = tree.repo
+    commits = git_repo.new_commits(tree.commit) if pushed else [tree.commit]
+    verifier = Verifier(engine.trusted_keys, config_path=engine.path)
+    try:
+        verdicts = verifier.check(git_repo, commits)
+    finally:
+        verifier.close()
+    return [
+        ValidationError(
+            f"commit {sha[:12]}",
+            "",
+            f"{v.summary!r} is {v.reason}; the engine deploys only "
+            f"commits signed by a key in trusted_keys ({engine.path}): sign it "
+            "(git commit --amend -S, or git rebase --exec 'git commit --amend --no-edit -S')",
+        )
+        for sha, v in verdicts.items()
+        if not v.trusted
+    ]
 
 
 def _engine_config(repo: str, state_dir: str | None, branch: str) -> EngineConfig:

@@ -23,6 +23,7 @@ from deployally.model.schema import (
     load_yaml,
     schema_errors,
 )
+from deployally.types import TrustedKey
 
 ENGINE_CONFIG_FILE = "engine.yaml"
 CONFIG_ENV = "DEPLOYALLY_CONFIG"
@@ -48,15 +49,6 @@ class Allowances:
     def allows_host_port(self, port: int) -> bool:
         """Whether a definition may publish this host port."""
         return port >= 1024 or self.ports_below_1024 or port in self.low_ports
-
-
-@dataclass(frozen=True)
-class TrustedKey:
-    """A public key whose signature makes a commit deployable."""
-
-    kind: str  # "ssh" or "openpgp"
-    text: str  # one SSH public key line, or an ASCII-armoured OpenPGP key block
-    origin: str  # where it was written: "trusted_keys[0]" or the file it was read from
 
 
 @dataclass(frozen=True)

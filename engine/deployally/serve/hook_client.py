@@ -92,6 +92,7 @@ def _print_engine_answer(body: dict[str, Any], echo: Echo) -> int:
     deployed = statuses.count(DeploymentStatus.SUCCESS.value)
     _summary(deployed, len(statuses) - deployed - waiting, waiting, int(data.get("unchanged", 0)),
              len(data.get("errors") or []), echo)
+    _say_refused(len(data.get("refused_commits") or []), echo)
     return 0 if data.get("ok") else 1
 
 
@@ -109,6 +110,7 @@ def _sync_here(git_dir: Path, state: Path, branch: str, echo: Echo) -> int:
     for server, cause in report.unreachable.items():
         echo(f"error: server {server} is unreachable: {cause}")
     echo(f"{PREFIX}{report.summary()}")
+    _say_refused(len(report.refused), echo)
     return 0 if report.ok else 1
 
 
@@ -116,3 +118,8 @@ def _summary(
     deployed: int, failed: int, waiting: int, unchanged: int, invalid: int, echo: Echo
 ) -> None:
     echo(f"{PREFIX}{summary(deployed, failed, waiting, unchanged, invalid)}")
+
+
+def _say_refused(count: int, echo: Echo) -> None:
+    if count:
+        echo(f"{PREFIX}{count} commit(s) not deployed: not signed by a key the engine trusts")

@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,8 +44,24 @@ class CommitInfo:
     message: str = ""  # the whole message, trailers included
 
 
+@dataclass(frozen=True)
+class SignatureCheck:
+    """git's own verdict on a commit's signature (`%G?`) and the key and signer it names."""
+
+    sha: str
+    status: str  # G good and trusted, B bad, U/E untrusted or unknown key, X/Y/R expired or revoked, N none
+    key: str = ""  # the key git names (an OpenPGP key id, an SSH fingerprint)
+    signer: str = ""  # the signer git names (an OpenPGP user id, an SSH principal)
+    summary: str = ""  # the commit's subject line
+
+
 class GitRepo:
     """One branch of a working, bare or mirrored repository."""
+
+    # How the engine's own commits (API writes, rollbacks) are signed; None: unsigned.
+    signing_key: Path | None = None
+    # True while only signed commits deploy: an unsigned write would never go live.
+    writes_need_signature: bool = False
 
     def __init__(self, path: Path, branch: str = "main") -> None:
         try:
@@ -252,6 +268,31 @@ class GitRepo:
             message=message,
         )
 
+    def signatures(
+        self, commits: Sequence[str], *, allowed_signers: Path, gnupg_home: Path
+    ) -> list[SignatureCheck]:
+        """git's verdict on each commit's signature, against these trusted keys only: SSH
+        keys in `allowed_signers`, OpenPGP keys in the keyring `gnupg_home`."""
+        if not commits:
+            return []
+        out = self._git(
+            "-c", f"gpg.ssh.allowedSignersFile={allowed_signers}",
+            "log", "--no-walk=unsorted", "--stdin", "--format=%H%x00%G?%x00%GK%x00%GS%x00%s%x1e", "--",
+            input="".join(f"{c}\n" for c in commits).encode(),
+            env={"GNUPGHOME": str(gnupg_home)},
+        )
+        found = []
+        for record in out.split("\x1e"):
+            fields = record.strip("\n").split("\0")
+            if len(fields) == 5:
+                found.append(SignatureCheck(*fields))
+        return found
+
+    def new_commits(self, rev: str) -> list[str]:
+        """Commits `rev` brings that no branch or tag holds yet, oldest first (what a
+        pre-receive hook is asked to accept)."""
+        return self._git("rev-list", "--reverse", self.resolve(rev), "--not", "--all", "--").split()
+
     def set_config(self, key: str, value: str) -> None:
         """Set a repository config value (the hooks read `deployally.branch`)."""
         self._git("config", key, value)
@@ -295,6 +336,12 @@ class GitRepo:
         """
         for p in changes:
             _check_path(p)
+        if self.writes_need_signature and self.signing_key is None:
+            raise Conflict(
+                "this engine deploys only commits signed by a key in trusted_keys (engine.yaml) "
+                "and has no signing_key to sign its own: make the change as a signed commit "
+                "in git, or have the engine's operator set signing_key"
+            )
         current = self._ref_sha()
         if current != expected_head:
             raise _moved(expected_head, current)
@@ -309,8 +356,14 @@ class GitRepo:
             "GIT_COMMITTER_EMAIL": author_email,
         }
         parents = ["-p", expected_head] if expected_head else []
+        signing = (
+            ["-c", "gpg.format=ssh", "-c", f"user.signingKey={self.signing_key}"]
+            if self.signing_key is not None
+            else []
+        )
+        sign = ["-S"] if self.signing_key is not None else []
         new = self._git(
-            "commit-tree", tree, *parents, "-F", "-", input=message.encode(), env=env
+            *signing, "commit-tree", tree, *parents, *sign, "-F", "-", input=message.encode(), env=env
         ).strip()
         tree_clean = self._tracked_tree_clean()
         if self.remote_url is not None:

@@ -18,10 +18,11 @@ from deployally.store.codec import (
     _ts,
 )
 from deployally.store.db import Database, _filters
-from deployally.types import DefinitionRecord, DefinitionStatus, Revision
+from deployally.types import DefinitionRecord, DefinitionStatus, RefusedCommit, Revision
 
 META_LAST_APPLIED_COMMIT: Final = "last_applied_commit"
 META_LAST_ATTEMPTED_COMMIT: Final = "last_attempted_commit"
+META_REFUSED_COMMITS: Final = "refused_commits"
 
 # A revision with the secret versions it pins, as a JSON list of [name, version].
 _REVISIONS = (
@@ -67,6 +68,18 @@ class DefinitionStore(Database):
     def set_last_attempted_commit(self, sha: str) -> None:
         """Record that a sync of `sha` started."""
         self.set_meta(META_LAST_ATTEMPTED_COMMIT, sha)
+
+    def refused_commits(self) -> tuple[RefusedCommit, ...]:
+        """The commits the last sync would not deploy (newest first), and why."""
+        raw = json.loads(self.get_meta(META_REFUSED_COMMITS) or "[]")
+        return tuple(RefusedCommit(r["sha"], r["summary"], r["reason"]) for r in raw)
+
+    def set_refused_commits(self, refused: tuple[RefusedCommit, ...]) -> None:
+        """Record the commits a sync would not deploy; () once the branch head deploys."""
+        self.set_meta(
+            META_REFUSED_COMMITS,
+            json.dumps([{"sha": r.sha, "summary": r.summary, "reason": r.reason} for r in refused]),
+        )
 
     # ---------------------------------------------------------- definitions
 

@@ -23,6 +23,7 @@ from deployally.model.engine_config import EngineConfig
 from deployally.model.settings import Settings, parse_settings
 from deployally.plan.server import server_intent
 from deployally.source.git import GitRepo
+from deployally.source.signatures import Verifier
 from deployally.source.tree import CommitTree
 from deployally.store import ServerRecord, Store
 from deployally.sync import requests
@@ -32,9 +33,16 @@ from deployally.sync.backoff import Backoff
 from deployally.sync.intake import Intake
 from deployally.sync.lock import sync_lock
 from deployally.sync.record import StoreJournal
-from deployally.types import Deployment, DeploymentStatus, ServerIntent, ServerOutcome
+from deployally.types import (
+    Deployment,
+    DeploymentStatus,
+    RefusedCommit,
+    ServerIntent,
+    ServerOutcome,
+)
 
 FAILED = (DeploymentStatus.FAILED, DeploymentStatus.ROLLED_BACK)
+REFUSED_KEPT = 20  # refused commits recorded for `status` and the API, newest first
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class SyncReport:
     commit: str | None
     servers: tuple[ServerOutcome, ...] = ()
     errors: tuple[ValidationError, ...] = ()
+    refused: tuple[RefusedCommit, ...] = ()  # newer commits not deployed (unsigned), newest first
 
     @property
     def deployments(self) -> tuple[Deployment, ...]:
@@ -68,8 +77,9 @@ class SyncReport:
 
     @property
     def ok(self) -> bool:
-        """No refused file, no failed deployment, no unreachable server (waiting is no failure)."""
-        return not self.errors and not self.unreachable and not any(
+        """No refused file or commit, no failed deployment, no unreachable server (waiting is
+        no failure)."""
+        return not self.errors and not self.refused and not self.unreachable and not any(
             d.status in FAILED for d in self.deployments
         )
 
@@ -90,6 +100,12 @@ class Engine:
     ) -> None:
         self.repo = repo
         self.engine_config = engine_config or EngineConfig()
+        # Built now, so a bad key or a missing gpg stops the engine at start, not at a push.
+        self.verifier = (
+            Verifier(self.engine_config.trusted_keys, config_path=self.engine_config.path)
+            if self.engine_config.verifies_commits
+            else None
+        )
         self.store = store
         self.drivers = drivers
         # Command-line overrides; None takes the repository's deployally.yaml.
@@ -104,6 +120,7 @@ class Engine:
             self.activity.note(line)
             told(line)
 
+        self.progress: Progress = noted
         self.journal = StoreJournal(store, progress=noted)
         self.applier = Applier(self.journal, store, progress=noted)
         self.retries = Backoff()  # failed definitions, by name
@@ -124,9 +141,12 @@ class Engine:
             self.activity.end()
 
     def _sync(self) -> SyncReport:
-        head = self.repo.head()  # source
-        if head is None:
+        branch_head = self.repo.head()  # source
+        if branch_head is None:
             return SyncReport(commit=None)
+        head, refused = self._deployable(branch_head)  # only what trusted keys signed
+        if head is None:
+            return SyncReport(commit=None, refused=refused)
         self.store.set_last_attempted_commit(head)
         self.store.unlock_secrets(create=False)  # a key gone or replaced stops the sync, saying so
         self.settings = desired_mod.load_settings(CommitTree(self.repo, head))[0]
@@ -159,7 +179,36 @@ class Engine:
                         backing_off=self.retries.waiting)
         if outcomes and all(o.applied for o in outcomes):
             self.store.set_last_applied_commit(head)
-        return SyncReport(head, tuple(outcomes), desired.errors)
+        return SyncReport(head, tuple(outcomes), desired.errors, refused)
+
+    def close(self) -> None:
+        """Drop what the engine keeps outside the store (the trusted keyring)."""
+        if self.verifier is not None:
+            self.verifier.close()
+
+    def _deployable(self, branch_head: str) -> tuple[str | None, tuple[RefusedCommit, ...]]:
+        """The commit to deploy: the branch head, or with trusted keys the newest commit since
+        the last one deployed that a trusted key signed (its signature vouches for its whole
+        tree), else the last one deployed. The newer commits are refused and recorded."""
+        if self.verifier is None:
+            return branch_head, ()
+        deployed = self.store.get_meta("desired_commit")
+        if deployed is not None and not self.repo.has_commit(deployed):
+            deployed = None  # gone after a force-push and gc: look at the branch as it is
+        commits = self.repo.commits_between(deployed, branch_head)  # oldest first
+        verdicts = self.verifier.check(self.repo, commits)
+        signed = [c for c in commits if verdicts[c].trusted]
+        target = signed[-1] if signed else deployed
+        newer = commits[commits.index(target) + 1 :] if target in commits else commits
+        refused = tuple(
+            RefusedCommit(c, verdicts[c].summary, verdicts[c].reason)
+            for c in reversed(newer[-REFUSED_KEPT:])
+        )
+        if refused != self.store.refused_commits():  # said once, not at every reconcile
+            self.store.set_refused_commits(refused)
+            for commit in refused:
+                self.progress(f"{commit.sha[:12]}: not deployed: {commit.reason}")
+        return target, refused
 
     def next_retry_s(self) -> float | None:
         """Seconds until the earliest failed definition or unreachable server is tried again."""
