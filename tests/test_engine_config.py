@@ -97,6 +97,13 @@ trusted_keys:
         ("ssh", str(keys)),
     ]
     assert config.verifies_commits
+    armoured = load_text(
+        state_dir,
+        "trusted_keys:\n  - |\n    -----BEGIN PGP PUBLIC KEY BLOCK-----\n\n    mDMEZ...\n"
+        "    -----END PGP PUBLIC KEY BLOCK-----\n",
+        monkeypatch,
+    )
+    assert [k.kind for k in armoured.trusted_keys] == ["openpgp"]
     every = load_text(state_dir, "allow: {ports_below_1024: true}\n", monkeypatch)
     assert every.allow.allows_host_port(1)
 
