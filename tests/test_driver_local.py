@@ -720,9 +720,32 @@ def test_an_unowned_volume_used_by_another_engine_is_not_claimed(
 
     result = apply(driver, ActionKind.CREATE, spec)  # its container went; its volume did not
 
-    # Its data may be the other engine's: no container of this engine ever showed otherwise.
+    # A volume nobody uses proves nothing: its data may still be the other engine's.
     assert result.status is DeploymentStatus.FAILED
     assert f"volume {spec.name}_data exists" in result.message
-    assert "before volumes and networks carried an owner" in result.message
-    # A network nobody is on any more reaches no one: that one is claimed.
+    assert "before volumes and networks carried an owner, and no container uses it" in result.message
+    assert not claims.claimed("volume", f"{spec.name}_data")
+    # A network nobody is on reaches no one: that one it may take.
     assert claims.claimed("network", spec.network)
+
+
+def test_a_claimed_network_another_engine_joined_since_is_not_joined(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str,
+    claims: Store,
+) -> None:
+    spec, old_id = legacy_deployment(docker_client, busybox_image, names, owner=names)
+    driver.recover(Recorder())
+    assert claims.claimed("network", spec.network)
+    # Since then another engine's container joined it (one not yet upgraded would): with no
+    # label to say whose it is, who uses it decides, so this engine stays out of it.
+    docker_client.containers.run(
+        busybox_image, ["sleep", "3600"], name=f"{names}intruder", detach=True,
+        network=spec.network, labels={LABEL_MANAGED: "true", LABEL_OWNER: f"{names}-other"},
+    )
+
+    result = apply(driver, ActionKind.UPDATE, spec)
+
+    assert result.status is DeploymentStatus.FAILED
+    assert f"network {spec.network} exists" in result.message
+    assert "containers that are not this engine's use it" in result.message
+    assert docker_client.api.inspect_container(old_id)["State"]["Running"]

@@ -319,11 +319,17 @@ class LocalDriver(Driver):
             return
         labels = info.get("Labels") or {}
         claimed = self.claims.claimed(VOLUME, name)
-        if not ownership.deletable(
+        kept = None
+        if self.adopted.has(VOLUME, name):
+            kept = "adopted in engine.yaml"
+        elif not ownership.deletable(
             VOLUME, name, labels, owner=self.owner, claimed=claimed, adopted=self.adopted
         ):
-            why = "adopted in engine.yaml" if self.adopted.has(VOLUME, name) else "not created by this engine"
-            log(f"kept volume {name}: {why}, so prune_volumes never deletes it")
+            kept = "not created by this engine"
+        elif claimed and not all(self._users(VOLUME, name).values()):
+            kept = "containers that are not this engine's use it"
+        if kept is not None:
+            log(f"kept volume {name}: {kept}, so prune_volumes does not delete it")
             return
         with _docker(f"remove volume {name}"):
             self._api.remove_volume(name)
@@ -490,20 +496,20 @@ class LocalDriver(Driver):
     def _check_usable(self, kind: str, name: str, labels: dict[str, str], log: Log) -> None:
         """Return when this engine made the volume or network, or its operator adopted it;
         raise DriverError saying why not and which engine.yaml setting would allow it."""
+        claimed = self.claims.claimed(kind, name)
         found = ownership.standing(
-            kind,
-            name,
-            labels,
-            owner=self.owner,
-            claimed=self.claims.claimed(kind, name),
-            adopted=self.adopted,
+            kind, name, labels, owner=self.owner, claimed=claimed, adopted=self.adopted
         )
         if found in (ownership.Standing.OURS, ownership.Standing.ADOPTED):
             return
-        users = self._users(kind, name) if found is ownership.Standing.LEGACY else {}
-        if found is ownership.Standing.LEGACY and ownership.claimable(kind, users):
-            self._claim(kind, name, log)
-            return
+        users: dict[str, bool] = {}
+        if found in (ownership.Standing.CLAIMED, ownership.Standing.LEGACY):
+            # No label says whose it is: who uses it decides, every time.
+            users = self._users(kind, name)
+            if ownership.unlabelled_is_ours(kind, users, claimed=claimed):
+                if not claimed:
+                    self._claim(kind, name, log)
+                return
         raise DriverError(ownership.refusal(kind, name, labels, shared=bool(users)))
 
     def _users(self, kind: str, name: str) -> dict[str, bool]:
@@ -514,7 +520,7 @@ class LocalDriver(Driver):
 
     def _claim(self, kind: str, name: str, log: Log) -> None:
         # Docker cannot relabel a volume or network: the store remembers it is ours.
-        why = "made by DeployAlly before it carried an owner; no other engine's container uses it"
+        why = "made by DeployAlly before it carried an owner; only this engine's containers use it"
         self.claims.claim(kind, name, why)
         log(f"claimed {kind} {name} as this engine's: {why}")
 
@@ -531,7 +537,8 @@ class LocalDriver(Driver):
                 name = row["Name"]
                 if (row.get("Labels") or {}).get(LABEL_OWNER) or self.claims.claimed(kind, name):
                     continue
-                if ownership.claimable(kind, self._users(kind, name)):
+                users = self._users(kind, name)
+                if users and all(users.values()):  # its own containers show it is its own
                     self._claim(kind, name, log)
 
     def _wait_ready(self, container_id: str, has_healthcheck: bool, log: Log) -> None:

@@ -47,7 +47,8 @@ class Adopted:
 
 
 class Standing(enum.Enum):
-    OURS = "ours"  # made by this engine: labelled with its owner id, or claimed
+    OURS = "ours"  # made by this engine: labelled with its owner id
+    CLAIMED = "claimed"  # made by this engine before the label existed, as its store records
     ADOPTED = "adopted"  # made elsewhere; engine.yaml lets this engine use it
     LEGACY = "legacy"  # made by some DeployAlly before resources carried an owner
     FOREIGN = "foreign"  # another engine's, or made outside DeployAlly
@@ -57,23 +58,25 @@ def standing(
     kind: str, name: str, labels: dict[str, str], *, owner: str, claimed: bool, adopted: Adopted
 ) -> Standing:
     """Whose the volume or network named `name`, with these Docker labels, is."""
-    if labels.get(LABEL_OWNER) == owner or claimed:
+    if labels.get(LABEL_OWNER) == owner:
         return Standing.OURS
+    unowned = labels.get(LABEL_MANAGED) == "true" and not labels.get(LABEL_OWNER)
+    if unowned and claimed:
+        return Standing.CLAIMED
     if adopted.has(kind, name):
         return Standing.ADOPTED
-    if labels.get(LABEL_MANAGED) == "true" and not labels.get(LABEL_OWNER):
-        return Standing.LEGACY
-    return Standing.FOREIGN
+    return Standing.LEGACY if unowned else Standing.FOREIGN
 
 
-def claimable(kind: str, users: dict[str, bool]) -> bool:
-    """Whether a legacy volume or network, used by these containers (id -> this engine's?),
-    is this engine's: its own containers use it and no other does. A network nobody uses
-    is claimable too: joining it reaches no one. A volume nobody uses is not: it may hold
-    another engine's data."""
+def unlabelled_is_ours(kind: str, users: dict[str, bool], *, claimed: bool) -> bool:
+    """Whether an unowned DeployAlly volume or network (LEGACY or CLAIMED), used by these
+    containers (id -> this engine's?), is this engine's to use now. Never while any other
+    container uses it. Then: its own containers using it prove it; so does an earlier claim.
+    With neither, a network nobody uses reaches no one and may be taken; a volume may hold
+    another engine's data and may not."""
     if not all(users.values()):
         return False
-    return bool(users) or kind == NETWORK
+    return bool(users) or claimed or kind == NETWORK
 
 
 def deletable(
@@ -81,7 +84,7 @@ def deletable(
 ) -> bool:
     """Only what this engine made goes, and never what the operator adopted."""
     found = standing(kind, name, labels, owner=owner, claimed=claimed, adopted=adopted)
-    return found is Standing.OURS and not adopted.has(kind, name)
+    return found in (Standing.OURS, Standing.CLAIMED) and not adopted.has(kind, name)
 
 
 def refusal(kind: str, name: str, labels: dict[str, str], *, shared: bool = False) -> str:
@@ -90,10 +93,8 @@ def refusal(kind: str, name: str, labels: dict[str, str], *, shared: bool = Fals
     if other:
         whose = f"it belongs to another DeployAlly engine ({other})"
     elif labels.get(LABEL_MANAGED) == "true":
-        whose = (
-            "it was made by DeployAlly before volumes and networks carried an owner, and "
-            + ("containers that are not this engine's use it" if shared else "no container of this engine uses it")
-        )
+        users = "containers that are not this engine's use it" if shared else "no container uses it"
+        whose = f"it was made by DeployAlly before volumes and networks carried an owner, and {users}"
     else:
         whose = "it was made outside DeployAlly"
     if kind == VOLUME:
