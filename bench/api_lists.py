@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from deployally.api.app import create_app
+from deployally.api.runner import ApiRunner
 from deployally.identity import definition_id, random_id
 from deployally.types import (
     ActionKind,
@@ -58,7 +59,7 @@ def fill(ws: Workspace, count: int) -> None:
 
 
 async def measure(ws: Workspace, token: str, requests: int) -> None:
-    runner = web.AppRunner(create_app(ws))
+    runner = ApiRunner(create_app(ws))  # as `serve` runs it
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
