@@ -483,3 +483,24 @@ def test_a_name_docker_or_an_update_would_refuse_is_422_and_no_commit(
     [detail] = r.json()["error"]["details"]
     assert detail["field"] == "name" and says in detail["message"]
     assert api_ws.repo.head() == head
+
+
+@pytest.mark.parametrize("version", [2**63, 99999999999999999999999])
+def test_a_pin_beyond_the_store_is_refused_and_commits_nothing(
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
+    names: str,
+    version: int,
+) -> None:
+    made = create(api, api_tokens["write"], tpl_id, local_id, f"{names}-huge")
+    head = docker_ws.repo.head()
+    r = api.request("PUT", f"/definitions/{made['id']}", api_tokens["write"],
+                    json={"params": {"admin_password": {"secret": "x_pw", "version": version}}})
+    assert r.status_code == 422, r.text
+    [detail] = r.json()["error"]["details"]
+    assert detail["field"] == "params.admin_password.version"
+    assert docker_ws.repo.head() == head
+    assert docker_ws.engine.sync().errors == ()

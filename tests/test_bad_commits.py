@@ -460,3 +460,97 @@ def test_health_answers_during_a_long_sync_and_says_what_it_does(
         assert sync["stuck_after_s"] == 60 + 1 * (2 * 30 + 60)  # health_timeout: 30s
     finally:
         serve.stop()
+
+
+# ---------------------------------------------------------------- numbers beyond the store's
+
+
+HUGE_PIN = 2**63  # one above SQLite's INTEGER
+
+
+def huge_pin(repo: DefinitionsRepo, version: int = HUGE_PIN) -> str:
+    """A definition pinning a secret version the store cannot hold; its name."""
+    name = repo.name("huge")
+    repo.write(
+        f"definitions/{name}.yaml",
+        f"name: {name}\ntemplate: tools/busybox/worker/stable\n"
+        f"params:\n  message: {{secret: {repo.prefix}_pw, version: {version}}}\n",
+    )
+    return name
+
+
+def test_a_secret_pin_beyond_the_store_is_an_error_for_its_file_and_removing_it_heals(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    huge = huge_pin(defs_repo)
+    beside = defs_repo.worker("beside")
+    defs_repo.commit("Pin 2^63")
+
+    report = sync(defs_repo)  # before: OverflowError, and so at every later sync
+
+    [error] = report.errors
+    assert (error.path, error.field) == (f"definitions/{huge}.yaml", "params.message.version")
+    assert "9223372036854775807" in error.message
+    assert statuses(report) == {beside: "success"}
+
+    (defs_repo.path / f"definitions/{huge}.yaml").unlink()
+    later = defs_repo.worker("later")
+    defs_repo.commit("Remove the huge pin")
+    healed = sync(defs_repo)
+    assert healed.errors == () and statuses(healed) == {later: "success"}
+
+
+def test_validate_refuses_a_secret_pin_beyond_the_store(defs_repo: DefinitionsRepo) -> None:
+    huge = huge_pin(defs_repo, 99999999999999999999999)
+    defs_repo.commit("Pin 10^23")
+
+    done = run_cli("validate", "--repo", str(defs_repo.path), "--rev", "HEAD", "--json")
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    [error] = json.loads(done.stdout)["errors"]
+    assert (error["file"], error["field"]) == (f"definitions/{huge}.yaml", "params.message.version")
+
+
+def test_pre_receive_refuses_a_secret_pin_beyond_the_store(push_repo: PushRepo) -> None:
+    huge = huge_pin(push_repo)
+    push_repo.commit("Pin 2^63")
+
+    pushed = subprocess_push(push_repo)
+
+    assert pushed.returncode != 0
+    assert f"definitions/{huge}.yaml:4: params.message.version" in pushed.stdout, pushed.stdout
+    assert "push refused" in pushed.stdout
+
+
+def test_a_revision_the_store_cannot_hold_never_stops_later_syncs(
+    defs_repo: DefinitionsRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever value no check catches, recording one commit's revisions cannot wedge the engine."""
+    from dataclasses import replace
+
+    from deployally.sync import intake
+
+    real = intake.revisions.new_revisions
+
+    def with_a_huge_pin(*args: object, **kw: object) -> list[object]:
+        return [replace(r, secrets=(("pw", HUGE_PIN),)) for r in real(*args, **kw)]  # type: ignore[arg-type]
+
+    defs_repo.worker("first")
+    first = defs_repo.commit("First")
+    ws = Workspace.open(defs_repo.path)
+    try:
+        monkeypatch.setattr(intake.revisions, "new_revisions", with_a_huge_pin)
+        desired = ws.engine.intake.refresh(first)  # before: OverflowError, at every sync
+        [error] = desired.errors
+        assert error.path == f"definitions/{defs_repo.name('first')}.yaml"
+        assert "cannot be stored" in error.message
+        [revision] = ws.store.revisions(desired.records[defs_repo.name("first")].id)
+        assert (revision.number, revision.secrets) == (1, ())
+        monkeypatch.undo()
+
+        defs_repo.worker("second")
+        second = defs_repo.commit("Second")
+        desired = ws.engine.intake.refresh(second)
+        assert desired.errors == () and ws.store.get_meta("desired_commit") == second
+    finally:
+        ws.close()

@@ -439,3 +439,10 @@ def test_a_secret_reference_may_pin_a_version(catalog: Catalog) -> None:
     assert parse_definition(PATH, to_yaml(d), catalog) == d
     err = only_error(MYSQL.replace("{secret: mysql_root}", "{secret: mysql_root, version: 0}"), catalog)
     assert err.field == "params.root_password.version" and "version number" in err.message
+    # A version is an SQLite INTEGER in the store: 2^63 would overflow it at the next sync.
+    top = MYSQL.replace("{secret: mysql_root}", "{secret: mysql_root, version: 9223372036854775807}")
+    assert parse_definition(PATH, top, catalog).params["root_password"] == SecretRef("mysql_root", 2**63 - 1)
+    for huge in (2**63, 10**23):
+        text = MYSQL.replace("{secret: mysql_root}", f"{{secret: mysql_root, version: {huge}}}")
+        err = only_error(text, catalog)
+        assert err.field == "params.root_password.version" and "9223372036854775807" in err.message

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import full_spec
 from deployally import identity
-from deployally.errors import Conflict, NotFound, SecretError, ValidationError
+from deployally.errors import Conflict, NotFound, SecretError, UnstorableValue, ValidationError
 from deployally.store import (
     LOCAL_SERVER_ID,
     SCHEMA_VERSION,
@@ -469,6 +469,12 @@ def test_every_version_is_kept_until_nothing_needs_it(store: Store) -> None:
     assert store.available_secrets() == SecretVersions(
         current={"pw": 4}, kept=frozenset({("pw", 2), ("pw", 3), ("pw", 4)})
     )
+
+
+def test_a_revision_whose_pin_does_not_fit_is_refused_whole(store: Store) -> None:
+    with pytest.raises(UnstorableValue, match=r"revision 1 of app .* cannot be stored"):
+        store.add_revision(replace(revision(1), secrets=(("pw", 2**63),)))
+    assert store.revisions(identity.definition_id("app")) == []  # nothing half-written
 
 
 def test_a_staged_version_is_pinned_only_until_published_or_discarded(store: Store) -> None:

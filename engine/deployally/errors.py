@@ -46,6 +46,10 @@ class SecretKeyError(SecretError):
     """The key that encrypts secrets at rest is missing, wrong or unreadable: nothing can be decrypted."""
 
 
+class UnstorableValue(DeployAllyError):
+    """A value read from a file does not fit the state store (a number beyond SQLite's 64 bits)."""
+
+
 class SourceError(DeployAllyError):
     """The git repository could not be read (missing, locked, bad revision)."""
 

@@ -35,6 +35,9 @@ DEFAULT_NETWORK = "deployally"
 HOST_NETWORK = "host"  # the host's own network namespace: only with engine.yaml allow.host_network
 DEFAULT_PROFILE = "development"
 DEFAULT_SERVER = "local"
+# Revisions and secret versions are SQLite INTEGERs (64-bit): a number above this from a
+# file or a request is refused where it is read, never passed on to overflow in the store.
+MAX_NUMBER = 2**63 - 1
 
 
 # ---------------------------------------------------------------- model

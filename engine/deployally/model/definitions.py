@@ -24,9 +24,10 @@ from deployally.model.schema import (
     line_of,
     load_yaml,
     schema_errors,
+    short_repr,
 )
 from deployally.model.settings import Settings
-from deployally.types import Definition, SecretRef, Template
+from deployally.types import MAX_NUMBER, Definition, SecretRef, Template
 
 # Also the container name, so Docker's rules hold before Docker sees it: [a-zA-Z0-9] then
 # [a-zA-Z0-9_.-], at least 2 characters. Lowercase and at most 63 (a DNS label: containers
@@ -197,7 +198,17 @@ def _check_params(
         at: FieldPath = ("params", name)
         value = given.get(name)
         if isinstance(value, dict):  # the schema allows no other mapping than {secret: NAME}
-            out[name] = SecretRef(value["secret"], value.get("version"))
+            version = value.get("version")
+            if version is not None and (
+                isinstance(version, bool) or not isinstance(version, int)
+                or not 1 <= version <= MAX_NUMBER
+            ):
+                # The schema says so too; this is what keeps it out of the store's INTEGERs.
+                why = (f"{short_repr(version)} is not a version: "
+                       f"use a number from 1 to {MAX_NUMBER} (2^63-1)")
+                problems.append((("params", name, "version"), why))
+                continue
+            out[name] = SecretRef(value["secret"], version)
         elif value is None:
             if ui.required and ui.default is None:
                 how = f"{{secret: {name}}}" if ui.type == "password" else "a value"

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from typing import Any, Final
 
-from deployally.errors import Conflict, NotFound
+from deployally.errors import Conflict, NotFound, UnstorableValue
 from deployally.store.codec import (
     _dt_req,
     _dumps,
@@ -208,7 +208,17 @@ class DefinitionStore(Database):
     # ---------------------------------------------------------- revisions
 
     def add_revision(self, rev: Revision) -> None:
-        """Record a revision; adding the same (definition, number) again does nothing."""
+        """Record a revision; adding the same (definition, number) again does nothing.
+        UnstorableValue when a value of it (a pinned version) does not fit the store."""
+        try:
+            self._add_revision(rev)
+        except (OverflowError, UnicodeEncodeError) as exc:  # nothing was written: rolled back
+            raise UnstorableValue(
+                f"revision {rev.number} of {rev.name} (commit {rev.commit[:12]}) cannot be "
+                f"stored: {exc}"
+            ) from exc
+
+    def _add_revision(self, rev: Revision) -> None:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO revisions (definition_id, number, name, commit_sha, desired_hash,"

@@ -10,8 +10,10 @@ because of it. What it recorded comes back as one frozen `Desired`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
+from deployally.errors import UnstorableValue, ValidationError
 from deployally.identity import content_hash
 from deployally.model import desired as desired_mod
 from deployally.model.catalog import load_builtin
@@ -78,11 +80,14 @@ class Intake:
         mounts = {r.path: r.depends_files for r in self.store.definitions()}
         commits = [head] if lost else self.repo.commits_between(previous, head)
         made: dict[str, list[int]] = {}  # the revision numbers of each definition, in order
+        unstored: list[ValidationError] = []
         for commit in commits:
             # With the last synced state gone, compare head in full against the stored revisions.
             changes = ChangeSet() if lost else self.repo.changes(self.repo.first_parent(commit), commit)
             state = self._load(commit, None if lost else changes, mounts, for_revisions=True)
-            for revision in self._record_revisions(commit, changes, state):
+            recorded, errors = self._record_revisions(commit, changes, state)
+            unstored += errors
+            for revision in recorded:
                 made.setdefault(revision.definition_id, []).append(revision.number)
             mounts.update({d.definition.path: d.depends_files for d in state.ok.values()})
         # Desired specs: head only, rendered with the secrets as they are now.
@@ -96,6 +101,7 @@ class Intake:
                 since=None if lost else previous, made=made,
             )
         )
+        steps.append(DesiredStep(errors=tuple(unstored)))
         self.store.set_meta("desired_commit", head)
         self.store.set_meta("builtin_catalog", fingerprint)
         self.store.set_meta(META_ENGINE_CONFIG, engine_fingerprint)
@@ -159,8 +165,9 @@ class Intake:
 
     def _record_revisions(
         self, commit: str, changes: ChangeSet, state: desired_mod.DesiredState
-    ) -> list[Revision]:
-        """Record the revisions one commit makes; return them."""
+    ) -> tuple[list[Revision], list[ValidationError]]:
+        """Record the revisions one commit makes; return them, and an error for each that
+        could not be stored whole."""
         refused = [p for p in state.invalid_names if p in changes.paths()]
         made = revisions.new_revisions(
             commit,
@@ -171,9 +178,19 @@ class Intake:
             latest=self.store.latest_revision,
             now=utcnow(),
         )
+        errors = []
         for revision in made:
-            self.store.add_revision(revision)
-        return list(made)
+            try:
+                self.store.add_revision(revision)
+            except UnstorableValue as exc:
+                # A value no check caught must not stop every later sync at this commit: the
+                # revision is kept without its pins (a pin the store cannot hold names no
+                # version it holds), and the file is told.
+                errors.append(ValidationError(
+                    revision.path, "", f"{exc}; it is recorded without the secret versions it pins"
+                ))
+                self.store.add_revision(replace(revision, secrets=()))
+        return list(made), errors
 
     def _texts(self, commit: str, paths: list[str]) -> dict[str, str]:
         """The texts of `paths` at `commit`; a file that is not text counts as empty."""
