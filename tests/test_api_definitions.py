@@ -504,3 +504,48 @@ def test_a_pin_beyond_the_store_is_refused_and_commits_nothing(
     assert detail["field"] == "params.admin_password.version"
     assert docker_ws.repo.head() == head
     assert docker_ws.engine.sync().errors == ()
+
+
+def test_a_password_write_only_writes_the_secret_its_definition_made(
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
+    names: str,
+) -> None:
+    store = docker_ws.store
+    victim = create(api, api_tokens["write"], tpl_id, local_id, f"{names}-victim")["name"]
+    operators = f"{names}_operators"
+    store.set_secret(operators, "operators-own")
+    thief = create(api, api_tokens["write"], tpl_id, local_id, f"{names}-thief")["name"]
+    for foreign in (f"{victim}_admin_password", operators):
+        before = {s.name: s.versions for s in store.list_secrets()}[foreign]
+        value = store.secret_value(foreign)
+        point = api.request("PUT", f"/definitions/{thief}", api_tokens["write"],
+                            json={"params": {"admin_password": {"secret": foreign}}})
+        assert point.status_code == 200, point.text
+        # Before: the password became a new version of the secret the file referenced.
+        r = api.request("PUT", f"/definitions/{thief}", api_tokens["write"],
+                        json={"params": {"admin_password": f"thiefs-{foreign}"}})
+        assert r.status_code == 200, r.text
+        assert store.secret_value(foreign) == value
+        assert {s.name: s.versions for s in store.list_secrets()}[foreign] == before
+        own = f"{thief}_admin_password"
+        assert f"admin_password: {{secret: {own}, version:" in git(
+            docker_ws, "show", f"HEAD:definitions/{thief}.yaml")
+        assert store.secret_value(own) == f"thiefs-{foreign}"
+
+    # A secret the operator set under the name our rule gives is the operator's all the same.
+    named = f"{names}-pushed"
+    store.set_secret(f"{named}_admin_password", "set-by-the-operator")
+    create(api, api_tokens["write"], tpl_id, local_id, named,
+           params={"admin_password": {"secret": f"{named}_admin_password"}})
+    head = docker_ws.repo.head()
+    r = api.request("PUT", f"/definitions/{named}", api_tokens["write"],
+                    json={"params": {"admin_password": "would-overwrite"}})
+    assert r.status_code == 409, r.text
+    assert "params.admin_password" in r.json()["error"]["message"]
+    assert "operator's" in r.json()["error"]["message"]
+    assert store.secret_value(f"{named}_admin_password") == "set-by-the-operator"
+    assert docker_ws.repo.head() == head

@@ -477,11 +477,16 @@ def test_a_revision_whose_pin_does_not_fit_is_refused_whole(store: Store) -> Non
     assert store.revisions(identity.definition_id("app")) == []  # nothing half-written
 
 
+APP = identity.definition_id("app")
+
+
 def test_a_staged_version_is_pinned_only_until_published_or_discarded(store: Store) -> None:
-    store.set_secret("pw", "operator-set")
-    staged = store.stage_secret("pw", "from-an-api-write")
+    first = store.stage_secret("pw", "first-api-write", owner=APP)
+    store.publish_secret("pw", first, "b" * 40)
+    store.add_revision(replace(revision(1, commit="b" * 40), secrets=()))
+    staged = store.stage_secret("pw", "from-an-api-write", owner=APP)
     assert staged == 2
-    assert store.secret_value("pw") == "operator-set"  # unpinned references do not see it
+    assert store.secret_value("pw") == "first-api-write"  # unpinned references do not see it
     assert store.secret_value("pw", 2) == "from-an-api-write"
     assert store.list_secrets()[0].versions == (1,)
     assert store.drop_unused_secret_versions() == 0  # in flight: kept
@@ -491,16 +496,56 @@ def test_a_staged_version_is_pinned_only_until_published_or_discarded(store: Sto
     assert store.set_secret("pw", "newer") == 3
     assert store.drop_unused_secret_versions() == 1  # version 1 only
     assert store.list_secrets()[0].versions == (2, 3)
-    store.add_revision(replace(revision(1, commit="c" * 40), secrets=()))
+    store.add_revision(replace(revision(2, commit="c" * 40), secrets=()))
     assert store.drop_unused_secret_versions() == 1  # synced and pinned by nothing: gone
-    lost = store.stage_secret("pw", "lost-race")
+    lost = store.stage_secret("pw", "lost-race", owner=APP)
     store.discard_secret("pw", lost)
     with pytest.raises(SecretError, match="has no version 4"):
         store.secret_value("pw", lost)
-    first, second = store.stage_secret("pw", "a"), store.stage_secret("pw", "b")
+    older, second = store.stage_secret("pw", "a", owner=APP), store.stage_secret("pw", "b", owner=APP)
     store.publish_secret("pw", second, "d" * 40)
-    store.publish_secret("pw", first, "e" * 40)  # published last, but older: not current
+    store.publish_secret("pw", older, "e" * 40)  # published last, but older: not current
     assert store.secret_versions() == {"pw": second}
+
+
+def test_a_staged_version_is_refused_for_a_secret_its_definition_did_not_make(store: Store) -> None:
+    store.set_secret("operators", "operator-set")
+    with pytest.raises(Conflict, match="'operators' exists already and is the operator's"):
+        store.stage_secret("operators", "through-the-api", owner=APP)
+    store.stage_secret("app_pw", "api-write", owner=APP)  # staged, not yet published: still its
+    with pytest.raises(Conflict, match="another definition's"):
+        store.stage_secret("app_pw", "other", owner=identity.definition_id("other"))
+    assert store.secret_value("operators") == "operator-set"
+    assert store.stage_secret("app_pw", "again", owner=APP) == 2
+    store.delete_secret("operators")  # the operator removed it: an API write may make it anew
+    assert store.stage_secret("operators", "now-the-apps", owner=APP) == 2
+
+
+def test_secrets_api_writes_made_before_owners_were_kept_stay_theirs(tmp_path: Path) -> None:
+    from deployally.store.db import _MIGRATIONS, DB_FILE
+
+    state = tmp_path / "state"
+    state.mkdir()
+    db = sqlite3.connect(state / DB_FILE)
+    for migration in _MIGRATIONS[:-1]:  # the schema before owners
+        for statement in migration:
+            db.execute(statement)
+    db.execute(f"PRAGMA user_version = {len(_MIGRATIONS) - 1}")
+    at = "2026-01-01T00:00:00.000000Z"
+    for name, commit in (("app_admin_password", "c" * 40), ("operators", None)):
+        db.execute("INSERT INTO secrets (name, version, current, updated_at) VALUES (?, 1, 1, ?)",
+                   (name, at))
+        db.execute("INSERT INTO secret_versions (name, version, value, key_id, commit_sha,"
+                   " created_at) VALUES (?, 1, 'plain', '', ?, ?)", (name, commit, at))
+        db.execute("INSERT INTO revision_secrets VALUES (?, 1, ?, 1)", (APP, name))
+    db.execute("INSERT INTO revisions VALUES (?, 1, 'app', ?, 'sha256:1', 'definitions/app.yaml', ?)",
+               (APP, "c" * 40, at))
+    db.commit()
+    db.close()
+    with Store(state) as store:
+        assert store.stage_secret("app_admin_password", "next", owner=APP) == 2
+        with pytest.raises(Conflict, match="operator's"):  # pinned, but no API write made it
+            store.stage_secret("operators", "next", owner=APP)
 
 
 def test_deleted_secret_is_gone_and_its_version_keeps_counting(store: Store) -> None:

@@ -130,6 +130,20 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             kind TEXT NOT NULL, name TEXT NOT NULL, why TEXT NOT NULL,
             claimed_at TEXT NOT NULL, PRIMARY KEY (kind, name)) WITHOUT ROWID""",
     ),
+    # The definition (def_ id) whose API password write made a secret: only a write through
+    # it may write the secret again. NULL: the operator's (`deployally secret set`).
+    (
+        "ALTER TABLE secrets ADD COLUMN owner TEXT",
+        # Secrets an API write made so far: a version published with a commit, pinned by a
+        # revision of the definition whose name the secret's name starts with (<name>_<param>).
+        (
+            "UPDATE secrets SET owner = (SELECT r.definition_id FROM secret_versions v"
+            " JOIN revision_secrets p ON p.secret = v.name AND p.version = v.version"
+            " JOIN revisions r ON r.definition_id = p.definition_id AND r.number = p.number"
+            " WHERE v.name = secrets.name AND v.commit_sha IS NOT NULL"
+            " AND substr(secrets.name, 1, length(r.name) + 1) = r.name || '_' LIMIT 1)"
+        ),
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
-from deployally.errors import NotFound, SecretError, SecretKeyError
+from deployally.errors import Conflict, NotFound, SecretError, SecretKeyError
 from deployally.secrets import check_name
 from deployally.store.codec import _dt_req, _now, _ts
 from deployally.store.db import Database, _returning
@@ -232,10 +232,14 @@ class SecretStore(Database):
         """Store a new value as the secret's next version, current from now on; returns it."""
         return self._add_version(name, value, staged=False)
 
-    def stage_secret(self, name: str, value: str) -> int:
+    def stage_secret(self, name: str, value: str, *, owner: str) -> int:
         """Store a new version that only a pin uses until `publish_secret` (an API write's
-        password, before its commit exists); returns the version."""
-        return self._add_version(name, value, staged=True)
+        password, before its commit exists); returns the version.
+
+        `owner` is the definition (def_ id) writing it: Conflict when the secret holds a value
+        that definition's writes did not make (another definition's, or the operator's).
+        """
+        return self._add_version(name, value, staged=True, owner=owner)
 
     def publish_secret(self, name: str, version: int, commit: str) -> None:
         """The commit pinning a staged version exists: keep the version, and make it current
@@ -259,7 +263,7 @@ class SecretStore(Database):
                 (name, version),
             )
 
-    def _add_version(self, name: str, value: str, *, staged: bool) -> int:
+    def _add_version(self, name: str, value: str, *, staged: bool, owner: str | None = None) -> int:
         check_name(name)
         if "\x00" in value:
             # No process environment or config file can hold a NUL; refuse it here, once.
@@ -268,6 +272,8 @@ class SecretStore(Database):
         with self._write() as conn:
             keys = self._keys(create=True, conn=conn)  # inside the lock: never a key rotated away
             assert keys is not None
+            if owner is not None:
+                self._claim(conn, name, owner)
             # `version` counts every version ever made, so a number never means two values.
             row = _returning(
                 conn,
@@ -287,6 +293,26 @@ class SecretStore(Database):
             if not staged:
                 conn.execute("UPDATE secrets SET current = ? WHERE name = ?", (version, name))
         return version
+
+    @staticmethod
+    def _claim(conn: sqlite3.Connection, name: str, owner: str) -> None:
+        """Make `owner` the secret's owner, inside the write transaction of its new version;
+        Conflict when it holds a value (or a staged one) someone else made."""
+        row = conn.execute("SELECT owner FROM secrets WHERE name = ?", (name,)).fetchone()
+        held = conn.execute(
+            "SELECT 1 FROM secret_versions WHERE name = ? LIMIT 1", (name,)
+        ).fetchone()
+        if row is not None and held is not None and row["owner"] != owner:
+            whose = "the operator's" if row["owner"] is None else "another definition's"
+            raise Conflict(
+                f"the secret {name!r} exists already and is {whose}: an API write only writes "
+                "the secrets it made itself"
+            )
+        conn.execute(
+            "INSERT INTO secrets (name, version, updated_at, owner) VALUES (?, 0, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner",
+            (name, _ts(_now()), owner),
+        )
 
     def secret_value(self, name: str, version: int | None = None) -> str:
         """The value of a version of a secret (None: the current one); SecretError when it has none."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,9 +101,7 @@ def create_definition(
     fields: dict[str, Any] = {
         "name": name, "template": tpl.taxonomy.path, "server": server, "profile": profile
     }
-    plain, passwords = _split_passwords(
-        path, name, dict(params), _password_inputs(catalog, tpl.id), {}, store.secret_versions()
-    )
+    plain, passwords = _split_passwords(path, name, dict(params), _password_inputs(catalog, tpl.id))
     message = (
         f"Create definition {name}\n\n"
         f"Template {tpl.taxonomy.path}, profile {profile}, server {server}; "
@@ -136,14 +134,11 @@ def update_definition(
     if params:
         tpl = catalog.resolve(str(data.get("template", "")))
         password_inputs = _password_inputs(catalog, tpl.id) if tpl else set()
-        refs = {k: v["secret"] for k, v in current.items() if isinstance(v, dict) and "secret" in v}
         given = {k: v for k, v in params.items() if v is not None}
         for k in params:
             if params[k] is None:
                 current.pop(k, None)
-        plain, passwords = _split_passwords(
-            path, name, given, password_inputs, refs, store.secret_versions()
-        )
+        plain, passwords = _split_passwords(path, name, given, password_inputs)
         current |= plain
     data["params"] = current
     changes = [f"profile {profile}"] if profile is not None else []
@@ -200,13 +195,12 @@ def _split_passwords(
     name: str,
     params: dict[str, Any],
     passwords: set[str],
-    refs: Mapping[str, str],
-    existing: Collection[str],
 ) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
     """Params without their plaintext passwords, and each password's param -> (secret, value).
 
-    A password the definition already references keeps its secret; a new one gets
-    `<name>_<param>`, which must not exist yet: it could be another definition's.
+    A password always goes to the definition's own secret, `password_secret_name(name, param)`,
+    whatever secret the file referenced before: a write through one definition never writes
+    another's secret or the operator's (the store refuses a secret this definition did not make).
     """
     out: dict[str, Any] = {}
     secrets: dict[str, tuple[str, str]] = {}
@@ -216,13 +210,7 @@ def _split_passwords(
                 raise ValidationError(
                     path, f"params.{key}", "a password must be a non-empty string"
                 )
-            secret = refs.get(key) or password_secret_name(name, key)
-            if key not in refs and secret in existing:
-                raise Conflict(
-                    f"params.{key}: the secret {secret!r} exists already and may belong to another "
-                    f"definition; write params.{key} as {{secret: NAME}} with a secret you set, "
-                    "or remove that secret first"
-                )
+            secret = password_secret_name(name, key)
             if "\x00" in value:
                 raise ValidationError(path, f"params.{key}", "a password may not contain a NUL byte")
             secrets[key] = (secret, value)
@@ -276,7 +264,13 @@ def _commit(
         # Staged first: the engine may deploy the commit the moment it exists. Until the
         # commit is made, no unpinned reference sees the new version.
         for key, (secret, value) in (text.passwords if text else {}).items():
-            staged[key] = (secret, store.stage_secret(secret, value))
+            try:
+                staged[key] = (secret, store.stage_secret(secret, value, owner=definition_id(name)))
+            except Conflict as exc:
+                raise Conflict(
+                    f"params.{key}: {exc}; write params.{key} as {{secret: NAME}} with a secret "
+                    "you set, or remove that secret first"
+                ) from exc
         content = text.pinned(path, {k: v for k, (_, v) in staged.items()}) if text else None
         commit = repo.write(
             {path: content},
