@@ -549,3 +549,58 @@ def test_a_password_write_only_writes_the_secret_its_definition_made(
     assert "operator's" in r.json()["error"]["message"]
     assert store.secret_value(f"{named}_admin_password") == "set-by-the-operator"
     assert docker_ws.repo.head() == head
+
+
+def test_a_write_answers_the_revision_the_sync_then_records(
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
+    names: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = f"{names}-count"
+    made = create(api, api_tokens["write"], tpl_id, local_id, name)
+    repo, store = docker_ws.repo, docker_ws.store
+    docker_ws.engine.intake.refresh(repo.head() or "")
+
+    def put(greeting: str) -> int:
+        r = api.request("PUT", f"/definitions/{name}", api_tokens["write"],
+                        json={"params": {"greeting": greeting}})
+        assert r.status_code == 200, r.text
+        return int(r.json()["data"]["current_revision"])
+
+    def recorded() -> int:
+        docker_ws.engine.intake.refresh(repo.head() or "")
+        latest = store.latest_revision(made["id"])
+        assert latest is not None
+        return latest.number
+
+    # A push changing only its template, not synced yet: a revision of its own (before: 2).
+    repo.write({"catalog/busybox-secret.yaml": SECRET_TEMPLATE.replace("sleep", "exec sleep")},
+               message="Template", author_name="Test", author_email="test@example.com",
+               expected_head=repo.head())
+    answered = put("two")
+    assert (answered, recorded()) == (3, 3)
+
+    # A sync that stopped after recording the revisions of new commits (a crash, or a sync
+    # still under way): they are not counted twice (before: 6).
+    assert put("three") == 4
+    real = store.set_meta
+
+    def stop_before_the_end(key: str, value: str) -> None:
+        if key == "desired_commit":
+            raise RuntimeError("stopped")
+        real(key, value)
+
+    monkeypatch.setattr(store, "set_meta", stop_before_the_end)
+    with pytest.raises(RuntimeError):
+        docker_ws.engine.intake.refresh(repo.head() or "")
+    monkeypatch.undo()
+    assert store.latest_revision(made["id"]).number == 4  # type: ignore[union-attr]
+    answered = put("four")
+    assert (answered, recorded()) == (5, 5)
+
+    r = api.request("DELETE", f"/definitions/{name}", api_tokens["write"])
+    assert r.status_code == 200 and r.json()["data"]["current_revision"] == 6 == recorded()

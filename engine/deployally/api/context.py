@@ -16,6 +16,7 @@ from deployally.model import catalog as catalog_mod
 from deployally.model import desired
 from deployally.source.tree import CommitTree
 from deployally.store import ServerRecord
+from deployally.sync.intake import Intake
 from deployally.types import EngineStatus
 from deployally.workspace import Workspace
 
@@ -51,6 +52,10 @@ class Context:
                 found, _errors = desired.load_catalog(CommitTree(self.ws.repo, head))
             self._catalogs = {head: found}  # only the newest head is worth keeping
         return self._catalogs[head]
+
+    def revision_of(self, name: str, commit: str) -> int:
+        """The revision `commit` gives definition `name`, as the engine will record it (blocking)."""
+        return Intake(self.ws.repo, self.ws.store, self.ws.engine_config).revision_of(name, commit)
 
     def sync_soon(self) -> None:
         """Ask the engine to deploy the commit just made (blocking; run it in the executor)."""

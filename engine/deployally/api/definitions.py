@@ -82,13 +82,13 @@ async def live_or_empty(ctx: Context) -> Live:
     return out
 
 
-def written(ctx: Context, edit: edits.Edit, at_key: str) -> dict[str, Any]:
+async def written(ctx: Context, edit: edits.Edit, at_key: str) -> dict[str, Any]:
     """What a write answers: id, name, status pending, the revision its commit makes, the commit."""
     return {
         "id": edit.definition_id,
         "name": edit.name,
         "status": DefinitionStatus.PENDING.value,
-        "current_revision": edit.revision,
+        "current_revision": await ctx.run(ctx.revision_of, edit.name, edit.commit),
         "commit": edit.commit,
         at_key: iso(datetime.now(UTC)),
     }
@@ -206,7 +206,7 @@ async def create_definition(request: web.Request) -> web.Response:
         settings=await ctx.run(_settings, ctx),
     )
     after_write(ctx)
-    return success(written(ctx, edit, "created_at"), status=201)
+    return success(await written(ctx, edit, "created_at"), status=201)
 
 
 @routes.put("/api/v1/definitions/{id}")
@@ -233,7 +233,7 @@ async def update_definition(request: web.Request) -> web.Response:
         settings=await ctx.run(_settings, ctx),
     )
     after_write(ctx)
-    return success(written(ctx, edit, "updated_at"))
+    return success(await written(ctx, edit, "updated_at"))
 
 
 @routes.delete("/api/v1/definitions/{id}")
@@ -249,4 +249,4 @@ async def delete_definition(request: web.Request) -> web.Response:
         author=author(request),
     )
     after_write(ctx)
-    return success(written(ctx, edit, "deleted_at"))
+    return success(await written(ctx, edit, "deleted_at"))

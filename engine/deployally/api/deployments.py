@@ -156,9 +156,7 @@ async def create_deployment(request: web.Request) -> web.Response:
         commit = await ctx.run(
             edits.rollback, ctx.ws.repo, store, record.name, revision, author=who
         )
-        number = await ctx.run(
-            edits.revision_at, ctx.ws.repo, store, record.id, record.path, commit
-        )
+        number = await ctx.run(ctx.revision_of, record.name, commit)
         reason = Reason(
             ReasonKind.ROLLBACK, f"roll back {record.name} to revision {revision}", commit
         )

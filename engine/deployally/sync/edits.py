@@ -60,13 +60,12 @@ _NAME = re.compile(definitions_mod.NAME_RE)
 
 @dataclass(frozen=True)
 class Edit:
-    """A definition edit made as a commit: the commit and the revision it makes."""
+    """A definition edit made as a commit (`Intake.revision_of` numbers its revision)."""
 
     definition_id: str
     name: str
     path: str
     commit: str
-    revision: int  # the revision that commit makes (previous + 1, or 1)
     changed: bool  # False when the file already said this: no commit was made
 
 
@@ -285,18 +284,4 @@ def _commit(
         raise
     for secret, version in staged.values():
         store.publish_secret(secret, version, commit)
-    changed = commit != head
-    def_id = definition_id(name)
-    return Edit(def_id, name, path, commit, revision_at(repo, store, def_id, path, commit), changed)
-
-
-def revision_at(repo: GitRepo, store: Store, def_id: str, path: str, commit: str) -> int:
-    """The revision `commit` gives the definition: the last synced one plus every commit
-    since the last sync that changed its file (writes can come faster than syncs)."""
-    latest = store.latest_revision(def_id)
-    number = latest.number if latest else 0
-    synced = store.get_meta("desired_commit")
-    for c in repo.commits_between(synced, commit):
-        if path in repo.changes(repo.first_parent(c), c).paths():
-            number += 1
-    return max(number, 1)
+    return Edit(definition_id(name), name, path, commit, commit != head)

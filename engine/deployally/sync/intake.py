@@ -9,12 +9,12 @@ because of it. What it recorded comes back as one frozen `Desired`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from deployally.errors import UnstorableValue, ValidationError
-from deployally.identity import content_hash
+from deployally.identity import content_hash, definition_id
 from deployally.model import desired as desired_mod
 from deployally.model.catalog import load_builtin
 from deployally.model.engine_config import EngineConfig
@@ -81,15 +81,11 @@ class Intake:
         commits = [head] if lost else self.repo.commits_between(previous, head)
         made: dict[str, list[int]] = {}  # the revision numbers of each definition, in order
         unstored: list[ValidationError] = []
-        for commit in commits:
-            # With the last synced state gone, compare head in full against the stored revisions.
-            changes = ChangeSet() if lost else self.repo.changes(self.repo.first_parent(commit), commit)
-            state = self._load(commit, None if lost else changes, mounts, for_revisions=True)
+        for commit, changes, state in self._commit_states(commits, lost, mounts):
             recorded, errors = self._record_revisions(commit, changes, state)
             unstored += errors
             for revision in recorded:
                 made.setdefault(revision.definition_id, []).append(revision.number)
-            mounts.update({d.definition.path: d.depends_files for d in state.ok.values()})
         # Desired specs: head only, rendered with the secrets as they are now.
         changes = (
             ChangeSet() if lost or previous == head else self.repo.changes(previous, head)
@@ -107,6 +103,43 @@ class Intake:
         self.store.set_meta(META_ENGINE_CONFIG, engine_fingerprint)
         records = self._refresh_secrets(head, steps, done=state.files)
         return self._desired(head, steps, records)
+
+    def revision_of(self, name: str, commit: str) -> int:
+        """The revision number `commit` gives definition `name` as `refresh` will record it
+        (0: none): the commits since the last sync replayed with refresh's own steps, so one
+        that changed only its template or a config file counts too."""
+        previous = self.store.get_meta("desired_commit")
+        lost = previous is not None and not self.repo.has_commit(previous)
+        commits = [commit] if lost else self.repo.commits_between(previous, commit)
+        pending = set(commits)
+        numbered: dict[str, Revision | None] = {}
+
+        def latest(def_id: str) -> Revision | None:
+            if def_id not in numbered:
+                # A sync under way may have recorded some of these commits already: they are
+                # replayed here, so they are not counted twice.
+                kept = [r for r in self.store.revisions(def_id) if r.commit not in pending]
+                numbered[def_id] = kept[-1] if kept else None
+            return numbered[def_id]
+
+        mounts = {r.path: r.depends_files for r in self.store.definitions()}
+        for at, changes, state in self._commit_states(commits, lost, mounts):
+            for revision in self._revisions_in(at, changes, state, latest):
+                numbered[revision.definition_id] = revision
+        found = latest(definition_id(name))
+        return found.number if found else 0
+
+    def _commit_states(
+        self, commits: list[str], lost: bool, mounts: dict[str, tuple[str, ...]]
+    ) -> Iterator[tuple[str, ChangeSet, desired_mod.DesiredState]]:
+        """Each commit with what it changed and what those files define, for numbering
+        revisions; `mounts` follows config-file mounts from commit to commit."""
+        for commit in commits:
+            # With the last synced state gone, compare head in full against the stored revisions.
+            changes = ChangeSet() if lost else self.repo.changes(self.repo.first_parent(commit), commit)
+            state = self._load(commit, None if lost else changes, mounts, for_revisions=True)
+            yield commit, changes, state
+            mounts.update({d.definition.path: d.depends_files for d in state.ok.values()})
 
     def _desired(
         self, head: str, steps: list[DesiredStep], records: list[DefinitionRecord]
@@ -168,16 +201,7 @@ class Intake:
     ) -> tuple[list[Revision], list[ValidationError]]:
         """Record the revisions one commit makes; return them, and an error for each that
         could not be stored whole."""
-        refused = [p for p in state.invalid_names if p in changes.paths()]
-        made = revisions.new_revisions(
-            commit,
-            changes,
-            state,
-            invalid_texts=self._texts(commit, refused),
-            records=self.store.definitions(),
-            latest=self.store.latest_revision,
-            now=utcnow(),
-        )
+        made = self._revisions_in(commit, changes, state, self.store.latest_revision)
         errors = []
         for revision in made:
             try:
@@ -191,6 +215,25 @@ class Intake:
                 ))
                 self.store.add_revision(replace(revision, secrets=()))
         return list(made), errors
+
+    def _revisions_in(
+        self,
+        commit: str,
+        changes: ChangeSet,
+        state: desired_mod.DesiredState,
+        latest: revisions.Latest,
+    ) -> list[Revision]:
+        """The revisions one commit makes, after the `latest` of each definition."""
+        refused = [p for p in state.invalid_names if p in changes.paths()]
+        return revisions.new_revisions(
+            commit,
+            changes,
+            state,
+            invalid_texts=self._texts(commit, refused),
+            records=self.store.definitions(),
+            latest=latest,
+            now=utcnow(),
+        )
 
     def _texts(self, commit: str, paths: list[str]) -> dict[str, str]:
         """The texts of `paths` at `commit`; a file that is not text counts as empty."""
