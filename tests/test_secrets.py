@@ -147,3 +147,22 @@ def test_lookup_resolves_only_what_the_definition_references_at_its_version(
         unlisted = lookup_from(store, versions={"mine": 1}, named={"mine", "theirs"})
         with pytest.raises(SecretError, match="does not reference"):
             resolve(placeholder("theirs"), unlisted)
+
+
+def test_the_readme_states_the_secret_name_rule_the_code_enforces() -> None:
+    import re
+
+    from deployally.secrets import name_problem
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"A secret's name is (\d+)–(\d+) characters of `([^`]+)`, starting with "
+                      r"a letter or digit", readme)
+    assert found, "the README's Secrets section states the rule"
+    low, high, chars = int(found[1]), int(found[2]), found[3].split()
+    assert name_problem("a" * low) is None and name_problem("a" * high) is None
+    assert name_problem("a" * (low - 1)) and name_problem("a" * (high + 1))
+    ranges = {"a-z": "abcdefghijklmnopqrstuvwxyz", "0-9": "0123456789"}
+    allowed = "".join(ranges.get(c, c) for c in chars)
+    assert all(name_problem(f"a{c}") is None for c in allowed)
+    assert all(name_problem(f"{c}a") for c in allowed if not c.isalnum())
+    assert all(name_problem(f"a{c}") for c in "ABZ/ \n:+@" if c not in allowed)
