@@ -83,8 +83,13 @@ def test_health_actions_map_and_stop_kill_are_ignored() -> None:
     assert unhealthy is not None and unhealthy.kind == INSTANCE_UNHEALTHY
     assert healthy is not None and healthy.kind == INSTANCE_HEALTHY
     # `die` alone reports a stop, so one stop is one event
-    for action in ("kill", "stop", "create", "destroy", "exec_start: test -f /tmp/ok"):
+    for action in ("kill", "stop", "create", "exec_start: test -f /tmp/ok"):
         assert instance_event(_raw(action)) is None
+
+
+def test_destroy_becomes_removed_so_a_removal_is_healed_even_after_the_heal_of_its_die() -> None:
+    removed = instance_event(_raw("destroy"))
+    assert removed is not None and removed.kind is InstanceEventKind.REMOVED
 
 
 # ------------------------------------------------------------------ real engine

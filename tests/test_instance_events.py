@@ -14,7 +14,7 @@ import pytest
 from conftest import DefinitionsRepo
 from deployally.drivers.base import DriverConfig
 from deployally.drivers.fake import FakeDriver, FakeHost
-from deployally.serve.instance_events import InstanceEventHandler
+from deployally.serve.instance_events import HEAL_DELAY_S, InstanceEventHandler
 from deployally.store import ServerRecord
 from deployally.workspace import Workspace
 
@@ -80,3 +80,29 @@ def test_instance_webhooks_carry_the_revision_and_commit_the_instance_runs(
         ("instance.started", name, 2, second),
         ("instance.stopped", name, 2, second),
     ], f"revision 1 was {first}"
+
+
+def test_an_instance_removed_behind_our_back_is_healed_and_is_no_webhook(
+    ws: Workspace, host: FakeHost
+) -> None:
+    repo: DefinitionsRepo = ws.test_repo  # type: ignore[attr-defined]
+    name = repo.worker("web")
+    repo.commit("Add web")
+    assert ws.engine.sync().ok
+    heals: list[str] = []
+    loop = asyncio.new_event_loop()
+    try:
+        [(server, driver)] = ws.drivers.applied_here()
+        stream = driver.watch(InstanceEventHandler(
+            ws, server, loop, wake_sender=lambda: None, trigger_sync=heals.append
+        ))
+        before = instance_webhooks(ws)
+        # Docker says `die` then `destroy`; a heal run between them still saw the container,
+        # so the removal itself must ask for one.
+        host.remove_behind_our_back(name)
+        loop.run_until_complete(asyncio.sleep(HEAL_DELAY_S + 0.3))
+        stream.stop()
+    finally:
+        loop.close()
+    assert heals == ["instance.removed"]
+    assert instance_webhooks(ws) == before

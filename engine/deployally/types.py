@@ -295,6 +295,7 @@ class InstanceEventKind(str, enum.Enum):
     STOPPED = "instance.stopped"
     UNHEALTHY = "instance.unhealthy"
     HEALTHY = "instance.healthy"  # not a webhook: tells the engine a new instance is ready
+    REMOVED = "instance.removed"  # not a webhook: the instance is gone, so the engine heals
 
 
 @dataclass(frozen=True)

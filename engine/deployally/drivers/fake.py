@@ -100,7 +100,8 @@ class FakeHost:
     def remove_behind_our_back(self, name: str) -> None:
         """The instance is removed outside DeployAlly."""
         with self.lock:
-            self.instances.pop(name)
+            inst = self.instances.pop(name)
+        self.emit(inst, InstanceEventKind.REMOVED)
 
     def crash_mid_update(self, name: str, new: ContainerSpec, *, ready: bool) -> None:
         """Leave what a crash during an update leaves: `<name>.old` and the new one under the name."""

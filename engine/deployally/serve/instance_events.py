@@ -57,7 +57,7 @@ class InstanceEventHandler:
             return  # an instance whose definition is gone
         if record.server_id not in (self.server.name, self.server.id):
             return  # the definition moved to another server; this one is about to go
-        if event.kind is not InstanceEventKind.HEALTHY:
+        if event.kind in _INSTANCE_STATUS:
             # The revision this instance runs, from its own labels: during an update the new
             # one starts before the definition's applied revision moves to it.
             ws.store.enqueue_event(
@@ -76,7 +76,7 @@ class InstanceEventHandler:
                 },
             )
             self._wake_sender()
-        went_down = event.kind in (InstanceEventKind.STOPPED, InstanceEventKind.UNHEALTHY)
+        went_down = event.kind in (InstanceEventKind.STOPPED, InstanceEventKind.UNHEALTHY, InstanceEventKind.REMOVED)
         if went_down and not record.operator_stopped:
             self._loop.call_soon_threadsafe(self._heal_soon, event.kind.value)
 

@@ -34,9 +34,12 @@ log = logging.getLogger(__name__)
 
 # Only `die` is sent for every way a container ends (stop, kill, crash, OOM), so
 # `stop` and `kill` are ignored: mapping them too would report one stop two or three times.
+# `destroy` matters for healing: a heal that ran between a forced removal's `die` and its
+# `destroy` saw the container still there, and nothing else would look again.
 _ACTIONS: Mapping[str, InstanceEventKind] = {
     "start": InstanceEventKind.STARTED,
     "die": InstanceEventKind.STOPPED,
+    "destroy": InstanceEventKind.REMOVED,
     "health_status: unhealthy": InstanceEventKind.UNHEALTHY,
     "health_status: healthy": InstanceEventKind.HEALTHY,
 }
