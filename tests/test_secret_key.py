@@ -135,6 +135,22 @@ def test_a_bad_key_file_is_an_error_naming_it(
         assert str(key) in str(caught.value)
 
 
+def test_a_key_file_opened_up_while_the_engine_runs_is_refused_at_its_next_read(
+    tmp_path: Path,
+) -> None:
+    with Store(tmp_path / "state") as store:
+        store.set_secret("db_pw", VALUE)
+        assert store.secret_value("db_pw") == VALUE  # the key is read and kept
+        key = store.secret_key_file().path
+        key.chmod(0o644)  # same content, same mtime: only its mode changed
+        with pytest.raises(SecretKeyError, match=re.escape("(mode 0644); run: chmod 600")):
+            store.secret_value("db_pw")
+        with pytest.raises(SecretKeyError, match=re.escape(str(key))):
+            store.set_secret("db_pw", "next")
+        key.chmod(0o600)
+        assert store.secret_value("db_pw") == VALUE
+
+
 def test_a_value_moved_to_another_row_does_not_decrypt(tmp_path: Path) -> None:
     with Store(tmp_path / "state") as store:
         store.set_secret("mine", "mine-value")

@@ -114,14 +114,15 @@ class KeyFile:
         return f"${KEY_ENV}" if self.from_env else str(self.path)
 
     def signature(self) -> object:
-        """Changes whenever the keys may have: the variable's value, or the file's inode and mtime."""
+        """Changes whenever the keys may have, or who may read them: the variable's value, or
+        the file's inode, mtime, size, mode and owner (a chmod is checked again at the next read)."""
         if self.from_env:
             return ("env", os.environ.get(KEY_ENV))
         try:
             st = self.path.stat()
         except FileNotFoundError:
             return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return (st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode, st.st_uid, st.st_ctime_ns)
 
     def load(self) -> SecretKeys | None:
         """The keys, or None when neither the variable nor the file exists."""
