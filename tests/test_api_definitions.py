@@ -604,3 +604,31 @@ def test_a_write_answers_the_revision_the_sync_then_records(
 
     r = api.request("DELETE", f"/definitions/{name}", api_tokens["write"])
     assert r.status_code == 200 and r.json()["data"]["current_revision"] == 6 == recorded()
+
+
+def test_a_pin_of_a_version_the_store_does_not_keep_is_refused_and_commits_nothing(
+    api: ApiServer,
+    api_tokens: dict[str, str],
+    docker_ws: Workspace,
+    tpl_id: str,
+    local_id: str,
+    names: str,
+) -> None:
+    name = f"{names}-pin9"
+    create(api, api_tokens["write"], tpl_id, local_id, name)  # version 1 of its secret
+    head = docker_ws.repo.head()
+    for body in ({"admin_password": {"secret": f"{name}_admin_password", "version": 9}},
+                 {"admin_password": {"secret": f"{names}-never-set", "version": 1}}):
+        r = api.request("PUT", f"/definitions/{name}", api_tokens["write"], json={"params": body})
+        assert r.status_code == 422, r.text  # before: 200, and the sync then failed on it
+        [detail] = r.json()["error"]["details"]
+        secret, version = body["admin_password"]["secret"], body["admin_password"]["version"]
+        assert detail["field"] == "params.admin_password.version"
+        assert f"{name}: secret {secret!r} has no version {version}" in detail["message"]
+    assert docker_ws.repo.head() == head
+    r = api.request("POST", "/definitions", api_tokens["write"], json={
+        "template_id": tpl_id, "server_id": local_id, "name": f"{names}-pin9b",
+        "params": {"admin_password": {"secret": f"{name}_admin_password", "version": 2}}})
+    assert r.status_code == 422, r.text
+    assert "(kept: 1)" in r.json()["error"]["details"][0]["message"]
+    assert docker_ws.repo.head() == head

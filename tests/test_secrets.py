@@ -166,3 +166,34 @@ def test_the_readme_states_the_secret_name_rule_the_code_enforces() -> None:
     assert all(name_problem(f"a{c}") is None for c in allowed)
     assert all(name_problem(f"{c}a") for c in allowed if not c.isalnum())
     assert all(name_problem(f"a{c}") for c in "ABZ/ \n:+@" if c not in allowed)
+
+
+def test_validate_with_a_store_refuses_a_pinned_version_it_does_not_keep(tmp_path: Path) -> None:
+    import json
+
+    from conftest import DefinitionsRepo
+
+    repo = DefinitionsRepo(tmp_path / "repo", "tpin")
+    state = tmp_path / "state"
+    with Store(state) as store:
+        store.set_secret("tpin_pw", "first")
+        store.set_secret("tpin_pw", "second")
+    for name, version in (("kept", 2), ("gone", 7)):
+        repo.write(f"definitions/tpin_{name}.yaml",
+                   f"name: tpin_{name}\ntemplate: tools/busybox/worker/stable\n"
+                   f"params:\n  message: {{secret: tpin_pw, version: {version}}}\n"
+                   "  script: {secret: tpin_not_set_yet}\n")
+    repo.commit("Pin versions")
+
+    checked = CliRunner().invoke(main, ["validate", "--repo", str(repo.path), "--state-dir",
+                                        str(state), "--json"])
+
+    assert checked.exit_code == 1, checked.output  # before: valid, and the sync failed on it
+    [error] = json.loads(checked.output)["errors"]
+    assert (error["file"], error["field"]) == ("definitions/tpin_gone.yaml", "params.message.version")
+    assert "tpin_gone: secret 'tpin_pw' has no version 7 (kept: 1, 2)" in error["message"]
+    # Without a store (CI on a checkout) pins cannot be checked, and validate says so.
+    ci = CliRunner().invoke(main, ["validate", "--repo", str(repo.path), "--state-dir",
+                                   str(tmp_path / "none")])
+    assert ci.exit_code == 0, ci.output
+    assert "nor pinned secret versions" in ci.output

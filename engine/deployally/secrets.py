@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Protocol
 
 from deployally.errors import SecretError
@@ -39,6 +39,16 @@ def check_name(name: str) -> None:
     """Raise SecretError when `name` breaks the secret-name rules."""
     if problem := name_problem(name):
         raise SecretError(problem)
+
+
+def missing_version(definition: str, secret: str, version: int, kept: Iterable[tuple[str, int]]) -> str:
+    """What is wrong with a pin of `definition` naming a version the store does not keep."""
+    versions = sorted(v for n, v in kept if n == secret)
+    return (
+        f"{definition}: secret {secret!r} has no version {version} ("
+        + (f"kept: {', '.join(map(str, versions))}" if versions else "it is not set")
+        + "); `deployally secret list` shows the versions"
+    )
 
 
 def placeholder(name: str) -> str:

@@ -102,17 +102,26 @@ class SecretVersions:
     current: Mapping[str, int]
     kept: frozenset[tuple[str, int]] = frozenset()
     anything: bool = False  # a check with no store (validate, plan in CI): every version exists
+    unpinned_anything: bool = False  # validate with a store: only pins must exist
 
     @classmethod
     def unchecked(cls) -> SecretVersions:
         """For checks that have no secret store: every secret counts as set (version 0)."""
         return cls(current={}, anything=True)
 
+    @classmethod
+    def pins_only(cls, kept: frozenset[tuple[str, int]]) -> SecretVersions:
+        """For `validate` with a state store: a pinned version must be one kept; an unpinned
+        reference may name a secret that is not set yet (version 0)."""
+        return cls(current={}, kept=kept, unpinned_anything=True)
+
     def version_of(self, ref: SecretRef) -> int | None:
         """The version `ref` uses, or None when the store has no such secret or version."""
         if ref.version is not None:
             return ref.version if self.anything or (ref.name, ref.version) in self.kept else None
-        return 0 if self.anything else self.current.get(ref.name)
+        if self.anything or self.unpinned_anything:
+            return 0
+        return self.current.get(ref.name)
 
 
 @dataclass(frozen=True)

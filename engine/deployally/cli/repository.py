@@ -95,23 +95,22 @@ def validate(repo: str, state_dir: str | None, branch: str, rev: str | None, pus
     What the host allows comes from the engine's configuration: DEPLOYALLY_CONFIG, else
     engine.yaml in --state-dir (default: the repository's engine state directory). Without
     one, the defaults apply, which allow least. Servers are registered in the engine's state
-    store, not in git: with a store there, each definition's server is checked; without one,
-    as in CI on a checkout, that check is skipped and said so. With the engine's trusted_keys,
-    a commit (--rev, or the head of a bare repository) must be signed by one of them.
+    store, not in git: with a store there, each definition's server is checked, and each
+    pinned secret version must be one it keeps; without one, as in CI on a checkout, those
+    checks are skipped and said so. With the engine's trusted_keys, a commit (--rev, or the
+    head of a bare repository) must be signed by one of them.
     """
     tree = _tree(repo, rev, branch)
     servers: frozenset[str] | None = None
     try:
         engine = _engine_config(repo, state_dir, branch)
-        servers = _registered_servers(repo, state_dir, branch)
+        servers, versions = _store_checks(repo, state_dir, branch)
         unsigned = _unsigned(tree, engine, pushed=pushed)
     except ValidationErrors as exc:
         errors = list(exc.errors)
         state = None
     else:
-        state = desired_mod.load(
-            tree, secret_versions=SecretVersions.unchecked(), engine=engine, servers=servers
-        )
+        state = desired_mod.load(tree, secret_versions=versions, engine=engine, servers=servers)
         errors = unsigned + state.all_errors()
     checked = engine.path if state is not None and engine.path else None
     if as_json:
@@ -134,7 +133,8 @@ def validate(repo: str, state_dir: str | None, branch: str, rev: str | None, pus
             )
             if servers is None:
                 click.echo(
-                    "servers not checked: no state store here (give --state-dir to check them)",
+                    "servers not checked, nor pinned secret versions: no state store here "
+                    "(give --state-dir to check them)",
                     err=True,
                 )
     sys.exit(1 if errors else 0)
@@ -170,15 +170,18 @@ def _engine_config(repo: str, state_dir: str | None, branch: str) -> EngineConfi
     return load_engine_config(state)
 
 
-def _registered_servers(repo: str, state_dir: str | None, branch: str) -> frozenset[str] | None:
-    """Names and srv_ ids of the servers in the engine's state store; None without one."""
+def _store_checks(
+    repo: str, state_dir: str | None, branch: str
+) -> tuple[frozenset[str] | None, SecretVersions]:
+    """Names and srv_ ids of the servers in the engine's state store, and the secret versions
+    it keeps (a pinned one must exist; no value is read); None and unchecked without a store."""
     from deployally.store.db import DB_FILE
 
     state = Path(state_dir) if state_dir else engine_state_dir(GitRepo(Path(repo), branch))
     if not (state / DB_FILE).is_file():
-        return None  # never create a store just to validate
+        return None, SecretVersions.unchecked()  # never create a store just to validate
     with Store(state) as store:
-        return store.server_keys()
+        return store.server_keys(), SecretVersions.pins_only(store.available_secrets().kept)
 
 
 @click.command()

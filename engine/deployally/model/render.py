@@ -195,13 +195,10 @@ def _secret_versions(definition: Definition, available: SecretVersions) -> dict[
             continue
         version = available.version_of(value)
         if version is None and value.version is not None:
-            kept = sorted(v for n, v in available.kept if n == value.name)
             raise RenderError(
                 definition.path,
                 f"params.{key}.version",
-                f"secret {value.name!r} has no version {value.version} ("
-                + (f"kept: {', '.join(map(str, kept))}" if kept else "it is not set")
-                + "); `deployally secret list` shows the versions",
+                secrets.missing_version(definition.name, value.name, value.version, available.kept),
             )
         if version is None:
             raise RenderError(

@@ -18,6 +18,7 @@ from deployally.model import definitions as definitions_mod
 from deployally.model.catalog import Catalog
 from deployally.model.schema import load_yaml
 from deployally.model.settings import Settings
+from deployally.secrets import missing_version
 from deployally.source.git import GitRepo
 from deployally.store import Store
 
@@ -101,6 +102,7 @@ def create_definition(
         "name": name, "template": tpl.taxonomy.path, "server": server, "profile": profile
     }
     plain, passwords = _split_passwords(path, name, dict(params), _password_inputs(catalog, tpl.id))
+    _check_pins(path, name, plain, store)
     message = (
         f"Create definition {name}\n\n"
         f"Template {tpl.taxonomy.path}, profile {profile}, server {server}; "
@@ -138,6 +140,7 @@ def update_definition(
             if params[k] is None:
                 current.pop(k, None)
         plain, passwords = _split_passwords(path, name, given, password_inputs)
+        _check_pins(path, name, plain, store)
         current |= plain
     data["params"] = current
     changes = [f"profile {profile}"] if profile is not None else []
@@ -216,6 +219,25 @@ def _split_passwords(
         else:
             out[key] = value
     return out, secrets
+
+
+def _check_pins(path: str, name: str, params: Mapping[str, Any], store: Store) -> None:
+    """A `{secret: NAME, version: N}` the write gives must name a version the store keeps,
+    or the commit would only fail at the sync; ValidationError naming the field."""
+    pins = {
+        key: (value["secret"], value["version"])
+        for key, value in params.items()
+        if isinstance(value, dict) and isinstance(value.get("secret"), str)
+        and type(value.get("version")) is int  # any other is the schema's to refuse
+    }
+    if not pins:
+        return
+    kept = store.available_secrets().kept
+    for key, (secret, version) in pins.items():
+        if (secret, version) not in kept:
+            raise ValidationError(
+                path, f"params.{key}.version", missing_version(name, secret, version, kept)
+            )
 
 
 @dataclass(frozen=True)
