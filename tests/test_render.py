@@ -277,20 +277,35 @@ def test_secrets_are_refused_where_docker_ps_shows_them(changes: dict[str, Any])
     assert "\x00" not in str(error)
 
 
-def test_secrets_allowed_in_command_entrypoint_and_files() -> None:
+def test_secrets_allowed_in_env_and_files() -> None:
     pw = "{{ params.root_password }}"
     template = with_spec(
-        env={},
-        command=f"mysqld --pw={pw}",
-        entrypoint=["/entry", pw],
+        env={"MYSQL_PWD": pw},
+        command=["sh", "-c", 'mysqld --pw="$MYSQL_PWD"'],
         files=[{"path": "/etc/my.cnf", "content": f"password={pw}\n"}],
     )
     spec = run(template=template, secret_versions={"mysql_root": 7})
     marker = secrets.placeholder("mysql_root")
-    assert spec.command == ("mysqld", f"--pw={marker}")
-    assert spec.entrypoint == ("/entry", marker)
+    assert dict(spec.env)["MYSQL_PWD"] == marker
     assert spec.files[0].content == f"password={marker}\n"
     assert spec.secrets == (("mysql_root", 7),)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"command": "mysqld --pw={{ params.root_password }}"}, "spec.command"),
+        ({"command": ["mysqld", "--pw={{ params.root_password }}"]}, "spec.command[1]"),
+        ({"entrypoint": ["/entry", "{{ params.root_password }}"]}, "spec.entrypoint[1]"),
+    ],
+)
+def test_secrets_are_refused_in_the_command_and_entrypoint_ps_shows(
+    changes: dict[str, Any], field: str
+) -> None:
+    error = render_error(template=with_spec(env={}, **changes))
+    assert error.field == field  # before: rendered, and the value was in `ps` on the host
+    assert "secrets may only be used in env values and files content" in error.message
+    assert "`ps`" in error.message and "\x00" not in str(error)
 
 
 def test_transformed_secret_is_refused() -> None:

@@ -178,11 +178,11 @@ def test_validate_with_a_store_refuses_a_pinned_version_it_does_not_keep(tmp_pat
     with Store(state) as store:
         store.set_secret("tpin_pw", "first")
         store.set_secret("tpin_pw", "second")
-    for name, version in (("kept", 2), ("gone", 7)):
+    for name, ref in (("kept", "tpin_pw, version: 2"), ("gone", "tpin_pw, version: 7"),
+                      ("later", "tpin_not_set_yet")):  # unpinned: may be set before it deploys
         repo.write(f"definitions/tpin_{name}.yaml",
                    f"name: tpin_{name}\ntemplate: tools/busybox/worker/stable\n"
-                   f"params:\n  message: {{secret: tpin_pw, version: {version}}}\n"
-                   "  script: {secret: tpin_not_set_yet}\n")
+                   f"params:\n  message: {{secret: {ref}}}\n")
     repo.commit("Pin versions")
 
     checked = CliRunner().invoke(main, ["validate", "--repo", str(repo.path), "--state-dir",

@@ -36,9 +36,11 @@ from deployally.types import (
 # Template keys that describe the template itself and never reach Docker.
 _META_KEYS = frozenset({"user_inputs", "profiles", "profile_overrides"})
 
-# Where a secret placeholder may end up: places only `docker inspect` by the host
-# owner shows. Labels, image, user... are visible to anyone with `docker ps`.
-_SECRET_FIELDS = re.compile(r"^spec\.(env\.[^.]+|command(\[\d+\])?|entrypoint(\[\d+\])?)$")
+# Where a secret placeholder may end up: an env value or a config file's content, which
+# only `docker inspect` (anyone with the Docker socket, root on the host in effect) and the
+# container itself see. Not the command or entrypoint: a process's arguments are in `ps` and
+# /proc/*/cmdline for every user of the host, and in `docker ps`; nor labels, image, user...
+_SECRET_FIELDS = re.compile(r"^spec\.env\.[^.]+$")
 _SECRET_FILE_FIELDS = re.compile(r"^(spec\.)?files\[\d+\]\.(content|source)$")
 
 # A marker the renderer put into the Jinja context: its token is random per render.
@@ -301,11 +303,14 @@ class _Renderer:
                 "as {secret: NAME}",
             )
         if not (_SECRET_FIELDS.match(field) or _SECRET_FILE_FIELDS.match(field)):
-            self.fail(
-                field,
-                "secrets may only be used in env values, command, entrypoint and files "
-                "content; this field is visible to anyone who can run docker ps",
+            seen = (
+                "a process's arguments are in `ps` on the host for every user, and in "
+                "`docker ps`: put the secret in an env value and read it there "
+                '(sh -c \'... "$PASSWORD"\')'
+                if re.match(r"^spec\.(command|entrypoint)\b", field)
+                else "this field is visible to anyone who can run docker ps"
             )
+            self.fail(field, f"secrets may only be used in env values and files content; {seen}")
         self.used |= names
         return _MARKER.sub(lambda m: secrets.placeholder(self._tokens[m.group(1)]), out)
 
