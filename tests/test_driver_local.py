@@ -554,6 +554,33 @@ def test_a_config_file_never_gets_setuid_setgid_or_sticky_bits_on_the_host(
     assert exec_in(docker_client, spec.name, "stat -c %a /etc/app.conf").strip() == "777"
 
 
+def test_a_backup_excluding_caches_leaves_out_the_secrets_of_config_files(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    import subprocess
+
+    value = "filed-s3cret-" + names
+    spec = make_spec(names, busybox_image, volumes=(), files=(
+        ConfigFile("/etc/app.conf", f"password={secrets.placeholder('db_root')}\n"),))
+
+    def resolve(text: str) -> str:
+        return secrets.resolve(text, lambda name: value)
+
+    assert apply(driver, ActionKind.CREATE, spec, resolve=resolve).status is DeploymentStatus.SUCCESS
+
+    assert exec_in(docker_client, spec.name, "cat /etc/app.conf") == f"password={value}\n"
+    # Docker needs the host file at every start, so it is there, in plaintext (README,
+    # Secrets) — under files/, which is tagged so that backups can leave it out.
+    files = driver.state_dir / "files"
+    assert (files / "CACHEDIR.TAG").read_text().startswith(
+        "Signature: 8a477f597d28d172789f06886806bc55")
+    assert files.stat().st_mode & 0o077 == 0
+    backup = subprocess.run(["tar", "--exclude-caches", "-C", str(driver.state_dir), "-cf", "-",
+                             "."], capture_output=True, check=True).stdout
+    assert value.encode() not in backup  # before: the file went into the backup
+    assert b"CACHEDIR.TAG" in backup
+
+
 def test_a_driver_without_an_owner_is_refused(state_dir: Path, claims: Store) -> None:
     with pytest.raises(ValueError, match="owning engine"):
         LocalDriver(state_dir, owner="", claims=claims)
