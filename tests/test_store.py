@@ -519,6 +519,12 @@ def test_a_staged_version_is_refused_for_a_secret_its_definition_did_not_make(st
     assert store.stage_secret("app_pw", "again", owner=APP) == 2
     store.delete_secret("operators")  # the operator removed it: an API write may make it anew
     assert store.stage_secret("operators", "now-the-apps", owner=APP) == 2
+    store.set_secret("app_pw", "the-operator-sets-the-apps")  # a new value of its secret: still its
+    assert store.stage_secret("app_pw", "api-again", owner=APP) == 4
+    store.delete_secret("app_pw")
+    store.set_secret("app_pw", "the-operators-own-now")  # set anew after removal: the operator's
+    with pytest.raises(Conflict, match="operator's"):
+        store.stage_secret("app_pw", "would-overwrite", owner=APP)
 
 
 def test_secrets_api_writes_made_before_owners_were_kept_stay_theirs(tmp_path: Path) -> None:

@@ -274,6 +274,14 @@ class SecretStore(Database):
             assert keys is not None
             if owner is not None:
                 self._claim(conn, name, owner)
+            elif not staged:
+                # `secret set` of a name holding no value (new, or removed): the operator's now,
+                # whichever definition's API write made it before.
+                conn.execute(
+                    "UPDATE secrets SET owner = NULL WHERE name = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM secret_versions WHERE name = ?)",
+                    (name, name),
+                )
             # `version` counts every version ever made, so a number never means two values.
             row = _returning(
                 conn,
