@@ -61,9 +61,10 @@ def test_instance_webhooks_carry_the_revision_and_commit_the_instance_runs(
     loop = asyncio.new_event_loop()  # only a heal is scheduled on it; none is run here
     try:
         [(server, driver)] = ws.drivers.applied_here()
-        stream = driver.watch(InstanceEventHandler(
+        handler = InstanceEventHandler(
             ws, server, loop, wake_sender=lambda: None, trigger_sync=lambda why: None
-        ))
+        )
+        stream = driver.watch(handler)
         repo.worker("web", message="two")
         second = repo.commit("Change web")
         assert ws.engine.sync().ok  # the new instance starts before revision 2 is recorded
@@ -72,6 +73,7 @@ def test_instance_webhooks_carry_the_revision_and_commit_the_instance_runs(
         ws.engine.sync()  # revision 3 fails its health gate: revision 2 keeps running
         host.stop_behind_our_back(name)
         stream.stop()
+        handler.close()  # what it still holds is written, as serve does when it stops
     finally:
         loop.close()
 

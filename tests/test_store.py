@@ -18,7 +18,14 @@ import pytest
 
 from conftest import full_spec
 from deployally import identity
-from deployally.errors import Conflict, NotFound, SecretError, UnstorableValue, ValidationError
+from deployally.errors import (
+    Conflict,
+    NotFound,
+    SecretError,
+    StoreUnavailable,
+    UnstorableValue,
+    ValidationError,
+)
 from deployally.store import (
     LOCAL_SERVER_ID,
     SCHEMA_VERSION,
@@ -432,6 +439,24 @@ def test_two_processes_write_at_once(state_dir: Path, store: Store) -> None:
 
 
 # ---------------------------------------------------------------- secrets
+
+
+def test_a_store_locked_by_another_process_refuses_writes_saying_so_and_recovers(
+    state_dir: Path, store: Store
+) -> None:
+    holder = sqlite3.connect(state_dir / "deployally.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # what `sqlite3 deployally.db` mid-transaction holds
+    try:
+        with pytest.raises(StoreUnavailable, match="locked by another process"):
+            store.probe_write()
+        assert store.write_fault is not None and "locked" in store.write_fault
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    store.set_meta("after", "yes")  # no transaction was left open by the failed one
+    assert store.get_meta("after") == "yes"
+    assert store.write_fault is None
+    store.probe_write()
 
 
 def test_secret_versions_increment_and_listing_hides_values(store: Store) -> None:

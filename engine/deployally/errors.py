@@ -54,6 +54,10 @@ class SourceError(DeployAllyError):
     """The git repository could not be read (missing, locked, bad revision)."""
 
 
+class StoreUnavailable(DeployAllyError):
+    """The state store cannot be written (locked by another process, disk full); nothing was recorded."""
+
+
 class DriverError(DeployAllyError):
     """The container engine failed or could not be reached."""
 

@@ -30,6 +30,7 @@ from deployally.errors import (
     NotFound,
     SecretKeyError,
     SourceError,
+    StoreUnavailable,
     ValidationError,
     ValidationErrors,
 )
@@ -93,7 +94,7 @@ def as_api_error(exc: BaseException) -> ApiError | None:
         return ApiError(422, "validation_failed", str(exc), [e.as_dict() for e in exc.errors])
     if isinstance(exc, ValidationError):
         return ApiError(422, "validation_failed", str(exc), [exc.as_dict()])
-    if isinstance(exc, (DriverError, SourceError, SecretKeyError)):
+    if isinstance(exc, (DriverError, SourceError, SecretKeyError, StoreUnavailable)):
         return ApiError(503, "unavailable", str(exc))
     if isinstance(exc, DeployAllyError):
         return ApiError(400, "bad_request", str(exc))

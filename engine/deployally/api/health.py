@@ -1,4 +1,5 @@
-"""GET /health, without auth: healthy, or degraded with the reason when Docker or the repository is unreachable."""
+"""GET /health, without auth: healthy, or degraded with the reason when Docker or the repository
+is unreachable, or the state store cannot be written."""
 
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ routes = web.RouteTableDef()
 CHECK_TIMEOUT_S = 5.0
 
 
-async def _check(ctx: Context, what: str, fn: Any) -> dict[str, Any]:
+async def _check(ctx: Context, what: str, fn: Any, failed: str = "unreachable") -> dict[str, Any]:
     try:
         await asyncio.wait_for(ctx.run(fn), CHECK_TIMEOUT_S)
     except TimeoutError:
-        return {"status": "unreachable", "reason": f"{what} did not answer in {CHECK_TIMEOUT_S:g}s"}
+        return {"status": failed, "reason": f"{what} did not answer in {CHECK_TIMEOUT_S:g}s"}
     except Exception as exc:  # noqa: BLE001 - a probe reports any failure as its reason
-        return {"status": "unreachable", "reason": str(exc) or type(exc).__name__}
+        return {"status": failed, "reason": str(exc) or type(exc).__name__}
     return {"status": "ok"}
 
 
@@ -49,7 +50,9 @@ async def health(request: web.Request) -> web.Response:
     checks = {
         "repository": await _check(ctx, "the git repository", lambda: ctx.ws.repo.head()),
         "docker": await _check(ctx, "the Docker engine", docker),
-        "store": await _check(ctx, "the state store", lambda: ctx.ws.store.schema_version()),
+        # A write, not a read: under WAL a locked or full store still reads fine.
+        "store": await _check(ctx, "the state store", lambda: ctx.ws.store.probe_write(),
+                              failed="unwritable"),
     }
     if ctx.status is not None:
         checks["engine"] = engine_status_view(await ctx.run(ctx.status))

@@ -7,6 +7,7 @@ the push; the sync lock keeps it from overlapping an engine that starts meanwhil
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -68,15 +69,33 @@ def post_receive(
                 echo(f"{PREFIX}the engine at {engine['url']} did not answer: {exc.reason}")
                 return 1
             echo(f"{PREFIX}no engine answers at {engine['url']}; deploying here")
+        except (http.client.HTTPException, OSError, ValueError) as exc:
+            # The engine went away mid-answer (killed, restarted) or answered garbage.
+            echo(f"{PREFIX}lost the connection to the engine at {engine['url']} "
+                 f"({_described(exc)}); the push is in git and deploys when the engine "
+                 "runs again: see `deployally status`")
+            return 1
         else:
             return _print_engine_answer(body, echo)
     return _sync_here(git_dir, state, branch, echo)
 
 
+def _described(exc: BaseException) -> str:
+    """An exception in a few words, for one line of push output."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _print_engine_answer(body: dict[str, Any], echo: Echo) -> int:
     if not body.get("success"):
         error = body.get("error") or {}
-        echo(f"{PREFIX}the engine refused the sync: {error.get('message', body)}")
+        message = error.get("message", body)
+        if error.get("code") == "unavailable":
+            # The engine cannot work right now (store, Docker or git); the push itself is kept.
+            echo(f"{PREFIX}the engine could not deploy this push: {message}; "
+                 "it retries by itself once that is fixed")
+        else:
+            echo(f"{PREFIX}the engine refused the sync: {message}")
         return 1
     data = body["data"]
     for line in data.get("lines") or []:

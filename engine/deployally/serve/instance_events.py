@@ -7,15 +7,26 @@ so engines sharing a host never notify or heal each other's.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
+from deployally.errors import StoreUnavailable
 from deployally.identity import instance_id
 from deployally.store import ServerRecord
 from deployally.types import InstanceEvent, InstanceEventKind
 from deployally.workspace import Workspace
 
+log = logging.getLogger(__name__)
+
 # Docker events for one container come in bursts (die, then destroy): wait a moment, sync once.
 HEAL_DELAY_S = 0.5
+# While the store refuses writes (locked, disk full), events wait in memory, tried again this often.
+RETRY_S = 1.0
+# ... up to this many; a store down for days with a crash-looping container cannot eat the memory.
+PENDING_MAX = 10_000
 
 # What an instance event says the container now is, as `status` in its webhook payload.
 _INSTANCE_STATUS = {
@@ -43,6 +54,13 @@ class InstanceEventHandler:
         self._wake_sender = wake_sender
         self._trigger_sync = trigger_sync  # called on the loop's thread
         self._heal: asyncio.TimerHandle | None = None
+        # Webhook events not yet in the store's outbox, oldest first; one thread writes them,
+        # so the driver's event stream is never held up by a busy store.
+        self._pending: deque[tuple[str, dict[str, Any]]] = deque()
+        self._changed = threading.Condition()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_pending, name="instance-events", daemon=True)
+        self._writer.start()
 
     def __repr__(self) -> str:
         return f"InstanceEventHandler(server={self.server.name!r})"
@@ -60,7 +78,7 @@ class InstanceEventHandler:
         if event.kind in _INSTANCE_STATUS:
             # The revision this instance runs, from its own labels: during an update the new
             # one starts before the definition's applied revision moves to it.
-            ws.store.enqueue_event(
+            self._queue(
                 event.kind.value,
                 {
                     "instance_id": instance_id(event.ref),
@@ -75,10 +93,53 @@ class InstanceEventHandler:
                     "at": event.at.isoformat().replace("+00:00", "Z"),
                 },
             )
-            self._wake_sender()
         went_down = event.kind in (InstanceEventKind.STOPPED, InstanceEventKind.UNHEALTHY, InstanceEventKind.REMOVED)
         if went_down and not record.operator_stopped:
             self._loop.call_soon_threadsafe(self._heal_soon, event.kind.value)
+
+    def close(self) -> None:
+        """Write what is still waiting (one try each), then end the writer thread."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._writer.join(timeout=10)
+
+    def _queue(self, event: str, data: dict[str, Any]) -> None:
+        with self._changed:
+            if len(self._pending) >= PENDING_MAX:
+                dropped, _ = self._pending.popleft()
+                log.error("instance events: the store has refused writes for %d events; "
+                          "dropping the oldest (%s)", PENDING_MAX, dropped)
+            self._pending.append((event, data))
+            self._changed.notify()
+
+    def _write_pending(self) -> None:
+        """The writer thread: each event into the outbox in order, waiting out a busy store."""
+        refused = False
+        while True:
+            with self._changed:
+                while not self._pending and not self._closing:
+                    self._changed.wait()
+                if not self._pending:
+                    return
+                event, data = self._pending[0]
+            try:
+                self.ws.store.enqueue_event(event, data)
+            except StoreUnavailable as exc:
+                if not refused:
+                    log.warning("instance events: waiting for the store: %s", exc)
+                refused = True
+                with self._changed:
+                    if self._closing:
+                        return
+                    self._changed.wait(RETRY_S)
+                continue
+            if refused:
+                log.info("instance events: the store takes writes again")
+            refused = False
+            with self._changed:
+                self._pending.popleft()
+            self._wake_sender()
 
     def _heal_soon(self, why: str) -> None:
         if self._heal is None:

@@ -119,6 +119,7 @@ class EngineProcess:
         self.ws: Workspace | None = None
         self.watcher: RefWatcher | None = None
         self.events: list[EventStream] = []  # one per server this engine applies to
+        self._event_handlers: list[InstanceEventHandler] = []
         self._sender: Sender | None = None
         # Read before anything starts, so a bad value stops `serve` with one readable line.
         self._webhook_schedule = webhook_schedule(os.environ.get(WEBHOOK_BACKOFF_ENV))
@@ -240,6 +241,8 @@ class EngineProcess:
         finally:
             for stream in self.events:
                 stream.stop()
+            for handler in self._event_handlers:
+                handler.close()
             remove_engine_file(self.state_dir)
             await loop.run_in_executor(None, revoke_hook_token, ws)
             await runner.cleanup()
@@ -276,6 +279,7 @@ class EngineProcess:
             on_event = InstanceEventHandler(
                 ws, server, loop, wake_sender=self._wake_sender, trigger_sync=self.sync_loop.trigger
             )
+            self._event_handlers.append(on_event)
             streams.append(driver.watch(on_event))
         return streams
 

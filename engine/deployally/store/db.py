@@ -5,17 +5,35 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Final, Self
 
 from deployally import identity
+from deployally.errors import StoreUnavailable
 from deployally.store.codec import _enum_value, _now, _ts
 
 DB_FILE: Final = "deployally.db"
 LOCAL_SERVER_NAME: Final = "local"
 LOCAL_SERVER_ID: Final = identity.stable_id("srv", LOCAL_SERVER_NAME)
+BUSY_TIMEOUT_MS: Final = 5000  # how long a writer waits for another's write lock
+PROBE_TIMEOUT_MS: Final = 1000  # ... and a health probe, which must answer quickly
+PROBE_EVERY_S: Final = 1.0
+# Below this much room the store is as good as full: SQLite may still fit a small write into
+# its write-ahead log's old pages, but a sync's log lines and records soon will not.
+MIN_FREE_BYTES: Final = 1024 * 1024
+
+# What each SQLite error that means "cannot be written now" tells the person reading it.
+_FAULTS: Final = {
+    "SQLITE_BUSY": "it is locked by another process (waited {timeout:g} s)",
+    "SQLITE_LOCKED": "it is locked by another process (waited {timeout:g} s)",
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_IOERR": "the disk could not be written (I/O error)",
+    "SQLITE_READONLY": "it is read-only",
+    "SQLITE_CANTOPEN": "its files cannot be opened",
+}
 
 
 # ---------------------------------------------------------------- schema
@@ -171,6 +189,10 @@ class Database:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        # Why the last write failed, until a write succeeds again: what /health reports.
+        self.write_fault: str | None = None
+        self._written_at = float("-inf")  # monotonic time of the last successful write
+        self._probe_lock = threading.Lock()
         self._migrate()
 
     def __repr__(self) -> str:
@@ -204,7 +226,7 @@ class Database:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._connections.append(conn)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA foreign_keys = ON")
         # Deleted and overwritten bytes are zeroed, so no old secret lingers in free pages.
@@ -218,15 +240,63 @@ class Database:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction. IMMEDIATE takes the write lock up front, so the
-        busy_timeout applies; a deferred read-then-write would fail at once instead."""
+        busy_timeout applies; a deferred read-then-write would fail at once instead.
+        A store that cannot be written raises StoreUnavailable saying why."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (busy, disk full) may leave the transaction open.
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            fault = self._fault(exc, conn)
+            if fault is None:
+                raise
+            self.write_fault = fault
+            raise StoreUnavailable(f"the state store cannot be written: {fault} ({self.path})") from exc
+        self.write_fault = None
+        self._written_at = time.monotonic()
+
+    def _fault(self, exc: sqlite3.OperationalError, conn: sqlite3.Connection) -> str | None:
+        """What a failed write means for a person, or None for an error of ours (bad SQL)."""
+        name = getattr(exc, "sqlite_errorname", "")
+        for prefix, text in _FAULTS.items():
+            if name == prefix or name.startswith(prefix + "_"):
+                timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
+                return text.format(timeout=timeout)
+        return None
+
+    def probe_write(self) -> None:
+        """Check the store takes writes (StoreUnavailable if not), waiting at most a second for
+        the lock: one bookkeeping row, or only the lock when a write succeeded just now; and
+        that its disk has room."""
+        with self._probe_lock:  # a flood of /health probes takes turns
+            recent = self.write_fault is None and time.monotonic() - self._written_at < PROBE_EVERY_S
+            conn = self._conn()
+            conn.execute(f"PRAGMA busy_timeout = {PROBE_TIMEOUT_MS}")
+            try:
+                with self._write() as w:
+                    if not recent:  # a full disk shows only when something is written
+                        w.execute(
+                            "INSERT INTO meta (key, value) VALUES ('store_probe', ?)"
+                            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            (_ts(_now()),),
+                        )
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            disk = os.statvfs(self.state_dir)
+            free = disk.f_bavail * disk.f_frsize
+            if free < MIN_FREE_BYTES:
+                self.write_fault = f"the disk is full ({free // 1024} KiB free)"
+                raise StoreUnavailable(
+                    f"the state store cannot be written: {self.write_fault} ({self.path})"
+                )
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

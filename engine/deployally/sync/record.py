@@ -8,10 +8,12 @@ engine's own journal, over the store (an agent's reports arrive at the same one)
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from deployally.errors import StoreUnavailable
 from deployally.identity import random_id
 from deployally.notify.events import deployment_event
 from deployally.store import Store
@@ -42,6 +44,9 @@ class StoreJournal:
         self.progress = progress
         self._lock = threading.Lock()
         self._reported_down: dict[str, str] = {}  # name -> rendered hash failed for "unreachable"
+        # Log lines the store refused (locked, disk full), by deployment, oldest first: kept so
+        # a busy store never breaks a rollout halfway; written with the next line or the outcome.
+        self._unwritten: dict[str, list[tuple[datetime, str]]] = {}
 
     def __repr__(self) -> str:
         return f"StoreJournal({self.store!r})"
@@ -56,8 +61,25 @@ class StoreJournal:
         self.store.create_deployment(deployment)
 
     def log(self, deployment_id: str, message: str) -> None:
-        """One line of a deployment's log (already masked)."""
-        self.store.append_log(deployment_id, message)
+        """One line of a deployment's log (already masked); kept in memory while the store
+        refuses writes."""
+        with self._lock:
+            self._unwritten.setdefault(deployment_id, []).append((utcnow(), message))
+        with contextlib.suppress(StoreUnavailable):
+            self._flush(deployment_id)
+
+    def _flush(self, deployment_id: str) -> None:
+        """Write a deployment's kept lines in order; StoreUnavailable while the store refuses."""
+        while True:
+            with self._lock:
+                lines = self._unwritten.get(deployment_id)
+                if not lines:
+                    self._unwritten.pop(deployment_id, None)
+                    return
+                at, message = lines[0]
+            self.store.append_log(deployment_id, message, at=at)
+            with self._lock:
+                lines.pop(0)
 
     def superseded(self, deployment: Deployment, revision: int | None) -> None:
         """A waiting deployment that a newer revision replaces before it could run."""
@@ -91,6 +113,7 @@ class StoreJournal:
         self, action: Action, record: DefinitionRecord | None, deployment: Deployment, message: str
     ) -> None:
         """The outcome: the deployment's status, its definition's, a progress line, the webhook."""
+        self._flush(deployment.id)
         self.store.update_deployment(
             deployment.id, status=deployment.status, finished_at=deployment.finished_at
         )
