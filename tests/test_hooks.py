@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from conftest import PushRepo, ServeProcess
+from conftest import PushRepo, ServeProcess, wait_until
 from deployally.store import Store
 from deployally.types import DefinitionStatus
 
@@ -147,3 +148,39 @@ def test_demo_sets_up_pushes_and_deploys_the_example(
                 filters={"label": f"com.deployally.owner={owner}"}
             ):
                 network.remove()
+
+
+def test_an_engine_killed_during_a_push_is_one_line_of_push_output(
+    push_repo: PushRepo, docker_client: docker.DockerClient
+) -> None:
+    assert push_repo.push().returncode == 0
+    state = push_repo.bare / ".deployally"
+    engine = ServeProcess(push_repo.bare, state)
+    # Ready only after a few seconds, so the push is still waiting when the engine dies.
+    name = push_repo.worker("slow", script="sleep 3; touch /tmp/ready; exec sleep 2147483647",
+                           health="test -f /tmp/ready")
+    push_repo.commit("Add slow")
+    pushing = subprocess.Popen(["git", "push", "origin", "main"], cwd=push_repo.path, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert pushing.stdout is not None
+    lines: list[str] = []
+    try:
+        # The hook prints this right before it asks the engine, and then waits for the answer.
+        for line in pushing.stdout:
+            lines.append(line)
+            if "DeployAlly: deploying" in line:
+                break
+
+        def deploying() -> bool:
+            with Store(state) as store:
+                return any(d.definition_name == name for d in store.deployments(status="running"))
+
+        wait_until(deploying, 60, "the push's deployment to be under way")
+    finally:
+        engine.stop(signal.SIGKILL)
+    output = "".join(lines) + pushing.communicate(timeout=120)[0]
+
+    assert "Traceback" not in output, output
+    lost = [line for line in output.splitlines() if "lost the connection to the engine" in line]
+    assert len(lost) == 1, output
+    assert "deploys when the engine runs again" in lost[0]
