@@ -277,7 +277,8 @@ class ApiServer:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         url = self.url + (path if path.startswith("/metrics") else "/api/v1" + path)
-        return self.session.request(method, url, headers=headers, timeout=60, **kw)  # type: ignore[arg-type]
+        kw.setdefault("timeout", 60)
+        return self.session.request(method, url, headers=headers, **kw)  # type: ignore[arg-type]
 
     def close(self) -> None:
         import asyncio
@@ -486,6 +487,16 @@ class DockerProxy:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._open = threading.Event()  # cleared while requests are held
+        self._open.set()
+        self.held = 0  # requests (chunks towards Docker) waiting for release()
+
+    def hold(self) -> None:
+        """Keep every request from here on from reaching Docker until release()."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
 
     def start(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -497,6 +508,7 @@ class DockerProxy:
 
     def stop(self) -> None:
         """Close every connection and the socket: clients see the engine gone."""
+        self._open.set()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
@@ -520,13 +532,18 @@ class DockerProxy:
             upstream.connect(self.target)
             with self._lock:
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, towards_docker in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, towards_docker), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, towards_docker: bool) -> None:
         try:
             while data := src.recv(65536):
+                if towards_docker and not self._open.is_set():
+                    with self._lock:
+                        self.held += 1
+                    self._open.wait()
+                    with self._lock:
+                        self.held -= 1
                 dst.sendall(data)
         except OSError:
             pass

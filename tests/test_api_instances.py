@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-from conftest import ApiServer, commit_busybox
+import pytest
+import requests
+
+from conftest import ApiServer, DockerProxy, commit_busybox, wait_until
+from deployally.api.context import CONTEXT
 from deployally.workspace import Workspace
 
 
@@ -72,3 +78,39 @@ def test_stop_holds_against_self_heal_and_start_releases_it(
 
     missing = api.request("POST", "/instances/inst_000000000000/stop", api_tokens["write"])
     assert missing.status_code == 404
+
+
+@pytest.mark.docker
+def test_readers_are_answered_while_a_docker_call_is_held(
+    api: ApiServer, api_tokens: dict[str, str], api_docker_ws: Workspace, names: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy = DockerProxy(tmp_path / "docker.sock")
+    proxy.start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{proxy.path}")  # the driver's client is made lazily
+    ws = api_docker_ws
+    for short in ("a", "b"):
+        commit_busybox(ws, f"{names}-{short}")
+    assert ws.engine.sync().ok
+    token = api_tokens["read"]
+
+    def mine(response: requests.Response) -> list[str]:
+        return sorted(i["container_name"] for i in response.json()["data"] if i["container_name"].startswith(names))
+
+    assert mine(api.request("GET", "/instances", token)) == [f"{names}-a", f"{names}-b"]
+    proxy.hold()
+    try:
+        api.app[CONTEXT].live.invalidate()  # the next reader refreshes: its list call is held
+        with ThreadPoolExecutor(max_workers=25) as pool:
+            refreshing = pool.submit(api.request, "GET", "/instances", token)
+            wait_until(lambda: proxy.held > 0, 30, "the refresh's list call to be held")
+            readers = [pool.submit(api.request, "GET", "/instances", token, timeout=20) for _ in range(50)]
+            answers = [r.result() for r in readers]
+            still_held = proxy.held
+            proxy.release()
+            assert refreshing.result().status_code == 200
+    finally:
+        proxy.stop()
+    assert still_held > 0  # every answer came while Docker had not been asked yet
+    assert [r.status_code for r in answers] == [200] * 50
+    assert all(mine(r) == [f"{names}-a", f"{names}-b"] for r in answers)

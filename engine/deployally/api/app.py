@@ -64,6 +64,11 @@ def create_app(
     """
     app = web.Application(middlewares=[metrics_middleware, error_middleware, auth_middleware])
     app[CONTEXT] = Context(ws, trigger_sync=trigger_sync, status=status, metrics=metrics or Metrics())
+
+    async def close_context(app: web.Application) -> None:
+        app[CONTEXT].close()
+
+    app.on_cleanup.append(close_context)
     for module in (
         templates,
         definitions,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,6 +23,10 @@ from deployally.workspace import Workspace
 
 T = TypeVar("T")
 
+# Docker calls get threads of their own, so reads of the store and git never queue behind a
+# busy engine; a handful is enough, since the live snapshot is shared by every request.
+DOCKER_THREADS = 4
+
 
 @dataclass
 class Context:
@@ -32,6 +37,9 @@ class Context:
     status: Callable[[], EngineStatus] | None = None
     live: LiveCache = field(default_factory=LiveCache)
     metrics: Metrics = field(default_factory=Metrics)
+    docker: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(DOCKER_THREADS, thread_name_prefix="api-docker")
+    )
     _catalogs: dict[str | None, catalog_mod.Catalog] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -41,6 +49,15 @@ class Context:
         """Run blocking work (sqlite, git, Docker) in the default executor, off the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(fn, *args, **kw))
+
+    async def run_docker(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """Run a driver call on the API's Docker threads, apart from the store's and git's."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.docker, functools.partial(fn, *args, **kw))
+
+    def close(self) -> None:
+        """Let the Docker threads go (the app is shutting down)."""
+        self.docker.shutdown(wait=False, cancel_futures=True)
 
     def catalog(self) -> catalog_mod.Catalog:
         """Built-in plus the repository's templates at the branch head, read once per head (blocking)."""

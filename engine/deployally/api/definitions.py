@@ -74,7 +74,7 @@ async def live_or_empty(ctx: Context) -> Live:
     out: Live = {}
     for server, driver in await ctx.run(ctx.ws.drivers.applied_here):
         try:
-            snapshot = await ctx.live.snapshot(driver, ctx.run)
+            snapshot = await ctx.live.snapshot(driver, ctx.run_docker)
         except DriverError:
             continue
         for name, inst in snapshot.items():

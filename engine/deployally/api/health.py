@@ -20,9 +20,11 @@ routes = web.RouteTableDef()
 CHECK_TIMEOUT_S = 5.0
 
 
-async def _check(ctx: Context, what: str, fn: Any, failed: str = "unreachable") -> dict[str, Any]:
+async def _check(
+    ctx: Context, what: str, fn: Any, failed: str = "unreachable", *, docker: bool = False
+) -> dict[str, Any]:
     try:
-        await asyncio.wait_for(ctx.run(fn), CHECK_TIMEOUT_S)
+        await asyncio.wait_for((ctx.run_docker if docker else ctx.run)(fn), CHECK_TIMEOUT_S)
     except TimeoutError:
         return {"status": failed, "reason": f"{what} did not answer in {CHECK_TIMEOUT_S:g}s"}
     except Exception as exc:  # noqa: BLE001 - a probe reports any failure as its reason
@@ -36,7 +38,7 @@ async def health(request: web.Request) -> web.Response:
     """`{"status", "version", "timestamp", "checks"}`; always 200 so a probe can read the reason."""
     ctx = context(request)
 
-    def docker() -> None:
+    def ping_servers() -> None:
         # Every server this engine applies to must answer (today: this host's Docker).
         problems = []
         for server, driver in ctx.ws.drivers.applied_here():
@@ -49,7 +51,7 @@ async def health(request: web.Request) -> web.Response:
 
     checks = {
         "repository": await _check(ctx, "the git repository", lambda: ctx.ws.repo.head()),
-        "docker": await _check(ctx, "the Docker engine", docker),
+        "docker": await _check(ctx, "the Docker engine", ping_servers, docker=True),
         # A write, not a read: under WAL a locked or full store still reads fine.
         "store": await _check(ctx, "the state store", lambda: ctx.ws.store.probe_write(),
                               failed="unwritable"),

@@ -20,14 +20,16 @@ from deployally.types import DefinitionStatus, LiveInstance
 routes = web.RouteTableDef()
 
 
-async def _live(ctx: Context) -> list[tuple[Driver, LiveInstance]]:
-    """Every instance of every server this engine applies to, by name; 503 when none answers."""
+async def _live(ctx: Context, *, fresh: bool = False) -> list[tuple[Driver, LiveInstance]]:
+    """Every instance of every server this engine applies to, by name; 503 when none answers.
+    `fresh`: from list calls made after this call (what an operator action just changed)."""
     drivers = [d for _, d in await ctx.run(ctx.ws.drivers.applied_here)]
     found: list[tuple[Driver, LiveInstance]] = []
     errors: list[str] = []
     for driver in drivers:
         try:
-            snapshot = await ctx.live.snapshot(driver, ctx.run)
+            read = ctx.live.fresh if fresh else ctx.live.snapshot
+            snapshot = await read(driver, ctx.run_docker)
         except DriverError as exc:
             errors.append(f"server {driver.server} is unreachable: {exc}")
             continue
@@ -46,15 +48,11 @@ async def list_instances(request: web.Request) -> web.Response:
     page = parse_page(request.query)
     ctx = context(request)
     everything = await _live(ctx)
-    shown = [
-        (await ctx.live.with_start_times(driver, [inst], ctx.run))[0]
-        for driver, inst in page.slice(everything)
-    ]
-    return listing([instance_view(i) for i in shown], page, len(everything))
+    return listing([instance_view(i) for _, i in page.slice(everything)], page, len(everything))
 
 
-async def _find(ctx: Context, iid: str) -> tuple[Driver, LiveInstance] | None:
-    for driver, inst in await _live(ctx):
+async def _find(ctx: Context, iid: str, *, fresh: bool = False) -> tuple[Driver, LiveInstance] | None:
+    for driver, inst in await _live(ctx, fresh=fresh):
         if instance_id(inst.ref) == iid:
             return driver, inst
     return None
@@ -65,8 +63,7 @@ async def _act(request: web.Request, action: str) -> web.Response:
     iid = request.match_info["id"]
     found = await _find(ctx, iid)
     if found is None:  # it may have been made since the snapshot
-        ctx.live.invalidate()
-        found = await _find(ctx, iid)
+        found = await _find(ctx, iid, fresh=True)
     if found is None:
         raise not_found(f"no instance {iid!r}; GET /api/v1/instances lists them")
     driver, inst = found
@@ -76,18 +73,17 @@ async def _act(request: web.Request, action: str) -> web.Response:
         if record is not None:  # intent first, so a sync in between does not start it again
             await ctx.run(store.set_operator_stopped, record.id, True)
             await ctx.run(store.set_definition_status, record.id, DefinitionStatus.STOPPED)
-        await ctx.run(driver.stop, inst.name)
+        await ctx.run_docker(driver.stop, inst.name)
     elif action == "start":
-        await ctx.run(driver.start, inst.name)
+        await ctx.run_docker(driver.start, inst.name)
         if record is not None:
             await ctx.run(store.set_operator_stopped, record.id, False)
             if record.status is DefinitionStatus.STOPPED:
                 await ctx.run(store.set_definition_status, record.id, DefinitionStatus.ACTIVE)
     else:
-        await ctx.run(driver.restart, inst.name)
+        await ctx.run_docker(driver.restart, inst.name)
     ctx.live.invalidate(inst.ref)
-    now = (await ctx.live.snapshot(driver, ctx.run)).get(inst.name, inst)
-    [now] = await ctx.live.with_start_times(driver, [now], ctx.run)
+    now = (await ctx.live.fresh(driver, ctx.run_docker)).get(inst.name, inst)
     return success(instance_view(now))
 
 

@@ -1,0 +1,152 @@
+"""`GET /api/v1/instances` latency with many concurrent readers while an update runs.
+
+    python bench/instances_load.py --readers 200
+
+Starts `deployally serve` on 127.0.0.1 over a fresh repository of N busybox workers,
+deploys them, then commits a change to all of them and, while that update runs, lets
+`--readers` clients each send `--requests` GETs of /api/v1/instances back to back
+(every request has a 30 s timeout). Prints the latency percentiles and the failures.
+Everything it creates carries the prefix `benchld` and is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import docker
+
+from deployally.store import Store
+
+PREFIX = "benchld"
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args],
+                   cwd=repo, check=True, capture_output=True)
+
+
+def write_all(repo: Path, names: list[str], message: str) -> None:
+    for name in names:
+        (repo / "definitions" / f"{name}.yaml").write_text(
+            f"name: {name}\ntemplate: tools/busybox/worker/stable\n"
+            f"params: {{message: {message}, script: 'exec sleep 2147483647'}}\n"
+        )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", f"all {message}")
+
+
+def wait_for(check: object, timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()  # type: ignore[operator]
+        except (OSError, ValueError, KeyError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def load(url: str, token: str, readers: int, requests: int) -> tuple[list[float], list[str]]:
+    latencies: list[float] = []
+    failures: list[str] = []
+    timeout = aiohttp.ClientTimeout(total=30)
+    connector = aiohttp.TCPConnector(limit=readers)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector, headers=headers) as s:
+
+        async def reader() -> None:
+            for _ in range(requests):
+                began = time.perf_counter()
+                try:
+                    async with s.get(f"{url}/api/v1/instances?per_page=100") as response:
+                        await response.read()
+                        if response.status != 200:
+                            failures.append(f"HTTP {response.status}")
+                            continue
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    failures.append(type(exc).__name__)
+                    continue
+                latencies.append(time.perf_counter() - began)
+
+        await asyncio.gather(*(reader() for _ in range(readers)))
+    return latencies, failures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--definitions", type=int, default=30)
+    parser.add_argument("--readers", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=5, help="per reader")
+    parser.add_argument("--idle", action="store_true", help="load an idle engine instead (no update)")
+    args = parser.parse_args()
+    client = docker.from_env()
+    names = [f"{PREFIX}{i:03d}" for i in range(args.definitions)]
+    with tempfile.TemporaryDirectory() as tmp:
+        repo, state = Path(tmp) / "repo", Path(tmp) / "state"
+        (repo / "definitions").mkdir(parents=True)
+        git(repo, "init", "-q", "-b", "main")
+        (repo / "deployally.yaml").write_text(f"network: {PREFIX}net\n")
+        write_all(repo, names, "one")
+        with Store(state) as store:
+            token = store.create_token("bench", "read")
+        log = (Path(tmp) / "serve.log").open("w")
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "deployally", "serve", "--repo", str(repo), "--state-dir",
+             str(state), "--port", "0"], stdout=log, stderr=subprocess.STDOUT, env=os.environ)
+        try:
+            info = wait_for(lambda: json.loads((state / "engine.json").read_text()), 60, "serve")
+            url = str(info["url"])  # type: ignore[index]
+
+            def deployed(message: str) -> bool:
+                rows = client.api.containers(filters={"name": PREFIX, "status": "running"})
+                return sum(1 for r in rows if r["Labels"].get("com.deployally.revision")
+                           == message) == len(names)
+
+            wait_for(lambda: deployed("1"), 300, "the first deployment")
+            # One reader first, as a dashboard would have been: the engine's first snapshot.
+            asyncio.run(load(url, token, 1, 1))
+            if not args.idle:
+                write_all(repo, names, "two")
+                time.sleep(1.0)  # the watcher sees the commit; the update is under way
+            began = time.monotonic()
+            latencies, failures = asyncio.run(load(url, token, args.readers, args.requests))
+            took = time.monotonic() - began
+            updating = not args.idle and not deployed("2")
+            print(f"{len(latencies) + len(failures)} GET /instances from {args.readers} readers "
+                  f"in {took:.1f} s ({'idle' if args.idle else 'the update still running at the end' if updating else 'the update finished first'})")
+            if latencies:
+                print(f"p50 {percentile(latencies, 50) * 1000:.0f} ms, "
+                      f"p95 {percentile(latencies, 95) * 1000:.0f} ms, "
+                      f"p99 {percentile(latencies, 99) * 1000:.0f} ms, "
+                      f"max {max(latencies) * 1000:.0f} ms")
+            print(f"failed: {len(failures)}" + (f" ({', '.join(sorted(set(failures)))})" if failures else ""))
+        finally:
+            serve.terminate()
+            serve.wait(120)
+            log.close()
+            for c in client.api.containers(all=True, filters={"name": PREFIX}):
+                client.api.remove_container(c["Id"], force=True)
+            for v in client.volumes.list(filters={"name": PREFIX}):
+                v.remove(force=True)
+            for net in client.networks.list(names=[f"{PREFIX}net"]):
+                net.remove()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The shared live snapshot: one list call for many readers, and none of them waits behind a slow one.
+
+A stand-in driver answers `live()` from a list and blocks a call until the test lets it go;
+what is under test is the cache's own logic, not Docker (test_api_instances covers that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from deployally.api.live import LiveCache
+from deployally.errors import DriverError
+from deployally.types import InstanceState, LiveInstance
+
+STARTED = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def instance(name: str, ref: str) -> LiveInstance:
+    return LiveInstance(ref, name, f"def_{name}", 1, "sha256:x", "c0ffee", InstanceState.RUNNING,
+                        None, "busybox")
+
+
+class SlowDriver:
+    """live() returns `instances`; while `gate` is clear, each call waits for it."""
+
+    server = "local"
+
+    def __init__(self) -> None:
+        self.instances = {"a": instance("a", "a" * 64)}
+        self.gate = threading.Event()
+        self.gate.set()
+        self.lists = 0
+        self.inspects = 0
+        self.error: DriverError | None = None
+
+    def live(self) -> dict[str, LiveInstance]:
+        self.lists += 1
+        self.gate.wait(10)
+        if self.error is not None:
+            raise self.error
+        return dict(self.instances)
+
+    def started_at(self, inst: LiveInstance) -> datetime | None:
+        self.inspects += 1
+        return STARTED
+
+
+async def run(fn: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def test_many_readers_share_one_list_call_and_start_times_are_asked_once() -> None:
+    driver, cache = SlowDriver(), LiveCache()
+
+    async def main() -> list[dict[str, LiveInstance]]:
+        return await asyncio.gather(*(cache.snapshot(driver, run) for _ in range(50)))
+
+    snapshots = asyncio.run(main())
+    assert driver.lists == 1 and driver.inspects == 1
+    assert all(s["a"].started_at == STARTED for s in snapshots)
+
+
+def test_readers_get_the_last_snapshot_while_a_refresh_waits_on_docker() -> None:
+    driver, cache = SlowDriver(), LiveCache()
+
+    async def main() -> None:
+        first = await cache.snapshot(driver, run)
+        driver.instances["b"] = instance("b", "b" * 64)
+        driver.gate.clear()
+        cache.invalidate()
+        refreshing = asyncio.ensure_future(cache.snapshot(driver, run))
+        await asyncio.sleep(0)  # it starts the refresh, whose list call now waits
+        during = await asyncio.gather(*(cache.snapshot(driver, run) for _ in range(20)))
+        assert not refreshing.done()
+        assert all(s == first for s in during)  # answered while the call was held
+        driver.gate.set()
+        assert set(await refreshing) == {"a", "b"}
+        assert driver.lists == 2
+
+    asyncio.run(main())
+
+
+def test_fresh_waits_for_a_list_that_began_after_it() -> None:
+    driver, cache = SlowDriver(), LiveCache()
+
+    async def main() -> None:
+        await cache.snapshot(driver, run)
+        driver.instances.pop("a")  # e.g. an operator action changed it
+        assert await cache.fresh(driver, run) == {}
+
+    asyncio.run(main())
+
+
+def test_an_unreachable_docker_is_an_error_for_every_reader_until_it_answers() -> None:
+    driver, cache = SlowDriver(), LiveCache(ttl_s=0)
+    driver.error = DriverError("could not list containers: Docker engine unreachable")
+
+    async def main() -> None:
+        with pytest.raises(DriverError, match="unreachable"):
+            await cache.snapshot(driver, run)
+        driver.error = None
+        assert set(await cache.snapshot(driver, run)) == {"a"}
+
+    asyncio.run(main())
