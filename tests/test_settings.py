@@ -32,6 +32,7 @@ def test_every_field_is_read() -> None:
         "reconcile_interval: 5\n"
         "network: apps\n"
         "max_parallel: 8\n"
+        "max_unavailable: 2\n"
         "health_timeout: 2m30s\n"
         "defaults: {server: edge-1, profile: production}\n"
     )
@@ -40,6 +41,7 @@ def test_every_field_is_read() -> None:
         reconcile_interval=5.0,
         network="apps",
         max_parallel=8,
+        max_unavailable=2,
         health_timeout=150.0,
         default_server="edge-1",
         default_profile="production",
@@ -58,6 +60,7 @@ def test_partial_file_keeps_other_defaults() -> None:
         ("reconcile_interval: 0\n", "reconcile_interval"),
         ("max_parallel: 0\n", "max_parallel"),
         ("max_parallel: two\n", "max_parallel"),
+        ("max_unavailable: 0\n", "max_unavailable"),
         ("health_timeout: forever\n", "health_timeout"),
         ("health_timeout: 0\n", "health_timeout"),
         ("health_timeout: 0s\n", "health_timeout"),

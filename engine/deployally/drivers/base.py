@@ -30,10 +30,20 @@ class DriverConfig:
     health_timeout_s: float = 120.0  # how long a new instance may take to become healthy
     parallel: int = 4  # instances created or started at once on the server
     settle_s: float = 2.0  # how long an instance without a healthcheck must stay up
+    # Instances an update may have down at once (its old one stopped before the new is ready);
+    # None: as many as `parallel`.
+    max_unavailable: int | None = None
 
     def __post_init__(self) -> None:
         if self.parallel < 1:
             raise ValueError(f"parallel must be at least 1, not {self.parallel}")
+        if self.max_unavailable is not None and self.max_unavailable < 1:
+            raise ValueError(f"max_unavailable must be at least 1, not {self.max_unavailable}")
+
+    @property
+    def unavailable(self) -> int:
+        """How many instances may be down at once during an update."""
+        return self.max_unavailable or self.parallel
 
 
 DEFAULT_CONFIG = DriverConfig()

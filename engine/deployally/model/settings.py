@@ -39,6 +39,9 @@ class Settings:
     # Concurrent Docker creates/starts: 8 was fastest on 2 cores (bench/sync_scale.py: 4 -> 25 s,
     # 8 -> 19 s, 16 -> 21 s for 100 definitions); health waits overlap beyond it.
     max_parallel: int = 8
+    # Services an update may have down at once (volumes or host ports: the old container stops
+    # before the new one starts); None means max_parallel.
+    max_unavailable: int | None = None
     health_timeout: float = 120.0
     default_server: str = DEFAULT_SERVER
     default_profile: str = DEFAULT_PROFILE
@@ -70,6 +73,7 @@ def parse_settings(path: str, text: str | None) -> Settings:
         reconcile_interval=durations["reconcile_interval"],
         network=data.get("network", base.network),
         max_parallel=data.get("max_parallel", base.max_parallel),
+        max_unavailable=data.get("max_unavailable", base.max_unavailable),
         health_timeout=durations["health_timeout"],
         default_server=defaults.get("server", base.default_server),
         default_profile=defaults.get("profile", base.default_profile),

@@ -248,4 +248,5 @@ def driver_config(
     return DriverConfig(
         health_timeout_s=health_timeout_s or settings.health_timeout,
         parallel=max_parallel or settings.max_parallel,
+        max_unavailable=settings.max_unavailable,
     )

@@ -118,6 +118,9 @@ class LocalDriver(Driver):
         # Docker saturates at about 4 concurrent creates/starts on 2 cores; health waits are
         # idle polling, so more definitions may be in flight than hold a slot.
         self._slots = threading.BoundedSemaphore(config.parallel)
+        # Held from stopping an old container until its replacement is ready (or the old one
+        # is back): at most this many services are down at once.
+        self._down = threading.BoundedSemaphore(config.unavailable)
         self._client_value = client
         self._docker_host = docker_host  # None: DOCKER_HOST or the default socket
         self._lock = threading.Lock()  # guards lazy client, network/image creation, name locks
@@ -187,6 +190,8 @@ class LocalDriver(Driver):
         """Health timeout, readiness and concurrent Docker calls for the next sync (between syncs)."""
         if config.parallel != self.config.parallel:
             self._slots = threading.BoundedSemaphore(config.parallel)
+        if config.unavailable != self.config.unavailable:
+            self._down = threading.BoundedSemaphore(config.unavailable)
         self.config = config
 
     def started_at(self, instance: LiveInstance) -> datetime | None:
@@ -375,23 +380,49 @@ class LocalDriver(Driver):
                 f"a container named {spec.name!r} belongs to another DeployAlly engine "
                 f"(owner {old_labels.get(LABEL_OWNER) or 'unknown'}); rename the definition"
             )
-        old_stopped = False
-        if old is not None:
-            with _docker(f"rename container {spec.name}"):
-                self._api.rename(old["Id"], spec.name + OLD_SUFFIX)
-            log(f"renamed old container {old['Id'][:12]} to {spec.name}{OLD_SUFFIX}")
-            if old["State"].get("Running") and _must_stop_first(old, spec):
-                log("stopping old container first (ports or volumes are shared)")
-                with _docker(f"stop container {spec.name}{OLD_SUFFIX}"):
-                    self._api.stop(old["Id"], timeout=container_config.stop_timeout(old))
-                old_stopped = True
-
-        new_id: str | None = None
+        stop_first = old is not None and bool(old["State"].get("Running")) and _must_stop_first(old, spec)
         # No restart policy until it proves ready: Docker restarting a failing container
         # would hide its exit (and its exit code) from the health gate.
         args["host_config"]["RestartPolicy"] = {"Name": "no"}
+        # A service whose old container must stop first is down until the new one is ready:
+        # take one of `max_unavailable` turns for that whole time, before a Docker slot.
+        with self._down if stop_first else contextlib.nullcontext():
+            result = self._replace(spec, args, old, stop_first, log)
+        if result.status is not DeploymentStatus.SUCCESS:
+            return result
+        if old is not None:
+            with _docker(f"remove container {spec.name}{OLD_SUFFIX}"):
+                self._api.remove_container(old["Id"], force=True, v=False)
+            log(f"removed old container {old['Id'][:12]}")
+            # The old container's config files: nothing mounts them any more.
+            config_files.drop_others(self.state_dir, spec)
+        return result
+
+    def _replace(
+        self,
+        spec: ContainerSpec,
+        args: dict[str, Any],
+        old: dict[str, Any] | None,
+        stop_first: bool,
+        log: Log,
+    ) -> ApplyResult:
+        """Old aside, new created, started and proven ready (SUCCESS), or the old one put back.
+        The old container is renamed and stopped only once a Docker slot is ours, right
+        before its replacement is created."""
+        new_id: str | None = None
+        renamed = stopped = False
         try:
             with self._slots:
+                if old is not None:
+                    with _docker(f"rename container {spec.name}"):
+                        self._api.rename(old["Id"], spec.name + OLD_SUFFIX)
+                    renamed = True
+                    log(f"renamed old container {old['Id'][:12]} to {spec.name}{OLD_SUFFIX}")
+                    if stop_first:
+                        log("stopping old container first (ports or volumes are shared)")
+                        with _docker(f"stop container {spec.name}{OLD_SUFFIX}"):
+                            self._api.stop(old["Id"], timeout=container_config.stop_timeout(old))
+                        stopped = True
                 with _docker(f"create container {spec.name}"):
                     new_id = str(self._api.create_container(**args)["Id"])
                 log(f"created container {new_id[:12]}")
@@ -411,20 +442,14 @@ class LocalDriver(Driver):
                 log(f"removed failed container {new_id[:12]}")
             if old is None:
                 return ApplyResult(DeploymentStatus.FAILED, None, reason)
-            with _docker(f"rename container {spec.name}{OLD_SUFFIX}"):
-                self._api.rename(old["Id"], spec.name)
-            if old_stopped:
+            if renamed:
+                with _docker(f"rename container {spec.name}{OLD_SUFFIX}"):
+                    self._api.rename(old["Id"], spec.name)
+            if stopped:
                 with _docker(f"start container {spec.name}"):
                     self._api.start(old["Id"])
             log(f"rolled back to container {old['Id'][:12]}")
             return ApplyResult(DeploymentStatus.ROLLED_BACK, old["Id"], reason)
-
-        if old is not None:
-            with _docker(f"remove container {spec.name}{OLD_SUFFIX}"):
-                self._api.remove_container(old["Id"], force=True, v=False)
-            log(f"removed old container {old['Id'][:12]}")
-            # The old container's config files: nothing mounts them any more.
-            config_files.drop_others(self.state_dir, spec)
         return ApplyResult(DeploymentStatus.SUCCESS, new_id, "deployed")
 
     # ------------------------------------------------------------ pieces of a rollout
