@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -23,10 +24,12 @@ from pathlib import Path
 
 import aiohttp
 import docker
+import docker.errors
 
 from deployally.store import Store
 
 PREFIX = "benchld"
+NETWORK = f"{PREFIX}{secrets.token_hex(3)}net"
 
 
 def git(repo: Path, *args: str) -> None:
@@ -101,7 +104,7 @@ def main() -> None:
         repo, state = Path(tmp) / "repo", Path(tmp) / "state"
         (repo / "definitions").mkdir(parents=True)
         git(repo, "init", "-q", "-b", "main")
-        (repo / "deployally.yaml").write_text(f"network: {PREFIX}net\n")
+        (repo / "deployally.yaml").write_text(f"network: {NETWORK}\n")
         write_all(repo, names, "one")
         with Store(state) as store:
             token = store.create_token("bench", "read")
@@ -144,8 +147,11 @@ def main() -> None:
                 client.api.remove_container(c["Id"], force=True)
             for v in client.volumes.list(filters={"name": PREFIX}):
                 v.remove(force=True)
-            for net in client.networks.list(names=[f"{PREFIX}net"]):
-                net.remove()
+            for net in client.networks.list(names=[NETWORK]):
+                try:
+                    net.remove()
+                except docker.errors.APIError as exc:  # Docker 20.10 can keep a stale endpoint
+                    print(f"could not remove network {NETWORK}: {exc.explanation}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,13 @@ def _remove_prefixed(client: docker.DockerClient, prefix: str) -> None:
                 client.api.remove_network(n["Id"])
             except docker.errors.NotFound:
                 pass
+            except docker.errors.APIError as exc:
+                # Docker 20.10 can miscount a network's endpoints under concurrent container
+                # churn (plain docker-py reproduces it); only a restart of dockerd frees it.
+                attached = client.api.inspect_network(n["Id"]).get("Containers") or {}
+                if "has active endpoints" not in str(exc.explanation) or attached:
+                    raise
+                print(f"\nnetwork {n['Name']} left behind: {exc.explanation}", file=sys.stderr)
 
 
 @pytest.fixture
