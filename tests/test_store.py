@@ -459,6 +459,20 @@ def test_a_store_locked_by_another_process_refuses_writes_saying_so_and_recovers
     store.probe_write()
 
 
+def test_a_current_store_opens_and_reads_while_another_process_holds_the_write_lock(
+    state_dir: Path, store: Store
+) -> None:
+    store.set_meta("seen", "yes")
+    holder = sqlite3.connect(state_dir / "deployally.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with Store(state_dir) as reader:  # e.g. `validate` in a pre-receive hook
+            assert reader.get_meta("seen") == "yes"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
 def test_secret_versions_increment_and_listing_hides_values(store: Store) -> None:
     assert store.set_secret("mysql_root", "first-value") == 1
     assert store.set_secret("mysql_root", "second-value") == 2

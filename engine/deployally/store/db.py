@@ -309,6 +309,14 @@ class Database:
             conn.execute("COMMIT")
 
     def _migrate(self) -> None:
+        # Opening a current store writes nothing, so a reader (`validate` in a pre-receive
+        # hook) works while another process holds the write lock.
+        conn = self._conn()
+        current = conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION and (
+            conn.execute("SELECT 1 FROM servers WHERE id = ?", (LOCAL_SERVER_ID,)).fetchone()
+        )
+        if current:
+            return
         with self._write() as conn:
             # Read the version under the write lock, so two processes opening a new
             # database at once do not both run the same migration.
