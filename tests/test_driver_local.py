@@ -36,6 +36,7 @@ from deployally.types import (
     ContainerSpec,
     DeploymentStatus,
     Healthcheck,
+    InstanceSettings,
     PortBinding,
     VolumeMount,
 )
@@ -776,3 +777,26 @@ def test_a_claimed_network_another_engine_joined_since_is_not_joined(
     assert f"network {spec.network} exists" in result.message
     assert "containers that are not this engine's use it" in result.message
     assert docker_client.api.inspect_container(old_id)["State"]["Running"]
+
+
+def test_settings_are_observed_on_request_and_a_start_puts_the_restart_policy_back(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str
+) -> None:
+    spec = make_spec(names, busybox_image, volumes=(), files=(), memory_bytes=64 * 1024**2)
+    assert apply(driver, ActionKind.CREATE, spec).status is DeploymentStatus.SUCCESS
+    listed = driver.live()[spec.name]
+    assert listed.settings is None  # the list call does not say; an inspect does
+    observed = driver.settings(listed).settings
+    assert observed == InstanceSettings("unless-stopped", 64 * 1024**2, None)
+
+    docker_client.api.update_container(listed.ref, restart_policy={"Name": "no"})  # out of band
+    assert driver.settings(driver.live()[spec.name]).settings == InstanceSettings("no", 64 * 1024**2, None)
+    log = Recorder()
+    action = Action(ActionKind.START, spec.name, spec, listed)
+    result = driver.apply(action, revision=1, commit=COMMIT, resolve=no_secrets, log=log)
+
+    assert result.status is DeploymentStatus.SUCCESS, log.text
+    info = docker_client.api.inspect_container(spec.name)
+    assert info["Id"] == listed.ref  # healed in place, not replaced
+    assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert "restart policy 'no' -> 'unless-stopped'" in log.text

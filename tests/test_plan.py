@@ -20,6 +20,7 @@ from deployally.types import (
     ContainerSpec,
     FieldChange,
     Healthcheck,
+    InstanceSettings,
     InstanceState,
     LiveInstance,
     PortBinding,
@@ -106,6 +107,43 @@ def test_plan_cases(case: str) -> None:
     assert action.name == "a"
     assert action.kind is kind
     assert (action.reason.kind if action.reason else None) is reason
+
+
+def settled(s: ContainerSpec, restart: str, memory: int | None = None) -> LiveInstance:
+    """`live(s)` with its settings observed (an inspect)."""
+    return dataclasses.replace(live(s), settings=InstanceSettings(restart, memory, None))
+
+
+# name: (live instance, unconfirmed, held, expected kind, expected changed fields)
+SETTINGS_CASES: dict[str, tuple[Any, ...]] = {
+    "as its spec says": (settled(A1, "unless-stopped"), False, False, ActionKind.NOOP, ()),
+    "left without its restart policy by a crash": (
+        live(A1), True, False, ActionKind.START, ()),
+    "restart policy changed outside": (
+        settled(A1, "no"), False, False, ActionKind.START, ("restart",)),
+    "memory limit changed outside": (
+        settled(A1, "unless-stopped", 64 * 1024**2), False, False, ActionKind.UPDATE,
+        ("resources.memory_bytes",)),
+    "stopped by an operator, settings changed": (
+        settled(A1, "no"), True, True, ActionKind.NOOP, ()),
+}
+
+
+@pytest.mark.parametrize("case", list(SETTINGS_CASES))
+def test_settings_and_unconfirmed_instances(case: str) -> None:
+    have, unconfirmed, held, kind, fields = SETTINGS_CASES[case]
+    (action,) = plan({"a": A1}, {"a": have}, {"a": A1}, held={"a"} if held else frozenset(),
+                     unconfirmed={"a"} if unconfirmed else frozenset()).actions
+    assert action.kind is kind
+    assert tuple(c.field for c in action.changes) == fields
+    if kind is not ActionKind.NOOP:
+        assert action.reason is not None and action.reason.kind is ReasonKind.DRIFT
+
+
+def test_a_restart_policy_drift_says_what_and_what_the_spec_says() -> None:
+    (action,) = plan({"a": A1}, {"a": settled(A1, "no")}, {"a": A1}).actions
+    assert action.reason is not None
+    assert action.reason.summary == "changed outside DeployAlly: restart is 'no', the spec says 'unless-stopped'"
 
 
 def test_stopped_reason_says_status() -> None:

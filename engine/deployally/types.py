@@ -277,6 +277,16 @@ class InstanceHealth(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class InstanceSettings:
+    """What an instance runs with that its spec decides but its rendered hash cannot show
+    (they can change after it is made); a driver observes them only when asked."""
+
+    restart: str  # as a spec writes it: "unless-stopped", "always", "on-failure:3", "no"
+    memory_bytes: int | None = None
+    cpus: float | None = None
+
+
+@dataclass(frozen=True)
 class LiveInstance:
     """A managed instance as its driver reports it, from one list call."""
 
@@ -291,6 +301,7 @@ class LiveInstance:
     image: str
     created_at: datetime | None = None
     started_at: datetime | None = None
+    settings: InstanceSettings | None = None  # None: not observed (the list call does not say)
 
     @property
     def running(self) -> bool:

@@ -92,6 +92,10 @@ class Driver(abc.ABC):
         """When `instance` last started (a driver whose listing omits it asks once more)."""
         return instance.started_at
 
+    def settings(self, instance: LiveInstance) -> LiveInstance:
+        """`instance` with its settings observed (a driver whose listing omits them asks once more)."""
+        return instance
+
     @abc.abstractmethod
     def apply(
         self,

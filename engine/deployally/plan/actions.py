@@ -25,14 +25,18 @@ def plan(
     *,
     held: Collection[str] = frozenset(),
     reasons: Mapping[str, Reason] | None = None,
+    unconfirmed: Collection[str] = frozenset(),
 ) -> Plan:
     """Compare desired specs with live instances; one action per name, sorted by name.
 
     `applied` is what was last applied (tells drift from a new definition); `held`
-    names instances an operator stopped, which are not restarted.
+    names instances an operator stopped, which are not restarted; `unconfirmed` names
+    instances running their desired spec that no deployment was recorded as bringing up
+    (a crash came first): they are proven ready and given their settings in place.
     """
     actions = [
-        _action(name, desired.get(name), live.get(name), applied.get(name), name in held, reasons)
+        _action(name, desired.get(name), live.get(name), applied.get(name), name in held,
+                reasons, name in unconfirmed)
         for name in sorted(set(desired) | set(live))
     ]
     return Plan(actions=tuple(actions))
@@ -45,6 +49,7 @@ def _action(
     before: ContainerSpec | None,
     held: bool,
     reasons: Mapping[str, Reason] | None,
+    unconfirmed: bool = False,
 ) -> Action:
     given = reasons.get(name) if reasons else None
     if want is None:
@@ -67,10 +72,47 @@ def _action(
         else:
             reason = Reason(ReasonKind.DEFINITION, _changes_summary(changes), changes=changes)
         return Action(ActionKind.UPDATE, name, want, have, changes=changes, reason=reason)
-    if not have.running and not held:
+    if held:
+        return Action(ActionKind.NOOP, name, want, have)
+    drift = _settings_drift(want, have)
+    if drift and any(c.field != "restart" for c in drift):
+        # Limits cannot all be set back in place (Docker cannot lift one): a new container.
+        reason = Reason(ReasonKind.DRIFT, f"changed outside DeployAlly: {_drift_summary(drift)}", changes=drift)
+        return Action(ActionKind.UPDATE, name, want, have, changes=drift, reason=reason)
+    if not have.running:
         reason = Reason(ReasonKind.DRIFT, f"container is {have.state.value}")
-        return Action(ActionKind.START, name, want, have, reason=reason)
+        return Action(ActionKind.START, name, want, have, changes=drift, reason=reason)
+    if unconfirmed:
+        reason = given or Reason(
+            ReasonKind.DRIFT, "the engine stopped before it confirmed this container ready"
+        )
+        return Action(ActionKind.START, name, want, have, changes=drift, reason=reason)
+    if drift:
+        reason = Reason(ReasonKind.DRIFT, f"changed outside DeployAlly: {_drift_summary(drift)}", changes=drift)
+        return Action(ActionKind.START, name, want, have, changes=drift, reason=reason)
     return Action(ActionKind.NOOP, name, want, have)
+
+
+def _settings_drift(want: ContainerSpec, have: LiveInstance) -> tuple[FieldChange, ...]:
+    """The settings the live instance runs with that differ from its spec (when observed)."""
+    seen = have.settings
+    if seen is None:
+        return ()
+    pairs = (
+        ("restart", restart_words(seen.restart), restart_words(want.restart)),
+        ("resources.memory_bytes", seen.memory_bytes, want.memory_bytes),
+        ("resources.cpus", seen.cpus, want.cpus),
+    )
+    return tuple(FieldChange(f, before, after) for f, before, after in pairs if before != after)
+
+
+def restart_words(policy: str) -> str:
+    """A restart policy as the spec writes it ("no", "always", "on-failure:3"...)."""
+    return policy or "no"
+
+
+def _drift_summary(drift: tuple[FieldChange, ...]) -> str:
+    return "; ".join(f"{c.field} is {c.before!r}, the spec says {c.after!r}" for c in drift)
 
 
 def _changes_summary(changes: tuple[FieldChange, ...]) -> str:

@@ -28,6 +28,7 @@ from deployally.types import (
     LABEL_SERVER,
     ContainerSpec,
     InstanceHealth,
+    InstanceSettings,
     InstanceState,
     LiveInstance,
 )
@@ -199,6 +200,21 @@ def live_instance(row: dict[str, Any]) -> LiveInstance | None:
         health=health_from_status(row.get("Status", "")),
         image=row.get("Image", ""),
         created_at=datetime.fromtimestamp(created, UTC) if created else None,
+    )
+
+
+def instance_settings(info: dict[str, Any]) -> InstanceSettings:
+    """The restart policy and limits an inspect document says the container runs with."""
+    host = info.get("HostConfig") or {}
+    policy = host.get("RestartPolicy") or {}
+    restart = policy.get("Name") or "no"
+    if restart == "on-failure" and policy.get("MaximumRetryCount"):
+        restart += f":{policy['MaximumRetryCount']}"
+    nano = host.get("NanoCpus") or 0
+    return InstanceSettings(
+        restart=restart,
+        memory_bytes=host.get("Memory") or None,
+        cpus=nano / _NANO if nano else None,
     )
 
 

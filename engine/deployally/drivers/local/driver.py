@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,15 @@ class LocalDriver(Driver):
             return instance.started_at
         return container_config.started_at(self._inspect(instance.ref) or {})
 
+    def settings(self, instance: LiveInstance) -> LiveInstance:
+        """`instance` with its restart policy and limits, from one inspect (the list omits them)."""
+        if instance.settings is not None:
+            return instance
+        info = self._inspect(instance.ref)
+        if info is None:
+            return instance
+        return replace(instance, settings=container_config.instance_settings(info))
+
     def watch(self, on_event: OnEvent) -> EventStream:
         """Follow Docker's events for this engine's containers alone, on a daemon thread."""
         # Clients of its own: the stream holds its connection open, and reconnects.
@@ -277,7 +287,7 @@ class LocalDriver(Driver):
                 if action.kind is ActionKind.REMOVE:
                     return self._remove(action.name, safe_log)
                 if action.kind is ActionKind.START:
-                    return self._start(action.name, safe_log)
+                    return self._start(action, safe_log)
                 if action.desired is None:
                     raise DriverError(f"{action.kind.value} of {action.name} has no desired spec")
                 return self._rollout(action.desired, revision, commit, masker, safe_log)
@@ -286,16 +296,29 @@ class LocalDriver(Driver):
                 safe_log(f"failed: {message}")
                 return ApplyResult(DeploymentStatus.FAILED, None, message)
 
-    def _start(self, name: str, log: Log) -> ApplyResult:
+    def _start(self, action: Action, log: Log) -> ApplyResult:
+        """Heal in place: start it if it is not running, prove it ready, give it its spec's
+        restart policy (a crash may have left the one a rollout starts with)."""
+        name = action.name
         info = self._managed(name)
-        log(f"starting container {info['Id'][:12]}")
-        with _docker(f"start container {name}"):
-            self._api.start(info["Id"])
+        if info["State"].get("Running"):
+            log(f"container {info['Id'][:12]} is running; checking it is ready")
+        else:
+            log(f"starting container {info['Id'][:12]}")
+            with _docker(f"start container {name}"):
+                self._api.start(info["Id"])
         try:
             self._wait_ready(info["Id"], info["Config"].get("Healthcheck") is not None, log)
         except readiness.NotReady as exc:
             self._log_tail(info["Id"], log)
             return ApplyResult(DeploymentStatus.FAILED, info["Id"], str(exc))
+        want = action.desired.restart if action.desired is not None else None
+        have = container_config.instance_settings(info).restart
+        if want is not None and have != want:
+            with _docker(f"set the restart policy of {name}"):
+                policy: Any = container_config.restart_policy(want)  # docker's stub wants a TypedDict
+                self._api.update_container(info["Id"], restart_policy=policy)
+            log(f"restart policy {have!r} -> {want!r}")
         return ApplyResult(DeploymentStatus.SUCCESS, info["Id"], "started")
 
     def _remove(self, name: str, log: Log) -> ApplyResult:
