@@ -726,6 +726,25 @@ def test_enqueue_event_is_atomic(state_dir: Path, store: Store) -> None:
     assert store.pending_webhooks() == []
 
 
+def test_a_deployment_outcome_its_log_line_and_its_webhook_are_written_together(
+    state_dir: Path, store: Store
+) -> None:
+    store.add_webhook("https://a.example", ["deployment.failed"], "s1")
+    store.create_deployment(deployment())
+    store.update_deployment("deploy_000000000001", status=DeploymentStatus.FAILED, log="closed",
+                            event=("deployment.failed", {"deployment_id": "deploy_000000000001"}))
+    closed = store.deployment("deploy_000000000001")
+    assert closed is not None and closed.status is DeploymentStatus.FAILED
+    assert [line.message for line in closed.logs] == ["closed"]
+    assert len(store.pending_webhooks()) == 1
+    with pytest.raises(NotFound):  # no such deployment: no event either
+        store.update_deployment("deploy_nope", status=DeploymentStatus.FAILED,
+                                event=("deployment.failed", {"deployment_id": "deploy_nope"}))
+    raw = sqlite3.connect(state_dir / "deployally.db")
+    assert raw.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+    raw.close()
+
+
 def test_pending_deliveries_in_event_order_and_record_attempt(store: Store) -> None:
     hook = store.add_webhook("https://a.example", ["deployment.success"], "s")
     other = store.add_webhook("https://b.example", ["deployment.success"], "s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from deployally.store.codec import (
     _ts_or_none,
 )
 from deployally.store.db import Database, _filters, _returning
+from deployally.store.webhooks import enqueue
 from deployally.types import ActionKind, Deployment, DeploymentStatus, LogLine, Waiting, WaitKind
 
 _UNSET: Any = object()  # "leave this column as it is" in partial updates
@@ -67,9 +69,13 @@ class DeploymentStore(Database):
         started_at: datetime | None = None,
         finished_at: datetime | None = None,
         waiting: Waiting | None = _UNSET,
+        event: tuple[str, Mapping[str, Any]] | None = None,
+        log: str | None = None,
     ) -> None:
         """Set a deployment's status; started_at/finished_at change only when given, and what
-        it waits for only when `waiting` is given (None clears it)."""
+        it waits for only when `waiting` is given (None clears it). `event` (name, data) goes
+        into the webhook outbox and `log` into its log in the same transaction, so a crash
+        can never leave the one without the other."""
         sets = "status = ?, started_at = coalesce(?, started_at), finished_at = coalesce(?, finished_at)"
         args: list[Any] = [_enum_value(status), _ts_or_none(started_at), _ts_or_none(finished_at)]
         if waiting is not _UNSET:
@@ -79,22 +85,18 @@ class DeploymentStore(Database):
             cur = conn.execute(f"UPDATE deployments SET {sets} WHERE id = ?", (*args, id))
             if cur.rowcount == 0:
                 raise NotFound(f"deployment '{id}' does not exist")
+            if log is not None:
+                _append_log(conn, id, log, _now())
+            if event is not None:
+                enqueue(conn, *event)
 
     def append_log(self, deployment_id: str, message: str, at: datetime | None = None) -> int:
         """Add a log line (already masked by the caller); returns its line number from 1."""
         try:
             with self._write() as conn:
-                row = _returning(
-                    conn,
-                    "INSERT INTO deployment_logs (deployment_id, line, at, message)"
-                    " SELECT ?, coalesce(max(line), 0) + 1, ?, ? FROM deployment_logs"
-                    " WHERE deployment_id = ? RETURNING line",
-                    (deployment_id, _ts(at or _now()), message, deployment_id),
-                )
+                return _append_log(conn, deployment_id, message, at or _now())
         except sqlite3.IntegrityError as exc:
             raise NotFound(f"deployment '{deployment_id}' does not exist") from exc
-        assert row is not None  # INSERT ... SELECT of an aggregate always yields one row
-        return int(row[0])
 
     def deployment(self, id: str, with_logs: bool = True) -> Deployment | None:
         """A deployment by id, with its logs unless with_logs=False."""
@@ -219,3 +221,16 @@ def _waiting_from_json(text: str | None) -> Waiting | None:
         return None
     raw = json.loads(text)
     return Waiting(WaitKind(raw["kind"]), raw["summary"], tuple(raw["on"]), _dt_req(raw["since"]))
+
+
+def _append_log(conn: sqlite3.Connection, deployment_id: str, message: str, at: datetime) -> int:
+    """Inside a write transaction: one more log line; its number from 1."""
+    row = _returning(
+        conn,
+        "INSERT INTO deployment_logs (deployment_id, line, at, message)"
+        " SELECT ?, coalesce(max(line), 0) + 1, ?, ? FROM deployment_logs"
+        " WHERE deployment_id = ? RETURNING line",
+        (deployment_id, _ts(at), message, deployment_id),
+    )
+    assert row is not None  # INSERT ... SELECT of an aggregate always yields one row
+    return int(row[0])

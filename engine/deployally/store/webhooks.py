@@ -17,6 +17,26 @@ from deployally.store.db import _returning
 from deployally.store.secrets import SecretStore, webhook_secret_owner
 
 
+def enqueue(conn: sqlite3.Connection, event: str, data: Mapping[str, Any]) -> str:
+    """Inside a write transaction: the event and one pending delivery per subscribed webhook.
+    Filtered under the write lock, so a webhook added concurrently is either wholly in this
+    fan-out or wholly after it. Returns the event's id."""
+    event_id = identity.random_id("evt")
+    now = _ts(_now())
+    conn.execute(
+        "INSERT INTO events (id, event, data, created_at) VALUES (?, ?, ?, ?)",
+        (event_id, event, _dumps(data), now),
+    )
+    for row in conn.execute("SELECT id, events FROM webhooks ORDER BY created_at, id"):
+        if event in json.loads(row["events"]):
+            conn.execute(
+                "INSERT INTO deliveries (id, event_id, webhook_id, status,"
+                " next_attempt_at, created_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+                (identity.random_id("dlv"), event_id, row["id"], now, now),
+            )
+    return event_id
+
+
 @dataclass(frozen=True)
 class WebhookRecord:
     id: str
@@ -109,23 +129,8 @@ class WebhookStore(SecretStore):
 
     def enqueue_event(self, event: str, data: Mapping[str, Any]) -> str:
         """Store an event and one pending delivery per webhook subscribed to it, atomically."""
-        event_id = identity.random_id("evt")
-        now = _ts(_now())
         with self._write() as conn:
-            conn.execute(
-                "INSERT INTO events (id, event, data, created_at) VALUES (?, ?, ?, ?)",
-                (event_id, event, _dumps(data), now),
-            )
-            # Filtered here, inside the write lock, so a webhook added concurrently is
-            # either wholly in this fan-out or wholly after it.
-            for row in conn.execute("SELECT id, events FROM webhooks ORDER BY created_at, id"):
-                if event in json.loads(row["events"]):
-                    conn.execute(
-                        "INSERT INTO deliveries (id, event_id, webhook_id, status,"
-                        " next_attempt_at, created_at) VALUES (?, ?, ?, 'pending', ?, ?)",
-                        (identity.random_id("dlv"), event_id, row["id"], now, now),
-                    )
-        return event_id
+            return enqueue(conn, event, data)
 
     def enqueue_for(self, webhook_id: str, event: str, data: Mapping[str, Any]) -> str:
         """Store an event for one webhook only (a test ping), whatever it subscribed to; the delivery id."""

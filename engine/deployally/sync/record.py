@@ -105,19 +105,24 @@ class StoreJournal:
         assert deployment.started_at is not None
         self.store.update_deployment(
             deployment.id, status=DeploymentStatus.RUNNING, started_at=deployment.started_at,
-            waiting=None,
+            waiting=None, event=("deployment.started", self._event(deployment)),
         )
-        self.store.enqueue_event("deployment.started", self._event(deployment))
 
     def finished(
         self, action: Action, record: DefinitionRecord | None, deployment: Deployment, message: str
     ) -> None:
         """The outcome: the deployment's status, its definition's, a progress line, the webhook."""
         self._flush(deployment.id)
-        self.store.update_deployment(
-            deployment.id, status=deployment.status, finished_at=deployment.finished_at
-        )
         ok = deployment.status is DeploymentStatus.SUCCESS
+        data = self._event(deployment)
+        if not ok:
+            data["error"] = message
+            data["rolled_back"] = deployment.status is DeploymentStatus.ROLLED_BACK
+        # The outcome and its webhook in one transaction: a crash leaves both or neither.
+        self.store.update_deployment(
+            deployment.id, status=deployment.status, finished_at=deployment.finished_at,
+            event=("deployment.success" if ok else "deployment.failed", data),
+        )
         if action.kind is ActionKind.REMOVE:
             if ok and record is not None and record.desired is None:
                 self.store.delete_definition(record.id)
@@ -143,11 +148,6 @@ class StoreJournal:
         if not ok and message:
             line += f": {message}"
         self.progress(line)
-        data = self._event(deployment)
-        if not ok:
-            data["error"] = message
-            data["rolled_back"] = deployment.status is DeploymentStatus.ROLLED_BACK
-        self.store.enqueue_event("deployment.success" if ok else "deployment.failed", data)
 
     # ------------------------------------------------------------ what the engine records itself
 

@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
+from deployally.notify.events import deployment_event
 from deployally.store import Store
 from deployally.types import DefinitionRecord, Deployment, DeploymentStatus, ReasonKind
 
@@ -19,14 +21,25 @@ OPEN_KEPT = 1000  # more open deployments than this is a backlog no sync should 
 def take(store: Store) -> dict[str, Deployment]:
     """Close deployments a crash left running or pending (the plan redoes their work); return
     people's requests and waiting deployments, newest per definition, to carry on."""
-    now = datetime.now(UTC)
     for deployment in store.deployments(status=DeploymentStatus.RUNNING, limit=OPEN_KEPT):
-        store.append_log(deployment.id, "the engine stopped during this deployment")
-        store.update_deployment(deployment.id, status=DeploymentStatus.FAILED, finished_at=now)
+        _close(store, deployment, "the engine stopped during this deployment")
     for deployment in store.deployments(status=DeploymentStatus.PENDING, limit=OPEN_KEPT):
         if deployment.reason.kind not in REQUESTED:
-            store.update_deployment(deployment.id, status=DeploymentStatus.FAILED, finished_at=now)
+            _close(store, deployment, "the engine stopped before this deployment began")
     return pending(store)
+
+
+def _close(store: Store, deployment: Deployment, why: str) -> None:
+    """Fail a deployment a crash left open, saying so in its log and a deployment.failed, in
+    one transaction; whatever it did not finish, this sync's plan redoes."""
+    message = f"{why}; the next sync redoes what it did not finish"
+    closed = replace(deployment, status=DeploymentStatus.FAILED, finished_at=datetime.now(UTC))
+    data = deployment_event(closed, store.server_id(deployment.server_id))
+    data.update(error=message, rolled_back=False)
+    store.update_deployment(
+        deployment.id, status=closed.status, finished_at=closed.finished_at, log=message,
+        event=("deployment.failed", data),
+    )
 
 
 def pending(store: Store) -> dict[str, Deployment]:
