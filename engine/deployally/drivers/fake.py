@@ -262,10 +262,7 @@ class FakeDriver(Driver):
                 if action.kind is ActionKind.REMOVE:
                     return self._remove(action.name, log)
                 if action.kind is ActionKind.START:
-                    inst = self._mine(action.name)
-                    self._set_running(inst, True)
-                    log(f"started instance {inst.ref[:12]}")
-                    return ApplyResult(DeploymentStatus.SUCCESS, inst.ref, "started")
+                    return self._start(action.name, log)
                 if action.desired is None:
                     raise DriverError(f"{action.kind.value} of {action.name} has no desired spec")
                 for value in (*(v for _, v in action.desired.env), *(action.desired.command or ())):
@@ -312,6 +309,20 @@ class FakeDriver(Driver):
             del host.instances[spec.name + OLD_SUFFIX]
             log(f"removed old instance {old.ref[:12]}")
         return ApplyResult(DeploymentStatus.SUCCESS, new.ref, "deployed")
+
+    def _start(self, name: str, log: Log) -> ApplyResult:
+        """Heal in place, as the local driver does: start it if needed, then its health gate."""
+        inst = self._mine(name)
+        if inst.state is not InstanceState.RUNNING:
+            self._set_running(inst, True)
+            log(f"started instance {inst.ref[:12]}")
+        why = None if inst.ready else self.host.failure(inst.spec)
+        if why is not None:
+            log(f"instance {name} did not come up: {why}")
+            return ApplyResult(DeploymentStatus.FAILED, inst.ref, why)
+        with self.host.lock:
+            self.host.instances[name] = replace(self.host.instances[name], ready=True)
+        return ApplyResult(DeploymentStatus.SUCCESS, inst.ref, "started")
 
     def _remove(self, name: str, log: Log) -> ApplyResult:
         inst = self.host.instances.get(name)

@@ -69,10 +69,19 @@ def plan_server(intent: ServerIntent, live: Mapping[str, LiveInstance]) -> Plan:
                 intent.commit,
             )
     held = {n for n, r in mine.items() if r.operator_stopped}
+    # Running the desired spec, yet no deployment recorded bringing it up: a crash came
+    # between the two (it may not be ready, nor have its restart policy yet).
+    unconfirmed = {
+        n for n, inst in live.items()
+        if (r := mine.get(n)) is not None and r.desired is not None
+        and inst.rendered_hash == r.desired.rendered_hash != r.applied_hash
+    }
     actions: list[Action] = []
-    for action in plan(desired, live, applied, held=held, reasons=reasons).actions:
+    the_plan = plan(desired, live, applied, held=held, reasons=reasons, unconfirmed=unconfirmed)
+    for action in the_plan.actions:
         asked = _asked(intent.open.get(action.name))
-        if action.kind is ActionKind.NOOP and asked and asked.kind is ReasonKind.OPERATOR:
+        healing = action.kind is ActionKind.START and action.name in unconfirmed
+        if (action.kind is ActionKind.NOOP or healing) and asked and asked.kind is ReasonKind.OPERATOR:
             # A redeploy asked for by an operator replaces the instance even if unchanged.
             action = replace(action, kind=ActionKind.UPDATE, reason=asked)
         # Failed definitions retry with exponential backoff, not in a hot loop.

@@ -1,0 +1,105 @@
+"""After a crash, on the fake driver (real git, a real store, no Docker): deployments left open
+are closed with a deployment.failed, and an instance running its spec that no deployment
+confirmed is healed in place and its definition recorded as it truly stands."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import DefinitionsRepo
+from deployally.drivers.base import DriverConfig
+from deployally.drivers.fake import FakeDriver, FakeHost
+from deployally.store import ServerRecord
+from deployally.types import (
+    ActionKind,
+    DefinitionStatus,
+    Deployment,
+    DeploymentStatus,
+    Reason,
+    ReasonKind,
+)
+from deployally.workspace import Workspace
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> DefinitionsRepo:
+    return DefinitionsRepo(tmp_path / "repo", "r" + tmp_path.name[-6:].replace("_", ""))
+
+
+@pytest.fixture
+def host() -> FakeHost:
+    return FakeHost()
+
+
+@pytest.fixture
+def ws(repo: DefinitionsRepo, tmp_path: Path, host: FakeHost) -> Iterator[Workspace]:
+    def factory(server: ServerRecord, config: DriverConfig) -> FakeDriver:
+        return FakeDriver(host, owner="eng_test", server=server.name, config=config)
+
+    ws = Workspace.open(repo.path, tmp_path / "state", driver_factories={"local": factory})
+    yield ws
+    ws.close()
+
+
+def events(ws: Workspace) -> list[tuple[str, dict[str, object]]]:
+    """Every webhook event the engine queued, oldest first."""
+    conn = sqlite3.connect(ws.store.path)
+    try:
+        rows = conn.execute("SELECT event, data FROM events ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+    return [(e, json.loads(d)) for e, d in rows]
+
+
+def test_a_deployment_a_crash_left_running_is_closed_with_deployment_failed(
+    repo: DefinitionsRepo, ws: Workspace
+) -> None:
+    name = repo.worker("web")
+    repo.commit("Add web")
+    assert ws.engine.sync().ok
+    record = ws.store.definition(name)
+    assert record is not None
+    now = datetime.now(UTC)
+    # What a SIGKILL leaves: a deployment that started and never ended.
+    left = Deployment("deploy_0123456789ab", record.id, name, "local", 1, None, ActionKind.UPDATE,
+                      DeploymentStatus.RUNNING, Reason(ReasonKind.DRIFT, "x"), now, started_at=now)
+    ws.store.create_deployment(left)
+
+    ws.engine.sync()
+
+    closed = ws.store.deployment(left.id)
+    assert closed is not None and closed.status is DeploymentStatus.FAILED
+    assert any("the engine stopped during this deployment" in line.message for line in closed.logs)
+    failed = [d for e, d in events(ws) if e == "deployment.failed" and d["deployment_id"] == left.id]
+    assert len(failed) == 1
+    assert "the engine stopped during this deployment" in str(failed[0]["error"])
+    assert failed[0]["rolled_back"] is False
+
+
+def test_an_instance_running_its_spec_that_no_deployment_confirmed_is_healed_and_recorded(
+    repo: DefinitionsRepo, ws: Workspace, host: FakeHost
+) -> None:
+    name = repo.worker("web")
+    repo.commit("Add web")
+    assert ws.engine.sync().ok
+    record = ws.store.definition(name)
+    assert record is not None
+    ref = host.instances[name].ref
+    # Killed after the instance came up, before the outcome was recorded.
+    ws.store.set_definition_status(record.id, DefinitionStatus.PENDING, applied_hash=None)
+
+    report = ws.engine.sync()
+
+    [deployment] = list(report.deployments)
+    assert deployment.action is ActionKind.START and deployment.status is DeploymentStatus.SUCCESS
+    assert host.instances[name].ref == ref  # healed in place, not replaced
+    healed = ws.store.definition(name)
+    assert healed is not None and healed.status is DefinitionStatus.ACTIVE
+    assert healed.desired is not None and healed.applied_hash == healed.desired.rendered_hash
+    assert ws.engine.sync().deployments == ()  # and it stays so
