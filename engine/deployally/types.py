@@ -316,6 +316,7 @@ class InstanceEventKind(str, enum.Enum):
     UNHEALTHY = "instance.unhealthy"
     HEALTHY = "instance.healthy"  # not a webhook: tells the engine a new instance is ready
     REMOVED = "instance.removed"  # not a webhook: the instance is gone, so the engine heals
+    CHANGED = "instance.changed"  # not a webhook: its settings were changed (`docker update`)
 
 
 @dataclass(frozen=True)
@@ -575,6 +576,9 @@ class ServerIntent:
     open: Mapping[str, Deployment] = field(default_factory=dict)  # requested or waiting, to carry on
     backing_off: frozenset[str] = frozenset()  # failed definitions whose retry is not due yet
     not_ready: frozenset[str] = frozenset()  # definitions (any server) not running their applied spec
+    # Instances whose settings (restart policy, limits) to look at, an inspect each: told they
+    # changed, or not looked at since the engine started.
+    observe: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

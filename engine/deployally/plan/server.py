@@ -33,8 +33,10 @@ def server_intent(
     *,
     open_deployments: Mapping[str, Deployment],
     backing_off: Collection[str] = frozenset(),
+    observe: Collection[str] | None = frozenset(),
 ) -> ServerIntent:
-    """What `server` (named by any of `keys`: its name and srv_ id) should run after `desired`."""
+    """What `server` (named by any of `keys`: its name and srv_ id) should run after `desired`;
+    `observe` names the instances whose settings to look at (None: all of them)."""
     mine = {n: r for n, r in desired.records.items() if r.server_id in keys}
     return ServerIntent(
         server=server,
@@ -46,6 +48,7 @@ def server_intent(
         open={n: d for n, d in open_deployments.items() if n in mine},
         backing_off=frozenset(n for n in backing_off if n in mine),
         not_ready=frozenset(n for n, r in desired.records.items() if not runs_applied_spec(r)),
+        observe=frozenset(mine) if observe is None else frozenset(n for n in observe if n in mine),
     )
 
 

@@ -75,6 +75,12 @@ class InstanceEventHandler:
             return  # an instance whose definition is gone
         if record.server_id not in (self.server.name, self.server.id):
             return  # the definition moved to another server; this one is about to go
+        if event.kind is InstanceEventKind.CHANGED:
+            # Its restart policy or limits changed (ours set after a rollout, or someone's):
+            # the next sync looks, and puts back what the spec says.
+            ws.engine.observe_settings([event.name])
+            self._loop.call_soon_threadsafe(self._heal_soon, event.kind.value)
+            return
         if event.kind in _INSTANCE_STATUS:
             # The revision this instance runs, from its own labels: during an update the new
             # one starts before the definition's applied revision moves to it.

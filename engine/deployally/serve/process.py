@@ -231,6 +231,9 @@ class EngineProcess:
             asyncio.create_task(sender.run(stop), name="webhooks"),
             asyncio.create_task(self._every_interval(stop), name="interval"),
         ]
+        # Nobody watched while the engine was down: the first sync looks at every instance's
+        # settings; Docker's events tell of later changes.
+        ws.engine.observe_settings()
         self.sync_loop.trigger("start")
         try:
             await stop.wait()

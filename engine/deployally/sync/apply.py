@@ -95,6 +95,8 @@ class Applier:
         try:
             driver.recover(self.progress)  # a crash mid-update is finished or undone first
             live = driver.live()
+            # The list call does not say what restart policy or limits an instance runs with.
+            live = {n: driver.settings(i) if n in intent.observe else i for n, i in live.items()}
         except DriverError as exc:
             return ServerOutcome(intent.server, intent.commit, unreachable=str(exc))
         the_plan = plan_server(intent, live)

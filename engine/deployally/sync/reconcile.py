@@ -13,6 +13,7 @@ that arrive together or twice produce each deployment exactly once.
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from deployally.drivers.base import DriverConfig
@@ -127,6 +128,9 @@ class Engine:
         # Servers that did not answer, by name: tried again soon (1 s doubling to a minute).
         self.unreachable = Backoff(base_s=1.0, max_s=60.0)
         self._lock = threading.Lock()
+        self._observe_lock = threading.Lock()
+        self._observe: set[str] = set()  # instances whose settings the next sync looks at
+        self._observe_all = False
 
     def __repr__(self) -> str:
         return f"Engine(repo={self.repo!r})"
@@ -158,12 +162,13 @@ class Engine:
         for name in desired.changed:
             self.retries.forget(name)  # a changed definition is tried at once
         carried = requests.take(self.store)  # people's redeploys and rollbacks; what waits
+        observe = self._observing()
         outcomes: list[ServerOutcome] = []
         applied: set[str] = set()  # definitions of the servers reached
         for server, driver in self.drivers.applied_here():
             intent = server_intent(
                 server.name, (server.name, server.id), desired,
-                open_deployments=carried, backing_off=self.retries.not_due(),
+                open_deployments=carried, backing_off=self.retries.not_due(), observe=observe,
             )
             changes = len(set(intent.reasons) | set(intent.open))  # what may change here
             self.activity.now(
@@ -174,6 +179,7 @@ class Engine:
             outcomes.append(outcome)
             if outcome.unreachable is None:
                 applied |= set(intent.definitions)
+                self._observed(intent.observe)
         done = {i for o in outcomes for i in o.carried}
         requests.settle(self.store, carried, done, desired.records, applied,
                         backing_off=self.retries.waiting)
@@ -209,6 +215,25 @@ class Engine:
             for commit in refused:
                 self.progress(f"{commit.sha[:12]}: not deployed: {commit.reason}")
         return target, refused
+
+    def observe_settings(self, names: Collection[str] | None = None) -> None:
+        """Have the next sync look at these instances' settings (None: every instance), and put
+        back what their specs say; safe from any thread."""
+        with self._observe_lock:
+            if names is None:
+                self._observe_all = True
+            else:
+                self._observe.update(names)
+
+    def _observing(self) -> Collection[str] | None:
+        with self._observe_lock:
+            return None if self._observe_all else frozenset(self._observe)
+
+    def _observed(self, names: Collection[str]) -> None:
+        """These were looked at (on a server that answered)."""
+        with self._observe_lock:
+            self._observe.difference_update(names)
+            self._observe_all = False
 
     def next_retry_s(self) -> float | None:
         """Seconds until the earliest failed definition or unreachable server is tried again."""

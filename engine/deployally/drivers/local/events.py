@@ -42,6 +42,7 @@ _ACTIONS: Mapping[str, InstanceEventKind] = {
     "destroy": InstanceEventKind.REMOVED,
     "health_status: unhealthy": InstanceEventKind.UNHEALTHY,
     "health_status: healthy": InstanceEventKind.HEALTHY,
+    "update": InstanceEventKind.CHANGED,  # `docker update`: a restart policy or a limit
 }
 
 RECONNECT_FIRST_S = 0.5
