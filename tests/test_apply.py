@@ -90,7 +90,10 @@ class ListJournal:
     def started(self, d: Deployment) -> None:
         self.calls.append(("started", d.definition_name, d.status.value))
 
-    def finished(self, action: Action, record: DefinitionRecord | None, d: Deployment, message: str) -> None:
+    def finished(
+        self, action: Action, record: DefinitionRecord | None, d: Deployment, message: str,
+        *, unready: bool = False,
+    ) -> None:
         self.calls.append(("finished", d.definition_name, d.status.value))
 
 

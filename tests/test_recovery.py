@@ -103,3 +103,50 @@ def test_an_instance_running_its_spec_that_no_deployment_confirmed_is_healed_and
     assert healed is not None and healed.status is DefinitionStatus.ACTIVE
     assert healed.desired is not None and healed.applied_hash == healed.desired.rendered_hash
     assert ws.engine.sync().deployments == ()  # and it stays so
+
+
+BROKEN = "broken"  # a MESSAGE whose instances the fake host fails at their health gate
+
+
+def test_a_spec_that_failed_its_health_gate_is_not_retried_until_something_changes(
+    repo: DefinitionsRepo, ws: Workspace, host: FakeHost
+) -> None:
+    host.fail_where(lambda s: ("MESSAGE", BROKEN) in s.env, "exited with code 3")
+    name = repo.worker("web", message="one")
+    repo.commit("Add web")
+    assert ws.engine.sync().ok
+    good = host.instances[name].ref
+    repo.worker("web", message=BROKEN)
+    repo.commit("A revision that does not come up")
+
+    [rolled_back] = ws.engine.sync().deployments
+    assert rolled_back.status is DeploymentStatus.ROLLED_BACK
+    for _ in range(3):  # the backoff is due again and again: still nothing is tried
+        ws.engine.retries.forget(name)
+        assert ws.engine.sync().deployments == ()
+    assert host.instances[name].ref == good and host.instances[name].state.value == "running"
+    record = ws.store.definition(name)
+    assert record is not None and record.status is DefinitionStatus.FAILED
+    assert record.applied_revision == 1 and record.held_unready
+
+    repo.write(f"definitions/{name}.yaml",
+               (repo.path / f"definitions/{name}.yaml").read_text() + "# try it again\n")
+    repo.commit("Same spec, a new revision")
+    [retried] = ws.engine.sync().deployments  # a commit of the definition tries again
+    assert retried.status is DeploymentStatus.ROLLED_BACK and retried.revision == 3
+
+
+def test_a_transient_failure_is_still_retried(
+    repo: DefinitionsRepo, ws: Workspace, host: FakeHost
+) -> None:
+    name = repo.worker("web", message="one")
+    repo.commit("Add web")
+    spec_image = "busybox:stable"
+    host.missing_image(spec_image)  # a pull that fails: nothing of the spec's own doing
+    [failed] = ws.engine.sync().deployments
+    assert failed.status is DeploymentStatus.FAILED
+    record = ws.store.definition(name)
+    assert record is not None and not record.held_unready
+    ws.engine.retries.forget(name)  # its backoff is due
+    [again] = ws.engine.sync().deployments
+    assert again.status is DeploymentStatus.FAILED and again.id != failed.id

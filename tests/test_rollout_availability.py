@@ -66,3 +66,26 @@ def test_an_update_of_many_definitions_with_volumes_keeps_at_most_max_unavailabl
     assert sum(1 for e in events if e["Action"] == "die"
                and e["Actor"]["Attributes"].get(LABEL_NAME) in names) == 4  # each old one stopped
     assert most_down_at_once(events, names) == 1
+
+
+def test_a_revision_that_fails_its_health_gate_takes_the_healthy_service_down_once(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
+) -> None:
+    name = defs_repo.worker("db", message="one")
+    defs_repo.commit("A worker with a volume")
+    ws = Workspace.open(defs_repo.path, health_timeout_s=5)
+    try:
+        assert ws.engine.sync().ok
+        defs_repo.worker("db", message="two", health="false")
+        defs_repo.commit("A revision that never turns healthy")
+        [rolled_back] = ws.engine.sync().deployments
+        assert rolled_back.status.value == "rolled_back"
+        old = docker_client.api.inspect_container(name)
+        for _ in range(2):
+            ws.engine.retries.forget(name)  # its backoff is due
+            assert ws.engine.sync().deployments == ()
+    finally:
+        ws.close()
+    now = docker_client.api.inspect_container(name)
+    assert now["Id"] == old["Id"] and now["State"]["Running"]
+    assert now["State"]["StartedAt"] == old["State"]["StartedAt"]  # never stopped again

@@ -572,10 +572,11 @@ def test_secrets_api_writes_made_before_owners_were_kept_stay_theirs(tmp_path: P
     state = tmp_path / "state"
     state.mkdir()
     db = sqlite3.connect(state / DB_FILE)
-    for migration in _MIGRATIONS[:-1]:  # the schema before owners
+    owners = next(i for i, m in enumerate(_MIGRATIONS) if "ALTER TABLE secrets ADD COLUMN owner TEXT" in m)
+    for migration in _MIGRATIONS[:owners]:  # the schema before owners
         for statement in migration:
             db.execute(statement)
-    db.execute(f"PRAGMA user_version = {len(_MIGRATIONS) - 1}")
+    db.execute(f"PRAGMA user_version = {owners}")
     at = "2026-01-01T00:00:00.000000Z"
     for name, commit in (("app_admin_password", "c" * 40), ("operators", None)):
         db.execute("INSERT INTO secrets (name, version, current, updated_at) VALUES (?, 1, 1, ?)",

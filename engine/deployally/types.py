@@ -436,6 +436,9 @@ class ApplyResult:
     status: DeploymentStatus  # SUCCESS, FAILED or ROLLED_BACK
     ref: str | None = None  # the instance now running, in the driver's own terms
     message: str = ""
+    # The new instance never proved ready (exited, unhealthy, not healthy in time): its spec
+    # is at fault, not the server, and trying the same spec again will not do better.
+    unready: bool = False
 
 
 @dataclass(frozen=True)
@@ -491,6 +494,19 @@ class DefinitionRecord:
     operator_stopped: bool
     created_at: datetime
     updated_at: datetime
+    # The rendered hash and revision whose new instance failed its health gate; the same spec
+    # at the same revision is not retried by itself (a person redeploys, or something changes).
+    unready_hash: str | None = None
+    unready_revision: int | None = None
+
+    @property
+    def held_unready(self) -> bool:
+        """Is its desired spec the one that failed its health gate, at the same revision?"""
+        return (
+            self.desired is not None
+            and self.unready_hash == self.desired.rendered_hash
+            and self.unready_revision == self.current_revision
+        )
 
 
 @dataclass(frozen=True)

@@ -297,11 +297,11 @@ class FakeDriver(Driver):
             log(f"instance {spec.name} did not come up: {reason}")
             host.history.append(("failed", spec.name))
             if old is None:
-                return ApplyResult(DeploymentStatus.FAILED, None, reason)
+                return ApplyResult(DeploymentStatus.FAILED, None, reason, unready=True)
             del host.instances[spec.name + OLD_SUFFIX]
             host.instances[spec.name] = old
             log(f"rolled back to instance {old.ref[:12]}")
-            return ApplyResult(DeploymentStatus.ROLLED_BACK, old.ref, reason)
+            return ApplyResult(DeploymentStatus.ROLLED_BACK, old.ref, reason, unready=True)
         host.instances[spec.name] = replace(new, ready=True)
         host.history.append(("update" if old else "create", spec.name))
         host.emit(new, InstanceEventKind.STARTED)
@@ -319,7 +319,7 @@ class FakeDriver(Driver):
         why = None if inst.ready else self.host.failure(inst.spec)
         if why is not None:
             log(f"instance {name} did not come up: {why}")
-            return ApplyResult(DeploymentStatus.FAILED, inst.ref, why)
+            return ApplyResult(DeploymentStatus.FAILED, inst.ref, why, unready=True)
         with self.host.lock:
             self.host.instances[name] = replace(self.host.instances[name], ready=True)
         return ApplyResult(DeploymentStatus.SUCCESS, inst.ref, "started")

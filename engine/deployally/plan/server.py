@@ -87,7 +87,14 @@ def plan_server(intent: ServerIntent, live: Mapping[str, LiveInstance]) -> Plan:
         if (action.kind is ActionKind.NOOP or healing) and asked and asked.kind is ReasonKind.OPERATOR:
             # A redeploy asked for by an operator replaces the instance even if unchanged.
             action = replace(action, kind=ActionKind.UPDATE, reason=asked)
-        # Failed definitions retry with exponential backoff, not in a hot loop.
+        # Failed definitions retry with exponential backoff, not in a hot loop; one whose
+        # very spec failed its health gate not at all, until something changes or a person asks.
+        held_unready = (
+            action.name in mine and mine[action.name].held_unready
+            and action.kind in (ActionKind.CREATE, ActionKind.UPDATE)
+        )
+        if held_unready and not asked:
+            continue
         if action.kind is ActionKind.NOOP or action.name not in intent.backing_off or asked:
             actions.append(action)
     return Plan(tuple(actions))

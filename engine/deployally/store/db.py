@@ -162,6 +162,12 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             " AND substr(secrets.name, 1, length(r.name) + 1) = r.name || '_' LIMIT 1)"
         ),
     ),
+    # The spec (rendered hash, revision) whose new instance failed its health gate: not
+    # retried by itself until the definition, or a secret it uses, changes.
+    (
+        "ALTER TABLE definitions ADD COLUMN unready_hash TEXT",
+        "ALTER TABLE definitions ADD COLUMN unready_revision INTEGER",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)

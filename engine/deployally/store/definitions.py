@@ -103,6 +103,8 @@ class DefinitionStore(Database):
             int(rec.operator_stopped),
             _ts(rec.created_at),
             _ts(rec.updated_at),
+            rec.unready_hash,
+            rec.unready_revision,
         )
         try:
             with self._write() as conn:
@@ -110,7 +112,8 @@ class DefinitionStore(Database):
                     "INSERT INTO definitions (id, name, path, template_id, server_id, profile,"
                     " status, current_revision, applied_revision, desired, applied_hash,"
                     " depends_files, params, last_error, operator_stopped, created_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " updated_at, unready_hash, unready_revision)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
                     " path = excluded.path, template_id = excluded.template_id,"
                     " server_id = excluded.server_id, profile = excluded.profile,"
@@ -120,7 +123,8 @@ class DefinitionStore(Database):
                     " depends_files = excluded.depends_files, params = excluded.params,"
                     " last_error = excluded.last_error,"
                     " operator_stopped = excluded.operator_stopped,"
-                    " updated_at = excluded.updated_at",
+                    " updated_at = excluded.updated_at, unready_hash = excluded.unready_hash,"
+                    " unready_revision = excluded.unready_revision",
                     row,
                 )
         except sqlite3.IntegrityError as exc:
@@ -179,8 +183,10 @@ class DefinitionStore(Database):
         last_error: str | None = None,
         applied_revision: int | None = _UNSET,
         applied_hash: str | None = _UNSET,
+        unready: tuple[str, int] | None = _UNSET,
     ) -> None:
-        """Set status and last_error (None clears it); applied_* change only when given."""
+        """Set status and last_error (None clears it); applied_* and `unready` (the rendered
+        hash and revision that failed its health gate; None clears it) only when given."""
         sets = ["status = ?", "last_error = ?", "updated_at = ?"]
         args: list[Any] = [_enum_value(status), last_error, _ts(_now())]
         if applied_revision is not _UNSET:
@@ -189,6 +195,9 @@ class DefinitionStore(Database):
         if applied_hash is not _UNSET:
             sets.append("applied_hash = ?")
             args.append(applied_hash)
+        if unready is not _UNSET:
+            sets += ["unready_hash = ?", "unready_revision = ?"]
+            args += list(unready) if unready is not None else [None, None]
         self._update_definition(id, sets, args)
 
     def set_operator_stopped(self, id: str, stopped: bool) -> None:
@@ -301,6 +310,8 @@ def _definition_from_row(row: sqlite3.Row) -> DefinitionRecord:
         operator_stopped=bool(row["operator_stopped"]),
         created_at=_dt_req(row["created_at"]),
         updated_at=_dt_req(row["updated_at"]),
+        unready_hash=row["unready_hash"],
+        unready_revision=row["unready_revision"],
     )
 
 

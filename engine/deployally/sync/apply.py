@@ -43,6 +43,12 @@ from deployally.types import (
     WaitKind,
 )
 
+# The spec itself failed its health gate: another try of the same spec would take the healthy
+# old instance down again for nothing.
+UNREADY_NOTE = (
+    "not retried by itself: a new commit of the definition, a new value of a secret it uses, "
+    "or a redeploy (POST /deployments) tries again"
+)
 IN_FLIGHT_PER_SLOT = 4  # definitions in flight per concurrent create/start on the server
 REQUESTED = (ReasonKind.OPERATOR, ReasonKind.ROLLBACK)
 
@@ -73,9 +79,16 @@ class Journal(Protocol):
         """The deployment is running."""
 
     def finished(
-        self, action: Action, record: DefinitionRecord | None, deployment: Deployment, message: str
+        self,
+        action: Action,
+        record: DefinitionRecord | None,
+        deployment: Deployment,
+        message: str,
+        *,
+        unready: bool = False,
     ) -> None:
-        """The deployment ended: success, failed or rolled_back, with the message saying why."""
+        """The deployment ended: success, failed or rolled_back, with the message saying why;
+        `unready` when its new instance failed the health gate (not to be retried by itself)."""
 
 
 class Applier:
@@ -213,6 +226,7 @@ class Applier:
         log(f"{action.kind.value} {name}: {reason.summary}")
         for change in action.changes:
             log(f"  {change.field}: {_short(change.before)} -> {_short(change.after)}")
+        unready = False
         if cycle is not None:
             status, message = DeploymentStatus.FAILED, f"not applied: {cycle}"
             log(message)
@@ -225,12 +239,14 @@ class Applier:
                     resolve=lambda text: secrets.resolve(text, lookup),
                     log=log,
                 )
-                status, message = result.status, result.message
+                status, message, unready = result.status, result.message, result.unready
+                if unready:
+                    log(UNREADY_NOTE)
             except DeployAllyError as exc:
                 status, message = DeploymentStatus.FAILED, str(exc)
                 log(f"error: {masker.mask(message)}")
         deployment = replace(deployment, status=status, finished_at=utcnow())
-        self.journal.finished(action, record, deployment, masker.mask(message))
+        self.journal.finished(action, record, deployment, masker.mask(message), unready=unready)
         return deployment, True
 
 

@@ -93,6 +93,9 @@ def desired_step(
             operator_stopped=prev.operator_stopped if prev else False,
             created_at=prev.created_at if prev else now,
             updated_at=now,
+            # Kept as it is: whether it still holds is decided by the spec and the revision.
+            unready_hash=prev.unready_hash if prev else None,
+            unready_revision=prev.unready_revision if prev else None,
         )
         if prev is not None and replace(prev, updated_at=now) == record:
             continue

@@ -109,9 +109,16 @@ class StoreJournal:
         )
 
     def finished(
-        self, action: Action, record: DefinitionRecord | None, deployment: Deployment, message: str
+        self,
+        action: Action,
+        record: DefinitionRecord | None,
+        deployment: Deployment,
+        message: str,
+        *,
+        unready: bool = False,
     ) -> None:
-        """The outcome: the deployment's status, its definition's, a progress line, the webhook."""
+        """The outcome: the deployment's status, its definition's, a progress line, the webhook;
+        `unready`: the spec failed its health gate, so it is held until something changes."""
         self._flush(deployment.id)
         ok = deployment.status is DeploymentStatus.SUCCESS
         data = self._event(deployment)
@@ -135,6 +142,14 @@ class StoreJournal:
                     last_error=None,
                     applied_revision=deployment.revision,
                     applied_hash=action.desired.rendered_hash,
+                    unready=None,
+                )
+            elif unready and action.kind in (ActionKind.CREATE, ActionKind.UPDATE) and action.desired:
+                # Retrying this very spec would take the healthy old instance down again for
+                # nothing (a heal in place, START, keeps its backoff: it takes nothing down).
+                self.store.set_definition_status(
+                    record.id, DefinitionStatus.FAILED, last_error=message,
+                    unready=(action.desired.rendered_hash, record.current_revision),
                 )
             else:
                 self.store.set_definition_status(record.id, DefinitionStatus.FAILED, last_error=message)

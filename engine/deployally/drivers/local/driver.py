@@ -311,7 +311,7 @@ class LocalDriver(Driver):
             self._wait_ready(info["Id"], info["Config"].get("Healthcheck") is not None, log)
         except readiness.NotReady as exc:
             self._log_tail(info["Id"], log)
-            return ApplyResult(DeploymentStatus.FAILED, info["Id"], str(exc))
+            return ApplyResult(DeploymentStatus.FAILED, info["Id"], str(exc), unready=True)
         want = action.desired.restart if action.desired is not None else None
         have = container_config.instance_settings(info).restart
         if want is not None and have != want:
@@ -457,6 +457,7 @@ class LocalDriver(Driver):
                 self._api.update_container(new_id, restart_policy=policy)
         except (readiness.NotReady, DriverError) as exc:
             reason = str(exc)
+            unready = isinstance(exc, readiness.NotReady)  # the spec's fault, not Docker's
             log(f"container {spec.name} did not come up: {reason}")
             if new_id is not None:
                 self._log_tail(new_id, log)
@@ -464,7 +465,7 @@ class LocalDriver(Driver):
                     self._api.remove_container(new_id, force=True)
                 log(f"removed failed container {new_id[:12]}")
             if old is None:
-                return ApplyResult(DeploymentStatus.FAILED, None, reason)
+                return ApplyResult(DeploymentStatus.FAILED, None, reason, unready=unready)
             if renamed:
                 with _docker(f"rename container {spec.name}{OLD_SUFFIX}"):
                     self._api.rename(old["Id"], spec.name)
@@ -472,7 +473,7 @@ class LocalDriver(Driver):
                 with _docker(f"start container {spec.name}"):
                     self._api.start(old["Id"])
             log(f"rolled back to container {old['Id'][:12]}")
-            return ApplyResult(DeploymentStatus.ROLLED_BACK, old["Id"], reason)
+            return ApplyResult(DeploymentStatus.ROLLED_BACK, old["Id"], reason, unready=unready)
         return ApplyResult(DeploymentStatus.SUCCESS, new_id, "deployed")
 
     # ------------------------------------------------------------ pieces of a rollout
