@@ -149,3 +149,47 @@ def test_sigkill_in_the_middle_of_a_sync_then_restart_converges_with_no_duplicat
     finally:
         assert again.stop() == 0, again.log()
     assert os.path.exists(state / "deployally.db")
+
+
+def test_sigterm_finishes_the_deployments_under_way_and_the_next_start_does_the_rest(
+    defs_repo: DefinitionsRepo, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    wanted = {defs_repo.worker(f"w{n}", message=str(n)) for n in range(8)}
+    defs_repo.commit("Eight workers")
+    engine = ServeProcess(defs_repo.path, state, "--parallel", "1")
+
+    def finished() -> int:
+        with Store(state) as store:
+            return store.count_deployments(status="success")
+
+    try:
+        wait_until(lambda: finished() >= 1, 120, "the first deployment to finish")
+    finally:
+        assert engine.stop(signal.SIGTERM) == 0, engine.log()
+    with Store(state) as store:
+        owner = store.get_meta("engine_id")
+        assert store.deployments(status="running") == []  # what began, finished
+        done = store.count_deployments(status="success")
+        waiting = [d.id for d in store.deployments(status="waiting")]
+    assert done < len(wanted)  # it did not sit out the whole sync
+    mine = docker_client.containers.list(all=True, filters={"label": f"com.deployally.owner={owner}"})
+    assert len(mine) == done and not any(c.name.endswith(".old") for c in mine)
+
+    again = ServeProcess(defs_repo.path, state)
+    try:
+        def converged() -> bool:
+            running = docker_client.containers.list(filters={"label": f"com.deployally.owner={owner}"})
+            with Store(state) as store:
+                settled = not any(store.deployments(status=s) for s in ("pending", "running", "waiting"))
+            return settled and sorted(c.name for c in running) == sorted(wanted)
+
+        wait_until(converged, 180, "the rest deployed by the next start")
+        with Store(state) as store:
+            carried = [store.deployment(i, with_logs=False) for i in waiting]
+            assert store.count_deployments() == len(wanted)  # one deployment each, none twice
+        # What waited for the next start was carried on by it, as the same deployment.
+        assert all(d is not None and d.status.value == "success" for d in carried), [
+            (d.definition_name, d.status.value) for d in carried if d is not None]
+    finally:
+        assert again.stop() == 0, again.log()

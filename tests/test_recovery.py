@@ -150,3 +150,41 @@ def test_a_transient_failure_is_still_retried(
     ws.engine.retries.forget(name)  # its backoff is due
     [again] = ws.engine.sync().deployments
     assert again.status is DeploymentStatus.FAILED and again.id != failed.id
+
+
+def test_a_stop_finishes_what_began_and_the_next_start_carries_on_the_rest(
+    repo: DefinitionsRepo, tmp_path: Path, host: FakeHost
+) -> None:
+    names = [repo.worker(f"w{n}") for n in range(6)]
+    repo.commit("Six workers")
+    lines: list[str] = []
+
+    def factory(server: ServerRecord, config: DriverConfig) -> FakeDriver:
+        return FakeDriver(host, owner="eng_test", server=server.name, config=config)
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if "deployed" in line:
+            first.engine.stop_soon()  # SIGTERM as the first deployment ends
+
+    first = Workspace.open(repo.path, tmp_path / "state", driver_factories={"local": factory},
+                           progress=progress, max_parallel=1)
+    try:
+        report = first.engine.sync()
+    finally:
+        first.close()
+    done = [d for d in report.deployments if d.status is DeploymentStatus.SUCCESS]
+    waiting = [d for d in report.deployments if d.status is DeploymentStatus.WAITING]
+    assert 1 <= len(done) < len(names)  # what had begun finished; not the whole sync
+    assert len(host.instances) == len(done)  # the rest was left untouched
+    assert all(d.waiting is not None and d.waiting.kind.value == "restart" for d in waiting)
+
+    again = Workspace.open(repo.path, tmp_path / "state", driver_factories={"local": factory})
+    try:
+        rest = again.engine.sync()
+        assert sorted(host.instances) == sorted(names)
+        assert {d.id for d in waiting} <= {d.id for d in rest.deployments}  # carried on, not anew
+        assert all(d.status is DeploymentStatus.SUCCESS for d in rest.deployments)
+        assert {r.status for r in again.store.definitions()} == {DefinitionStatus.ACTIVE}
+    finally:
+        again.close()

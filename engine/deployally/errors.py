@@ -62,6 +62,10 @@ class DriverError(DeployAllyError):
     """The container engine failed or could not be reached."""
 
 
+class NotBegun(DeployAllyError):
+    """An action was not begun: the engine is stopping; the next start carries it on."""
+
+
 class NotFound(DeployAllyError):
     """The named thing does not exist."""
 

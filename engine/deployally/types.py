@@ -417,6 +417,7 @@ class WaitKind(str, enum.Enum):
 
     DEPENDENCY = "dependency"  # a definition in its depends_on is not running and healthy
     SERVER = "server"  # its server is offline
+    RESTART = "restart"  # the engine was stopped before it began; the next start carries it on
 
 
 @dataclass(frozen=True)

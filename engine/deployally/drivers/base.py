@@ -19,6 +19,9 @@ from deployally.types import Action, ApplyResult, InstanceEvent, LiveInstance, N
 Log = Callable[[str], None]
 # Replaces secret placeholders with values; called right before the engine sees a value.
 Resolve = Callable[[str], str]
+# Called right before a driver first changes the server for an action; False means the
+# engine is stopping: the driver changes nothing and raises NotBegun.
+Begin = Callable[[], bool]
 # Receives this engine's instance events, on the driver's own thread.
 OnEvent = Callable[[InstanceEvent], None]
 
@@ -105,8 +108,11 @@ class Driver(abc.ABC):
         commit: str | None,
         resolve: Resolve,
         log: Log,
+        begin: Begin | None = None,
     ) -> ApplyResult:
-        """Carry out one action; never raise for a failed deploy, report it in the result."""
+        """Carry out one action; never raise for a failed deploy, report it in the result.
+        `begin` is asked right before the first change (after any wait for a turn); when it
+        answers False, nothing changes and NotBegun is raised."""
 
     @abc.abstractmethod
     def start(self, name: str) -> None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from deployally.drivers.base import (
     DEFAULT_CONFIG,
+    Begin,
     Driver,
     DriverConfig,
     EventStream,
@@ -27,7 +28,7 @@ from deployally.drivers.base import (
     OnEvent,
     Resolve,
 )
-from deployally.errors import DeployAllyError, DriverError, NotFound
+from deployally.errors import DeployAllyError, DriverError, NotBegun, NotFound
 from deployally.types import (
     Action,
     ActionKind,
@@ -251,12 +252,22 @@ class FakeDriver(Driver):
         commit: str | None,
         resolve: Resolve,
         log: Log,
+        begin: Begin | None = None,
     ) -> ApplyResult:
         """Carry out one action as the local driver would; failures are results, never raised."""
         if action.kind is ActionKind.NOOP:
             return ApplyResult(DeploymentStatus.SUCCESS, action.live.ref if action.live else None)
+
+        def begun() -> None:
+            if begin is not None and not begin():
+                raise NotBegun(f"{action.kind.value} of {action.name} not begun: the engine is stopping")
+
         try:
             self.host.check()
+            if action.kind in (ActionKind.REMOVE, ActionKind.START) or (
+                action.desired is not None and not self.host.image_missing(action.desired.image)
+            ):
+                begun()  # as the local driver: a pull that fails comes before the first change
             with self.host.lock:
                 self._recover_name(action.name, log)
                 if action.kind is ActionKind.REMOVE:
@@ -268,6 +279,8 @@ class FakeDriver(Driver):
                 for value in (*(v for _, v in action.desired.env), *(action.desired.command or ())):
                     resolve(value)  # a missing secret fails here, as it does before Docker sees it
                 return self._rollout(action.desired, revision, commit or "", log)
+        except NotBegun:
+            raise
         except DeployAllyError as exc:
             log(f"failed: {exc}")
             return ApplyResult(DeploymentStatus.FAILED, None, str(exc))

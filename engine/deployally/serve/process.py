@@ -237,7 +237,7 @@ class EngineProcess:
         self.sync_loop.trigger("start")
         try:
             await stop.wait()
-            log.info("stopping: finishing the sync in progress")
+            log.info("stopping: finishing the deployments under way")
             if self.watcher is not None:
                 self.watcher.stop()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -335,6 +335,8 @@ class EngineProcess:
             os._exit(128 + signum)
         log.info("signal received", extra=fields(signal=signal.Signals(signum).name))
         assert self._stop is not None
+        if self.ws is not None and "engine" in self.ws.__dict__:
+            self.ws.engine.stop_soon()  # the deployments under way finish; the rest waits
         self._stop.set()
 
 

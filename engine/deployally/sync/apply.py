@@ -14,6 +14,7 @@ and the next sync carries it on (the same deployment) once the dependency is up.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -22,7 +23,7 @@ from typing import Protocol
 
 from deployally import secrets
 from deployally.drivers.base import Driver, DriverConfig
-from deployally.errors import DeployAllyError, DriverError
+from deployally.errors import DeployAllyError, DriverError, NotBegun
 from deployally.identity import random_id
 from deployally.model.definitions import secret_names, unorderable
 from deployally.plan.order import order
@@ -98,6 +99,9 @@ class Applier:
         self.journal = journal
         self.secrets = secrets  # the store, or what an agent was sent for its server
         self.progress = progress
+        # Set when the engine is asked to stop: deployments already under way finish, none
+        # begins (one waiting for its turn waits for the next start instead).
+        self.stopping = threading.Event()
 
     def __repr__(self) -> str:
         return f"Applier(journal={self.journal!r})"
@@ -144,15 +148,29 @@ class Applier:
         # Health waits are idle; the driver bounds the create/start calls themselves.
         with ThreadPoolExecutor(max_workers=parallel * IN_FLIGHT_PER_SLOT) as pool:
             for wave in order(a for a in actions if a.name not in stuck):
+                if self.stopping.is_set():
+                    break  # what is left runs on the next start
                 futures = [
-                    pool.submit(self._deploy, driver, action, intent, failed) for action in wave
+                    pool.submit(self._deploy_unless_stopping, driver, action, intent, failed)
+                    for action in wave
                 ]
                 for future in futures:
-                    deployment, moved = future.result()
+                    result = future.result()
+                    if result is None:
+                        continue
+                    deployment, moved = result
                     done.append((deployment, moved))
                     if deployment.status is not DeploymentStatus.SUCCESS:
                         failed.add(deployment.definition_name)  # its dependents wait
         return done
+
+    def _deploy_unless_stopping(
+        self, driver: Driver, action: Action, intent: ServerIntent, failed: set[str]
+    ) -> tuple[Deployment, bool] | None:
+        """`_deploy`, unless the engine was asked to stop before this one's turn came (None)."""
+        if self.stopping.is_set() and action.name not in intent.open:
+            return None
+        return self._deploy(driver, action, intent, failed)
 
     def _deploy(
         self,
@@ -219,15 +237,28 @@ class Applier:
             self.journal.waiting(deployment, record, first=was is None)
             return deployment, True
 
-        deployment = replace(
-            deployment, status=DeploymentStatus.RUNNING, started_at=utcnow(), waiting=None
-        )
-        self.journal.started(deployment)
+        pending = deployment
         log(f"{action.kind.value} {name}: {reason.summary}")
         for change in action.changes:
             log(f"  {change.field}: {_short(change.before)} -> {_short(change.after)}")
+
+        def begin() -> bool:
+            """The driver is about to change the server: running, deployment.started. Not
+            when the engine is stopping: it then changes nothing (NotBegun)."""
+            nonlocal deployment
+            if deployment.status is DeploymentStatus.RUNNING:
+                return True
+            if self.stopping.is_set():
+                return False
+            deployment = replace(
+                deployment, status=DeploymentStatus.RUNNING, started_at=utcnow(), waiting=None
+            )
+            self.journal.started(deployment)
+            return True
+
         unready = False
         if cycle is not None:
+            begin()
             status, message = DeploymentStatus.FAILED, f"not applied: {cycle}"
             log(message)
         else:
@@ -238,13 +269,23 @@ class Applier:
                     commit=intent.commit,
                     resolve=lambda text: secrets.resolve(text, lookup),
                     log=log,
+                    begin=begin,
                 )
                 status, message, unready = result.status, result.message, result.unready
                 if unready:
                     log(UNREADY_NOTE)
+            except NotBegun:
+                # Its turn came as the engine stopped: nothing changed; it waits for the next start.
+                deployment = replace(pending, status=DeploymentStatus.WAITING, waiting=Waiting(
+                    WaitKind.RESTART, "the engine stopped before it began; the next start carries it on",
+                    (), utcnow()))
+                log(f"waiting: {deployment.waiting.summary if deployment.waiting else ''}")
+                self.journal.waiting(deployment, record, first=True)
+                return deployment, True
             except DeployAllyError as exc:
                 status, message = DeploymentStatus.FAILED, str(exc)
                 log(f"error: {masker.mask(message)}")
+        begin()  # a driver that failed before its first change (a pull): started all the same
         deployment = replace(deployment, status=status, finished_at=utcnow())
         self.journal.finished(action, record, deployment, masker.mask(message), unready=unready)
         return deployment, True

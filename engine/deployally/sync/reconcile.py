@@ -180,6 +180,9 @@ class Engine:
             if outcome.unreachable is None:
                 applied |= set(intent.definitions)
                 self._observed(intent.observe)
+        if self.applier.stopping.is_set():
+            # Asked to stop: what did not begin is carried on by the next start, untouched.
+            return SyncReport(head, tuple(outcomes), desired.errors)
         done = {i for o in outcomes for i in o.carried}
         requests.settle(self.store, carried, done, desired.records, applied,
                         backing_off=self.retries.waiting)
@@ -215,6 +218,11 @@ class Engine:
             for commit in refused:
                 self.progress(f"{commit.sha[:12]}: not deployed: {commit.reason}")
         return target, refused
+
+    def stop_soon(self) -> None:
+        """Finish the deployments under way and begin no other (safe from any thread, e.g. a
+        signal handler); the next start carries on with the rest."""
+        self.applier.stopping.set()
 
     def observe_settings(self, names: Collection[str] | None = None) -> None:
         """Have the next sync look at these instances' settings (None: every instance), and put

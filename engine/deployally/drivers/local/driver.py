@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +24,7 @@ from docker.utils import parse_repository_tag
 from deployally import secrets
 from deployally.drivers.base import (
     DEFAULT_CONFIG,
+    Begin,
     Driver,
     DriverConfig,
     EventStream,
@@ -34,7 +35,7 @@ from deployally.drivers.base import (
 from deployally.drivers.local import config_files, container_config, ownership, readiness
 from deployally.drivers.local.events import DockerEvents
 from deployally.drivers.local.ownership import NETWORK, VOLUME, Adopted, Claims
-from deployally.errors import DeployAllyError, DriverError, NotFound
+from deployally.errors import DeployAllyError, DriverError, NotBegun, NotFound
 from deployally.types import (
     HOST_NETWORK,
     LABEL_DEFINITION,
@@ -272,9 +273,15 @@ class LocalDriver(Driver):
         commit: str | None,
         resolve: Resolve,
         log: Log,
+        begin: Begin | None = None,
     ) -> ApplyResult:
-        """Carry out one action; a failed deploy is reported in the result, never raised."""
+        """Carry out one action; a failed deploy is reported in the result, never raised
+        (NotBegun when `begin` says the engine is stopping: then nothing changed)."""
         masker = _Masker(resolve)
+
+        def begun() -> None:
+            if begin is not None and not begin():
+                raise NotBegun(f"{action.kind.value} of {action.name} not begun: the engine is stopping")
 
         def safe_log(message: str) -> None:
             log(masker.mask(message))
@@ -283,6 +290,8 @@ class LocalDriver(Driver):
             return ApplyResult(DeploymentStatus.SUCCESS, action.live.ref if action.live else None)
         with self._name_lock(action.name):
             try:
+                if action.kind in (ActionKind.REMOVE, ActionKind.START):
+                    begun()
                 self._recover_name(action.name, safe_log)
                 if action.kind is ActionKind.REMOVE:
                     return self._remove(action.name, safe_log)
@@ -290,7 +299,9 @@ class LocalDriver(Driver):
                     return self._start(action, safe_log)
                 if action.desired is None:
                     raise DriverError(f"{action.kind.value} of {action.name} has no desired spec")
-                return self._rollout(action.desired, revision, commit, masker, safe_log)
+                return self._rollout(action.desired, revision, commit, masker, safe_log, begun)
+            except NotBegun:
+                raise
             except DeployAllyError as exc:
                 message = masker.mask(str(exc))
                 safe_log(f"failed: {message}")
@@ -371,6 +382,7 @@ class LocalDriver(Driver):
         commit: str | None,
         resolve: _Masker,
         log: Log,
+        begun: Callable[[], None],
     ) -> ApplyResult:
         """Create, or replace the running container, keeping the old one until the new is ready."""
         try:
@@ -410,7 +422,7 @@ class LocalDriver(Driver):
         # A service whose old container must stop first is down until the new one is ready:
         # take one of `max_unavailable` turns for that whole time, before a Docker slot.
         with self._down if stop_first else contextlib.nullcontext():
-            result = self._replace(spec, args, old, stop_first, log)
+            result = self._replace(spec, args, old, stop_first, log, begun)
         if result.status is not DeploymentStatus.SUCCESS:
             return result
         if old is not None:
@@ -428,6 +440,7 @@ class LocalDriver(Driver):
         old: dict[str, Any] | None,
         stop_first: bool,
         log: Log,
+        begun: Callable[[], None],
     ) -> ApplyResult:
         """Old aside, new created, started and proven ready (SUCCESS), or the old one put back.
         The old container is renamed and stopped only once a Docker slot is ours, right
@@ -436,6 +449,7 @@ class LocalDriver(Driver):
         renamed = stopped = False
         try:
             with self._slots:
+                begun()  # a turn at last; a stopping engine leaves everything as it is
                 if old is not None:
                     with _docker(f"rename container {spec.name}"):
                         self._api.rename(old["Id"], spec.name + OLD_SUFFIX)
