@@ -36,6 +36,14 @@ def _secret_keys_of_the_test(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.delenv("DEPLOYALLY_SECRET_KEY", raising=False)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reaches Docker (through `docker_client`, which every Docker fixture
+    needs) is marked `docker`, so `-m "not docker"` runs exactly the tests that need none."""
+    for item in items:
+        if "docker_client" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.docker)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """A client for the local engine; fails under CI=true, skips elsewhere, when none answers."""
