@@ -85,6 +85,30 @@ def test_readers_get_the_last_snapshot_while_a_refresh_waits_on_docker() -> None
     asyncio.run(main())
 
 
+def test_an_old_snapshot_is_answered_at_once_while_its_refresh_runs_behind_it() -> None:
+    driver, cache = SlowDriver(), LiveCache(ttl_s=0)
+
+    async def main() -> None:
+        first = await cache.snapshot(driver, run)
+        driver.instances["b"] = instance("b", "b" * 64)
+        driver.gate.clear()  # Docker is slow now
+        await asyncio.sleep(0.01)  # the snapshot is older than the TTL
+        reader = asyncio.ensure_future(cache.snapshot(driver, run))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert reader.done() and reader.result() == first  # no reader waited on the list call
+        for _ in range(100):  # yet the refresh is under way, on its executor thread
+            if driver.lists == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert driver.lists == 2
+        driver.gate.set()
+        await asyncio.sleep(0.2)
+        assert set(await cache.snapshot(driver, run)) == {"a", "b"}
+
+    asyncio.run(main())
+
+
 def test_fresh_waits_for_a_list_that_began_after_it() -> None:
     driver, cache = SlowDriver(), LiveCache()
 

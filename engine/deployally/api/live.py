@@ -4,9 +4,11 @@
 listings) is asked for once per instance. Both happen in a background refresh, at most one
 at a time per server and at most every TTL_S: while one runs, readers get the snapshot
 before it, so 200 readers during a busy update cost one list call, not 200, and none of
-them waits on Docker. Only a reader that finds the snapshot expired and nothing
-refreshing waits for the new one (at most WAIT_S), and after an operator action `fresh()`
-waits for a snapshot taken after it.
+them waits on Docker. A reader that finds the snapshot merely old starts a refresh and is
+answered from the snapshot it has (stale while revalidating: the answer is at most TTL_S
+plus one list call old); only the first reader, or one after `invalidate()` (an operator
+action), waits for the new one (at most WAIT_S), and `fresh()` waits for a snapshot taken
+after it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class _Server:
     error: DriverError | None = None  # a failed list is remembered for the TTL too
     at: float = float("-inf")  # when the newest finished refresh began
     expired: bool = False  # invalidated: the next reader refreshes, whatever the age
+    was_expired: bool = False  # the refresh under way began because of an invalidation
     refresh: asyncio.Task[None] | None = None
     refresh_began: float = float("-inf")
 
@@ -74,7 +77,10 @@ class LiveCache:
         server = self._servers.setdefault(driver.server, _Server(driver.server))
         age = time.monotonic() - server.at
         if server.refresh is None and (age > self.ttl_s or server.expired):
-            return await self._wait(server, self._start(server, driver, run), stale_ok=True)
+            refresh = self._start(server, driver, run)
+            if server.value is not None and server.error is None and not server.was_expired:
+                return server.value  # merely old: the refresh runs behind this answer
+            return await self._wait(server, refresh, stale_ok=True)
         if server.refresh is not None and (server.value is None or age > self.max_stale_s):
             return await self._wait(server, server.refresh, stale_ok=False)
         return server.current()  # fresh enough, or the last one while a refresh runs
@@ -104,7 +110,7 @@ class LiveCache:
     # ------------------------------------------------------------ refreshing
 
     def _start(self, server: _Server, driver: Driver, run: Run) -> asyncio.Task[None]:
-        server.expired = False
+        server.was_expired, server.expired = server.expired, False
         server.refresh_began = time.monotonic()
         server.refresh = asyncio.get_running_loop().create_task(
             self._refreshed(server, driver, run, server.refresh_began)
