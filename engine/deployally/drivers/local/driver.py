@@ -1,6 +1,6 @@
 """The local driver: carries out actions on this host's Docker engine through docker-py.
 
-docker-py objects never leave this module and the container_config, config_files and
+docker-py objects never leave this module and the container_config, config_files, resources and
 events modules beside it; callers get LiveInstance, ApplyResult and InstanceEvent. An
 instance's ref is its container id.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +18,6 @@ from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
 from docker.utils import parse_repository_tag
 
 from deployally import secrets
@@ -32,13 +31,13 @@ from deployally.drivers.base import (
     OnEvent,
     Resolve,
 )
-from deployally.drivers.local import config_files, container_config, ownership, readiness
+from deployally.drivers.local import config_files, container_config, readiness
+from deployally.drivers.local.calls import docker_call as _docker
 from deployally.drivers.local.events import DockerEvents
-from deployally.drivers.local.ownership import NETWORK, VOLUME, Adopted, Claims
+from deployally.drivers.local.ownership import Adopted, Claims
+from deployally.drivers.local.resources import VolumesAndNetworks
 from deployally.errors import DeployAllyError, DriverError, NotBegun, NotFound
 from deployally.types import (
-    HOST_NETWORK,
-    LABEL_DEFINITION,
     LABEL_MANAGED,
     LABEL_OWNER,
     LABEL_PRUNE_VOLUMES,
@@ -54,19 +53,6 @@ from deployally.types import (
 OLD_SUFFIX = ".old"  # the previous container during a rollout, kept until the new one is healthy
 LOG_TAIL = 20
 _DOCKER_STOP_S = 10  # Docker's grace period when a container sets none
-
-
-@contextlib.contextmanager
-def _docker(doing: str) -> Iterator[None]:
-    """Turn any docker-py or transport failure into a DriverError saying what we were doing."""
-    try:
-        yield
-    except docker.errors.APIError as exc:
-        raise DriverError(f"Docker refused to {doing}: {exc.explanation or exc}") from exc
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise DriverError(
-            f"could not {doing}: Docker engine unreachable ({exc}); is dockerd running?"
-        ) from exc
 
 
 class _Masker:
@@ -114,8 +100,6 @@ class LocalDriver(Driver):
         self.owner = owner
         self.state_dir = Path(state_dir)
         self.config = config
-        self.claims = claims  # volumes and networks made before they carried the owner label
-        self.adopted = adopted or Adopted()  # what engine.yaml lets it use although not its own
         self._legacy_checked = False
         # Docker saturates at about 4 concurrent creates/starts on 2 cores; health waits are
         # idle polling, so more definitions may be in flight than hold a slot.
@@ -127,6 +111,9 @@ class LocalDriver(Driver):
         self._docker_host = docker_host  # None: DOCKER_HOST or the default socket
         self._lock = threading.Lock()  # guards lazy client, network/image creation, name locks
         self._name_locks: dict[str, threading.Lock] = {}
+        self.resources = VolumesAndNetworks(
+            lambda: self._api, owner, claims, adopted or Adopted(), self._name_lock
+        )
 
     def __repr__(self) -> str:
         return f"LocalDriver(server={self.server!r}, state_dir={str(self.state_dir)!r})"
@@ -348,32 +335,8 @@ class LocalDriver(Driver):
         if labels.get(LABEL_PRUNE_VOLUMES) == "true":
             for mount in info.get("Mounts") or []:
                 if mount.get("Type") == "volume" and mount.get("Name"):
-                    self._prune_volume(mount["Name"], log)
+                    self.resources.prune_volume(mount["Name"], log)
         return ApplyResult(DeploymentStatus.SUCCESS, info["Id"], "removed")
-
-    def _prune_volume(self, name: str, log: Log) -> None:
-        """Remove a volume of a removed definition, only if this engine made it."""
-        info = self._inspect_volume(name)
-        if info is None:
-            return
-        labels = info.get("Labels") or {}
-        claimed = self.claims.claimed(VOLUME, name)
-        kept = None
-        if self.adopted.has(VOLUME, name):
-            kept = "adopted in engine.yaml"
-        elif not ownership.deletable(
-            VOLUME, name, labels, owner=self.owner, claimed=claimed, adopted=self.adopted
-        ):
-            kept = "not created by this engine"
-        elif claimed and not all(self._users(VOLUME, name).values()):
-            kept = "containers that are not this engine's use it"
-        if kept is not None:
-            log(f"kept volume {name}: {kept}, so prune_volumes does not delete it")
-            return
-        with _docker(f"remove volume {name}"):
-            self._api.remove_volume(name)
-        self.claims.release(VOLUME, name)
-        log(f"removed volume {name}")
 
     def _rollout(
         self,
@@ -390,8 +353,8 @@ class LocalDriver(Driver):
         except DriverError as exc:
             return ApplyResult(DeploymentStatus.FAILED, None, str(exc))
         # Before anything running is touched: a volume or network that is not ours stops here.
-        self._ensure_network(spec.network, log)
-        self._ensure_volumes(spec, log)
+        self.resources.ensure_network(spec.network, log)
+        self.resources.ensure_volumes(spec, log)
         args = container_config.create_args(
             spec,
             revision=revision,
@@ -507,103 +470,6 @@ class LocalDriver(Driver):
                 self._client.images.pull(repository, tag=tag or "latest")
             log(f"pulled {image}")
 
-    def _ensure_network(self, network: str, log: Log) -> None:
-        """Create the network, or check an existing one is this engine's or adopted."""
-        if network == HOST_NETWORK:  # the host's own namespace (engine.yaml allow.host_network)
-            return
-        with self._name_lock(f"network:{network}"):
-            with _docker(f"look up network {network}"):
-                # The name filter matches substrings, so compare exactly here.
-                found = [n for n in self._api.networks(names=[network]) if n["Name"] == network]
-            for existing in found:
-                self._check_usable(NETWORK, network, existing.get("Labels") or {}, log)
-            if found:
-                return
-            with _docker(f"create network {network}"):
-                self._api.create_network(
-                    network,
-                    driver="bridge",
-                    labels={LABEL_MANAGED: "true", LABEL_OWNER: self.owner},
-                    check_duplicate=True,  # two networks of one name would make joins ambiguous
-                )
-            log(f"created network {network}")
-
-    def _ensure_volumes(self, spec: ContainerSpec, log: Log) -> None:
-        """Create the spec's volumes, or check existing ones are this engine's or adopted."""
-        for volume in spec.volumes:
-            info = self._inspect_volume(volume.name)
-            if info is None:
-                with _docker(f"create volume {volume.name}"):
-                    # Creating an existing volume returns it unchanged, so check what came
-                    # back: another process may have made it since the look-up.
-                    info = self._api.create_volume(
-                        volume.name,
-                        labels={
-                            LABEL_MANAGED: "true",
-                            LABEL_DEFINITION: spec.definition_id,
-                            LABEL_OWNER: self.owner,
-                        },
-                    )
-            self._check_usable(VOLUME, volume.name, info.get("Labels") or {}, log)
-
-    def _inspect_volume(self, name: str) -> dict[str, Any] | None:
-        try:
-            with _docker(f"inspect volume {name}"):
-                info: dict[str, Any] = self._api.inspect_volume(name)
-                return info
-        except DriverError as exc:
-            if isinstance(exc.__cause__, docker.errors.NotFound):
-                return None
-            raise
-
-    def _check_usable(self, kind: str, name: str, labels: dict[str, str], log: Log) -> None:
-        """Return when this engine made the volume or network, or its operator adopted it;
-        raise DriverError saying why not and which engine.yaml setting would allow it."""
-        claimed = self.claims.claimed(kind, name)
-        found = ownership.standing(
-            kind, name, labels, owner=self.owner, claimed=claimed, adopted=self.adopted
-        )
-        if found in (ownership.Standing.OURS, ownership.Standing.ADOPTED):
-            return
-        users: dict[str, bool] = {}
-        if found in (ownership.Standing.CLAIMED, ownership.Standing.LEGACY):
-            # No label says whose it is: who uses it decides, every time.
-            users = self._users(kind, name)
-            if ownership.unlabelled_is_ours(kind, users, claimed=claimed):
-                if not claimed:
-                    self._claim(kind, name, log)
-                return
-        raise DriverError(ownership.refusal(kind, name, labels, shared=bool(users)))
-
-    def _users(self, kind: str, name: str) -> dict[str, bool]:
-        """The containers that use a volume or network: id -> whether it is this engine's."""
-        with _docker(f"list the containers using {kind} {name}"):
-            rows = self._api.containers(all=True, filters={kind: name})
-        return {row["Id"]: (row.get("Labels") or {}).get(LABEL_OWNER) == self.owner for row in rows}
-
-    def _claim(self, kind: str, name: str, log: Log) -> None:
-        # Docker cannot relabel a volume or network: the store remembers it is ours.
-        why = "made by DeployAlly before it carried an owner; only this engine's containers use it"
-        self.claims.claim(kind, name, why)
-        log(f"claimed {kind} {name} as this engine's: {why}")
-
-    def _claim_legacy(self, log: Log) -> None:
-        """Claim the volumes and networks this engine made before they carried its owner label:
-        labelled by DeployAlly, with no owner, and used by this engine's containers alone."""
-        managed = {"label": f"{LABEL_MANAGED}=true"}
-        with _docker("list volumes"):
-            volumes = self._api.volumes(filters=managed).get("Volumes") or []
-        with _docker("list networks"):
-            networks = self._api.networks(filters=managed)
-        for kind, rows in ((VOLUME, volumes), (NETWORK, networks)):
-            for row in rows:
-                name = row["Name"]
-                if (row.get("Labels") or {}).get(LABEL_OWNER) or self.claims.claimed(kind, name):
-                    continue
-                users = self._users(kind, name)
-                if users and all(users.values()):  # its own containers show it is its own
-                    self._claim(kind, name, log)
-
     def _wait_ready(self, container_id: str, has_healthcheck: bool, log: Log) -> None:
         """Return when the container is healthy (or still running after settle_s); else NotReady."""
 
@@ -646,7 +512,7 @@ class LocalDriver(Driver):
         carried its owner label (an upgrade), while its containers still show which they are.
         """
         if not self._legacy_checked:
-            self._claim_legacy(log)
+            self.resources.claim_legacy(log)
             self._legacy_checked = True
         with _docker("list containers"):
             rows = self._api.containers(all=True, filters={"label": self._owned})
