@@ -25,6 +25,8 @@ from pathlib import Path
 import aiohttp
 import docker
 import docker.errors
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from deployally.store import Store
 
@@ -63,6 +65,30 @@ def wait_for(check: object, timeout: float, what: str) -> object:
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def server_side(url: str) -> tuple[int, float, float]:
+    """The engine's own time for GET /instances, from /metrics: count, mean, and the upper
+    bound of the bucket that holds the 99th percentile (what the client's queue does not add)."""
+    base = url.split("/api/v1")[0]
+    text = requests.get(f"{base}/metrics", timeout=30).text
+    buckets: dict[float, float] = {}
+    count = total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "deployally_http_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            if "instances" not in sample.labels.get("route", "") or sample.labels.get("status") != "200":
+                continue
+            if sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+            elif sample.name.endswith("_count"):
+                count += sample.value
+            elif sample.name.endswith("_sum"):
+                total += sample.value
+    p99 = next((le for le, n in sorted(buckets.items()) if n >= 0.99 * count), float("inf"))
+    return int(count), (total / count if count else 0.0), p99
 
 
 async def load(url: str, token: str, readers: int, requests: int) -> tuple[list[float], list[str]]:
@@ -139,6 +165,10 @@ def main() -> None:
                       f"p99 {percentile(latencies, 99) * 1000:.0f} ms, "
                       f"max {max(latencies) * 1000:.0f} ms")
             print(f"failed: {len(failures)}" + (f" ({', '.join(sorted(set(failures)))})" if failures else ""))
+            served, mean, p99 = server_side(url)
+            print(f"the engine's own time for its {served} answers of GET /instances: "
+                  f"mean {mean * 1000:.1f} ms, p99 at most {p99 * 1000:.0f} ms "
+                  "(the rest is the readers' own queue: 200 clients share the 2 cores)")
         finally:
             serve.terminate()
             serve.wait(120)

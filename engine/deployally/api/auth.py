@@ -75,7 +75,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             )
         request[SERVER] = server
         return await handler(request)
-    record = await ctx.run(store.verify_token, token)
+    # One indexed read of a WAL database, which never waits for a writer: on the loop it
+    # costs microseconds, where a thread hand-off waits for the GIL behind a busy sync.
+    record = store.verify_token(token)
     if record is None:
         raise _unauthorized(
             "the token is not known or was revoked; make one with `deployally token create NAME`"
