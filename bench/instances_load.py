@@ -6,7 +6,7 @@ Starts `deployally serve` on 127.0.0.1 over a fresh repository of N busybox work
 deploys them, then commits a change to all of them and, while that update runs, lets
 `--readers` clients each send `--requests` GETs of /api/v1/instances back to back
 (every request has a 30 s timeout). Prints the latency percentiles and the failures.
-Everything it creates carries the prefix `benchld` and is removed at the end.
+Everything it creates carries a prefix of this run alone (`benchld<pid>x<random>x`) and is removed at the end.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deployally.store import Store
 
-PREFIX = "benchld"
-NETWORK = f"{PREFIX}{secrets.token_hex(3)}net"
+# A prefix of this run alone (its pid and a random part): runs side by side, or another
+# tool's "benchld" containers, are never counted or removed by this one.
+PREFIX = f"benchld{os.getpid()}x{secrets.token_hex(2)}x"
+NETWORK = f"{PREFIX}net"
 
 
 def git(repo: Path, *args: str) -> None:

@@ -6,13 +6,14 @@ Deploys N busybox workers (each with a /data volume and a healthcheck, so an upd
 stops the old container before the new one starts) from a fresh git repository, then
 changes all of them in one commit and samples Docker every 0.1 s during that sync: a
 service is up while its container, or its `<name>.old`, is running. Prints the most
-services down at once and when. Everything it creates carries the prefix `benchav` and
+services down at once and when. Everything it creates carries a prefix of this run alone (`benchav<pid>x<random>x`) and
 is removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import subprocess
 import tempfile
@@ -25,8 +26,10 @@ import docker.errors
 
 from deployally.workspace import Workspace
 
-PREFIX = "benchav"
-NETWORK = f"{PREFIX}{secrets.token_hex(3)}net"
+# A prefix of this run alone (its pid and a random part): runs side by side, or another
+# tool's "benchav" containers, are never counted or removed by this one.
+PREFIX = f"benchav{os.getpid()}x{secrets.token_hex(2)}x"
+NETWORK = f"{PREFIX}net"
 
 
 def git(repo: Path, *args: str) -> None:
