@@ -26,8 +26,9 @@ from deployally.source.tree import CommitTree
 from deployally.store import Store
 from test_webhooks_e2e import Receiver
 
-# Ten trials of 30 definitions: a few minutes on an idle 2-core machine, far more on a busy
-# one; each wait below is bounded, so the test ends (and says what did not converge) in time.
+# Ten trials of 30 definitions: about 6 minutes on an idle 2-core machine (Docker's starts are
+# most of it), more on a busy one; each wait below is bounded, so the test ends (and says what
+# did not converge) in time.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 DEFINITIONS = 30
@@ -35,6 +36,28 @@ CONVERGE_S = 180.0  # after a restart, for everything to be true
 BUDGET_S = 1600.0  # the whole test: it fails, saying what it saw, before pytest-timeout kills it
 # Writes its volume's birth certificate once; an update that lost the volume would write a new one.
 SCRIPT = "[ -f /data/born ] || echo \"$MESSAGE\" > /data/born; exec sleep 2147483647"
+# The repository's own template: the busybox worker without its 1 s healthcheck. Sixty containers
+# each exec'ing a check every second load a 2-core host until checks pass their 2 s timeout and
+# fail rollouts for that alone; this test is about crashes, so readiness is the settle wait.
+TEMPLATE_PATH = "tools/busybox/keeper/stable"
+TEMPLATE = f"""\
+name: Busybox Keeper
+description: busybox keeping a birth certificate in its /data volume
+version: stable
+taxonomy: {{kingdom: assets, family: tools, species: busybox, variant: keeper, specimen: stable}}
+deprecated: false
+spec:
+  image: {{repository: busybox, tag: stable}}
+  user_inputs:
+    message: {{type: string, default: hello}}
+  profiles: [minimal, development, production]
+  volumes: [{{mount_path: /data}}]
+  env:
+    MESSAGE: "{{{{ params.message }}}}"
+  command: ["sh", "-c", {SCRIPT!r}]
+  restart: unless-stopped
+  stop_signal: SIGKILL
+"""
 OUTCOMES = ("deployment.success", "deployment.failed")
 
 
@@ -85,10 +108,10 @@ class Fleet:
         for name in self.names:
             if not name.startswith(self.repo.name(generation)):
                 self.repo.remove(f"definitions/{name}.yaml")
-        self.names = [
-            self.repo.worker(f"{generation}{n:02d}", message=message, script=SCRIPT)
-            for n in range(DEFINITIONS)
-        ]
+        self.names = [self.repo.name(f"{generation}{n:02d}") for n in range(DEFINITIONS)]
+        for name in self.names:
+            self.repo.write(f"definitions/{name}.yaml",
+                            f"name: {name}\ntemplate: {TEMPLATE_PATH}\nparams: {{message: {message}}}\n")
         self.born = {n: v for n, v in self.born.items() if n in self.names}
 
     def problems(self, receiver: Receiver, earlier: set[str]) -> list[str]:
@@ -119,7 +142,8 @@ class Fleet:
             spec = specs[name]
             record = records.get(name)
             if record is None or record.status.value != "active" or record.applied_hash != spec.rendered_hash:
-                out.append(f"{name}: definition is {record.status.value if record else 'missing'}")
+                out.append(f"{name}: definition is {record.status.value if record else 'missing'}"
+                           + (_why(self.state, record.id) if record else ""))
             if len(rows) != 1:
                 out.append(f"{name}: {len(rows)} containers")
             elif rows[0]["State"] != "running":
@@ -167,6 +191,7 @@ def test_sigkill_at_ten_moments_of_a_create_and_an_update_converges_every_time(
     state.mkdir()
     # The receiver is on loopback, where webhooks go only when the operator allows it.
     (state / "engine.yaml").write_text("webhooks:\n  allow: [loopback]\n")
+    defs_repo.write("catalog/tools/keeper.yaml", TEMPLATE)
     receiver = Receiver()
     with Store(state) as store:
         store.add_webhook(receiver.url, ["deployment.started", *OUTCOMES], "fault-secret")
@@ -208,12 +233,28 @@ def _kill_and_restart(
 ) -> ServeProcess:
     with Store(fleet.state) as store:
         since = _count(store)
+    began = time.monotonic()
     change()
     fleet.repo.commit(trial)
     wait_until(lambda: _reached(fleet.state, since, moment), 120, f"{trial}: the moment to kill",
                interval=0.2)
     engine.stop(signal.SIGKILL)
-    return ServeProcess(fleet.repo.path, fleet.state, env=env)
+    killed = time.monotonic()
+    restarted = ServeProcess(fleet.repo.path, fleet.state, env=env)
+    print(f"{trial}: killed {killed - began:.1f} s after the commit, "
+          f"serving again {time.monotonic() - killed:.1f} s later", flush=True)
+    return restarted
+
+
+def _why(state: Path, definition_id: str) -> str:
+    """The last log lines of the definition's newest deployment, to say why it is not active."""
+    with Store(state) as store:
+        newest = store.deployments(definition_id=definition_id, limit=1)
+        if not newest:
+            return ""
+        dep = store.deployment(newest[0].id)
+    lines = [line.message for line in dep.logs[-3:]] if dep else []
+    return f" ({newest[0].status.value}: {' | '.join(lines)})"
 
 
 def _deployment_ids(state: Path) -> set[str]:
