@@ -64,6 +64,20 @@ def wait_for(check: object, timeout: float, what: str) -> object:
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (each one
+    costs its client a 1 s SYN retransmit); -1 where /proc/net/netstat does not say."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return -1
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            row = dict(zip(names.split()[1:], values.split()[1:], strict=True))
+            return int(row.get("ListenOverflows", -1))
+    return -1
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -155,9 +169,10 @@ def main() -> None:
             if not args.idle:
                 write_all(repo, names, "two")
                 time.sleep(1.0)  # the watcher sees the commit; the update is under way
-            began = time.monotonic()
+            overflows = listen_overflows()
+            began, cpu_began = time.monotonic(), time.process_time()
             latencies, failures = asyncio.run(load(url, token, args.readers, args.requests))
-            took = time.monotonic() - began
+            took, readers_cpu = time.monotonic() - began, time.process_time() - cpu_began
             updating = not args.idle and not deployed("2")
             print(f"{len(latencies) + len(failures)} GET /instances from {args.readers} readers "
                   f"in {took:.1f} s ({'idle' if args.idle else 'the update still running at the end' if updating else 'the update finished first'})")
@@ -166,11 +181,14 @@ def main() -> None:
                       f"p95 {percentile(latencies, 95) * 1000:.0f} ms, "
                       f"p99 {percentile(latencies, 99) * 1000:.0f} ms, "
                       f"max {max(latencies) * 1000:.0f} ms")
+            print(f"the readers' own CPU time: {readers_cpu:.1f} s; connections the kernel "
+                  f"dropped before the engine accepted them: {listen_overflows() - overflows}")
             print(f"failed: {len(failures)}" + (f" ({', '.join(sorted(set(failures)))})" if failures else ""))
             served, mean, p99 = server_side(url)
             print(f"the engine's own time for its {served} answers of GET /instances: "
                   f"mean {mean * 1000:.1f} ms, p99 at most {p99 * 1000:.0f} ms "
-                  "(the rest is the readers' own queue: 200 clients share the 2 cores)")
+                  "(the rest is waiting for a core: the update's Docker work, the readers and the "
+                  "engine share the machine's)")
         finally:
             serve.terminate()
             serve.wait(120)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from deployally.api.live import LiveCache
+from deployally.api.live import MAX_ANSWERS, Answers, LiveCache
 from deployally.errors import DriverError
 from deployally.types import InstanceState, LiveInstance
 
@@ -131,3 +131,28 @@ def test_an_unreachable_docker_is_an_error_for_every_reader_until_it_answers() -
         assert set(await cache.snapshot(driver, run)) == {"a"}
 
     asyncio.run(main())
+
+
+def test_an_answer_is_built_once_per_snapshot_page_and_second() -> None:
+    built: list[str] = []
+
+    def build(text: str) -> Any:
+        return lambda: built.append(text) or text.encode()
+
+    answers = Answers()
+    first, second = {"a": instance("a", "a" * 64)}, {"a": instance("a", "b" * 64)}
+    assert answers.get([first], 100, "page 1", build("one")) == b"one"
+    assert answers.get([first], 100, "page 1", build("again")) == b"one"  # 200 readers: one build
+    assert answers.get([first], 100, "page 2", build("two")) == b"two"  # another page
+    assert answers.get([dict(first)], 100, "page 1", build("equal")) == b"equal"  # a new snapshot
+    assert answers.get([second], 100, "page 1", build("changed")) == b"changed"
+    assert answers.get([second], 101, "page 1", build("later")) == b"later"  # uptimes moved on
+    assert built == ["one", "two", "equal", "changed", "later"]
+
+
+def test_answers_kept_are_bounded_whatever_pages_are_asked_for() -> None:
+    answers = Answers()
+    snapshot = {"a": instance("a", "a" * 64)}
+    for page in range(10 * MAX_ANSWERS):
+        answers.get([snapshot], 100, page, lambda page=page: str(page).encode())
+    assert len(answers._bodies) <= MAX_ANSWERS

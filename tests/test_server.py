@@ -6,11 +6,15 @@ import hashlib
 import hmac
 import json
 import os
+import selectors
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import docker
 import pytest
@@ -51,6 +55,44 @@ def test_serve_writes_engine_json_answers_health_and_stops_cleanly_on_sigterm(
     assert not (state / "engine.json").exists()
     with Store(state) as store:
         assert "hook" not in [t.name for t in store.list_tokens()]  # its token went with it
+
+
+def test_a_burst_of_connections_is_queued_by_the_kernel_not_dropped(
+    defs_repo: DefinitionsRepo, tmp_path: Path
+) -> None:
+    """300 dashboards connecting while the engine is busy (here: stopped with SIGSTOP) wait in
+    its listen queue. At the usual backlog of 128 the kernel drops the SYNs of the rest, and
+    each of those clients waits a second for its retransmit."""
+    burst = 300
+    engine = ServeProcess(defs_repo.path, tmp_path / "state")
+    address = urlsplit(engine.url)
+    sockets: list[socket.socket] = []
+    waiting = selectors.DefaultSelector()
+    try:
+        os.kill(engine.proc.pid, signal.SIGSTOP)
+        try:
+            for _ in range(burst):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex((address.hostname, address.port))
+                sockets.append(sock)
+                waiting.register(sock, selectors.EVENT_WRITE)
+            # A queued connection is writable at once; one whose SYN was dropped is not for 1 s.
+            connected = 0
+            deadline = time.monotonic() + 0.5
+            while connected < burst and time.monotonic() < deadline:
+                for key, _ in waiting.select(0.05):
+                    waiting.unregister(key.fileobj)
+                    connected += 1
+        finally:
+            os.kill(engine.proc.pid, signal.SIGCONT)
+        assert connected == burst
+        assert engine.request("GET", "/health").status_code == 200
+    finally:
+        waiting.close()
+        for sock in sockets:
+            sock.close()
+        engine.stop()
 
 
 def test_a_commit_in_a_watched_working_repo_deploys_and_a_removed_container_comes_back(

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from deployally.api.live import LiveCache
+from deployally.api.live import Answers, LiveCache
 from deployally.api.metrics import Metrics
 from deployally.model import catalog as catalog_mod
 from deployally.model import desired
@@ -36,6 +36,7 @@ class Context:
     trigger_sync: Callable[[], None] | None = None
     status: Callable[[], EngineStatus] | None = None
     live: LiveCache = field(default_factory=LiveCache)
+    answers: Answers = field(default_factory=Answers)  # GET /instances pages, per snapshot
     metrics: Metrics = field(default_factory=Metrics)
     docker: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(DOCKER_THREADS, thread_name_prefix="api-docker")

@@ -114,12 +114,21 @@ def _positive_int(query: Mapping[str, str], name: str, default: int) -> int:
 
 def listing(data: list[Any], page: Page, total: int) -> web.Response:
     """A list response: data plus `pagination` {page, per_page, total}."""
-    body = {
+    return web.json_response(listing_body(data, page, total))
+
+
+def listing_body(data: list[Any], page: Page, total: int) -> dict[str, Any]:
+    """The body of a list response, for answers built once and sent many times."""
+    return {
         "success": True,
         "data": data,
         "pagination": {"page": page.page, "per_page": page.per_page, "total": total},
     }
-    return web.json_response(body)
+
+
+def json_body(body: bytes) -> web.Response:
+    """A 200 answer whose JSON is already encoded."""
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 def choice(query: Mapping[str, str], name: str, allowed: Collection[str]) -> str | None:

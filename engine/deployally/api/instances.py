@@ -6,11 +6,22 @@ self-heal does not start it again; a start clears it.
 
 from __future__ import annotations
 
+import json
+import time
+from datetime import UTC, datetime
+
 from aiohttp import web
 
 from deployally.api.auth import READ, WRITE, access
 from deployally.api.context import Context, context
-from deployally.api.envelope import ApiError, listing, not_found, parse_page, success
+from deployally.api.envelope import (
+    ApiError,
+    json_body,
+    listing_body,
+    not_found,
+    parse_page,
+    success,
+)
 from deployally.api.views import instance_view
 from deployally.drivers.base import Driver
 from deployally.errors import DriverError
@@ -20,25 +31,37 @@ from deployally.types import DefinitionStatus, LiveInstance
 routes = web.RouteTableDef()
 
 
-async def _live(ctx: Context, *, fresh: bool = False) -> list[tuple[Driver, LiveInstance]]:
-    """Every instance of every server this engine applies to, by name; 503 when none answers.
+Snapshot = dict[str, LiveInstance]
+
+
+async def _snapshots(ctx: Context, *, fresh: bool = False) -> list[tuple[Driver, Snapshot]]:
+    """The live snapshot of every server this engine applies to; 503 when none answers.
     `fresh`: from list calls made after this call (what an operator action just changed)."""
     drivers = [d for _, d in ctx.ws.drivers.applied_here()]  # the store's servers: a WAL read
-    found: list[tuple[Driver, LiveInstance]] = []
+    found: list[tuple[Driver, Snapshot]] = []
     errors: list[str] = []
     for driver in drivers:
         try:
             read = ctx.live.fresh if fresh else ctx.live.snapshot
-            snapshot = await read(driver, ctx.run_docker)
+            found.append((driver, await read(driver, ctx.run_docker)))
         except DriverError as exc:
             errors.append(f"server {driver.server} is unreachable: {exc}")
-            continue
-        found += [(driver, inst) for inst in snapshot.values()]
     if errors and len(errors) == len(drivers):
         raise ApiError(503, "unavailable", "; ".join(errors))
     if not drivers:
         raise ApiError(503, "unavailable", "this engine applies to no server")
+    return found
+
+
+def _by_name(snapshots: list[tuple[Driver, Snapshot]]) -> list[tuple[Driver, LiveInstance]]:
+    """Every instance of the snapshots, by name, then server."""
+    found = [(driver, inst) for driver, snapshot in snapshots for inst in snapshot.values()]
     return sorted(found, key=lambda pair: (pair[1].name, pair[0].server))
+
+
+async def _live(ctx: Context, *, fresh: bool = False) -> list[tuple[Driver, LiveInstance]]:
+    """Every instance of every server this engine applies to, by name; 503 when none answers."""
+    return _by_name(await _snapshots(ctx, fresh=fresh))
 
 
 @routes.get("/api/v1/instances")
@@ -47,8 +70,16 @@ async def list_instances(request: web.Request) -> web.Response:
     """This engine's instances on its servers, by name, with health and uptime."""
     page = parse_page(request.query)
     ctx = context(request)
-    everything = await _live(ctx)
-    return listing([instance_view(i) for _, i in page.slice(everything)], page, len(everything))
+    snapshots = await _snapshots(ctx)
+    second = int(time.time())  # uptimes are whole seconds: one answer serves the whole second
+
+    def build() -> bytes:
+        everything = _by_name(snapshots)
+        now = datetime.fromtimestamp(second, UTC)
+        data = [instance_view(i, now) for _, i in page.slice(everything)]
+        return json.dumps(listing_body(data, page, len(everything))).encode()
+
+    return json_body(ctx.answers.get([s for _, s in snapshots], second, page, build))
 
 
 async def _find(ctx: Context, iid: str, *, fresh: bool = False) -> tuple[Driver, LiveInstance] | None:

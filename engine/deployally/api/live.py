@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -28,6 +28,7 @@ from deployally.types import LiveInstance
 TTL_S = 2.0
 WAIT_S = 10.0  # the longest a reader waits for a refresh when it has an older snapshot to show
 MAX_STALE_S = 30.0  # beyond this age a snapshot is not shown while a refresh is stuck
+MAX_ANSWERS = 64  # distinct pages kept per snapshot and second; more start the set afresh
 Run = Callable[..., Awaitable[Any]]
 
 
@@ -150,3 +151,30 @@ class LiveCache:
             raise DriverError(f"server {server.name} did not answer within {self.wait_s:g}s") from None
         return server.current()
 
+
+
+class Answers:
+    """Answers built from live snapshots, reused while those snapshots (by identity) and the
+    second are the same: 200 readers polling one page cost one build a second, not 200."""
+
+    def __init__(self) -> None:
+        self._built_from: tuple[object, ...] = ()
+        self._second = -1
+        self._bodies: dict[Hashable, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"Answers({len(self._bodies)} kept for second {self._second})"
+
+    def get(
+        self, snapshots: Sequence[object], second: int, key: Hashable, build: Callable[[], bytes]
+    ) -> bytes:
+        """The body for `key` built from `snapshots` in `second`: kept, or `build()` now."""
+        same = len(snapshots) == len(self._built_from) and all(
+            a is b for a, b in zip(snapshots, self._built_from, strict=True)
+        )
+        if not same or second != self._second or len(self._bodies) >= MAX_ANSWERS:
+            self._built_from, self._second, self._bodies = tuple(snapshots), second, {}
+        body = self._bodies.get(key)
+        if body is None:
+            body = self._bodies[key] = build()
+        return body

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +49,11 @@ log = logging.getLogger("deployally.server")
 
 MIRROR_DIR = "mirror.git"
 API_THREADS = 8
+# Connections the kernel queues before the loop accepts them. At the usual 128, a burst of a few
+# hundred dashboards connecting at once loses SYNs, and each lost one costs a 1 s retransmit;
+# the kernel caps this at net.core.somaxconn.
+LISTEN_BACKLOG = 1024
+GIL_SWITCH_S = 0.0005
 
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
 # Seconds between webhook retries, e.g. "0.2,0.2,0.2" (the last repeats): for tests and drills,
@@ -205,7 +211,7 @@ class EngineProcess:
         app[WAKE_SENDER] = self._wake_sender
         runner = ApiRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port)
+        site = web.TCPSite(runner, self.config.host, self.config.port, backlog=LISTEN_BACKLOG)
         await site.start()
         port = runner.addresses[0][1]
         host = "127.0.0.1" if self.config.host in ("0.0.0.0", "::", "") else self.config.host
@@ -342,4 +348,8 @@ class EngineProcess:
 
 def serve(config: ServeConfig) -> int:
     """Run the engine in the foreground until a signal; the exit code (0 after a clean stop)."""
+    # The API's loop gives up the GIL at every socket and SQLite call and must win it back from
+    # the sync's threads; at Python's 5 ms switch interval a busy sync makes each of those a
+    # wait of up to 5 ms, so 200 readers queue for seconds. 0.5 ms keeps the loop answering.
+    sys.setswitchinterval(GIL_SWITCH_S)
     return asyncio.run(EngineProcess(config).run())

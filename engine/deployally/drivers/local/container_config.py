@@ -169,6 +169,18 @@ def health_from_status(status: str) -> InstanceHealth | None:
     return None
 
 
+DOCKER_DEFAULT_INTERVAL_S = 30.0  # what Docker uses when a healthcheck leaves Interval at 0
+
+
+def check_interval_s(info: dict[str, Any]) -> float | None:
+    """The interval of the container's healthcheck in seconds; None when it has none."""
+    check = info.get("Config", {}).get("Healthcheck")
+    if not check or check.get("Test") in (None, [], ["NONE"]):
+        return None
+    interval = check.get("Interval") or 0
+    return interval / _NANO if interval else DOCKER_DEFAULT_INTERVAL_S
+
+
 def stop_timeout(info: dict[str, Any]) -> int | None:
     """The container's own grace period, so a stop honours what the spec asked."""
     value = info.get("Config", {}).get("StopTimeout")

@@ -299,14 +299,16 @@ class LocalDriver(Driver):
         restart policy (a crash may have left the one a rollout starts with)."""
         name = action.name
         info = self._managed(name)
+        interval = container_config.check_interval_s(info)
         if info["State"].get("Running"):
             log(f"container {info['Id'][:12]} is running; checking it is ready")
+            interval = interval and 0.0  # started long ago: a check can land at any moment
         else:
             log(f"starting container {info['Id'][:12]}")
             with _docker(f"start container {name}"):
                 self._api.start(info["Id"])
         try:
-            self._wait_ready(info["Id"], info["Config"].get("Healthcheck") is not None, log)
+            self._wait_ready(info["Id"], interval, log)
         except readiness.NotReady as exc:
             self._log_tail(info["Id"], log)
             return ApplyResult(DeploymentStatus.FAILED, info["Id"], str(exc), unready=True)
@@ -428,7 +430,9 @@ class LocalDriver(Driver):
                 log(f"created container {new_id[:12]}")
                 with _docker(f"start container {spec.name}"):
                     self._api.start(new_id)
-            self._wait_ready(new_id, spec.healthcheck is not None, log)
+            self._wait_ready(
+                new_id, spec.healthcheck.interval_s if spec.healthcheck else None, log
+            )
             with _docker(f"set the restart policy of {spec.name}"):
                 policy: Any = container_config.restart_policy(spec.restart)  # docker's stub wants a TypedDict
                 self._api.update_container(new_id, restart_policy=policy)
@@ -470,8 +474,9 @@ class LocalDriver(Driver):
                 self._client.images.pull(repository, tag=tag or "latest")
             log(f"pulled {image}")
 
-    def _wait_ready(self, container_id: str, has_healthcheck: bool, log: Log) -> None:
-        """Return when the container is healthy (or still running after settle_s); else NotReady."""
+    def _wait_ready(self, container_id: str, check_interval_s: float | None, log: Log) -> None:
+        """Return when the container is healthy (or still running after settle_s); else NotReady.
+        `check_interval_s`: its healthcheck's interval, None when it has none."""
 
         def inspect() -> dict[str, Any]:
             with _docker("inspect the new container"):
@@ -480,10 +485,11 @@ class LocalDriver(Driver):
 
         readiness.wait_ready(
             inspect,
-            has_healthcheck=has_healthcheck,
+            has_healthcheck=check_interval_s is not None,
             health_timeout_s=self.config.health_timeout_s,
             settle_s=self.config.settle_s,
             log=log,
+            check_interval_s=check_interval_s or 0.0,
         )
 
     def _log_tail(self, container_id: str, log: Log) -> None:
