@@ -23,6 +23,8 @@ ENDPOINTS = [
     ("POST", "/instances/inst_000000000000/restart", "write"),
     ("GET", "/servers", "read"),
     ("POST", "/servers", "admin"),
+    ("DELETE", "/servers/srv_000000000000", "admin"),
+    ("POST", "/servers/srv_000000000000/rotate-key", "admin"),
     ("GET", "/deployments", "read"),
     ("GET", "/deployments/deploy_000000000000", "read"),
     ("POST", "/deployments", "write"),
@@ -84,7 +86,7 @@ def test_server_key_reaches_only_its_agent_endpoint(
     assert api.request("GET", "/agent/desired", "da_server_unknown").status_code == 401
     # Heard from: the server is no longer pending.
     servers = api.request("GET", "/servers", api_tokens["read"]).json()["data"]
-    assert {s["name"]: s["status"] for s in servers}["edge-1"] == "active"
+    assert {s["name"]: s["status"] for s in servers}["edge-1"] == "online"
 
 
 def test_health_openapi_and_metrics_need_no_token(api: ApiServer) -> None:

@@ -1,10 +1,20 @@
-"""GET and POST /servers over real HTTP: the api_key is shown once and stored only as a hash."""
+"""The /servers endpoints over real HTTP: kinds, status and counts, removal, key rotation; the
+api_key is shown once and stored only as a hash."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
 
-from conftest import ApiServer
+import pytest
+
+from conftest import ApiServer, _git_repo_with_first_commit, commit_busybox
+from deployally.api.context import CONTEXT
+from deployally.drivers.base import DriverConfig
+from deployally.drivers.fake import FakeDriver, FakeHost
+from deployally.store import ServerRecord
+from deployally.workspace import Workspace
 
 
 def test_register_as_in_the_document_then_list(
@@ -25,12 +35,18 @@ def test_register_as_in_the_document_then_list(
     assert set(data) >= {"id", "name", "api_key", "status", "created_at"}
     assert data["id"].startswith("srv_") and data["status"] == "pending"
     assert data["api_key"].startswith("da_server_")
+    assert data["kind"] == "agent" and data["docker_host"] is None  # agent is the default
 
     listed = api.request("GET", "/servers", api_tokens["read"]).json()
     assert listed["pagination"]["total"] == 2  # local is always there
     by_name = {s["name"]: s for s in listed["data"]}
-    assert by_name["servidor-producao-01"]["description"] == "Servidor principal de produção"
-    assert by_name["local"]["status"] == "active"
+    mine = by_name["servidor-producao-01"]
+    assert mine["description"] == "Servidor principal de produção"
+    assert (mine["status"], mine["last_seen_at"], mine["agent_version"], mine["docker_version"]) == (
+        "pending", None, None, None
+    )
+    assert (mine["definitions"], mine["running_instances"]) == (0, None)
+    assert by_name["local"]["kind"] == "local"
     assert data["api_key"] not in listed.__repr__()
     # Only a hash is stored: the key itself is nowhere in the database.
     db = sqlite3.connect(api_ws.store.path)  # type: ignore[attr-defined]
@@ -55,3 +71,179 @@ def test_environment_must_be_one_of_three(api: ApiServer, api_tokens: dict[str, 
     )
     assert r.status_code == 422
     assert r.json()["error"]["details"][0]["field"] == "environment"
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "says"),
+    [
+        ({"kind": "local"}, "kind", "engine's own server"),
+        ({"kind": "kubernetes"}, "kind", "agent, swarm"),
+        ({"kind": "swarm"}, "docker_host", "needs the address"),
+        ({"kind": "agent", "docker_host": "tcp://10.0.0.5:2376"}, "docker_host", "swarm servers only"),
+        ({"docker_host": "unix:///var/run/docker.sock"}, "docker_host", "swarm servers only"),
+        ({"kind": "swarm", "docker_host": "http://manager:2375"}, "docker_host", "tcp://"),
+        ({"kind": "swarm", "docker_host": "ssh://ops:hunter2@manager"}, "docker_host", "password"),
+        ({"kind": "swarm", "docker_host": "tcp://"}, "docker_host", "needs a host"),
+        ({"kind": "swarm", "docker_host": 2376}, "docker_host", "must be a string"),
+    ],
+)
+def test_a_kind_and_docker_host_that_do_not_fit_are_422_naming_the_field(
+    api: ApiServer, api_tokens: dict[str, str], extra: dict[str, object], field: str, says: str
+) -> None:
+    body = {"name": "mgr", "environment": "production", **extra}
+    r = api.request("POST", "/servers", api_tokens["admin"], json=body)
+    assert r.status_code == 422, r.text
+    (detail,) = r.json()["error"]["details"]
+    assert detail["field"] == field and says in detail["message"], detail
+    assert "hunter2" not in r.text
+    names = [s["name"] for s in api.request("GET", "/servers", api_tokens["read"]).json()["data"]]
+    assert names == ["local"]
+
+
+def test_a_swarm_server_shows_its_manager_and_has_no_key(
+    api: ApiServer, api_tokens: dict[str, str]
+) -> None:
+    body = {"name": "mgr", "environment": "production", "kind": "swarm",
+            "docker_host": "ssh://ops@manager.example"}
+    made = api.request("POST", "/servers", api_tokens["admin"], json=body)
+    assert made.status_code == 201, made.text
+    data = made.json()["data"]
+    assert (data["kind"], data["docker_host"], data["api_key"]) == (
+        "swarm", "ssh://ops@manager.example", None
+    )
+    (mgr,) = [s for s in api.request("GET", "/servers", api_tokens["read"]).json()["data"]
+              if s["name"] == "mgr"]
+    assert (mgr["kind"], mgr["status"], mgr["docker_host"]) == (
+        "swarm", "pending", "ssh://ops@manager.example"
+    )
+    rotated = api.request("POST", f"/servers/{data['id']}/rotate-key", api_tokens["admin"])
+    assert rotated.status_code == 409 and "no agent" in rotated.json()["error"]["message"]
+
+
+# ---------------------------------------------------------------- counts and status, on a fake host
+
+
+@pytest.fixture
+def fake_host() -> FakeHost:
+    return FakeHost()
+
+
+@pytest.fixture
+def fake_ws(tmp_path: Path, fake_host: FakeHost) -> Iterator[Workspace]:
+    """A workspace whose `local` server is a fake host (no Docker)."""
+
+    def factory(server: ServerRecord, config: DriverConfig) -> FakeDriver:
+        return FakeDriver(fake_host, owner="eng_test", server=server.name, config=config)
+
+    ws = Workspace.open(
+        _git_repo_with_first_commit(tmp_path / "repo"), tmp_path / "state",
+        driver_factories={"local": factory},
+    )
+    yield ws
+    ws.close()
+
+
+@pytest.fixture
+def fake_api(fake_ws: Workspace) -> Iterator[tuple[ApiServer, str]]:
+    server = ApiServer(fake_ws)
+    yield server, fake_ws.store.create_token("ops", "admin")
+    server.close()
+
+
+def _servers(api: ApiServer, token: str) -> dict[str, dict[str, object]]:
+    return {s["name"]: s for s in api.request("GET", "/servers", token).json()["data"]}
+
+
+def test_list_counts_definitions_and_running_instances_and_shows_reachability(
+    fake_ws: Workspace, fake_api: tuple[ApiServer, str], fake_host: FakeHost
+) -> None:
+    api, token = fake_api
+    fake_ws.store.add_server("edge", "staging")
+    commit_busybox(fake_ws, "web")
+    commit_busybox(fake_ws, "worker")
+    repo = fake_ws.repo
+    repo.write(
+        {"definitions/far.yaml": "name: far\ntemplate: tools/busybox/plain/stable\nserver: edge\n"
+         "params:\n  script: sleep 9\n"},
+        message="Define far on edge", author_name="Test", author_email="test@example.com",
+        expected_head=repo.head(),
+    )
+    fake_ws.engine.sync()
+
+    seen = _servers(api, token)
+    assert {k: seen["local"][k] for k in ("status", "definitions", "running_instances")} == {
+        "status": "online", "definitions": 2, "running_instances": 2
+    }
+    # An agent's containers are not seen here: its count is not known, not zero.
+    assert {k: seen["edge"][k] for k in ("status", "definitions", "running_instances")} == {
+        "status": "pending", "definitions": 1, "running_instances": None
+    }
+
+    fake_host.reachable = False
+    api.app[CONTEXT].live.invalidate()
+    down = _servers(api, token)["local"]
+    assert (down["status"], down["running_instances"]) == ("offline", None)
+
+
+# ---------------------------------------------------------------- removing, rotating
+
+
+def test_remove_refuses_local_and_a_server_definitions_name(
+    fake_ws: Workspace, fake_api: tuple[ApiServer, str]
+) -> None:
+    api, admin = fake_api
+    read = fake_ws.store.create_token("viewer", "read")
+    edge, key = fake_ws.store.add_server("edge", "staging")
+    spare, spare_key = fake_ws.store.add_server("spare", "development")
+    assert spare_key is not None
+    repo = fake_ws.repo
+    for name in ("api", "cache"):
+        repo.write(
+            {f"definitions/{name}.yaml": f"name: {name}\ntemplate: tools/busybox/plain/stable\n"
+             f"server: {'edge' if name == 'api' else edge.id}\nparams:\n  script: sleep 9\n"},
+            message=f"Define {name}", author_name="Test", author_email="test@example.com",
+            expected_head=repo.head(),
+        )
+    fake_ws.engine.sync()
+
+    local = api.request("DELETE", "/servers/local", admin)
+    assert local.status_code == 409 and "cannot be removed" in local.json()["error"]["message"]
+    named = api.request("DELETE", f"/servers/{edge.id}", admin)
+    assert named.status_code == 409
+    assert "api, cache" in named.json()["error"]["message"]  # by name and by srv_ id alike
+    assert api.request("DELETE", "/servers/spare", read).status_code == 403
+    assert api.request("DELETE", "/servers/srv_000000000000", admin).status_code == 404
+
+    gone = api.request("DELETE", "/servers/spare", admin)
+    assert gone.status_code == 200 and gone.json()["data"] == {"id": spare.id, "deleted": True}
+    assert set(_servers(api, admin)) == {"local", "edge"}
+    refused = api.request("GET", "/agent/desired", spare_key)
+    assert refused.status_code == 401 and "removed" in refused.json()["error"]["message"]
+    assert api.request("GET", "/agent/desired", key).status_code == 200
+
+
+def test_rotate_key_shows_a_new_key_once_and_refuses_the_old(
+    api: ApiServer, api_tokens: dict[str, str], api_ws: Workspace
+) -> None:
+    made = api.request(
+        "POST", "/servers", api_tokens["admin"], json={"name": "edge-1", "environment": "staging"}
+    ).json()["data"]
+    old = made["api_key"]
+    assert api.request("GET", "/agent/desired", old).status_code == 200
+    assert api.request("POST", "/servers/edge-1/rotate-key", api_tokens["write"]).status_code == 403
+
+    rotated = api.request("POST", f"/servers/{made['id']}/rotate-key", api_tokens["admin"])
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["data"]["api_key"]
+    assert new.startswith("da_server_") and new != old
+    assert rotated.json()["data"]["id"] == made["id"]
+
+    refused = api.request("GET", "/agent/desired", old)
+    assert refused.status_code == 401
+    assert "rotate-key" in refused.json()["error"]["message"]
+    assert api.request("GET", "/agent/desired", new).status_code == 200
+    assert new not in str(api.request("GET", "/servers", api_tokens["admin"]).json())
+    local = api.request("POST", "/servers/local/rotate-key", api_tokens["admin"])
+    assert local.status_code == 409
+    missing = api.request("POST", "/servers/nowhere/rotate-key", api_tokens["admin"])
+    assert missing.status_code == 404

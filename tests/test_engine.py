@@ -128,7 +128,7 @@ def test_a_definition_waiting_for_its_dependency_is_no_failure(
 def test_an_unreachable_server_holds_up_no_other(
     repo: DefinitionsRepo, ws: Workspace, hosts: Hosts
 ) -> None:
-    ws.store.add_server("far", "production", kind="swarm")
+    ws.store.add_server("far", "production", kind="swarm", docker_host="tcp://far.example:2376")
     hosts["far"].reachable = False
     near = repo.worker("near")
     far = repo.worker("far", _extra="server: far\n")

@@ -674,6 +674,48 @@ def test_touch_server_sets_last_seen(store: Store) -> None:
         store.touch_server("srv_missing")
 
 
+def test_a_store_from_before_server_hosts_migrates_and_keeps_its_servers(state_dir: Path) -> None:
+    from deployally.store.db import _MIGRATIONS, DB_FILE
+
+    # The schema as it was before docker_host and the agent's versions, one agent registered.
+    state_dir.mkdir()
+    conn = sqlite3.connect(state_dir / DB_FILE)
+    for migration in _MIGRATIONS[:-1]:
+        for statement in migration:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {len(_MIGRATIONS) - 1}")
+    conn.execute(
+        "INSERT INTO servers (id, name, environment, description, status, key_hash, created_at)"
+        " VALUES ('srv_0123456789ab', 'edge-1', 'staging', '', 'active', 'h',"
+        " '2026-01-01T00:00:00.000000Z')"
+    )
+    conn.commit()
+    conn.close()
+    with Store(state_dir) as store:
+        edge = store.server("edge-1")
+        assert edge is not None and edge.kind == "agent"
+        assert (edge.docker_host, edge.agent_version, edge.docker_version) == (None, None, None)
+        swarm, key = store.add_server("mgr", "production", kind="swarm", docker_host="tcp://m:2376")
+        assert key is None and store.server("mgr") == swarm
+        assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_remove_and_rotate_server_by_name_or_id(store: Store) -> None:
+    edge, old = store.add_server("edge-1", "staging")
+    assert old is not None
+    again, new = store.rotate_server_key("edge-1")
+    assert again.id == edge.id and store.verify_server_key(old) is None
+    assert store.verify_server_key(new) == edge
+    assert store.remove_server(edge.id) == edge
+    assert store.server("edge-1") is None and store.verify_server_key(new) is None
+    with pytest.raises(NotFound):
+        store.remove_server("edge-1")
+    with pytest.raises(Conflict, match="cannot be removed"):
+        store.remove_server("local")
+    with pytest.raises(ValidationError, match="kind"):
+        store.add_server("other", "staging", kind="local")
+
+
 # ---------------------------------------------------------------- webhooks and outbox
 
 

@@ -68,7 +68,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if token.startswith(SERVER_KEY_PREFIX):
         server = await ctx.run(store.verify_server_key, token)
         if server is None:
-            raise _unauthorized("the server key is not known; register the server again")
+            raise _unauthorized(
+                "the server key is not known: it was replaced by `deployally server rotate-key`"
+                " (use the new key it showed), or its server was removed or never registered"
+            )
         if needed != AGENT:
             raise ApiError(
                 403, "forbidden", "a server key reaches only its agent endpoints; use an API token"

@@ -1,17 +1,22 @@
-"""GET /servers and POST /servers (the agent key is in that one response only, stored as a hash)."""
+"""GET/POST /servers, DELETE /servers/{id}, POST /servers/{id}/rotate-key, and the agent endpoint.
+
+An agent key is in the one response that makes it (registering, rotating), stored as a hash.
+"""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from deployally.api.auth import ADMIN, AGENT, READ, SERVER, access
-from deployally.api.context import context
+from deployally.api.context import Context, context
 from deployally.api.envelope import BodyCheck, listing, parse_page, read_json, success
-from deployally.api.views import iso, spec_view
-from deployally.store import LOCAL_SERVER_ID, ServerRecord
+from deployally.api.views import server_status, server_view, spec_view
+from deployally.errors import DriverError, ValidationError
+from deployally.store import ServerRecord, check_server_kind
 
 routes = web.RouteTableDef()
 
@@ -19,20 +24,30 @@ ENVIRONMENTS = ("development", "staging", "production")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
-def server_view(s: ServerRecord) -> dict[str, Any]:
-    """A server as the API shows it; `pending` until its agent is first heard from."""
-    waiting = s.id != LOCAL_SERVER_ID and s.last_seen_at is None
-    return {
-        "id": s.id,
-        "name": s.name,
-        "environment": s.environment,
-        "description": s.description,
-        "status": "pending" if waiting else s.status,
-        "kind": s.kind,
-        "applied_commit": s.applied_commit,
-        "created_at": iso(s.created_at),
-        "last_seen_at": iso(s.last_seen_at),
-    }
+async def shown_servers(ctx: Context, servers: list[ServerRecord]) -> list[dict[str, Any]]:
+    """The servers as the API shows them: status, and running instances from the live snapshot
+    of those this engine applies to (None for the others: their containers are not seen here)."""
+    per_key = await ctx.run(ctx.ws.store.definitions_per_server)
+    running: dict[str, int | None] = {}
+    for server, driver in await ctx.run(ctx.ws.drivers.applied_here):
+        try:
+            snapshot = await ctx.live.snapshot(driver, ctx.run_docker)
+        except DriverError:
+            running[server.id] = None
+            continue
+        running[server.id] = sum(i.running for i in snapshot.values())
+    now = datetime.now(UTC)
+    return [
+        server_view(
+            s,
+            status=server_status(
+                s, now, (running[s.id] is not None) if s.id in running else None
+            ),
+            definitions=per_key.get(s.name, 0) + per_key.get(s.id, 0),
+            running_instances=running.get(s.id),
+        )
+        for s in servers
+    ]
 
 
 @routes.get("/api/v1/servers")
@@ -42,14 +57,16 @@ async def list_servers(request: web.Request) -> web.Response:
     page = parse_page(request.query)
     ctx = context(request)
     found = await ctx.run(ctx.ws.store.servers)
-    return listing([server_view(s) for s in page.slice(found)], page, len(found))
+    return listing(await shown_servers(ctx, page.slice(found)), page, len(found))
 
 
 @routes.post("/api/v1/servers")
 @access(ADMIN)
 async def register_server(request: web.Request) -> web.Response:
-    """Register a server; answers its api_key this once."""
-    check = BodyCheck(await read_json(request), ("name", "environment", "description"))
+    """Register an agent or swarm server; answers an agent's api_key this once."""
+    check = BodyCheck(
+        await read_json(request), ("name", "environment", "description", "kind", "docker_host")
+    )
     name = check.string("name")
     environment = check.string("environment", allowed=ENVIRONMENTS)
     description = check.body.get("description", "")
@@ -57,13 +74,45 @@ async def register_server(request: web.Request) -> web.Response:
         check.problem("description", "must be a string")
     if name is not None and not _NAME.fullmatch(name):
         check.problem("name", "use 1-63 of a-z 0-9 _ . - starting with a letter or digit")
+    kind = check.string("kind", required=False) or "agent"
+    raw_host = check.body.get("docker_host")
+    docker_host = raw_host if isinstance(raw_host, str) else None
+    if raw_host is not None and not isinstance(raw_host, str):
+        check.problem("docker_host", "must be a string such as tcp://HOST:2376")
+    elif "kind" not in {d["field"] for d in check.details}:
+        try:
+            check_server_kind(kind, docker_host)
+        except ValidationError as exc:
+            check.problem(exc.field, exc.message)
     check.raise_if_any()
     assert name is not None and environment is not None and isinstance(description, str)
     ctx = context(request)
-    record, key = await ctx.run(ctx.ws.store.add_server, name, environment, description)
-    data = server_view(record)
+    record, key = await ctx.run(
+        ctx.ws.store.add_server, name, environment, description, kind, docker_host
+    )
+    (data,) = await shown_servers(ctx, [record])
     data["api_key"] = key
     return success(data, status=201)
+
+
+@routes.delete("/api/v1/servers/{id}")
+@access(ADMIN)
+async def remove_server(request: web.Request) -> web.Response:
+    """Remove a registered server and its key; 409 for `local` or one that definitions name."""
+    ctx = context(request)
+    record = await ctx.run(ctx.ws.store.remove_server, request.match_info["id"])
+    return success({"id": record.id, "deleted": True})
+
+
+@routes.post("/api/v1/servers/{id}/rotate-key")
+@access(ADMIN)
+async def rotate_server_key(request: web.Request) -> web.Response:
+    """A new agent key, answered this once; the old one is refused from now on."""
+    ctx = context(request)
+    record, key = await ctx.run(ctx.ws.store.rotate_server_key, request.match_info["id"])
+    (data,) = await shown_servers(ctx, [record])
+    data["api_key"] = key
+    return success(data)
 
 
 @routes.get("/api/v1/agent/desired")

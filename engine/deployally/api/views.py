@@ -13,6 +13,7 @@ from typing import Any
 from deployally import secrets
 from deployally.codec import spec_to_json
 from deployally.identity import instance_id
+from deployally.store import ServerRecord
 from deployally.types import (
     ContainerSpec,
     DefinitionRecord,
@@ -29,6 +30,8 @@ from deployally.types import (
 )
 
 MASK = "********"
+# An agent not heard from for this long is offline (it long-polls far more often).
+OFFLINE_AFTER_S = 90.0
 
 
 def iso(at: datetime | None) -> str | None:
@@ -111,6 +114,43 @@ def instance_view(i: LiveInstance, now: datetime | None = None) -> dict[str, Any
         "revision": i.revision,
         "started_at": iso(i.started_at),
         "uptime_seconds": int((now - i.started_at).total_seconds()) if running and i.started_at else 0,
+    }
+
+
+def server_status(s: ServerRecord, now: datetime, reachable: bool | None = None) -> str:
+    """`pending` until first heard from, then `online` or `offline`; `reachable` is whether a
+    server this engine applies to answered its live list (None for one it does not apply)."""
+    if reachable is not None:
+        return "online" if reachable else "offline"
+    if s.last_seen_at is None:
+        return "pending"
+    return "online" if (now - s.last_seen_at).total_seconds() <= OFFLINE_AFTER_S else "offline"
+
+
+def server_view(
+    s: ServerRecord,
+    *,
+    status: str,
+    definitions: int = 0,
+    running_instances: int | None = None,
+) -> dict[str, Any]:
+    """A server as the API shows it: never its key. `running_instances` is None where this
+    engine does not see the server's containers."""
+    return {
+        "id": s.id,
+        "name": s.name,
+        "environment": s.environment,
+        "description": s.description,
+        "kind": s.kind,
+        "status": status,
+        "last_seen_at": iso(s.last_seen_at),
+        "docker_host": s.docker_host if s.kind == "swarm" else None,
+        "agent_version": s.agent_version,
+        "docker_version": s.docker_version,
+        "definitions": definitions,
+        "running_instances": running_instances,
+        "applied_commit": s.applied_commit,
+        "created_at": iso(s.created_at),
     }
 
 

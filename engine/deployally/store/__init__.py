@@ -17,6 +17,7 @@ from deployally.store.access import (
     AccessStore,
     ServerRecord,
     TokenRecord,
+    check_server_kind,
 )
 from deployally.store.codec import _spec_from_json as _spec_from_json
 from deployally.store.codec import _spec_to_json as _spec_to_json
@@ -56,6 +57,7 @@ __all__ = [
     "Store",
     "TokenRecord",
     "WebhookRecord",
+    "check_server_kind",
 ]
 
 

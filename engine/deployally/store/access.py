@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
+from urllib.parse import urlsplit
 
 from deployally import identity
 from deployally.errors import Conflict, NotFound, ValidationError
@@ -23,6 +24,9 @@ SERVER_KEY_PREFIX: Final = "da_server_"
 TOKEN_SCOPES: Final = ("read", "write", "admin")
 # How the engine reaches a server: its own Docker engine, a remote agent, a Swarm manager.
 SERVER_KINDS: Final = ("local", "agent", "swarm")
+# The kinds one may register: `local` is the engine's own server, there from the start.
+REGISTERED_KINDS: Final = ("agent", "swarm")
+DOCKER_HOST_SCHEMES: Final = ("unix", "tcp", "ssh")
 
 
 def _hash_secret(value: str) -> str:
@@ -41,6 +45,8 @@ class TokenRecord:
 
 @dataclass(frozen=True)
 class ServerRecord:
+    """A server as stored: never its agent key, only the key's hash (not even that here)."""
+
     id: str
     name: str
     environment: str
@@ -50,6 +56,60 @@ class ServerRecord:
     last_seen_at: datetime | None = None
     kind: str = "agent"  # one of SERVER_KINDS: which driver applies its definitions
     applied_commit: str | None = None  # the commit whose every definition it last ran
+    docker_host: str | None = None  # a swarm server's manager: unix://, tcp:// or ssh://
+    agent_version: str | None = None  # what its agent reported of itself, once it has
+    docker_version: str | None = None  # ... and of its Docker engine
+
+
+def check_server_kind(kind: str, docker_host: str | None) -> None:
+    """Refuse a kind one may not register, and a docker_host the kind does not take
+    (ValidationError naming `kind` or `docker_host`)."""
+    if kind == "local":
+        raise ValidationError(
+            "server", "kind",
+            "'local' is the engine's own server, there from the start; register 'agent' or 'swarm'",
+        )
+    if kind not in REGISTERED_KINDS:
+        raise ValidationError(
+            "server", "kind", f"'{kind}' is not a server kind: use one of {', '.join(REGISTERED_KINDS)}"
+        )
+    if kind == "agent":
+        if docker_host is not None:
+            raise ValidationError(
+                "server", "docker_host",
+                "an agent server runs its own Docker engine; docker_host is for swarm servers only",
+            )
+        return
+    if docker_host is None:
+        raise ValidationError(
+            "server", "docker_host",
+            "a swarm server needs the address of its manager: unix://PATH, tcp://HOST:PORT or"
+            " ssh://USER@HOST",
+        )
+    _check_docker_host(docker_host)
+
+
+def _check_docker_host(docker_host: str) -> None:
+    def refuse(why: str) -> None:
+        # Not echoed: what was sent may hold a password.
+        raise ValidationError("server", "docker_host", why)
+
+    try:
+        url = urlsplit(docker_host)
+        url.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        refuse(f"not an address ({exc})")
+    if url.scheme not in DOCKER_HOST_SCHEMES:
+        refuse("use unix://PATH, tcp://HOST:PORT or ssh://USER@HOST")
+    # It is shown by GET /servers: a password there would be a secret in API output.
+    if url.password is not None:
+        refuse("holds a password; use an SSH key or TLS files instead")
+    if url.scheme == "unix" and not url.path:
+        refuse("unix:// needs the socket's path, e.g. unix:///var/run/docker.sock")
+    if url.scheme != "unix" and not url.hostname:
+        refuse(f"{url.scheme}:// needs a host")
+    if url.query or url.fragment or not docker_host.isprintable():
+        refuse("holds a query, fragment or control character; give only the address")
 
 
 class AccessStore(Database):
@@ -110,14 +170,17 @@ class AccessStore(Database):
     # ---------------------------------------------------------- servers
 
     def add_server(
-        self, name: str, environment: str, description: str = "", kind: str = "agent"
-    ) -> tuple[ServerRecord, str]:
-        """Register a server; returns its record and its agent key, shown this once."""
-        if kind not in SERVER_KINDS:
-            raise ValidationError(
-                "server", "kind", f"'{kind}' is not a server kind: use one of {', '.join(SERVER_KINDS)}"
-            )
-        key = SERVER_KEY_PREFIX + pysecrets.token_urlsafe(24)
+        self,
+        name: str,
+        environment: str,
+        description: str = "",
+        kind: str = "agent",
+        docker_host: str | None = None,
+    ) -> tuple[ServerRecord, str | None]:
+        """Register a server; returns its record and, for an agent, its key, shown this once
+        (a swarm server has no agent, so no key)."""
+        check_server_kind(kind, docker_host)
+        key = SERVER_KEY_PREFIX + pysecrets.token_urlsafe(24) if kind == "agent" else None
         record = ServerRecord(
             id=identity.random_id("srv"),
             name=name,
@@ -126,26 +189,82 @@ class AccessStore(Database):
             status="active",
             created_at=_now(),
             kind=kind,
+            docker_host=docker_host,
         )
         try:
             with self._write() as conn:
                 conn.execute(
                     "INSERT INTO servers (id, name, environment, description, status, key_hash,"
-                    " created_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " created_at, kind, docker_host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.id,
                         name,
                         environment,
                         description,
                         record.status,
-                        _hash_secret(key),
+                        _hash_secret(key) if key is not None else None,
                         _ts(record.created_at),
                         kind,
+                        docker_host,
                     ),
                 )
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"server '{name}' already exists: choose another name") from exc
         return record, key
+
+    def remove_server(self, key: str) -> ServerRecord:
+        """Remove a registered server (by name or id), its key with it; Conflict for `local`
+        and for a server that definitions name (naming them)."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT * FROM servers WHERE id = ? OR name = ?", (key, key)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"server '{key}' does not exist: GET /api/v1/servers lists them")
+            record = _server_from_row(row)
+            if record.kind == "local":
+                raise Conflict("server 'local' is this engine's own Docker engine; it cannot be removed")
+            named = [
+                r["name"]
+                for r in conn.execute(
+                    "SELECT name FROM definitions WHERE server_id IN (?, ?) ORDER BY name",
+                    (record.name, record.id),
+                )
+            ]
+            if named:
+                raise Conflict(
+                    f"server '{record.name}' is named by {len(named)} definition(s): "
+                    f"{', '.join(named)}; move or remove them first"
+                )
+            conn.execute("DELETE FROM servers WHERE id = ?", (record.id,))
+        return record
+
+    def rotate_server_key(self, key: str) -> tuple[ServerRecord, str]:
+        """A new agent key for a server (by name or id), shown this once; the old one is
+        refused from now on."""
+        new = SERVER_KEY_PREFIX + pysecrets.token_urlsafe(24)
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT * FROM servers WHERE id = ? OR name = ?", (key, key)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"server '{key}' does not exist: GET /api/v1/servers lists them")
+            record = _server_from_row(row)
+            if record.kind != "agent":
+                raise Conflict(
+                    f"server '{record.name}' is a {record.kind} server: it has no agent, so no key"
+                )
+            conn.execute(
+                "UPDATE servers SET key_hash = ? WHERE id = ?", (_hash_secret(new), record.id)
+            )
+        return record, new
+
+    def definitions_per_server(self) -> dict[str, int]:
+        """How many definitions name each server, by the name or id they name it with."""
+        rows = self._conn().execute(
+            "SELECT server_id, COUNT(*) AS n FROM definitions GROUP BY server_id"
+        )
+        return {r["server_id"]: int(r["n"]) for r in rows}
 
     def servers(self) -> list[ServerRecord]:
         """Every server, by name; "local" is always there."""
@@ -217,4 +336,7 @@ def _server_from_row(row: sqlite3.Row) -> ServerRecord:
         last_seen_at=_dt(row["last_seen_at"]),
         kind=row["kind"],
         applied_commit=row["applied_commit"],
+        docker_host=row["docker_host"],
+        agent_version=row["agent_version"],
+        docker_version=row["docker_version"],
     )

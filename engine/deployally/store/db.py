@@ -168,6 +168,12 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE definitions ADD COLUMN unready_hash TEXT",
         "ALTER TABLE definitions ADD COLUMN unready_revision INTEGER",
     ),
+    # How the engine reaches a swarm server's manager, and what an agent reports of its host.
+    (
+        "ALTER TABLE servers ADD COLUMN docker_host TEXT",
+        "ALTER TABLE servers ADD COLUMN agent_version TEXT",
+        "ALTER TABLE servers ADD COLUMN docker_version TEXT",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
