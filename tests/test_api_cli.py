@@ -1,6 +1,8 @@
-"""`deployally token` and `deployally webhook`: a token printed once works over HTTP until revoked."""
+"""`deployally token`, `webhook` and `server`: what they print once works over HTTP until revoked."""
 
 from __future__ import annotations
+
+import json
 
 from click.testing import CliRunner
 
@@ -70,3 +72,57 @@ def test_webhook_add_list_rm(api: ApiServer, api_ws: Workspace, api_tokens: dict
 
     assert runner.invoke(main, ["webhook", "rm", wid, *_args(api_ws)]).exit_code == 0
     assert api.request("GET", "/webhooks", api_tokens["admin"]).json()["data"] == []
+
+
+def test_server_add_list_rotate_key_rm(api: ApiServer, api_ws: Workspace) -> None:
+    runner = CliRunner()
+    added = runner.invoke(
+        main, ["server", "add", "edge-1", "--environment", "staging", "--description", "rack 4",
+               *_args(api_ws)],
+    )
+    assert added.exit_code == 0, added.output
+    key = added.stdout.strip()
+    assert key.startswith("da_server_") and "shown only now" in added.stderr
+    assert api.request("GET", "/agent/desired", key).status_code == 200
+
+    swarm = runner.invoke(
+        main, ["server", "add", "mgr", "--environment", "production", "--kind", "swarm",
+               "--docker-host", "tcp://manager.example:2376", *_args(api_ws)],
+    )
+    assert swarm.exit_code == 0, swarm.output
+    assert "da_server_" not in swarm.output and "tcp://manager.example:2376" in swarm.stdout
+    for bad, field in ((["--kind", "swarm"], "docker_host"),
+                       (["--docker-host", "unix:///var/run/docker.sock"], "docker_host"),
+                       (["--kind", "swarm", "--docker-host", "ftp://m"], "docker_host")):
+        refused = runner.invoke(
+            main, ["server", "add", "bad", "--environment", "staging", *bad, *_args(api_ws)]
+        )
+        assert refused.exit_code == 2 and field in refused.output, refused.output
+    named = runner.invoke(main, ["server", "add", "Bad!", "--environment", "staging", *_args(api_ws)])
+    assert named.exit_code == 2 and "not a server name" in named.output
+
+    listed = runner.invoke(main, ["server", "list", "--json", *_args(api_ws)])
+    assert listed.exit_code == 0, listed.output
+    by_name = {s["name"]: s for s in json.loads(listed.stdout)}
+    assert set(by_name) == {"local", "edge-1", "mgr"}
+    assert (by_name["edge-1"]["kind"], by_name["edge-1"]["status"]) == ("agent", "online")
+    assert by_name["mgr"]["docker_host"] == "tcp://manager.example:2376"
+    assert by_name["mgr"]["status"] == "pending" and key not in listed.stdout
+    table = runner.invoke(main, ["server", "list", *_args(api_ws)])
+    assert "DOCKER HOST" in table.stdout and "edge-1" in table.stdout
+
+    rotated = runner.invoke(main, ["server", "rotate-key", "edge-1", *_args(api_ws)])
+    assert rotated.exit_code == 0, rotated.output
+    new = rotated.stdout.strip()
+    assert new.startswith("da_server_") and new != key
+    old = api.request("GET", "/agent/desired", key)
+    assert old.status_code == 401 and "rotate-key" in old.json()["error"]["message"]
+    assert api.request("GET", "/agent/desired", new).status_code == 200
+
+    local = runner.invoke(main, ["server", "rm", "local", *_args(api_ws)])
+    assert local.exit_code == 2 and "cannot be removed" in local.output
+    gone = runner.invoke(main, ["server", "rm", "edge-1", *_args(api_ws)])
+    assert gone.exit_code == 0 and "removed" in gone.stdout
+    assert api.request("GET", "/agent/desired", new).status_code == 401
+    again = runner.invoke(main, ["server", "rm", "edge-1", *_args(api_ws)])
+    assert again.exit_code == 2 and "does not exist" in again.output

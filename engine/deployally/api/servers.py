@@ -5,8 +5,6 @@ An agent key is in the one response that makes it (registering, rotating), store
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -14,20 +12,17 @@ from aiohttp import web
 from deployally.api.auth import ADMIN, AGENT, READ, SERVER, access
 from deployally.api.context import Context, context
 from deployally.api.envelope import BodyCheck, listing, parse_page, read_json, success
-from deployally.api.views import server_status, server_view, spec_view
+from deployally.api.views import servers_view, spec_view
 from deployally.errors import DriverError, ValidationError
-from deployally.store import ServerRecord, check_server_kind
+from deployally.store import ServerRecord, check_server_kind, server_name_problem
 
 routes = web.RouteTableDef()
 
 ENVIRONMENTS = ("development", "staging", "production")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
 async def shown_servers(ctx: Context, servers: list[ServerRecord]) -> list[dict[str, Any]]:
-    """The servers as the API shows them: status, and running instances from the live snapshot
-    of those this engine applies to (None for the others: their containers are not seen here)."""
-    per_key = await ctx.run(ctx.ws.store.definitions_per_server)
+    """The servers as the API shows them, running instances from the shared live snapshot."""
     running: dict[str, int | None] = {}
     for server, driver in await ctx.run(ctx.ws.drivers.applied_here):
         try:
@@ -36,18 +31,8 @@ async def shown_servers(ctx: Context, servers: list[ServerRecord]) -> list[dict[
             running[server.id] = None
             continue
         running[server.id] = sum(i.running for i in snapshot.values())
-    now = datetime.now(UTC)
-    return [
-        server_view(
-            s,
-            status=server_status(
-                s, now, (running[s.id] is not None) if s.id in running else None
-            ),
-            definitions=per_key.get(s.name, 0) + per_key.get(s.id, 0),
-            running_instances=running.get(s.id),
-        )
-        for s in servers
-    ]
+    per_key = await ctx.run(ctx.ws.store.definitions_per_server)
+    return servers_view(servers, per_key, running)
 
 
 @routes.get("/api/v1/servers")
@@ -72,8 +57,8 @@ async def register_server(request: web.Request) -> web.Response:
     description = check.body.get("description", "")
     if not isinstance(description, str):
         check.problem("description", "must be a string")
-    if name is not None and not _NAME.fullmatch(name):
-        check.problem("name", "use 1-63 of a-z 0-9 _ . - starting with a letter or digit")
+    if name is not None and (problem := server_name_problem(name)):
+        check.problem("name", problem)
     kind = check.string("kind", required=False) or "agent"
     raw_host = check.body.get("docker_host")
     docker_host = raw_host if isinstance(raw_host, str) else None

@@ -6,7 +6,7 @@ whichever it asks. Pure: values in, JSON-safe dicts out; never a secret value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -152,6 +152,27 @@ def server_view(
         "applied_commit": s.applied_commit,
         "created_at": iso(s.created_at),
     }
+
+
+def servers_view(
+    servers: Sequence[ServerRecord],
+    definitions: Mapping[str, int],
+    running: Mapping[str, int | None],
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Servers as the API and `server list --json` show them. `definitions`: how many name each
+    server, by name or srv_ id; `running`: by srv_ id, for the servers this engine applies to,
+    how many instances run there (None: it did not answer)."""
+    now = now or datetime.now(UTC)
+    return [
+        server_view(
+            s,
+            status=server_status(s, now, (running[s.id] is not None) if s.id in running else None),
+            definitions=definitions.get(s.name, 0) + definitions.get(s.id, 0),
+            running_instances=running.get(s.id),
+        )
+        for s in servers
+    ]
 
 
 def spec_view(spec: ContainerSpec) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from deployally.cli.credentials import secret, token
 from deployally.cli.engine import demo, hook, serve
 from deployally.cli.records import definitions, deployments, logs, status, templates
 from deployally.cli.repository import init, install_hooks, plan, rollback, sync, validate
+from deployally.cli.servers import server
 from deployally.cli.webhooks import webhook
 from deployally.errors import DeployAllyError
 
@@ -38,7 +39,7 @@ def main() -> None:
 for _command in (
     init, validate, plan, sync, rollback,  # the repository
     templates, definitions, deployments, status, logs,  # the catalog and the records
-    secret, token,  # what stays out of git
+    secret, token, server,  # what stays out of git
     webhook,
     serve, demo, hook,  # the engine
 ):

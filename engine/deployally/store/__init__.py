@@ -18,6 +18,7 @@ from deployally.store.access import (
     ServerRecord,
     TokenRecord,
     check_server_kind,
+    server_name_problem,
 )
 from deployally.store.codec import _spec_from_json as _spec_from_json
 from deployally.store.codec import _spec_to_json as _spec_to_json
@@ -58,6 +59,7 @@ __all__ = [
     "TokenRecord",
     "WebhookRecord",
     "check_server_kind",
+    "server_name_problem",
 ]
 
 

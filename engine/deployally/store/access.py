@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets as pysecrets
 import sqlite3
 from dataclasses import dataclass
@@ -27,6 +28,14 @@ SERVER_KINDS: Final = ("local", "agent", "swarm")
 # The kinds one may register: `local` is the engine's own server, there from the start.
 REGISTERED_KINDS: Final = ("agent", "swarm")
 DOCKER_HOST_SCHEMES: Final = ("unix", "tcp", "ssh")
+_SERVER_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def server_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a server, or None."""
+    if _SERVER_NAME.fullmatch(name):
+        return None
+    return f"{name!r} is not a server name: use 1-63 of a-z 0-9 _ . - starting with a letter or digit"
 
 
 def _hash_secret(value: str) -> str:
@@ -179,6 +188,8 @@ class AccessStore(Database):
     ) -> tuple[ServerRecord, str | None]:
         """Register a server; returns its record and, for an agent, its key, shown this once
         (a swarm server has no agent, so no key)."""
+        if problem := server_name_problem(name):
+            raise ValidationError("server", "name", problem)
         check_server_kind(kind, docker_host)
         key = SERVER_KEY_PREFIX + pysecrets.token_urlsafe(24) if kind == "agent" else None
         record = ServerRecord(
@@ -220,7 +231,7 @@ class AccessStore(Database):
                 "SELECT * FROM servers WHERE id = ? OR name = ?", (key, key)
             ).fetchone()
             if row is None:
-                raise NotFound(f"server '{key}' does not exist: GET /api/v1/servers lists them")
+                raise NotFound(f"server '{key}' does not exist: `deployally server list` (or GET /api/v1/servers) lists them")
             record = _server_from_row(row)
             if record.kind == "local":
                 raise Conflict("server 'local' is this engine's own Docker engine; it cannot be removed")
@@ -248,7 +259,7 @@ class AccessStore(Database):
                 "SELECT * FROM servers WHERE id = ? OR name = ?", (key, key)
             ).fetchone()
             if row is None:
-                raise NotFound(f"server '{key}' does not exist: GET /api/v1/servers lists them")
+                raise NotFound(f"server '{key}' does not exist: `deployally server list` (or GET /api/v1/servers) lists them")
             record = _server_from_row(row)
             if record.kind != "agent":
                 raise Conflict(
