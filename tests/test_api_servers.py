@@ -3,6 +3,7 @@ api_key is shown once and stored only as a hash."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,3 +248,68 @@ def test_rotate_key_shows_a_new_key_once_and_refuses_the_old(
     assert local.status_code == 409
     missing = api.request("POST", "/servers/nowhere/rotate-key", api_tokens["admin"])
     assert missing.status_code == 404
+
+
+# ---------------------------------------------------------------- environments
+
+
+def test_each_view_shows_its_servers_environment_and_definitions_filter_by_it(
+    fake_ws: Workspace, fake_api: tuple[ApiServer, str]
+) -> None:
+    api, token = fake_api
+    fake_ws.store.add_server("edge", "staging")
+    commit_busybox(fake_ws, "web")  # on local, which is production
+    repo = fake_ws.repo
+    repo.write(
+        {"definitions/far.yaml": "name: far\ntemplate: tools/busybox/plain/stable\nserver: edge\n"
+         "params:\n  script: sleep 9\n"},
+        message="Define far on edge", author_name="Test", author_email="test@example.com",
+        expected_head=repo.head(),
+    )
+    fake_ws.engine.sync()
+
+    def names(query: str) -> list[str]:
+        r = api.request("GET", f"/definitions{query}", token)
+        assert r.status_code == 200, r.text
+        return [d["name"] for d in r.json()["data"]]
+
+    listed = api.request("GET", "/definitions", token).json()["data"]
+    assert {d["name"]: d["environment"] for d in listed} == {"web": "production", "far": "staging"}
+    assert names("?environment=staging") == ["far"]
+    assert names("?environment=production") == ["web"]
+    assert names("?environment=development") == []
+    assert names("?environment=staging&server_id=local") == []
+    assert names("?environment=staging&server_id=edge") == ["far"]
+    bad = api.request("GET", "/definitions?environment=prod", token)
+    assert bad.status_code == 400
+    assert bad.json()["error"]["details"][0]["field"] == "environment"
+
+    web_id = next(d["id"] for d in listed if d["name"] == "web")
+    assert api.request("GET", f"/definitions/{web_id}", token).json()["data"]["environment"] == (
+        "production"
+    )
+    (instance,) = api.request("GET", "/instances", token).json()["data"]
+    assert (instance["container_name"], instance["environment"]) == ("web", "production")
+    restarted = api.request("POST", f"/instances/{instance['id']}/restart", token)
+    assert restarted.status_code == 200 and restarted.json()["data"]["environment"] == "production"
+    deployments = api.request("GET", "/deployments", token).json()["data"]
+    assert deployments and {d["definition_name"]: d["environment"] for d in deployments}["web"] == (
+        "production"
+    )
+    one = api.request("GET", f"/deployments/{deployments[0]['id']}", token).json()["data"]
+    assert one["environment"] == deployments[0]["environment"]
+    # The CLI's JSON is the same view.
+    from click.testing import CliRunner
+
+    from deployally.cli import main
+
+    where = ["--repo", str(fake_ws.repo_path), "--state-dir", str(fake_ws.state_dir)]
+    shown = CliRunner().invoke(main, ["definitions", "list", "--json", *where])
+    assert shown.exit_code == 0, shown.output
+    assert {d["name"]: d["environment"] for d in json.loads(shown.stdout)} == {
+        "web": "production", "far": "staging"
+    }
+    history = CliRunner().invoke(main, ["deployments", "list", "--json", *where])
+    assert {d["definition_name"]: d["environment"] for d in json.loads(history.stdout)}["web"] == (
+        "production"
+    )

@@ -104,6 +104,15 @@ class ServerIds:
         """The server with this name or id."""
         return self._by_key.get(key)
 
+    def environment(self, key: str) -> str | None:
+        """The environment of the server with this name or id (None when it is not registered)."""
+        server = self._by_key.get(key)
+        return server.environment if server else None
+
+    def in_environment(self, environment: str) -> frozenset[str]:
+        """Every name and id of the servers in `environment`."""
+        return frozenset(k for k, s in self._by_key.items() if s.environment == environment)
+
 
 CONTEXT = web.AppKey("deployally.context", Context)
 

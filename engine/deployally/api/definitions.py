@@ -26,7 +26,7 @@ from deployally.errors import DriverError
 from deployally.model import desired
 from deployally.model.settings import Settings
 from deployally.source.tree import CommitTree
-from deployally.store import Store
+from deployally.store import ENVIRONMENTS, Store
 from deployally.sync import edits
 from deployally.types import (
     DEFAULT_PROFILE,
@@ -64,7 +64,12 @@ def shown(
 ) -> dict[str, Any]:
     """A definition as the API shows it: server by srv_ id, passwords masked, its instance if
     live, and what it waits for if its deployment waits (`waiting` by definition id)."""
-    view = definition_view(r, live.get((r.server_id, r.name)), waiting.get(r.id))
+    view = definition_view(
+        r,
+        live.get((r.server_id, r.name)),
+        waiting.get(r.id),
+        environment=servers.environment(r.server_id),
+    )
     view["server_id"] = servers.shown(r.server_id)
     return view
 
@@ -116,20 +121,22 @@ def _page_of_definitions(
     store: Store,
     servers: ServerIds,
     server: str | None,
+    environment: str | None,
     status: str | None,
     offset: int,
     limit: int,
 ) -> tuple[list[DefinitionRecord], int]:
-    if server is None:
+    if server is None and environment is None:
         rows = store.definitions(status=status, limit=limit, offset=offset)
         return rows, store.count_definitions(status=status)
-    # A definition names its server by name or by id: list both, in name order.
+    # A definition names its server by name or by id: list every key, in name order.
+    keys = set(servers.keys(server)) if server is not None else None
+    if environment is not None:
+        in_environment = servers.in_environment(environment)
+        keys = set(in_environment) if keys is None else keys & in_environment
+    assert keys is not None
     rows = sorted(
-        (
-            r
-            for key in servers.keys(server)
-            for r in store.definitions(server_id=key, status=status)
-        ),
+        (r for key in keys for r in store.definitions(server_id=key, status=status)),
         key=lambda r: r.name,
     )
     return rows[offset : offset + limit], len(rows)
@@ -138,14 +145,22 @@ def _page_of_definitions(
 @routes.get("/api/v1/definitions")
 @access(READ)
 async def list_definitions(request: web.Request) -> web.Response:
-    """Definitions by name, filtered by server_id and status."""
+    """Definitions by name, filtered by server_id, environment (of their server) and status."""
     page = parse_page(request.query)
     status = choice(request.query, "status", STATUSES)
+    environment = choice(request.query, "environment", ENVIRONMENTS)
     server = request.query.get("server_id")
     ctx = context(request)
     servers = ServerIds(await ctx.run(ctx.ws.store.servers))
     rows, total = await ctx.run(
-        _page_of_definitions, ctx.ws.store, servers, server, status, page.offset, page.per_page
+        _page_of_definitions,
+        ctx.ws.store,
+        servers,
+        server,
+        environment,
+        status,
+        page.offset,
+        page.per_page,
     )
     live = await live_or_empty(ctx)
     waiting = await ctx.run(ctx.ws.store.waiting_by_definition)

@@ -46,7 +46,7 @@ STATUSES = tuple(s.value for s in DeploymentStatus)
 
 def shown(d: Deployment, servers: ServerIds, *, with_logs: bool = False) -> dict[str, Any]:
     """A deployment as the API shows it, its server by srv_ id."""
-    view = deployment_view(d, with_logs=with_logs)
+    view = deployment_view(d, with_logs=with_logs, environment=servers.environment(d.server_id))
     view["server_id"] = servers.shown(d.server_id)
     return view
 

@@ -53,6 +53,11 @@ async def _snapshots(ctx: Context, *, fresh: bool = False) -> list[tuple[Driver,
     return found
 
 
+def _environments(ctx: Context) -> dict[str, str]:
+    """The environment of each server this engine applies to, by the name its driver has."""
+    return {server.name: server.environment for server, _ in ctx.ws.drivers.applied_here()}
+
+
 def _by_name(snapshots: list[tuple[Driver, Snapshot]]) -> list[tuple[Driver, LiveInstance]]:
     """Every instance of the snapshots, by name, then server."""
     found = [(driver, inst) for driver, snapshot in snapshots for inst in snapshot.values()]
@@ -76,7 +81,11 @@ async def list_instances(request: web.Request) -> web.Response:
     def build() -> bytes:
         everything = _by_name(snapshots)
         now = datetime.fromtimestamp(second, UTC)
-        data = [instance_view(i, now) for _, i in page.slice(everything)]
+        environments = _environments(ctx)
+        data = [
+            instance_view(i, now, environment=environments.get(d.server))
+            for d, i in page.slice(everything)
+        ]
         return json.dumps(listing_body(data, page, len(everything))).encode()
 
     return json_body(ctx.answers.get([s for _, s in snapshots], second, page, build))
@@ -115,7 +124,7 @@ async def _act(request: web.Request, action: str) -> web.Response:
         await ctx.run_docker(driver.restart, inst.name)
     ctx.live.invalidate(inst.ref)
     now = (await ctx.live.fresh(driver, ctx.run_docker)).get(inst.name, inst)
-    return success(instance_view(now))
+    return success(instance_view(now, environment=_environments(ctx).get(driver.server)))
 
 
 @routes.post("/api/v1/instances/{id}/start")

@@ -14,11 +14,10 @@ from deployally.api.context import Context, context
 from deployally.api.envelope import BodyCheck, listing, parse_page, read_json, success
 from deployally.api.views import servers_view, spec_view
 from deployally.errors import DriverError, ValidationError
-from deployally.store import ServerRecord, check_server_kind, server_name_problem
+from deployally.store import ENVIRONMENTS, ServerRecord, check_server_kind, server_name_problem
 
 routes = web.RouteTableDef()
 
-ENVIRONMENTS = ("development", "staging", "production")
 
 
 async def shown_servers(ctx: Context, servers: list[ServerRecord]) -> list[dict[str, Any]]:

@@ -77,14 +77,20 @@ def masked_params(params: Mapping[str, Any], password_inputs: set[str] | None = 
 
 
 def definition_view(
-    r: DefinitionRecord, instance: LiveInstance | None = None, waiting: Deployment | None = None
+    r: DefinitionRecord,
+    instance: LiveInstance | None = None,
+    waiting: Deployment | None = None,
+    *,
+    environment: str | None = None,
 ) -> dict[str, Any]:
-    """A definition; `waiting` is its deployment waiting to run, if one is."""
+    """A definition; `waiting` is its deployment waiting to run, if one is; `environment` its
+    server's (None when the server is not registered)."""
     return {
         "id": r.id,
         "name": r.name,
         "template_id": r.template_id,
         "server_id": r.server_id,
+        "environment": environment,
         "profile": r.profile,
         "status": r.status.value,
         "current_revision": r.current_revision,
@@ -101,12 +107,16 @@ def definition_view(
     }
 
 
-def instance_view(i: LiveInstance, now: datetime | None = None) -> dict[str, Any]:
+def instance_view(
+    i: LiveInstance, now: datetime | None = None, *, environment: str | None = None
+) -> dict[str, Any]:
+    """An instance, with uptime at `now` and its server's `environment`."""
     now = now or datetime.now(UTC)
     running = i.running and i.started_at is not None
     return {
         "id": instance_id(i.ref),
         "definition_id": i.definition_id,
+        "environment": environment,
         "container_id": i.ref[:12],  # the API document's name for the instance's reference
         "container_name": i.name,
         "status": i.state.value,
@@ -199,12 +209,16 @@ def waiting_view(w: Waiting) -> dict[str, Any]:
     return {"kind": w.kind.value, "summary": w.summary, "on": list(w.on), "since": iso(w.since)}
 
 
-def deployment_view(d: Deployment, *, with_logs: bool = False) -> dict[str, Any]:
+def deployment_view(
+    d: Deployment, *, with_logs: bool = False, environment: str | None = None
+) -> dict[str, Any]:
+    """A deployment, with its logs when asked, and its server's `environment`."""
     out: dict[str, Any] = {
         "id": d.id,
         "definition_id": d.definition_id,
         "definition_name": d.definition_name,
         "server_id": d.server_id,
+        "environment": environment,
         "revision": d.revision,
         "commit": d.commit,
         "action": d.action.value,

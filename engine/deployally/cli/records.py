@@ -31,6 +31,7 @@ from deployally.errors import DeployAllyError
 from deployally.model import desired as desired_mod
 from deployally.source.tree import DirTree, Tree
 from deployally.types import DeploymentStatus, EngineStatus
+from deployally.workspace import Workspace
 
 # ---------------------------------------------------------------- templates
 
@@ -93,6 +94,11 @@ def _tree_or_builtin(repo: str, branch: str) -> Tree:
 # ---------------------------------------------------------------- definitions and deployments
 
 
+def _environments(ws: Workspace) -> dict[str, str]:
+    """Each server's environment, by its name and by its srv_ id (definitions name it either way)."""
+    return {key: s.environment for s in ws.store.servers() for key in (s.name, s.id)}
+
+
 @click.group()
 def definitions() -> None:
     """Definitions the engine knows, with their status."""
@@ -105,7 +111,9 @@ def definitions_list(repo: str, state_dir: str | None, branch: str, as_json: boo
     """List definitions with revision and status."""
     ws = _workspace(repo, state_dir, branch)
     records = ws.store.definitions()
-    _listing(as_json, [definition_view(r) for r in records],
+    environments = _environments(ws)
+    _listing(as_json,
+             [definition_view(r, environment=environments.get(r.server_id)) for r in records],
              [(r.name, r.current_revision, r.status.value, r.server_id, r.last_error or "")
               for r in records], ["NAME", "REV", "STATUS", "SERVER", "ERROR"])
 
@@ -129,7 +137,9 @@ def deployments_list(repo: str, state_dir: str | None, branch: str, definition: 
         record = ws.store.definition(definition)
         def_id = record.id if record else definition
     items = ws.store.deployments(definition_id=def_id, limit=limit)
-    _listing(as_json, [deployment_view(d) for d in items],
+    environments = _environments(ws)
+    _listing(as_json,
+             [deployment_view(d, environment=environments.get(d.server_id)) for d in items],
              [(d.id, d.definition_name, d.revision or "", d.action.value, d.status.value,
                d.created_at.strftime("%Y-%m-%d %H:%M:%S"), d.reason.summary) for d in items],
              ["ID", "DEFINITION", "REV", "ACTION", "STATUS", "CREATED", "REASON"])
@@ -147,7 +157,8 @@ def deployments_show(deployment_id: str, repo: str, state_dir: str | None, branc
     if d is None:
         raise click.ClickException(f"no deployment {deployment_id}")
     if as_json:
-        _echo_json(deployment_view(d, with_logs=True))
+        environment = _environments(ws).get(d.server_id)
+        _echo_json(deployment_view(d, with_logs=True, environment=environment))
         return
     click.echo(f"{d.id}  {d.definition_name}  revision {d.revision}  {d.action.value}  {d.status.value}")
     click.echo(f"reason: {d.reason.kind.value}: {d.reason.summary}")

@@ -7,8 +7,7 @@ import click
 from deployally.api.views import servers_view
 from deployally.cli.common import _listing, _workspace, json_option, workspace_options
 from deployally.errors import DeployAllyError
-
-ENVIRONMENTS = ("development", "staging", "production")
+from deployally.store import ENVIRONMENTS
 
 
 @click.group()

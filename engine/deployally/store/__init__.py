@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deployally.store.access import (
+    ENVIRONMENTS,
     SERVER_KEY_PREFIX,
     TOKEN_PREFIX,
     TOKEN_SCOPES,
@@ -41,6 +42,7 @@ from deployally.store.webhooks import (
 
 __all__ = [
     "DB_FILE",
+    "ENVIRONMENTS",
     "LOCAL_SERVER_ID",
     "LOCAL_SERVER_NAME",
     "META_LAST_APPLIED_COMMIT",

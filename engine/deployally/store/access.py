@@ -28,6 +28,7 @@ SERVER_KINDS: Final = ("local", "agent", "swarm")
 # The kinds one may register: `local` is the engine's own server, there from the start.
 REGISTERED_KINDS: Final = ("agent", "swarm")
 DOCKER_HOST_SCHEMES: Final = ("unix", "tcp", "ssh")
+ENVIRONMENTS: Final = ("development", "staging", "production")
 _SERVER_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
