@@ -19,7 +19,6 @@ from deployally.store import ENVIRONMENTS, ServerRecord, check_server_kind, serv
 routes = web.RouteTableDef()
 
 
-
 async def shown_servers(ctx: Context, servers: list[ServerRecord]) -> list[dict[str, Any]]:
     """The servers as the API shows them, running instances from the shared live snapshot."""
     running: dict[str, int | None] = {}

@@ -55,7 +55,7 @@ class TokenRecord:
 
 @dataclass(frozen=True)
 class ServerRecord:
-    """A server as stored: never its agent key, only the key's hash (not even that here)."""
+    """A registered server as the store keeps it; its agent key's hash never leaves the store."""
 
     id: str
     name: str
