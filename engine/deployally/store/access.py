@@ -228,12 +228,7 @@ class AccessStore(Database):
         """Remove a registered server (by name or id), its key with it; Conflict for `local`
         and for a server that definitions name (naming them)."""
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT * FROM servers WHERE id = ? OR name = ?", (key, key)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"server '{key}' does not exist: `deployally server list` (or GET /api/v1/servers) lists them")
-            record = _server_from_row(row)
+            record = _registered(conn, key)
             if record.kind == "local":
                 raise Conflict("server 'local' is this engine's own Docker engine; it cannot be removed")
             named = [
@@ -256,12 +251,7 @@ class AccessStore(Database):
         refused from now on."""
         new = SERVER_KEY_PREFIX + pysecrets.token_urlsafe(24)
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT * FROM servers WHERE id = ? OR name = ?", (key, key)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"server '{key}' does not exist: `deployally server list` (or GET /api/v1/servers) lists them")
-            record = _server_from_row(row)
+            record = _registered(conn, key)
             if record.kind != "agent":
                 raise Conflict(
                     f"server '{record.name}' is a {record.kind} server: it has no agent, so no key"
@@ -335,6 +325,17 @@ def _token_from_row(row: sqlite3.Row) -> TokenRecord:
     return TokenRecord(
         id=row["id"], name=row["name"], scope=row["scope"], created_at=_dt_req(row["created_at"])
     )
+
+
+def _registered(conn: sqlite3.Connection, key: str) -> ServerRecord:
+    """The server `key` (a name or an id) names; NotFound saying where servers are listed."""
+    row = conn.execute("SELECT * FROM servers WHERE id = ? OR name = ?", (key, key)).fetchone()
+    if row is None:
+        raise NotFound(
+            f"server '{key}' does not exist: `deployally server list` (or GET /api/v1/servers)"
+            " lists them"
+        )
+    return _server_from_row(row)
 
 
 def _server_from_row(row: sqlite3.Row) -> ServerRecord:
