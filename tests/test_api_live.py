@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ class SlowDriver:
     """live() returns `instances`; while `gate` is clear, each call waits for it."""
 
     server = "local"
+    changed_at = 0.0
 
     def __init__(self) -> None:
         self.instances = {"a": instance("a", "a" * 64)}
@@ -105,6 +107,22 @@ def test_an_old_snapshot_is_answered_at_once_while_its_refresh_runs_behind_it() 
         driver.gate.set()
         await asyncio.sleep(0.2)
         assert set(await cache.snapshot(driver, run)) == {"a", "b"}
+
+    asyncio.run(main())
+
+
+def test_after_a_sync_changed_the_server_readers_see_what_it_did() -> None:
+    """A sync that deployed marks its driver changed: the snapshot from before it, young as
+    it is, is not answered again."""
+    driver, cache = SlowDriver(), LiveCache(ttl_s=3600)
+
+    async def main() -> None:
+        assert set(await cache.snapshot(driver, run)) == {"a"}
+        driver.instances["b"] = instance("b", "b" * 64)
+        assert set(await cache.snapshot(driver, run)) == {"a"}  # within the TTL, no sync
+        driver.changed_at = time.monotonic()  # what Engine.sync does once it deployed
+        assert set(await cache.snapshot(driver, run)) == {"a", "b"}
+        assert driver.lists == 2
 
     asyncio.run(main())
 

@@ -7,8 +7,8 @@ before it, so 200 readers during a busy update cost one list call, not 200, and 
 them waits on Docker. A reader that finds the snapshot merely old starts a refresh and is
 answered from the snapshot it has (stale while revalidating: the answer is at most TTL_S
 plus one list call old); only the first reader, or one after `invalidate()` (an operator
-action), waits for the new one (at most WAIT_S), and `fresh()` waits for a snapshot taken
-after it.
+action) or after a sync changed the server (`Driver.changed_at`), waits for the new one
+(at most WAIT_S), and `fresh()` waits for a snapshot taken after it.
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ class LiveCache:
     async def snapshot(self, driver: Driver, run: Run) -> dict[str, LiveInstance]:
         """The server's live instances by definition name; DriverError when it is unreachable."""
         server = self._servers.setdefault(driver.server, _Server(driver.server))
+        if server.refresh is None and driver.changed_at > server.at:
+            server.expired = True  # a sync changed the server since: show what it did
         age = time.monotonic() - server.at
         if server.refresh is None and (age > self.ttl_s or server.expired):
             refresh = self._start(server, driver, run)

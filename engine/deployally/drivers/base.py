@@ -74,6 +74,9 @@ class Driver(abc.ABC):
 
     kind: ClassVar[str]  # the server kind it serves: local, agent, swarm
     server: str  # the server's name
+    # When a sync last finished changing what runs on the server (time.monotonic()): a live
+    # snapshot taken before then is not shown as the server's state. 0.0: never.
+    changed_at: float = 0.0
 
     @abc.abstractmethod
     def ping(self) -> None:

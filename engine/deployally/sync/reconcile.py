@@ -13,6 +13,7 @@ that arrive together or twice produce each deployment exactly once.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -175,6 +176,8 @@ class Engine:
                 f"applying {changes} change(s) on server {server.name}", changes=changes
             )
             outcome = self.applier.apply(intent, driver, self._config())  # plan+apply+record+notify
+            if outcome.deployments:
+                driver.changed_at = time.monotonic()  # what readers saw before is out of date
             self._settle(server, intent, outcome)
             outcomes.append(outcome)
             if outcome.unreachable is None:
