@@ -155,21 +155,25 @@ def _servers(api: ApiServer, token: str) -> dict[str, dict[str, object]]:
     return {s["name"]: s for s in api.request("GET", "/servers", token).json()["data"]}
 
 
+def _define_far_on_edge(ws: Workspace) -> None:
+    """Register server `edge` (staging), commit definition `far` on it, and sync."""
+    ws.store.add_server("edge", "staging")
+    ws.repo.write(
+        {"definitions/far.yaml": "name: far\ntemplate: tools/busybox/plain/stable\nserver: edge\n"
+         "params:\n  script: sleep 9\n"},
+        message="Define far on edge", author_name="Test", author_email="test@example.com",
+        expected_head=ws.repo.head(),
+    )
+    ws.engine.sync()
+
+
 def test_list_counts_definitions_and_running_instances_and_shows_reachability(
     fake_ws: Workspace, fake_api: tuple[ApiServer, str], fake_host: FakeHost
 ) -> None:
     api, token = fake_api
-    fake_ws.store.add_server("edge", "staging")
     commit_busybox(fake_ws, "web")
     commit_busybox(fake_ws, "worker")
-    repo = fake_ws.repo
-    repo.write(
-        {"definitions/far.yaml": "name: far\ntemplate: tools/busybox/plain/stable\nserver: edge\n"
-         "params:\n  script: sleep 9\n"},
-        message="Define far on edge", author_name="Test", author_email="test@example.com",
-        expected_head=repo.head(),
-    )
-    fake_ws.engine.sync()
+    _define_far_on_edge(fake_ws)
 
     seen = _servers(api, token)
     assert {k: seen["local"][k] for k in ("status", "definitions", "running_instances")} == {
@@ -257,16 +261,8 @@ def test_each_view_shows_its_servers_environment_and_definitions_filter_by_it(
     fake_ws: Workspace, fake_api: tuple[ApiServer, str]
 ) -> None:
     api, token = fake_api
-    fake_ws.store.add_server("edge", "staging")
     commit_busybox(fake_ws, "web")  # on local, which is production
-    repo = fake_ws.repo
-    repo.write(
-        {"definitions/far.yaml": "name: far\ntemplate: tools/busybox/plain/stable\nserver: edge\n"
-         "params:\n  script: sleep 9\n"},
-        message="Define far on edge", author_name="Test", author_email="test@example.com",
-        expected_head=repo.head(),
-    )
-    fake_ws.engine.sync()
+    _define_far_on_edge(fake_ws)
 
     def names(query: str) -> list[str]:
         r = api.request("GET", f"/definitions{query}", token)

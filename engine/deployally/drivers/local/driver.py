@@ -302,7 +302,8 @@ class LocalDriver(Driver):
         interval = container_config.check_interval_s(info)
         if info["State"].get("Running"):
             log(f"container {info['Id'][:12]} is running; checking it is ready")
-            interval = interval and 0.0  # started long ago: a check can land at any moment
+            if interval is not None:
+                interval = 0.0  # started long ago: a check can land at any moment
         else:
             log(f"starting container {info['Id'][:12]}")
             with _docker(f"start container {name}"):
