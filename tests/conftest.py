@@ -609,3 +609,73 @@ class Scrape:
     def labelled(self, name: str, label: str) -> dict[str, float]:
         """Every value of `name` by the value of its one label `label`."""
         return {dict(k[1])[label]: v for k, v in self.samples.items() if k[0] == name}
+
+
+# ---------------------------------------------------------------- a second Docker engine
+
+
+def _started_engine(docker_client: docker.DockerClient, busybox_image: str, *, swarm: bool) -> object:
+    """A started second engine with the test image loaded (and a swarm made, if asked)."""
+    from engines import DockerEngine, EngineFailed
+
+    engine = DockerEngine(storage_driver=docker_client.info().get("Driver"))
+    try:
+        engine.start()
+        engine.load_image(docker_client, busybox_image)
+        if swarm:
+            engine.swarm_init()
+    except (EngineFailed, docker.errors.DockerException) as exc:
+        engine.close()
+        pytest.fail(f"the second Docker engine did not start: {exc}")
+    return engine
+
+
+@pytest.fixture(scope="session")
+def _second_engine_session(docker_client: docker.DockerClient, busybox_image: str) -> Iterator[object]:
+    engine = _started_engine(docker_client, busybox_image, swarm=False)
+    yield engine
+    engine.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def _swarm_engine_session(docker_client: docker.DockerClient, busybox_image: str) -> Iterator[object]:
+    engine = _started_engine(docker_client, busybox_image, swarm=True)
+    yield engine
+    engine.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def second_engine(_second_engine_session: object, names: str) -> Iterator[object]:
+    """A second Docker engine (a stand-in for a remote host), shared by the session; what this
+    test's `names` prefix made on it goes at the end."""
+    yield _second_engine_session
+    if _second_engine_session.running:  # type: ignore[attr-defined]
+        _remove_prefixed(_second_engine_session.client, names)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def swarm_engine(_swarm_engine_session: object, names: str) -> Iterator[object]:
+    """A single-node swarm manager on an engine of its own, shared by the session; this test's
+    services, configs, secrets, containers and volumes go at the end."""
+    from engines import remove_prefixed_services
+
+    yield _swarm_engine_session
+    client = _swarm_engine_session.client  # type: ignore[attr-defined]
+    remove_prefixed_services(client, names)
+    _remove_prefixed(client, names)
+
+
+@pytest.fixture
+def make_engine(docker_client: docker.DockerClient, busybox_image: str) -> Iterator[object]:
+    """Start engines this test alone uses (and may stop): `make_engine(swarm=False)`; each is
+    stopped and removed at the end."""
+    made: list[object] = []
+
+    def make(swarm: bool = False) -> object:
+        engine = _started_engine(docker_client, busybox_image, swarm=swarm)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.close()  # type: ignore[attr-defined]
