@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 from click.testing import CliRunner
 
-from conftest import ApiServer
+from conftest import ApiServer, DefinitionsRepo
 from deployally.cli import main
 from deployally.workspace import Workspace
 
@@ -91,15 +93,21 @@ def test_server_add_list_rotate_key_rm(api: ApiServer, api_ws: Workspace) -> Non
     )
     assert swarm.exit_code == 0, swarm.output
     assert "da_server_" not in swarm.output and "tcp://manager.example:2376" in swarm.stdout
-    for bad, field in ((["--kind", "swarm"], "docker_host"),
-                       (["--docker-host", "unix:///var/run/docker.sock"], "docker_host"),
-                       (["--kind", "swarm", "--docker-host", "ftp://m"], "docker_host")):
+    # Said as the option typed, never the API's field name.
+    for bad, option in ((["--kind", "swarm"], "--docker-host"),
+                        (["--docker-host", "unix:///var/run/docker.sock"], "--docker-host"),
+                        (["--kind", "swarm", "--docker-host", "ftp://m"], "--docker-host"),
+                        (["--description", "a\nb"], "--description")):
         refused = runner.invoke(
             main, ["server", "add", "bad", "--environment", "staging", *bad, *_args(api_ws)]
         )
-        assert refused.exit_code == 2 and field in refused.output, refused.output
-    named = runner.invoke(main, ["server", "add", "Bad!", "--environment", "staging", *_args(api_ws)])
-    assert named.exit_code == 2 and "not a server name" in named.output
+        assert refused.exit_code == 2 and f"Invalid value for {option}" in refused.output, (
+            refused.output
+        )
+        assert "docker_host" not in refused.output
+    for name, says in (("Bad!", "not a server name"), ("srv_1234", "server id")):
+        named = runner.invoke(main, ["server", "add", name, "--environment", "staging", *_args(api_ws)])
+        assert named.exit_code == 2 and says in named.output and "NAME" in named.output
 
     listed = runner.invoke(main, ["server", "list", "--json", *_args(api_ws)])
     assert listed.exit_code == 0, listed.output
@@ -126,3 +134,34 @@ def test_server_add_list_rotate_key_rm(api: ApiServer, api_ws: Workspace) -> Non
     assert api.request("GET", "/agent/desired", new).status_code == 401
     again = runner.invoke(main, ["server", "rm", "edge-1", *_args(api_ws)])
     assert again.exit_code == 2 and "does not exist" in again.output
+
+
+def test_server_commands_in_a_clone_without_engine_state_refuse_instead_of_making_one(
+    tmp_path: Path,
+) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(clone)], check=True)
+    runner = CliRunner()
+    for args in (["list"], ["add", "edge", "--environment", "staging"], ["rm", "edge"],
+                 ["rotate-key", "edge"]):
+        done = runner.invoke(main, ["server", *args, "--repo", str(clone)])
+        assert done.exit_code == 1, done.output
+        assert "no state store here" in done.output and "--state-dir" in done.output
+    assert not (clone / ".deployally").exists()
+
+
+def test_sync_and_status_json_show_each_definitions_environment(
+    defs_repo: DefinitionsRepo, state_dir: Path
+) -> None:
+    web = defs_repo.worker("web")
+    defs_repo.commit("Add web")
+    where = ["--repo", str(defs_repo.path), "--state-dir", str(state_dir)]
+    runner = CliRunner()
+    synced = runner.invoke(main, ["sync", "--json", *where])
+    assert synced.exit_code == 0, synced.output
+    (deployment,) = json.loads(synced.stdout)["deployments"]
+    assert (deployment["definition_name"], deployment["environment"]) == (web, "production")
+    shown = runner.invoke(main, ["status", "--json", *where])
+    assert shown.exit_code == 0, shown.output
+    (row,) = json.loads(shown.stdout)["definitions"]
+    assert (row["name"], row["server_id"], row["environment"]) == (web, "local", "production")

@@ -86,6 +86,9 @@ def test_environment_must_be_one_of_three(api: ApiServer, api_tokens: dict[str, 
         ({"kind": "swarm", "docker_host": "ssh://ops:hunter2@manager"}, "docker_host", "password"),
         ({"kind": "swarm", "docker_host": "tcp://"}, "docker_host", "needs a host"),
         ({"kind": "swarm", "docker_host": 2376}, "docker_host", "must be a string"),
+        ({"kind": None}, "kind", "not null"),
+        ({"description": "two\nlines"}, "description", "one line"),
+        ({"description": "x" * 1001}, "description", "at most 1000"),
     ],
 )
 def test_a_kind_and_docker_host_that_do_not_fit_are_422_naming_the_field(
@@ -309,3 +312,135 @@ def test_each_view_shows_its_servers_environment_and_definitions_filter_by_it(
     assert {d["definition_name"]: d["environment"] for d in json.loads(history.stdout)}["web"] == (
         "production"
     )
+
+
+# ---------------------------------------------------------------- names, docker_host, keys
+
+
+def test_a_name_shaped_like_a_server_id_is_422_naming_name(
+    api: ApiServer, api_tokens: dict[str, str]
+) -> None:
+    body = {"name": "srv_0123456789ab", "environment": "staging"}
+    r = api.request("POST", "/servers", api_tokens["admin"], json=body)
+    assert r.status_code == 422, r.text
+    (detail,) = r.json()["error"]["details"]
+    assert detail["field"] == "name" and "server id" in detail["message"]
+    names = [s["name"] for s in api.request("GET", "/servers", api_tokens["read"]).json()["data"]]
+    assert names == ["local"]
+
+
+# Each refused form, and what its message must say: ours, with the form expected.
+BAD_DOCKER_HOSTS = [
+    ("tcp://manager.example", "tcp://HOST:PORT"),  # no port
+    ("tcp://manager.example:99999", "1 to 65535"),
+    ("tcp://manager.example:port", "1 to 65535"),
+    ("ssh://manager.example", "ssh://USER@HOST[:PORT]"),  # no user
+    ("ssh://ops@manager.example:0", "1 to 65535"),
+    ("unix://var/run/docker.sock", "unix:///abs/path"),  # relative
+    ("unix://", "unix:///abs/path"),
+    (" tcp://manager.example:2376", "leading or trailing spaces"),
+    ("tcp://manager.example:2376 ", "leading or trailing spaces"),
+    ("TCP://manager.example:2376", "lower case"),
+    ("Ssh://ops@manager.example", "lower case"),
+    ("tcp://manager.example:2376/v1.41", "no path"),
+    ("tcp://manager.example:2376?tls=1", "no path, query"),
+    ("ssh://ops@manager.example/home", "no path"),
+    ("tcp://ops@manager.example:2376", "takes no user"),
+    ("tcp://[::1:2376", "tcp://HOST:PORT"),
+    ("tcp://[zz::1]:2376", "tcp://HOST:PORT"),
+    ("tcp://man ager:2376", "space"),
+    ("manager.example:2376", "unix:///abs/path, tcp://HOST:PORT or ssh://USER@HOST[:PORT]"),
+]
+
+
+@pytest.mark.parametrize(("docker_host", "says"), BAD_DOCKER_HOSTS)
+def test_a_docker_host_not_in_a_documented_form_is_422_saying_the_form(
+    api: ApiServer, api_tokens: dict[str, str], docker_host: str, says: str
+) -> None:
+    body = {"name": "mgr", "environment": "production", "kind": "swarm", "docker_host": docker_host}
+    r = api.request("POST", "/servers", api_tokens["admin"], json=body)
+    assert r.status_code == 422, r.text
+    (detail,) = r.json()["error"]["details"]
+    assert detail["field"] == "docker_host" and says in detail["message"], detail
+    # Our words, not the URL parser's ("Port could not be cast", "out of range").
+    assert "cast" not in detail["message"] and "out of range" not in detail["message"]
+
+
+@pytest.mark.parametrize(
+    "docker_host",
+    ["unix:///var/run/docker.sock", "tcp://10.0.0.5:2376", "tcp://manager.example:2375",
+     "tcp://[fd00::5]:2376", "ssh://ops@manager.example", "ssh://ops@10.0.0.5:2222"],
+)
+def test_each_documented_docker_host_form_is_taken(
+    api: ApiServer, api_tokens: dict[str, str], docker_host: str
+) -> None:
+    body = {"name": "mgr", "environment": "production", "kind": "swarm", "docker_host": docker_host}
+    r = api.request("POST", "/servers", api_tokens["admin"], json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["data"]["docker_host"] == docker_host
+
+
+def test_a_refused_key_is_told_whether_it_was_replaced_removed_or_never_known(
+    api: ApiServer, api_tokens: dict[str, str], api_ws: Workspace
+) -> None:
+    admin = api_tokens["admin"]
+    first = api.request(
+        "POST", "/servers", admin, json={"name": "edge-1", "environment": "staging"}
+    ).json()["data"]["api_key"]
+    second = api.request("POST", "/servers/edge-1/rotate-key", admin).json()["data"]["api_key"]
+    third = api.request("POST", "/servers/edge-1/rotate-key", admin).json()["data"]["api_key"]
+
+    for replaced in (first, second):
+        r = api.request("GET", "/agent/desired", replaced)
+        assert r.status_code == 401
+        message = r.json()["error"]["message"]
+        assert "replaced by rotate-key at 20" in message and "use the new key" in message, message
+    never = api.request("GET", "/agent/desired", "da_server_" + "x" * 32)
+    assert never.status_code == 401 and "not known" in never.json()["error"]["message"]
+    assert "replaced" not in never.json()["error"]["message"]
+
+    assert api.request("DELETE", "/servers/edge-1", admin).status_code == 200
+    for key in (first, third):
+        r = api.request("GET", "/agent/desired", key)
+        assert r.status_code == 401
+        message = r.json()["error"]["message"]
+        assert "its server 'edge-1' was removed" in message and "replaced" not in message, message
+    # Replaced keys are kept as hashes only.
+    db = sqlite3.connect(api_ws.store.path)
+    try:
+        dump = "\n".join(db.iterdump())
+    finally:
+        db.close()
+    assert all(key not in dump for key in (first, second, third))
+
+
+def test_remove_counts_definitions_at_the_branch_head_not_yet_synced(
+    fake_ws: Workspace, fake_api: tuple[ApiServer, str]
+) -> None:
+    api, admin = fake_api
+    edge, _key = fake_ws.store.add_server("edge", "staging")
+    fake_ws.store.add_server("spare", "staging")
+    repo = fake_ws.repo
+    repo.write(
+        {"definitions/late.yaml": f"name: late\ntemplate: tools/busybox/plain/stable\n"
+         f"server: {edge.id}\nparams:\n  script: sleep 9\n",
+         "definitions/broken.yaml": "name: broken\nserver: edge\ntemplate: no/such/template\n"},
+        message="Define late and broken on edge, not synced", author_name="Test",
+        author_email="test@example.com", expected_head=repo.head(),
+    )
+    refused = api.request("DELETE", "/servers/edge", admin)
+    assert refused.status_code == 409, refused.text
+    assert "broken, late" in refused.json()["error"]["message"]
+    assert "edge" in _servers(api, admin)
+    assert api.request("DELETE", "/servers/spare", admin).status_code == 200
+
+
+def test_repeated_query_parameters_are_400_naming_them(
+    api: ApiServer, api_tokens: dict[str, str]
+) -> None:
+    for query, name in (("environment=staging&environment=production", "environment"),
+                        ("server_id=local&server_id=edge", "server_id"),
+                        ("page=1&page=2", "page")):
+        r = api.request("GET", f"/definitions?{query}", api_tokens["read"])
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["details"][0]["field"] == name and "once" in r.text

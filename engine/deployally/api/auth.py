@@ -16,7 +16,8 @@ from aiohttp import web
 
 from deployally.api.context import context
 from deployally.api.envelope import ApiError
-from deployally.store import SERVER_KEY_PREFIX, ServerRecord, TokenRecord
+from deployally.api.views import iso
+from deployally.store import SERVER_KEY_PREFIX, RetiredKey, ServerRecord, TokenRecord
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -68,10 +69,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if token.startswith(SERVER_KEY_PREFIX):
         server = await ctx.run(store.verify_server_key, token)
         if server is None:
-            raise _unauthorized(
-                "the server key is not known: it was replaced by `deployally server rotate-key`"
-                " (use the new key it showed), or its server was removed or never registered"
-            )
+            raise _unauthorized(_refused_server_key(await ctx.run(store.retired_server_key, token)))
         if needed != AGENT:
             raise ApiError(
                 403, "forbidden", "a server key reaches only its agent endpoints; use an API token"
@@ -95,6 +93,22 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     request[TOKEN] = record
     return await handler(request)
+
+
+def _refused_server_key(retired: RetiredKey | None) -> str:
+    """What an agent whose key does not verify is told: replaced, removed, or never known."""
+    if retired is None:
+        return (
+            "this server key is not known: register the server (`deployally server add` or"
+            " POST /api/v1/servers), which shows its key once"
+        )
+    at = iso(retired.retired_at)
+    if retired.why == "rotated":
+        return (
+            f"this server key was replaced by rotate-key at {at}; use the new key"
+            f" (server '{retired.server_name}')"
+        )
+    return f"this server key is no longer valid: its server '{retired.server_name}' was removed at {at}"
 
 
 def _bearer(request: web.Request) -> str:

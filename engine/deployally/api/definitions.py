@@ -18,6 +18,7 @@ from deployally.api.envelope import (
     listing,
     not_found,
     parse_page,
+    query_value,
     read_json,
     success,
 )
@@ -149,7 +150,7 @@ async def list_definitions(request: web.Request) -> web.Response:
     page = parse_page(request.query)
     status = choice(request.query, "status", STATUSES)
     environment = choice(request.query, "environment", ENVIRONMENTS)
-    server = request.query.get("server_id")
+    server = query_value(request.query, "server_id")
     ctx = context(request)
     servers = ServerIds(await ctx.run(ctx.ws.store.servers))
     rows, total = await ctx.run(

@@ -101,7 +101,7 @@ def parse_page(query: Mapping[str, str]) -> Page:
 
 
 def _positive_int(query: Mapping[str, str], name: str, default: int) -> int:
-    raw = query.get(name)
+    raw = query_value(query, name)
     if raw is None:
         return default
     # isdigit() alone admits "²" and "①" (int() refuses them) and other scripts' digits.
@@ -131,9 +131,19 @@ def json_body(body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
+def query_value(query: Mapping[str, str], name: str) -> str | None:
+    """The one value of query parameter `name` (None when absent); 400 naming it when it is
+    given more than once, rather than silently using one of them."""
+    getall = getattr(query, "getall", None)
+    values = getall(name, []) if getall is not None else [query[name]] if name in query else []
+    if len(values) > 1:
+        raise bad_request(f"{name}: given {len(values)} times; give it once", name)
+    return str(values[0]) if values else None
+
+
 def choice(query: Mapping[str, str], name: str, allowed: Collection[str]) -> str | None:
     """An optional query value that must be one of `allowed`; 400 otherwise."""
-    value = query.get(name)
+    value = query_value(query, name)
     if value is not None and value not in allowed:
         raise bad_request(f"{name}: {value!r} is not one of {', '.join(sorted(allowed))}", name)
     return value

@@ -14,7 +14,14 @@ from deployally.api.context import Context, context
 from deployally.api.envelope import BodyCheck, listing, parse_page, read_json, success
 from deployally.api.views import servers_view, spec_view
 from deployally.errors import DriverError, ValidationError
-from deployally.store import ENVIRONMENTS, ServerRecord, check_server_kind, server_name_problem
+from deployally.store import (
+    ENVIRONMENTS,
+    ServerRecord,
+    check_server_kind,
+    server_description_problem,
+    server_name_problem,
+)
+from deployally.sync.edits import named_at_head
 
 routes = web.RouteTableDef()
 
@@ -55,8 +62,12 @@ async def register_server(request: web.Request) -> web.Response:
     description = check.body.get("description", "")
     if not isinstance(description, str):
         check.problem("description", "must be a string")
+    elif problem := server_description_problem(description):
+        check.problem("description", problem)
     if name is not None and (problem := server_name_problem(name)):
         check.problem("name", problem)
+    if "kind" in check.body and check.body["kind"] is None:
+        check.problem("kind", "must be 'agent' or 'swarm' (leave it out for agent), not null")
     kind = check.string("kind", required=False) or "agent"
     raw_host = check.body.get("docker_host")
     docker_host = raw_host if isinstance(raw_host, str) else None
@@ -81,9 +92,18 @@ async def register_server(request: web.Request) -> web.Response:
 @routes.delete("/api/v1/servers/{id}")
 @access(ADMIN)
 async def remove_server(request: web.Request) -> web.Response:
-    """Remove a registered server and its key; 409 for `local` or one that definitions name."""
+    """Remove a registered server and its key; 409 for `local` or one that definitions name
+    (synced, or at the branch head)."""
     ctx = context(request)
-    record = await ctx.run(ctx.ws.store.remove_server, request.match_info["id"])
+    store, key = ctx.ws.store, request.match_info["id"]
+
+    def remove() -> ServerRecord:
+        found = store.server(key)
+        # Definitions committed but not synced yet name it too: they would run nowhere.
+        at_head = named_at_head(ctx.ws.repo, found) if found is not None else []
+        return store.remove_server(key, at_head)
+
+    record = await ctx.run(remove)
     return success({"id": record.id, "deleted": True})
 
 

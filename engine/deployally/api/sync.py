@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from deployally.api.auth import PUBLIC, READ, WRITE, access, bearer_token
-from deployally.api.context import context
+from deployally.api.context import ServerIds, context
 from deployally.api.envelope import ApiError, invalid, json_object, success
 from deployally.api.views import deployment_view
 from deployally.notify.signature import verify
@@ -117,14 +117,15 @@ def _raw(header: str) -> bytes:
     return header.encode("utf-8", "surrogateescape")
 
 
-def outcome_view(outcome: SyncOutcome) -> dict[str, Any]:
-    """A finished sync as the API shows it."""
+def outcome_view(outcome: SyncOutcome, servers: ServerIds) -> dict[str, Any]:
+    """A finished sync as the API shows it, each deployment with its server's environment."""
     report = outcome.report
     return {
         "commit": report.commit,
         "ok": report.ok,
         "lines": list(outcome.lines),
-        "deployments": [deployment_view(d) for d in report.deployments],
+        "deployments": [deployment_view(d, environment=servers.environment(d.server_id))
+                        for d in report.deployments],
         "errors": [e.as_dict() for e in report.errors],
         "unchanged": report.unchanged,
         "unreachable": report.unreachable,
@@ -182,6 +183,8 @@ async def sync(request: web.Request) -> web.Response:
         await ctx.run(ctx.sync_soon)
         return success({"queued": True}, status=202)
     if payload.get("wait") is True:
-        return success(outcome_view(await service.sync_covering(commit, why)))
+        outcome = await service.sync_covering(commit, why)
+        ctx = context(request)
+        return success(outcome_view(outcome, ServerIds(await ctx.run(ctx.ws.store.servers))))
     service.trigger(why)
     return success({"queued": True}, status=202)

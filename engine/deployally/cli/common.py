@@ -13,7 +13,8 @@ import click
 from deployally.errors import ValidationError
 from deployally.source.git import GitRepo
 from deployally.source.tree import CommitTree, DirTree, Tree
-from deployally.workspace import Workspace
+from deployally.store.db import DB_FILE
+from deployally.workspace import Workspace, engine_state_dir
 
 repo_option = click.option(
     "--repo", default=".", show_default=True, type=click.Path(file_okay=False),
@@ -73,6 +74,34 @@ def read_secret_value(source: Any, what: str) -> str:
 
 def _workspace(repo: str, state_dir: str | None, branch: str, **kw: Any) -> Workspace:
     return Workspace.open(repo, state_dir, branch, **kw)
+
+
+def server_environments(ws: Workspace) -> dict[str, str]:
+    """Each server's environment, by its name and by its srv_ id (definitions name it either way)."""
+    return {key: s.environment for s in ws.store.servers() for key in (s.name, s.id)}
+
+
+def engine_state(repo: str, state_dir: str | None, branch: str) -> Path:
+    """The engine's state directory a command reads: --state-dir, else the repository's
+    (its `deployally.stateDir`, which `serve` sets, else `.deployally/` in it)."""
+    return Path(state_dir) if state_dir else engine_state_dir(GitRepo(Path(repo), branch))
+
+
+def has_store(state: Path) -> bool:
+    """Whether `state` holds a state store (never created just to look)."""
+    return (state / DB_FILE).is_file()
+
+
+def _engine_workspace(repo: str, state_dir: str | None, branch: str) -> Workspace:
+    """A workspace on the engine's existing state store; an error naming --state-dir when
+    there is none here, rather than a new, empty store nothing else reads."""
+    state = engine_state(repo, state_dir, branch)
+    if not has_store(state):
+        raise click.ClickException(
+            f"no state store here ({state}): give --state-dir, the directory the engine keeps"
+            " its state in (`deployally serve --state-dir`)"
+        )
+    return Workspace.open(repo, state, branch)
 
 
 def _tree(repo: str, rev: str | None, branch: str) -> Tree:

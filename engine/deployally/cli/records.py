@@ -25,13 +25,13 @@ from deployally.cli.common import (
     branch_option,
     json_option,
     repo_option,
+    server_environments,
     workspace_options,
 )
 from deployally.errors import DeployAllyError
 from deployally.model import desired as desired_mod
 from deployally.source.tree import DirTree, Tree
 from deployally.types import DeploymentStatus, EngineStatus
-from deployally.workspace import Workspace
 
 # ---------------------------------------------------------------- templates
 
@@ -94,9 +94,6 @@ def _tree_or_builtin(repo: str, branch: str) -> Tree:
 # ---------------------------------------------------------------- definitions and deployments
 
 
-def _environments(ws: Workspace) -> dict[str, str]:
-    """Each server's environment, by its name and by its srv_ id (definitions name it either way)."""
-    return {key: s.environment for s in ws.store.servers() for key in (s.name, s.id)}
 
 
 @click.group()
@@ -111,7 +108,7 @@ def definitions_list(repo: str, state_dir: str | None, branch: str, as_json: boo
     """List definitions with revision and status."""
     ws = _workspace(repo, state_dir, branch)
     records = ws.store.definitions()
-    environments = _environments(ws)
+    environments = server_environments(ws)
     _listing(as_json,
              [definition_view(r, environment=environments.get(r.server_id)) for r in records],
              [(r.name, r.current_revision, r.status.value, r.server_id, r.last_error or "")
@@ -137,7 +134,7 @@ def deployments_list(repo: str, state_dir: str | None, branch: str, definition: 
         record = ws.store.definition(definition)
         def_id = record.id if record else definition
     items = ws.store.deployments(definition_id=def_id, limit=limit)
-    environments = _environments(ws)
+    environments = server_environments(ws)
     _listing(as_json,
              [deployment_view(d, environment=environments.get(d.server_id)) for d in items],
              [(d.id, d.definition_name, d.revision or "", d.action.value, d.status.value,
@@ -157,7 +154,7 @@ def deployments_show(deployment_id: str, repo: str, state_dir: str | None, branc
     if d is None:
         raise click.ClickException(f"no deployment {deployment_id}")
     if as_json:
-        environment = _environments(ws).get(d.server_id)
+        environment = server_environments(ws).get(d.server_id)
         _echo_json(deployment_view(d, with_logs=True, environment=environment))
         return
     click.echo(f"{d.id}  {d.definition_name}  revision {d.revision}  {d.action.value}  {d.status.value}")
@@ -213,6 +210,7 @@ def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None
             unreachable |= {server.name, server.id}
     docker_error = "; ".join(errors) or None
     waiting = ws.store.waiting_by_definition()
+    environments = server_environments(ws)
     rows: list[dict[str, Any]] = []
     for r in records:
         wait = waiting.get(r.id)
@@ -221,6 +219,8 @@ def status(repo: str, state_dir: str | None, branch: str, as_json: bool) -> None
         absent = "unknown" if r.server_id in unreachable else "absent"
         rows.append({
             "name": r.name,
+            "server_id": r.server_id,
+            "environment": environments.get(r.server_id),
             "revision": r.current_revision,
             "applied_revision": r.applied_revision,
             "status": r.status.value,

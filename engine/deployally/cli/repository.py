@@ -15,8 +15,11 @@ from deployally.cli.common import (
     _tree,
     _workspace,
     branch_option,
+    engine_state,
+    has_store,
     json_option,
     repo_option,
+    server_environments,
     state_option,
     workspace_options,
 )
@@ -34,7 +37,7 @@ from deployally.store import Store
 from deployally.sync import edits
 from deployally.sync.preview import preview
 from deployally.types import SecretVersions
-from deployally.workspace import STATE_DIR_NAME, engine_state_dir
+from deployally.workspace import STATE_DIR_NAME
 
 # ---------------------------------------------------------------- init
 
@@ -166,8 +169,7 @@ def _unsigned(tree: Tree, engine: EngineConfig, *, pushed: bool) -> list[Validat
 
 def _engine_config(repo: str, state_dir: str | None, branch: str) -> EngineConfig:
     """The engine configuration validate and plan check against (see `validate`)."""
-    state = Path(state_dir) if state_dir else engine_state_dir(GitRepo(Path(repo), branch))
-    return load_engine_config(state)
+    return load_engine_config(engine_state(repo, state_dir, branch))
 
 
 def _store_checks(
@@ -175,10 +177,8 @@ def _store_checks(
 ) -> tuple[frozenset[str] | None, SecretVersions]:
     """Names and srv_ ids of the servers in the engine's state store, and the secret versions
     it keeps (a pinned one must exist; no value is read); None and unchecked without a store."""
-    from deployally.store.db import DB_FILE
-
-    state = Path(state_dir) if state_dir else engine_state_dir(GitRepo(Path(repo), branch))
-    if not (state / DB_FILE).is_file():
+    state = engine_state(repo, state_dir, branch)
+    if not has_store(state):
         return None, SecretVersions.unchecked()  # never create a store just to validate
     with Store(state) as store:
         return store.server_keys(), SecretVersions.pins_only(store.available_secrets().kept)
@@ -230,10 +230,12 @@ def sync(repo: str, state_dir: str | None, branch: str, parallel: int | None, as
     ws = _workspace(repo, state_dir, branch, max_parallel=parallel, progress=progress)
     report = ws.engine.sync()
     if as_json:
+        environments = server_environments(ws)
         _echo_json({
             "commit": report.commit,
             "ok": report.ok,
-            "deployments": [deployment_view(d) for d in report.deployments],
+            "deployments": [deployment_view(d, environment=environments.get(d.server_id))
+                            for d in report.deployments],
             "errors": [e.as_dict() for e in report.errors],
             "unchanged": report.unchanged,
             "unreachable": report.unreachable,

@@ -65,6 +65,23 @@ def definition_paths(tree: Tree) -> list[str]:
     return [p for p in tree.list(DEFINITIONS_DIR) if p.endswith((".yaml", ".yml"))]
 
 
+def servers_named(tree: Tree) -> dict[str, str]:
+    """Each definition in `tree` (by name, else its file's stem) and the server it names, the
+    settings' default when it names none; read leniently, so a file that does not validate
+    yet counts too."""
+    default = load_settings(tree)[0].default_server
+    out: dict[str, str] = {}
+    for path, text in _split(tree.read_many(definition_paths(tree)))[0].items():
+        data = lenient_value(text)
+        if not isinstance(data, dict):
+            continue
+        server = data.get("server", default)
+        name = _name_of(text) or path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        if isinstance(server, str):
+            out[name] = server
+    return out
+
+
 def load_settings(
     tree: Tree, allow: Allowances | None = None
 ) -> tuple[Settings, list[ValidationError]]:

@@ -16,9 +16,11 @@ from deployally.store.access import (
     TOKEN_PREFIX,
     TOKEN_SCOPES,
     AccessStore,
+    RetiredKey,
     ServerRecord,
     TokenRecord,
     check_server_kind,
+    server_description_problem,
     server_name_problem,
 )
 from deployally.store.codec import _spec_from_json as _spec_from_json
@@ -55,12 +57,14 @@ __all__ = [
     "DeliveryRecord",
     "DeliveryStatus",
     "KeyStatus",
+    "RetiredKey",
     "SecretInfo",
     "ServerRecord",
     "Store",
     "TokenRecord",
     "WebhookRecord",
     "check_server_kind",
+    "server_description_problem",
     "server_name_problem",
 ]
 

@@ -174,6 +174,13 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE servers ADD COLUMN agent_version TEXT",
         "ALTER TABLE servers ADD COLUMN docker_version TEXT",
     ),
+    # The hashes of agent keys that no longer verify, so a refused key is told why: replaced
+    # by rotate-key or its server removed (never the key itself).
+    (
+        """CREATE TABLE retired_server_keys (
+            key_hash TEXT PRIMARY KEY, server_id TEXT NOT NULL, server_name TEXT NOT NULL,
+            why TEXT NOT NULL, retired_at TEXT NOT NULL) WITHOUT ROWID""",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)

@@ -15,15 +15,26 @@ from typing import Any
 from deployally.errors import Conflict, NotFound, ValidationError
 from deployally.identity import definition_id
 from deployally.model import definitions as definitions_mod
+from deployally.model import desired
 from deployally.model.catalog import Catalog
 from deployally.model.schema import load_yaml
 from deployally.model.settings import Settings
 from deployally.secrets import missing_version
 from deployally.source.git import GitRepo
-from deployally.store import Store
+from deployally.source.tree import CommitTree
+from deployally.store import ServerRecord, Store
 
 ROLLBACK_TRAILER = "DeployAlly-Rollback:"
 AUTHOR_EMAIL = "deployally@localhost"
+
+
+def named_at_head(repo: GitRepo, server: ServerRecord) -> list[str]:
+    """The definitions at the branch head that name `server` (by name or id), synced or not."""
+    head = repo.head()
+    if head is None:
+        return []
+    named = desired.servers_named(CommitTree(repo, head))
+    return sorted(n for n, key in named.items() if key in (server.name, server.id))
 
 
 def rollback(repo: GitRepo, store: Store, name: str, to: int, *, author: str) -> str:
