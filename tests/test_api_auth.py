@@ -84,9 +84,9 @@ def test_server_key_reaches_only_its_agent_endpoint(
     # An API token, even admin, is not a server key.
     assert api.request("GET", "/agent/desired", api_tokens["admin"]).status_code == 403
     assert api.request("GET", "/agent/desired", "da_server_unknown").status_code == 401
-    # Heard from: the server is no longer pending.
+    # Only its agent's poll is a heartbeat (tests/test_agent.py): still pending.
     servers = api.request("GET", "/servers", api_tokens["read"]).json()["data"]
-    assert {s["name"]: s["status"] for s in servers}["edge-1"] == "online"
+    assert {s["name"]: s["status"] for s in servers}["edge-1"] == "pending"
 
 
 def test_health_openapi_and_metrics_need_no_token(api: ApiServer) -> None:

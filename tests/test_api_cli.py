@@ -113,7 +113,7 @@ def test_server_add_list_rotate_key_rm(api: ApiServer, api_ws: Workspace) -> Non
     assert listed.exit_code == 0, listed.output
     by_name = {s["name"]: s for s in json.loads(listed.stdout)}
     assert set(by_name) == {"local", "edge-1", "mgr"}
-    assert (by_name["edge-1"]["kind"], by_name["edge-1"]["status"]) == ("agent", "online")
+    assert (by_name["edge-1"]["kind"], by_name["edge-1"]["status"]) == ("agent", "pending")  # no agent polled yet
     assert by_name["mgr"]["docker_host"] == "tcp://manager.example:2376"
     assert by_name["mgr"]["status"] == "pending" and key not in listed.stdout
     table = runner.invoke(main, ["server", "list", *_args(api_ws)])

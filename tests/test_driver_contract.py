@@ -1,23 +1,32 @@
-"""The driver seam's promises, checked against the fake driver and the local (Docker) driver alike.
+"""The driver seam's promises, checked against the fake driver, the local (Docker) driver and the
+agent driver alike.
 
 The fake runs the orchestration tests, so it must behave as the real one does:
-the same cases run against both, the local one on a real Docker engine.
+the same cases run against both, the local one on a real Docker engine. The agent driver
+runs each case through its channel and the wire's JSON to an agent in a thread, which
+carries the calls out as `deployally agent` does (agent/calls.py) on a fake or local driver.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets as pysecrets
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deployally.drivers.base import Driver, DriverConfig
+from deployally.agent.calls import carry_out
+from deployally.codec import from_json, to_json
+from deployally.drivers.agent.channel import BEGIN, LOG, RESULT, Call, Channel, Message
+from deployally.drivers.agent.driver import AgentDriver
+from deployally.drivers.base import Driver, DriverConfig, EventStream
 from deployally.drivers.fake import FakeDriver, FakeHost
 from deployally.errors import NotFound
 from deployally.identity import definition_id
@@ -114,10 +123,84 @@ def _local_backend(request: pytest.FixtureRequest, stores: list[Store]) -> Backe
     )
 
 
-@pytest.fixture(params=["fake", pytest.param("local", marks=pytest.mark.docker)])
+def _wire(value: Any) -> Any:
+    """`value` as the other side of the HTTP link reads it."""
+    return json.loads(json.dumps(value))
+
+
+class ThreadAgent:
+    """An agent in a thread: polls `driver`'s own channel and carries each call out on the
+    wrapped driver, over the wire's JSON; `agent_driver` is the engine's side."""
+
+    def __init__(self, driver: Driver, owner: str, heartbeat_s: float = 0.2) -> None:
+        self.driver = driver
+        self.agent_driver = AgentDriver(driver.server, owner=owner, channel=Channel(driver.server))
+        self.heartbeat_s = heartbeat_s
+        self.session = "session_" + pysecrets.token_hex(4)
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(8)
+        self._events: EventStream = driver.watch(self._heard)
+        assert self._events.wait_connected(WAIT_S)
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _heard(self, event: InstanceEvent) -> None:
+        self.agent_driver.deliver([from_json(InstanceEvent, _wire(to_json(event)))])
+
+    def _poll(self) -> None:
+        channel = self.agent_driver.channel
+        while not self._stop.is_set():
+            channel.heard(self.session, self.heartbeat_s)
+            try:
+                channel.wait_for_calls().result(timeout=self.heartbeat_s)
+            except TimeoutError:
+                pass
+            for call in channel.take(self.session):
+                self._pool.submit(self._carry_out, call)
+
+    def _carry_out(self, call: Call) -> None:
+        channel, wired = self.agent_driver.channel, _wire(call.wire())
+
+        def begin() -> bool:
+            answer: Future[bool] = Future()
+            channel.send(call.id, self.session, Message(BEGIN, answer=answer.set_result))
+            return answer.result(timeout=WAIT_S)
+
+        result = carry_out(
+            self.driver, wired["op"], wired["args"],
+            log=lambda line: channel.send(call.id, self.session, Message(LOG, line)), begin=begin,
+        )
+        channel.send(call.id, self.session, Message(RESULT, _wire(result)))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(WAIT_S)
+        self._events.stop()
+        self._pool.shutdown(wait=True)
+
+
+def _through_agents(inner: Backend, agents: list[ThreadAgent]) -> Backend:
+    ours, theirs = (
+        ThreadAgent(d, owner=getattr(d, "owner", "")) for d in (inner.ours, inner.theirs)
+    )
+    agents += [ours, theirs]
+    return Backend(ours.agent_driver, theirs.agent_driver, inner.spec, inner.failing)
+
+
+@pytest.fixture(params=[
+    "fake",
+    pytest.param("local", marks=pytest.mark.docker),
+    "agent-fake",
+    pytest.param("agent-local", marks=pytest.mark.docker),
+])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     stores: list[Store] = []
-    yield _fake_backend() if request.param == "fake" else _local_backend(request, stores)
+    agents: list[ThreadAgent] = []
+    kind = str(request.param)
+    inner = _fake_backend() if kind.endswith("fake") else _local_backend(request, stores)
+    yield _through_agents(inner, agents) if kind.startswith("agent") else inner
+    for agent in agents:
+        agent.close()
     for store in stores:
         store.close()
 

@@ -20,7 +20,7 @@ from deployally.drivers.fake import FakeDriver, FakeHost
 from deployally.source.tree import DirTree
 from deployally.store import ServerRecord
 from deployally.sync.preview import preview
-from deployally.types import ActionKind, DeploymentStatus
+from deployally.types import ActionKind, DeploymentStatus, WaitKind
 from deployally.workspace import Workspace
 
 BROKEN = "broken"  # a MESSAGE that makes the fake fail the health gate
@@ -140,9 +140,18 @@ def test_an_unreachable_server_holds_up_no_other(
     assert near in hosts["local"].instances
     assert list(report.unreachable) == ["far"] and "switched off" in report.unreachable["far"]
     assert not report.ok
-    # The change that could not go out is recorded once, with the cause.
-    (failed,) = ws.store.deployments(definition_id=ws.store.definition(far).id)  # type: ignore[union-attr]
-    assert failed.status is DeploymentStatus.FAILED and failed.server_id == "far"
+    # The change that could not go out waits for the server, saying since when and why.
+    (waiting,) = ws.store.deployments(definition_id=ws.store.definition(far).id)  # type: ignore[union-attr]
+    assert waiting.status is DeploymentStatus.WAITING and waiting.server_id == "far"
+    assert waiting.waiting is not None and waiting.waiting.kind is WaitKind.SERVER
+    assert "server far is unreachable" in waiting.waiting.summary
+    assert "switched off" in waiting.waiting.summary
+    since = waiting.waiting.since
+    ws.engine.sync()  # still down: the same deployment still waits, since the same moment
+    (still,) = ws.store.deployments(definition_id=ws.store.definition(far).id)  # type: ignore[union-attr]
+    assert (still.id, still.status, still.waiting.since if still.waiting else None) == (
+        waiting.id, DeploymentStatus.WAITING, since
+    )
     # Each server's applied commit is its own; the engine's waits for both.
     assert ws.store.server("local").applied_commit == head  # type: ignore[union-attr]
     assert ws.store.server("far").applied_commit is None  # type: ignore[union-attr]
@@ -153,6 +162,9 @@ def test_an_unreachable_server_holds_up_no_other(
     back = ws.engine.sync()
     assert {d.definition_name: d.status.value for d in back.deployments} == {far: "success"}
     assert ws.store.last_applied_commit() == head
+    # It ran once, as the deployment that waited.
+    (ran,) = ws.store.deployments(definition_id=ws.store.definition(far).id)  # type: ignore[union-attr]
+    assert (ran.id, ran.status, ran.waiting) == (waiting.id, DeploymentStatus.SUCCESS, None)
 
 
 def test_the_plan_preview_is_what_the_sync_then_does(

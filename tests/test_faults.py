@@ -43,17 +43,23 @@ def test_docker_that_stops_answering_degrades_health_and_the_engine_catches_up(
         assert isinstance(degraded, dict)
         assert "docker" in str(degraded["reason"]).lower(), degraded
         assert engine.request("GET", "/definitions").status_code == 200  # the API still serves
-        # The change that could not be applied is a failed deployment whose log names the cause.
-        failed = wait_until(
-            lambda: engine.request("GET", "/deployments?status=failed").json()["data"], 60,
-            "a failed deployment for the change made while Docker was away",
+        # The change that could not be applied waits for the server, saying since when and why.
+        waiting = wait_until(
+            lambda: engine.request("GET", "/deployments?status=waiting").json()["data"], 60,
+            "a waiting deployment for the change made while Docker was away",
         )
-        assert isinstance(failed, list) and failed[0]["definition_name"] == name
-        detail = engine.request("GET", f"/deployments/{failed[0]['id']}").json()["data"]
-        assert "docker" in " ".join(line["message"] for line in detail["logs"]).lower(), detail
+        assert isinstance(waiting, list) and waiting[0]["definition_name"] == name
+        detail = engine.request("GET", f"/deployments/{waiting[0]['id']}").json()["data"]
+        assert detail["waiting_for"]["kind"] == "server" and detail["waiting_for"]["since"], detail
+        assert "docker" in detail["waiting_for"]["summary"].lower(), detail
 
         proxy.start()
         wait_until(lambda: revision(docker_client, name) == "2", 120, "revision 2 after Docker is back")
+        # It ran once, as the deployment that waited.
+        wait_until(
+            lambda: engine.request("GET", f"/deployments/{waiting[0]['id']}").json()["data"]["status"]
+            == "success", 60, "the waiting deployment to succeed",
+        )
         wait_until(lambda: health(engine)["status"] == "healthy", 60, "health back to healthy")
     finally:
         assert engine.stop() == 0, engine.log()

@@ -1,6 +1,6 @@
 """Our frozen values <-> plain JSON values; ContainerSpec's one shape for the store, the API and an agent.
 
-`to_json` turns dataclasses, enums, tuples and SecretRef into JSON-safe values;
+`to_json` turns dataclasses, enums, tuples, datetimes and SecretRef into JSON-safe values;
 `from_json` rebuilds a value of an annotated type from them. A ContainerSpec
 written by `spec_to_json` comes back equal from `spec_from_json`, and a key a
 newer writer added is ignored, so an older reader copes.
@@ -13,13 +13,14 @@ import enum
 import functools
 import types as pytypes
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from deployally.types import ContainerSpec, SecretRef
 
 
 def to_json(value: Any) -> Any:
-    """Plain JSON values from our frozen types: dataclasses, enums, tuples, SecretRef."""
+    """Plain JSON values from our frozen types: dataclasses, enums, tuples, datetimes, SecretRef."""
     if isinstance(value, SecretRef):  # the same shape a definition file uses
         if value.version is None:
             return {"secret": value.name}
@@ -28,6 +29,8 @@ def to_json(value: Any) -> Any:
         return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
     if isinstance(value, Mapping):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -60,6 +63,8 @@ def from_json(tp: Any, value: Any) -> Any:
         return tp(**{k: from_json(hints[k], v) for k, v in value.items() if k in known})
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return tp(value)
+    if tp is datetime and isinstance(value, str):
+        return datetime.fromisoformat(value)
     if tp is float and isinstance(value, int):
         return float(value)
     return value

@@ -62,6 +62,11 @@ class DriverError(DeployAllyError):
     """The container engine failed or could not be reached."""
 
 
+class ServerLost(DriverError):
+    """The server went away during a call (its agent restarted or stopped answering): what the
+    call did is not known; the deployment waits for the server and the next sync looks again."""
+
+
 class NotBegun(DeployAllyError):
     """An action was not begun: the engine is stopping; the next start carries it on."""
 

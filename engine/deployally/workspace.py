@@ -84,7 +84,9 @@ class Workspace:
             health_timeout_s=self.health_timeout_s or DriverConfig.health_timeout_s,
             parallel=self.max_parallel or DriverConfig.parallel,
         )
-        factories = self.driver_factories or {"local": self._local_driver}
+        factories = self.driver_factories or {
+            "local": self._local_driver, "agent": self._agent_driver
+        }
         return DriverRegistry(self.store, factories, config)
 
     def driver_for(self, server: str) -> Driver | None:
@@ -119,6 +121,11 @@ class Workspace:
             ),
             config=config,
         )
+
+    def _agent_driver(self, server: ServerRecord, config: DriverConfig) -> Driver:
+        from deployally.drivers.agent.driver import AgentDriver
+
+        return AgentDriver(server.name, owner=self.engine_id, config=config)
 
     @cached_property
     def engine_id(self) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from deployally.api import (
+    agent,
     definitions,
     deployments,
     health,
@@ -70,6 +71,7 @@ def create_app(
 
     app.on_cleanup.append(close_context)
     for module in (
+        agent,
         templates,
         definitions,
         instances,

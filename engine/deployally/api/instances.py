@@ -53,9 +53,16 @@ async def _snapshots(ctx: Context, *, fresh: bool = False) -> list[tuple[Driver,
     return found
 
 
-def _environments(ctx: Context) -> dict[str, str]:
-    """The environment of each server this engine applies to, by the name its driver has."""
-    return {server.name: server.environment for server, _ in ctx.ws.drivers.applied_here()}
+def _servers(ctx: Context) -> dict[str, tuple[str, str]]:
+    """The srv_ id and environment of each server this engine applies to, by the name its
+    driver has."""
+    return {s.name: (s.id, s.environment) for s, _ in ctx.ws.drivers.applied_here()}
+
+
+def _shown(inst: LiveInstance, driver: Driver, servers: dict[str, tuple[str, str]],
+           now: datetime | None = None) -> dict[str, object]:
+    server_id, environment = servers.get(driver.server, (None, None))
+    return instance_view(inst, now, environment=environment, server_id=server_id)
 
 
 def _by_name(snapshots: list[tuple[Driver, Snapshot]]) -> list[tuple[Driver, LiveInstance]]:
@@ -81,11 +88,8 @@ async def list_instances(request: web.Request) -> web.Response:
     def build() -> bytes:
         everything = _by_name(snapshots)
         now = datetime.fromtimestamp(second, UTC)
-        environments = _environments(ctx)
-        data = [
-            instance_view(i, now, environment=environments.get(d.server))
-            for d, i in page.slice(everything)
-        ]
+        servers = _servers(ctx)
+        data = [_shown(i, d, servers, now) for d, i in page.slice(everything)]
         return json.dumps(listing_body(data, page, len(everything))).encode()
 
     return json_body(ctx.answers.get([s for _, s in snapshots], second, page, build))
@@ -124,7 +128,7 @@ async def _act(request: web.Request, action: str) -> web.Response:
         await ctx.run_docker(driver.restart, inst.name)
     ctx.live.invalidate(inst.ref)
     now = (await ctx.live.fresh(driver, ctx.run_docker)).get(inst.name, inst)
-    return success(instance_view(now, environment=_environments(ctx).get(driver.server)))
+    return success(_shown(now, driver, _servers(ctx)))
 
 
 @routes.post("/api/v1/instances/{id}/start")

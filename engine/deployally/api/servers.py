@@ -127,7 +127,6 @@ async def agent_desired(request: web.Request) -> web.Response:
     store = ctx.ws.store
 
     def gather() -> list[dict[str, Any]]:
-        store.touch_server(server.id)  # the agent was heard from: no longer pending
         records = [r for key in (server.name, server.id) for r in store.definitions(server_id=key)]
         return [
             {

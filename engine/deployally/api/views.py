@@ -108,14 +108,16 @@ def definition_view(
 
 
 def instance_view(
-    i: LiveInstance, now: datetime | None = None, *, environment: str | None = None
+    i: LiveInstance, now: datetime | None = None, *, environment: str | None = None,
+    server_id: str | None = None,
 ) -> dict[str, Any]:
-    """An instance, with uptime at `now` and its server's `environment`."""
+    """An instance, with uptime at `now`, the server it runs on and that server's `environment`."""
     now = now or datetime.now(UTC)
     running = i.running and i.started_at is not None
     return {
         "id": instance_id(i.ref),
         "definition_id": i.definition_id,
+        "server_id": server_id,
         "environment": environment,
         "container_id": i.ref[:12],  # the API document's name for the instance's reference
         "container_name": i.name,
@@ -130,6 +132,8 @@ def instance_view(
 def server_status(s: ServerRecord, now: datetime, reachable: bool | None = None) -> str:
     """`pending` until first heard from, then `online` or `offline`; `reachable` is whether a
     server this engine applies to answered its live list (None for one it does not apply)."""
+    if s.last_seen_at is None and s.kind == "agent":
+        return "pending"  # its agent never connected
     if reachable is not None:
         return "online" if reachable else "offline"
     if s.last_seen_at is None:

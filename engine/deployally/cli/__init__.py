@@ -41,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("engine", "Run the engine and the API until SIGTERM/SIGINT: push to git, and..."),
     "demo": ("engine", "A bare repo to push to, a working clone of example-repo/, deployed,..."),
     "hook": ("engine", "What the installed git hooks call."),
+    # a registered server's host
+    "agent": ("agent", "Deploy a registered server's definitions on this host, polling out..."),
 }
 
 

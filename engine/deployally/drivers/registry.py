@@ -58,6 +58,7 @@ class DriverRegistry(Generic[S]):
         self.config = config
         self._lock = threading.Lock()  # API threads and the sync thread ask at once
         self._drivers: dict[str, Driver] = {}  # by server id
+        self._on_made: list[Callable[[S, Driver], None]] = []
 
     def __repr__(self) -> str:
         return f"DriverRegistry(kinds={sorted(self._factories)}, made={sorted(self._drivers)})"
@@ -77,11 +78,20 @@ class DriverRegistry(Generic[S]):
                 out.append((server, driver))
         return out
 
+    def on_made(self, hook: Callable[[S, Driver], None]) -> None:
+        """Call `hook` with each driver made from now on (a server registered while serving)."""
+        with self._lock:
+            self._on_made.append(hook)
+
     def _driver(self, server: S) -> Driver | None:
         factory = self._factories.get(server.kind)
         if factory is None:
             return None
         with self._lock:
-            if server.id not in self._drivers:
+            made = server.id not in self._drivers
+            if made:
                 self._drivers[server.id] = factory(server, self.config)
-            return self._drivers[server.id]
+            driver, hooks = self._drivers[server.id], list(self._on_made) if made else []
+        for hook in hooks:
+            hook(server, driver)
+        return driver

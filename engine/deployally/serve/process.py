@@ -27,7 +27,7 @@ from deployally.api.metrics import Metrics
 from deployally.api.runner import ApiRunner
 from deployally.api.sync import SYNC, SyncOutcome
 from deployally.api.webhooks import WAKE_SENDER
-from deployally.drivers.base import EventStream
+from deployally.drivers.base import Driver, EventStream
 from deployally.errors import DeployAllyError, SourceError
 from deployally.logs import fields
 from deployally.notify.sender import Schedule, Sender
@@ -42,6 +42,7 @@ from deployally.serve.loop import SyncLoop
 from deployally.serve.status import engine_status
 from deployally.source.git import GitRepo, redact_url
 from deployally.source.watcher import RefWatcher
+from deployally.store import ServerRecord
 from deployally.types import EngineStatus
 from deployally.workspace import Workspace, default_state_dir
 
@@ -282,14 +283,27 @@ class EngineProcess:
         return SyncOutcome(report, lines, self.ws.engine.next_retry_s())
 
     def _watch_instances(self, ws: Workspace, loop: asyncio.AbstractEventLoop) -> list[EventStream]:
-        """Follow each server's instance events (this engine's own, by the driver's owner filter)."""
-        streams = []
+        """Follow each server's instance events (this engine's own, by the driver's owner filter),
+        a server registered later included."""
+        streams: list[EventStream] = []
+        watched: set[int] = set()
+        lock = threading.Lock()
+
+        def watch(server: ServerRecord, driver: Driver) -> None:
+            with lock:
+                if id(driver) in watched:
+                    return
+                watched.add(id(driver))
+                on_event = InstanceEventHandler(
+                    ws, server, loop, wake_sender=self._wake_sender,
+                    trigger_sync=self.sync_loop.trigger,
+                )
+                self._event_handlers.append(on_event)
+                streams.append(driver.watch(on_event))
+
+        ws.drivers.on_made(watch)
         for server, driver in ws.drivers.applied_here():
-            on_event = InstanceEventHandler(
-                ws, server, loop, wake_sender=self._wake_sender, trigger_sync=self.sync_loop.trigger
-            )
-            self._event_handlers.append(on_event)
-            streams.append(driver.watch(on_event))
+            watch(server, driver)
         return streams
 
     def _progress(self, line: str) -> None:

@@ -432,11 +432,17 @@ class AccessStore(Database):
             if cur.rowcount == 0:
                 raise NotFound(f"server '{id}' does not exist")
 
-    def touch_server(self, id: str) -> None:
-        """Note that a server's agent was heard from just now."""
+    def touch_server(
+        self, id: str, *, agent_version: str | None = None, docker_version: str | None = None
+    ) -> None:
+        """Note that a server's agent was heard from just now, and the versions it reported
+        of itself and its Docker engine (None keeps what it reported before)."""
         with self._write() as conn:
             cur = conn.execute(
-                "UPDATE servers SET last_seen_at = ? WHERE id = ?", (_ts(_now()), id)
+                "UPDATE servers SET last_seen_at = ?,"
+                " agent_version = COALESCE(?, agent_version),"
+                " docker_version = COALESCE(?, docker_version) WHERE id = ?",
+                (_ts(_now()), agent_version, docker_version, id),
             )
             if cur.rowcount == 0:
                 raise NotFound(f"server '{id}' does not exist")

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from deployally import secrets
 from deployally.drivers.base import Driver, DriverConfig
-from deployally.errors import DeployAllyError, DriverError, NotBegun
+from deployally.errors import DeployAllyError, DriverError, NotBegun, ServerLost
 from deployally.identity import random_id
 from deployally.model.definitions import secret_names, unorderable
 from deployally.plan.order import order
@@ -274,6 +274,15 @@ class Applier:
                 status, message, unready = result.status, result.message, result.unready
                 if unready:
                     log(UNREADY_NOTE)
+            except ServerLost as exc:
+                # The server went away mid-call: what it did is unknown, so nothing is
+                # recorded as done; the next sync looks at what runs there and carries this on.
+                deployment = replace(deployment, status=DeploymentStatus.WAITING, waiting=Waiting(
+                    WaitKind.SERVER, f"{exc}; the next sync looks at what runs there and carries it on",
+                    (driver.server,), utcnow()))
+                log(f"waiting: {deployment.waiting.summary if deployment.waiting else ''}")
+                self.journal.waiting(deployment, record, first=True)
+                return deployment, True
             except NotBegun:
                 # Its turn came as the engine stopped: nothing changed; it waits for the next start.
                 deployment = replace(pending, status=DeploymentStatus.WAITING, waiting=Waiting(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from deployally.errors import StoreUnavailable
@@ -27,7 +28,11 @@ from deployally.types import (
     Reason,
     ReasonKind,
     ServerIntent,
+    Waiting,
+    WaitKind,
 )
+
+REQUESTED = (ReasonKind.OPERATOR, ReasonKind.ROLLBACK)
 
 Progress = Callable[[str], None]
 
@@ -43,7 +48,6 @@ class StoreJournal:
         self.store = store
         self.progress = progress
         self._lock = threading.Lock()
-        self._reported_down: dict[str, str] = {}  # name -> rendered hash failed for "unreachable"
         # Log lines the store refused (locked, disk full), by deployment, oldest first: kept so
         # a busy store never breaks a rollout halfway; written with the next line or the outcome.
         self._unwritten: dict[str, list[tuple[datetime, str]]] = {}
@@ -167,16 +171,24 @@ class StoreJournal:
     # ------------------------------------------------------------ what the engine records itself
 
     def unreachable(self, intent: ServerIntent, cause: str) -> None:
-        """The server cannot be reached: each change waiting to deploy fails once, with the cause."""
+        """The server cannot be reached: each change for it waits (since when, and why: no
+        failure, no backoff) and runs once the server answers, as that same deployment."""
+        summary = f"server {intent.server} is unreachable: {cause}"
         for name, record in intent.definitions.items():
             spec = record.desired
             if spec is None:
                 continue
-            pending = name in intent.reasons or record.applied_hash != spec.rendered_hash
-            with self._lock:
-                if not pending or self._reported_down.get(name) == spec.rendered_hash:
-                    continue
-                self._reported_down[name] = spec.rendered_hash
+            if name not in intent.reasons and record.applied_hash == spec.rendered_hash:
+                continue
+            carried = intent.open.get(name)
+            if carried is not None and carried.status is DeploymentStatus.WAITING:
+                if carried.revision == record.current_revision or carried.reason.kind in REQUESTED:
+                    if carried.waiting is None or carried.waiting.kind is not WaitKind.SERVER:
+                        self._wait_for_server(carried, record, summary, intent.server, first=False)
+                    continue  # it waits already, and says for what
+                self.superseded(carried, record.current_revision)
+            elif carried is not None:
+                continue  # a person's request: it runs once the server answers
             now = utcnow()
             reason = intent.reasons.get(name) or Reason(
                 ReasonKind.DEFINITION,
@@ -187,13 +199,20 @@ class StoreJournal:
                 id=random_id("deploy"), definition_id=record.id, definition_name=name,
                 server_id=intent.server, revision=record.current_revision, commit=intent.commit,
                 action=ActionKind.UPDATE if record.applied_hash else ActionKind.CREATE,
-                status=DeploymentStatus.FAILED, reason=reason, created_at=now,
-                started_at=now, finished_at=now,
+                status=DeploymentStatus.PENDING, reason=reason, created_at=now,
             )
             self.store.create_deployment(deployment)
-            self.store.append_log(deployment.id, f"not applied: {cause}; retrying until it answers")
-            self.store.set_definition_status(record.id, DefinitionStatus.FAILED, last_error=cause)
-            data = self._event(deployment)
-            data.update(error=cause, rolled_back=False)
-            self.store.enqueue_event("deployment.failed", data)
-            self.progress(f"{name}: revision {record.current_revision} failed: {cause}")
+            self.store.append_log(deployment.id, f"{deployment.action.value} {name}: {reason.summary}")
+            self._wait_for_server(deployment, record, summary, intent.server, first=True)
+
+    def _wait_for_server(
+        self, deployment: Deployment, record: DefinitionRecord, summary: str, server: str,
+        *, first: bool,
+    ) -> None:
+        since = deployment.waiting.since if deployment.waiting is not None else utcnow()
+        waiting = replace(
+            deployment, status=DeploymentStatus.WAITING,
+            waiting=Waiting(WaitKind.SERVER, summary, (server,), since),
+        )
+        self.store.append_log(deployment.id, f"waiting: {summary}; it runs once the server answers")
+        self.waiting(waiting, record, first=first)

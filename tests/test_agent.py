@@ -1,0 +1,196 @@
+"""The agent's loop over real HTTP: the real API, the real `Agent` polling it, the engine's syncs
+through the agent driver; the agent's host a fake one, so these need no Docker engine
+(tests/test_agent_e2e.py runs the real processes on a second Docker engine).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ApiServer, DefinitionsRepo, wait_until
+from deployally.agent.link import EngineLink
+from deployally.agent.process import EXIT_KEY_REFUSED, Agent
+from deployally.drivers.agent.driver import AgentDriver
+from deployally.drivers.base import DriverConfig
+from deployally.drivers.fake import FakeDriver, FakeHost
+from deployally.store import ServerRecord
+from deployally.types import DeploymentStatus
+from deployally.workspace import Workspace
+
+HEARTBEAT_S = 0.1
+WAIT_S = 30.0  # a bound on waiting, never an expectation of speed
+
+
+class Running:
+    """An Agent on its own thread, with its exit code once it ends."""
+
+    def __init__(self, url: str, key: str, host: FakeHost) -> None:
+        self.host = host
+        self.agent = Agent(
+            EngineLink(url, key),
+            lambda server, owner: FakeDriver(host, owner=owner, server=server),
+            heartbeat_s=HEARTBEAT_S,
+            docker_version=lambda: "27.0-test",
+        )
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.code = self.agent.run()
+
+    def stop(self) -> int | None:
+        self.agent.stop()
+        self.thread.join(WAIT_S)
+        assert not self.thread.is_alive(), "the agent did not stop"
+        return self.code
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> DefinitionsRepo:
+    return DefinitionsRepo(tmp_path / "repo", "a" + tmp_path.name[-6:].replace("_", ""))
+
+
+@pytest.fixture
+def ws(repo: DefinitionsRepo, tmp_path: Path) -> Iterator[Workspace]:
+    local = FakeHost()
+
+    def local_driver(server: ServerRecord, config: DriverConfig) -> FakeDriver:
+        return FakeDriver(local, owner="eng_test", server=server.name, config=config)
+
+    def agent_driver(server: ServerRecord, config: DriverConfig) -> AgentDriver:
+        return AgentDriver(server.name, owner="eng_test", config=config)
+
+    factories = {"local": local_driver, "agent": agent_driver}
+    ws = Workspace.open(repo.path, tmp_path / "state", driver_factories=factories)
+    ws.local_host = local  # type: ignore[attr-defined]
+    yield ws
+    ws.close()
+
+
+@pytest.fixture
+def api(ws: Workspace) -> Iterator[ApiServer]:
+    server = ApiServer(ws)
+    yield server
+    server.close()
+
+
+def _servers(api: ApiServer, token: str) -> dict[str, dict[str, object]]:
+    return {s["name"]: s for s in api.request("GET", "/servers", token).json()["data"]}
+
+
+def _id(ws: Workspace, name: str) -> str:
+    record = ws.store.definition(name)
+    assert record is not None
+    return record.id
+
+
+def _sync_in_thread(ws: Workspace) -> object:
+    """ws.engine.sync() on a thread of its own (as `serve` runs it), its report returned."""
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(ws.engine.sync()))
+    thread.start()
+    thread.join(WAIT_S * 2)
+    assert out, "the sync did not finish"
+    return out[0]
+
+
+def test_an_agent_server_deploys_through_its_agent_and_goes_offline_without_it(
+    ws: Workspace, api: ApiServer, repo: DefinitionsRepo
+) -> None:
+    token = ws.store.create_token("reader", "read")
+    _, key = ws.store.add_server("edge", "staging")
+    assert _servers(api, token)["edge"]["status"] == "pending"
+    edge = FakeHost()
+    agent = Running(api.url, key, edge)
+    try:
+        shown = wait_until(
+            lambda: (s := _servers(api, token)["edge"])["status"] == "online" and s, WAIT_S,
+            "the agent's server online",
+        )
+        assert shown["docker_version"] == "27.0-test" and shown["agent_version"]  # type: ignore[index]
+        assert shown["last_seen_at"]  # type: ignore[index]
+
+        app = repo.worker("app", _extra="server: edge\n")
+        here = repo.worker("here")
+        repo.commit("One on the agent's server, one here")
+        report = _sync_in_thread(ws)
+        statuses = {d.definition_name: d.status for d in report.deployments}  # type: ignore[attr-defined]
+        assert statuses == {app: DeploymentStatus.SUCCESS, here: DeploymentStatus.SUCCESS}
+        assert app in edge.instances and app not in ws.local_host.instances  # type: ignore[attr-defined]
+        assert here not in edge.instances
+
+        # Its deployment log came back from the agent's host, line by line.
+        (deployment,) = ws.store.deployments(definition_id=_id(ws, app))
+        lines = [line.message for _, line in ws.store.logs_since(deployment.id, 0)]
+        assert any("created" in line for line in lines), lines
+
+        srv = ws.store.server("edge")
+        assert srv is not None
+        listed = api.request("GET", "/instances", token).json()["data"]
+        assert {(i["container_name"], i["server_id"]) for i in listed} >= {(app, srv.id)}
+        assert _servers(api, token)["edge"]["running_instances"] == 1
+    finally:
+        assert agent.stop() == 0
+    wait_until(lambda: _servers(api, token)["edge"]["status"] == "offline", WAIT_S, "edge offline")
+
+
+def test_a_deployment_for_an_offline_server_waits_and_then_runs_once(
+    ws: Workspace, api: ApiServer, repo: DefinitionsRepo
+) -> None:
+    token = ws.store.create_token("reader", "read")
+    _, key = ws.store.add_server("edge", "production")
+    edge = FakeHost()
+    app = repo.worker("app", _extra="server: edge\n", message="one")
+    repo.commit("Define app on edge")
+    first = Running(api.url, key, edge)
+    wait_until(lambda: _servers(api, token)["edge"]["status"] == "online", WAIT_S, "edge online")
+    assert _sync_in_thread(ws).ok  # type: ignore[attr-defined]
+    first.stop()
+    wait_until(lambda: _servers(api, token)["edge"]["status"] == "offline", WAIT_S, "edge offline")
+
+    repo.worker("app", _extra="server: edge\n", message="two")
+    repo.commit("A new revision while edge is offline")
+    _sync_in_thread(ws)
+    shown = api.request("GET", "/deployments?status=waiting", token).json()["data"]
+    (waiting,) = [d for d in shown if d["definition_name"] == app]
+    assert waiting["revision"] == 2
+    assert waiting["waiting_for"]["kind"] == "server" and waiting["waiting_for"]["since"]
+    assert "edge" in waiting["waiting_for"]["summary"] and "offline" in waiting["waiting_for"]["summary"]
+    _sync_in_thread(ws)  # still offline: the same one still waits, nothing more is recorded
+    assert len(ws.store.deployments(definition_id=_id(ws, app))) == 2
+
+    second = Running(api.url, key, edge)
+    try:
+        wait_until(lambda: _servers(api, token)["edge"]["status"] == "online", WAIT_S, "edge back")
+        assert _sync_in_thread(ws).ok  # type: ignore[attr-defined]
+        again = _sync_in_thread(ws)
+        assert again.deployments == ()  # type: ignore[attr-defined]
+    finally:
+        second.stop()
+    ran = [d for d in ws.store.deployments(definition_id=_id(ws, app)) if d.revision == 2]
+    assert [(d.id, d.status) for d in ran] == [(waiting["id"], DeploymentStatus.SUCCESS)]
+    assert edge.instances[app].revision == 2
+    # Revision 2 replaced revision 1 once: one update, never two.
+    assert [what for what, name in edge.history if name == app] == ["create", "update"]
+
+
+def test_a_wrong_or_rotated_key_is_refused_and_the_agent_exits(
+    ws: Workspace, api: ApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    record, key = ws.store.add_server("edge", "staging")
+    edge = FakeHost()
+    wrong = Running(api.url, "da_server_" + "0" * 32, edge)
+    wrong.thread.join(WAIT_S)
+    assert wrong.code == EXIT_KEY_REFUSED
+    assert "refused this server key" in caplog.text and "rotate-key" in caplog.text
+
+    running = Running(api.url, key, edge)
+    wait_until(lambda: ws.store.server("edge").agent_version, WAIT_S, "edge heard from")  # type: ignore[union-attr]
+    ws.store.rotate_server_key(record.id)
+    running.thread.join(WAIT_S)
+    assert running.code == EXIT_KEY_REFUSED
