@@ -84,7 +84,7 @@ class Agent:
                         timeout=self.heartbeat_s + POLL_GRACE_S,
                     )
                 except KeyRefused as exc:
-                    log.error("%s; register the server again or use its new key", exc)
+                    log.error("%s; stopping (exit %d)", exc, EXIT_KEY_REFUSED)
                     return EXIT_KEY_REFUSED
                 except EngineUnreachable as exc:
                     if connected:
