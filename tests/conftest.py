@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -494,8 +495,14 @@ def push_repo(tmp_path: Path, names: str, busybox_image: str) -> PushRepo:
 DOCKER_SOCKET = "/var/run/docker.sock"
 
 
+# An HTTP request line as docker-py sends it (each request in one write, on a kept-alive connection).
+_REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|POST|PUT|DELETE|HEAD) (/\S*) HTTP/1\.[01]\r\n")
+
+
 class DockerProxy:
-    """A unix-socket proxy in front of the real engine, so a test can make Docker stop answering."""
+    """A unix-socket proxy in front of the real engine, so a test can make Docker stop answering,
+    count the requests it is sent (`requests`: "GET /v1.41/containers/<id>/json" ...) and cut
+    its event streams (`cut_events`)."""
 
     def __init__(self, path: Path, target: str = DOCKER_SOCKET) -> None:
         self.path = path
@@ -506,6 +513,8 @@ class DockerProxy:
         self._open = threading.Event()  # cleared while requests are held
         self._open.set()
         self.held = 0  # requests (chunks towards Docker) waiting for release()
+        self.requests: list[str] = []  # every request line that reached Docker, in order
+        self._event_conns: list[socket.socket] = []  # connections carrying GET /events
 
     def hold(self) -> None:
         """Keep every request from here on from reaching Docker until release()."""
@@ -513,6 +522,22 @@ class DockerProxy:
 
     def release(self) -> None:
         self._open.set()
+
+    def sent(self, pattern: str) -> int:
+        """How many requests whose line (`GET /v1.41/containers/ID/json`) matches `pattern` reached Docker."""
+        with self._lock:
+            return sum(1 for line in self.requests if re.search(pattern, line))
+
+    def cut_events(self) -> int:
+        """Break every event stream open through the proxy (the rest stay); how many were cut."""
+        with self._lock:
+            conns, self._event_conns = self._event_conns, []
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(conns) // 2
 
     def start(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -560,6 +585,8 @@ class DockerProxy:
                     self._open.wait()
                     with self._lock:
                         self.held -= 1
+                if towards_docker:
+                    self._record(data, src, dst)
                 dst.sendall(data)
         except OSError:
             pass
@@ -569,6 +596,13 @@ class DockerProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def _record(self, data: bytes, client: socket.socket, upstream: socket.socket) -> None:
+        lines = [f"{m.decode()} {p.decode()}" for m, p in _REQUEST_LINE.findall(data)]
+        with self._lock:
+            self.requests += lines
+            if any(re.match(r"GET /(v[\d.]+/)?events(\?|$)", line) for line in lines):
+                self._event_conns += [client, upstream]
 
 
 def running_revision(client: docker.DockerClient, name: str) -> str | None:

@@ -1,20 +1,36 @@
-"""Waiting for a started container, driven by plain inspect documents."""
+"""Waiting for a started container: the decisions on plain inspect documents, and the wait on a
+real Docker engine, whose requests a proxy counts (readiness hears Docker's events, and inspects
+only to confirm)."""
 
 from __future__ import annotations
 
-import time
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
+from conftest import DockerProxy, wait_until
+from deployally.drivers.base import DriverConfig
 from deployally.drivers.local.container_config import check_interval_s
+from deployally.drivers.local.driver import LocalDriver
 from deployally.drivers.local.readiness import NotReady, raise_if_down, wait_ready
+from deployally.store import Store
+from deployally.types import ActionKind, ApplyResult, ContainerSpec, DeploymentStatus, Healthcheck
+from test_driver_local import Recorder, apply, make_spec
 
 
 def _wait(info: dict[str, Any], *, has_healthcheck: bool = True) -> list[str]:
     lines: list[str] = []
     wait_ready(
         lambda: info,
+        lambda _timeout: None,
         has_healthcheck=has_healthcheck,
         health_timeout_s=60,
         settle_s=0,
@@ -44,40 +60,19 @@ def test_without_healthcheck_running_after_settle_is_ready() -> None:
     assert lines[-1].startswith("running after")
 
 
+def test_a_timeout_says_how_long_and_the_last_health() -> None:
+    with pytest.raises(NotReady, match=r"not healthy after 0\.01s \(health: starting\)"):
+        wait_ready(lambda: {"State": {"Running": True, "Health": {"Status": "starting"}}},
+                   lambda _timeout: None, has_healthcheck=True, health_timeout_s=0.01,
+                   settle_s=0, log=lambda _: None)
+
+
 def test_an_exited_or_restarted_container_is_down() -> None:
     with pytest.raises(NotReady, match="exited with code 3"):
         raise_if_down({"State": {"Running": False, "ExitCode": 3}})
     with pytest.raises(NotReady):
         raise_if_down({"State": {"Running": True}, "RestartCount": 1})
     raise_if_down({"State": {"Running": True}, "RestartCount": 0})
-
-
-def test_health_is_not_asked_for_before_the_first_check_can_have_run() -> None:
-    """Docker runs the first check one interval after the start: until then one inspect (for
-    an exit at once) is all the wait costs the Docker engine."""
-    began = time.monotonic()
-    calls: list[float] = []
-
-    def inspect() -> dict[str, Any]:
-        calls.append(time.monotonic() - began)
-        status = "healthy" if calls[-1] >= 0.6 else "starting"
-        return {"State": {"Running": True, "Health": {"Status": status}}}
-
-    wait_ready(inspect, has_healthcheck=True, health_timeout_s=30, settle_s=0, log=lambda _: None,
-               check_interval_s=0.6)
-    assert len(calls) == 2 and calls[1] >= 0.6, calls
-
-
-def test_without_a_healthcheck_the_settle_wait_looks_twice_a_second() -> None:
-    calls: list[int] = []
-
-    def inspect() -> dict[str, Any]:
-        calls.append(1)
-        return {"State": {"Running": True}}
-
-    wait_ready(inspect, has_healthcheck=False, health_timeout_s=30, settle_s=1.0,
-               log=lambda _: None)
-    assert len(calls) <= 3, len(calls)
 
 
 def test_a_healthcheck_interval_is_read_back_from_docker() -> None:
@@ -87,3 +82,163 @@ def test_a_healthcheck_interval_is_read_back_from_docker() -> None:
     assert check_interval_s({"Config": {"Healthcheck": {"Test": ["CMD", "true"]}}}) == 30.0
     assert check_interval_s({"Config": {"Healthcheck": {"Test": ["NONE"]}}}) is None
     assert check_interval_s({"Config": {}}) is None
+
+
+# ---------------------------------------------------------------- on a real engine, counted
+
+
+@pytest.fixture
+def proxy(docker_client: docker.DockerClient) -> Iterator[DockerProxy]:
+    """Every request the driver sends Docker goes through this proxy, which counts them."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        pytest.fail(f"these tests proxy a unix socket; DOCKER_HOST is {host}")
+    # a short directory: a unix socket path must fit in 108 bytes, pytest's tmp_path may not
+    short = tempfile.TemporaryDirectory(prefix="da-", dir="/tmp")
+    proxied = DockerProxy(Path(short.name) / "docker.sock", host.removeprefix("unix://"))
+    proxied.start()
+    yield proxied
+    proxied.stop()
+    short.cleanup()
+
+
+@pytest.fixture
+def driver(proxy: DockerProxy, busybox_image: str, state_dir: Path, names: str,
+           claims: Store) -> Iterator[LocalDriver]:
+    driver = LocalDriver(
+        state_dir, docker_host=f"unix://{proxy.path}", owner=names, claims=claims,
+        config=DriverConfig(health_timeout_s=120, settle_s=1.0),
+    )
+    yield driver
+    driver.close()
+
+
+def inspects(proxy: DockerProxy, container_id: str) -> list[str]:
+    """The inspect requests for one container (by its id or the start of it) that reached Docker."""
+    return [line for line in proxy.requests
+            if re.match(rf"GET /v[\d.]+/containers/{container_id}[0-9a-f]*/json", line)]
+
+
+def created_id(log: Recorder) -> str:
+    """The short id of the container a rollout created, from its deployment log."""
+    return next(line.split()[-1] for line in log.lines if line.startswith("created container"))
+
+
+def in_background(driver: LocalDriver, spec: ContainerSpec, log: Recorder) -> Callable[[float], ApplyResult]:
+    """Start a create rollout on a daemon thread; the callable returns its result, failing the
+    test when the rollout is still waiting after that many seconds."""
+    outcome: list[ApplyResult | BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(apply(driver, ActionKind.CREATE, spec, log=log))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result(timeout: float) -> ApplyResult:
+        thread.join(timeout)
+        assert outcome, f"the rollout was still waiting after {timeout:g}s:\n{log.text}"
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    return result
+
+
+def check(test: str, interval_s: float = 0.2, retries: int = 3) -> Healthcheck:
+    return Healthcheck(test=("CMD-SHELL", test), interval_s=interval_s, timeout_s=2, retries=retries)
+
+
+def test_a_health_wait_costs_two_inspects_however_long_and_one_subscription_for_all(
+    driver: LocalDriver, proxy: DockerProxy, busybox_image: str, names: str
+) -> None:
+    """Three rollouts at once, healthy after about 3 s of checks every 0.2 s: polling asked Docker
+    a dozen times each; now each is one look at the start and one to confirm the news."""
+    specs = [
+        make_spec(names, busybox_image, name=f"{names}w{n}", volumes=(), files=(),
+                  healthcheck=check("test -e /tmp/ready", retries=100),
+                  command=("sh", "-c", "sleep 3; touch /tmp/ready; exec sleep 3600"))
+        for n in range(3)
+    ]
+    logs = [Recorder() for _ in specs]
+    with ThreadPoolExecutor(len(specs)) as pool:
+        results = list(pool.map(lambda s, log: apply(driver, ActionKind.CREATE, s, log=log),
+                                specs, logs))
+
+    for result, log in zip(results, logs, strict=True):
+        assert result.status is DeploymentStatus.SUCCESS, log.text
+        assert "healthy after" in log.text
+        assert result.ref is not None
+        assert len(inspects(proxy, result.ref)) <= 2, inspects(proxy, result.ref)
+    assert proxy.sent(r"^GET /v[\d.]+/events") == 1, "one event subscription for every wait"
+
+
+@pytest.mark.parametrize("healthcheck", [True, False], ids=["health-gated", "settle"])
+def test_a_container_that_dies_during_the_wait_fails_it_at_once_with_its_exit_code(
+    driver: LocalDriver, proxy: DockerProxy, busybox_image: str, names: str, healthcheck: bool
+) -> None:
+    """Its first health check would run in 10 minutes, and the settle time is 10 minutes: the
+    exit is reported when Docker says it happened, not when a poll or the timeout comes round."""
+    driver.configure(DriverConfig(health_timeout_s=600, settle_s=600))
+    spec = make_spec(
+        names, busybox_image, volumes=(), files=(),
+        healthcheck=check("true", interval_s=600) if healthcheck else None,
+        command=("sh", "-c", "sleep 0.5; echo lost the database; exit 7"),
+    )
+    log = Recorder()
+    # A tenth of the timeout: a wait that missed the exit runs into the timeout.
+    result = in_background(driver, spec, log)(60)
+
+    assert result.status is DeploymentStatus.FAILED
+    assert result.message == "container exited with code 7"
+    assert "lost the database" in log.text  # the container's own last lines
+    # One look at the start, one at the news, one docker-py makes to read the container's logs.
+    assert len(inspects(proxy, created_id(log))) <= 3, "\n".join(proxy.requests)
+    assert spec.name not in driver.live(), "the failed container is removed"
+
+
+def test_an_unhealthy_container_is_reported_with_its_checks_output(
+    driver: LocalDriver, proxy: DockerProxy, busybox_image: str, names: str
+) -> None:
+    spec = make_spec(names, busybox_image, volumes=(), files=(),
+                     healthcheck=check("echo db not reachable; exit 1", retries=2))
+    log = Recorder()
+
+    result = apply(driver, ActionKind.CREATE, spec, log=log)
+
+    assert result.status is DeploymentStatus.FAILED
+    assert result.message == "healthcheck reported unhealthy: db not reachable"
+    assert "did not come up: healthcheck reported unhealthy: db not reachable" in log.text
+    # One look at the start, one at the news, one docker-py makes to read the container's logs.
+    assert len(inspects(proxy, created_id(log))) <= 3, "\n".join(proxy.requests)
+
+
+def test_readiness_survives_the_event_stream_cut_while_the_container_turns_healthy(
+    driver: LocalDriver, proxy: DockerProxy, docker_client: docker.DockerClient,
+    busybox_image: str, names: str
+) -> None:
+    """The stream breaks mid-wait and Docker is held until the container is healthy: the news
+    missed meanwhile comes from one look on reconnect."""
+    spec = make_spec(names, busybox_image, volumes=(), files=(),
+                     healthcheck=check("test -e /tmp/ready", retries=1000))
+    log = Recorder()
+    rollout = in_background(driver, spec, log)
+    wait_until(lambda: "waiting for health (timeout 120s)" in log.lines, 60, "the health wait")
+    proxy.hold()  # the resubscribe (and any look) waits until the container is healthy
+    try:
+        assert proxy.cut_events() == 1, "one event stream open through the proxy"
+        docker_client.containers.get(spec.name).exec_run(["touch", "/tmp/ready"])
+        wait_until(lambda: docker_client.api.inspect_container(spec.name)["State"]["Health"]["Status"]
+                   == "healthy", 60, "Docker to find it healthy")
+    finally:
+        proxy.release()
+    result = rollout(60)
+
+    assert result.status is DeploymentStatus.SUCCESS, log.text
+    assert "healthy after" in log.text
+    assert proxy.sent(r"^GET /v[\d.]+/events") == 2, "the stream was subscribed again"
+    assert result.ref is not None
+    assert len(inspects(proxy, result.ref)) <= 4, inspects(proxy, result.ref)

@@ -111,6 +111,9 @@ class LocalDriver(Driver):
         self._docker_host = docker_host  # None: DOCKER_HOST or the default socket
         self._lock = threading.Lock()  # guards lazy client, network/image creation, name locks
         self._name_locks: dict[str, threading.Lock] = {}
+        # Docker's events for every readiness wait on this engine: one subscription, not
+        # an inspect loop per container (whose CPU a busy engine is short of).
+        self._news = readiness.ContainerNews(self._new_client, owner=owner)
         self.resources = VolumesAndNetworks(
             lambda: self._api, owner, claims, adopted or Adopted(), self._name_lock
         )
@@ -174,6 +177,11 @@ class LocalDriver(Driver):
             if instance is not None:
                 out[instance.name] = instance
         return out
+
+    def close(self) -> None:
+        """End the readiness event subscription now, not a linger after the last wait (a later
+        rollout opens it again)."""
+        self._news.close()
 
     def configure(self, config: DriverConfig) -> None:
         """Health timeout, readiness and concurrent Docker calls for the next sync (between syncs)."""
@@ -299,17 +307,14 @@ class LocalDriver(Driver):
         restart policy (a crash may have left the one a rollout starts with)."""
         name = action.name
         info = self._managed(name)
-        interval = container_config.check_interval_s(info)
         if info["State"].get("Running"):
             log(f"container {info['Id'][:12]} is running; checking it is ready")
-            if interval is not None:
-                interval = 0.0  # started long ago: a check can land at any moment
         else:
             log(f"starting container {info['Id'][:12]}")
             with _docker(f"start container {name}"):
                 self._api.start(info["Id"])
         try:
-            self._wait_ready(info["Id"], interval, log)
+            self._wait_ready(info["Id"], container_config.check_interval_s(info) is not None, log)
         except readiness.NotReady as exc:
             self._log_tail(info["Id"], log)
             return ApplyResult(DeploymentStatus.FAILED, info["Id"], str(exc), unready=True)
@@ -431,9 +436,7 @@ class LocalDriver(Driver):
                 log(f"created container {new_id[:12]}")
                 with _docker(f"start container {spec.name}"):
                     self._api.start(new_id)
-            self._wait_ready(
-                new_id, spec.healthcheck.interval_s if spec.healthcheck else None, log
-            )
+            self._wait_ready(new_id, spec.healthcheck is not None, log)
             with _docker(f"set the restart policy of {spec.name}"):
                 policy: Any = container_config.restart_policy(spec.restart)  # docker's stub wants a TypedDict
                 self._api.update_container(new_id, restart_policy=policy)
@@ -475,23 +478,24 @@ class LocalDriver(Driver):
                 self._client.images.pull(repository, tag=tag or "latest")
             log(f"pulled {image}")
 
-    def _wait_ready(self, container_id: str, check_interval_s: float | None, log: Log) -> None:
+    def _wait_ready(self, container_id: str, has_healthcheck: bool, log: Log) -> None:
         """Return when the container is healthy (or still running after settle_s); else NotReady.
-        `check_interval_s`: its healthcheck's interval, None when it has none."""
+        Docker's events say when to look; every wait on this engine shares one subscription."""
 
         def inspect() -> dict[str, Any]:
             with _docker("inspect the new container"):
                 info: dict[str, Any] = self._api.inspect_container(container_id)
                 return info
 
-        readiness.wait_ready(
-            inspect,
-            has_healthcheck=check_interval_s is not None,
-            health_timeout_s=self.config.health_timeout_s,
-            settle_s=self.config.settle_s,
-            log=log,
-            check_interval_s=check_interval_s or 0.0,
-        )
+        with self._news.watch(container_id) as until_news:
+            readiness.wait_ready(
+                inspect,
+                until_news,
+                has_healthcheck=has_healthcheck,
+                health_timeout_s=self.config.health_timeout_s,
+                settle_s=self.config.settle_s,
+                log=log,
+            )
 
     def _log_tail(self, container_id: str, log: Log) -> None:
         """Put the failing container's last lines in the deployment log."""

@@ -89,7 +89,8 @@ class DockerEvents(EventStream):
     """Follows Docker's event stream for one owner's containers on a daemon thread.
 
     On connection loss (engine restart) it reconnects with backoff and replays
-    what it missed with `since`, so a short outage loses no event.
+    what it missed with `since`, so a short outage loses no event. `on_connection`
+    hears each subscribe (True) and each loss (False), on the same thread.
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class DockerEvents(EventStream):
         on_event: OnEvent,
         *,
         owner: str,
+        on_connection: Callable[[bool], None] | None = None,
     ) -> None:
         if not owner:
             # Without an owner every engine on the host would hear, heal and notify
@@ -105,6 +107,7 @@ class DockerEvents(EventStream):
             raise ValueError("an event stream needs the owning engine's id")
         self._client_factory = client_factory
         self._on_event = on_event
+        self._on_connection = on_connection
         self._filters = event_filters(owner)
         self._stopping = threading.Event()
         self._connected = threading.Event()
@@ -160,7 +163,9 @@ class DockerEvents(EventStream):
                 if not self._stopping.is_set():
                     log.warning("docker events: %s; reconnecting in %.1fs", exc, delay)
             finally:
-                self._connected.clear()
+                if self._connected.is_set():
+                    self._connected.clear()
+                    self._tell_connection(False)
                 self._close_stream()
             if self._stopping.wait(delay):
                 break
@@ -176,6 +181,15 @@ class DockerEvents(EventStream):
         if self._stopping.is_set():  # stop() ran before the stream existed to be closed
             raise InterruptedError("stopping")
         self._connected.set()
+        self._tell_connection(True)
+
+    def _tell_connection(self, up: bool) -> None:
+        if self._on_connection is None:
+            return
+        try:
+            self._on_connection(up)
+        except Exception:  # a faulty callback must not end the stream
+            log.exception("docker events: on_connection failed")
 
     def _follow(self) -> None:
         stream = self._stream
