@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -18,7 +19,7 @@ from deployally.drivers.agent.driver import AgentDriver
 from deployally.drivers.base import DriverConfig
 from deployally.drivers.fake import FakeDriver, FakeHost
 from deployally.store import ServerRecord
-from deployally.types import DeploymentStatus
+from deployally.types import Action, ApplyResult, DeploymentStatus
 from deployally.workspace import Workspace
 
 HEARTBEAT_S = 0.1
@@ -196,3 +197,52 @@ def test_a_wrong_or_rotated_key_is_refused_and_the_agent_exits(
     running.thread.join(WAIT_S)
     assert running.code == EXIT_KEY_REFUSED
     assert "refused this server key" in caplog.text and "rotate-key" in caplog.text
+
+
+class Resolving(FakeDriver):
+    """A fake host's driver that keeps what each applied spec's env resolved to, as Docker would
+    receive it on the agent's host."""
+
+    resolved: ClassVar[dict[str, dict[str, str]]] = {}
+
+    def apply(self, action: Action, **kw: Any) -> ApplyResult:  # type: ignore[override]
+        if action.desired is not None:
+            Resolving.resolved[action.name] = {k: kw["resolve"](v) for k, v in action.desired.env}
+        return super().apply(action, **kw)
+
+
+def test_a_secret_goes_to_its_servers_agent_only_and_never_into_a_log(
+    ws: Workspace, api: ApiServer, repo: DefinitionsRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    value = "s3cret-" + "x" * 12
+    ws.store.set_secret("token", value)
+    token = ws.store.create_token("reader", "read")
+    _, key = ws.store.add_server("edge", "staging")
+    edge = FakeHost()
+    app = repo.worker("app", _extra="server: edge\n", message={"secret": "token"})  # type: ignore[arg-type]
+    here = repo.worker("here", message={"secret": "token"})  # type: ignore[arg-type]
+    repo.commit("A secret used on the edge server and here")
+    agent = Agent(
+        EngineLink(api.url, key),
+        lambda server, owner: Resolving(edge, owner=owner, server=server),
+        heartbeat_s=HEARTBEAT_S,
+    )
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: _servers(api, token)["edge"]["status"] == "online", WAIT_S, "edge online")
+        Resolving.resolved.clear()
+        assert _sync_in_thread(ws).ok  # type: ignore[attr-defined]
+    finally:
+        agent.stop()
+        thread.join(WAIT_S)
+    # The agent resolved the value it was sent, for its own definition alone.
+    assert Resolving.resolved == {app: {"MESSAGE": value}}
+    assert here in ws.local_host.instances  # type: ignore[attr-defined]
+    # Neither the agent's log nor any deployment's log nor the API shows it.
+    assert value not in caplog.text
+    for name in (app, here):
+        for d in ws.store.deployments(definition_id=_id(ws, name)):
+            assert all(value not in line.message for _, line in ws.store.logs_since(d.id, 0))
+    assert value not in api.request("GET", "/deployments", token).text
+    assert value not in api.request("GET", "/instances", token).text
