@@ -1,9 +1,8 @@
 """Which driver serves each server: one per server, made on first use from its record's kind.
 
-`local` is this host's Docker engine; `agent` and `swarm` servers get theirs as
-those kinds arrive. A server whose kind has no driver here is not applied by this
-engine (an agent applies on its own host), so every caller asks the registry and
-never assumes `local`.
+`local` is this host's Docker engine, `agent` a remote host's through its agent's
+calls (drivers/agent/); a kind with no factory here is not applied by this engine,
+so every caller asks the registry and never assumes `local`.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 It shares nothing with the engine but its arguments: the intent (what the server
 should run), the driver (the server), a journal (where each deployment is
 recorded as it happens) and the secrets it may resolve; it returns a
-ServerOutcome. A remote agent can run this same code on its own host, with a
-journal that reports back.
+ServerOutcome. An agent's server is applied by this same code in the engine: only its
+driver differs (drivers/agent/), carrying each action out on the agent's host.
 
 Each action is one deployment: pending -> running -> success / failed /
 rolled_back, or *waiting* while a dependency is not running and healthy. A
@@ -61,8 +61,7 @@ def utcnow() -> datetime:
 
 
 class Journal(Protocol):
-    """Where an applier records its deployments as they happen (the engine's store, or an
-    agent's reports back to the engine)."""
+    """Where an applier records its deployments as they happen (the engine's store)."""
 
     def opened(self, deployment: Deployment) -> None:
         """A new deployment, pending."""
@@ -97,7 +96,7 @@ class Applier:
 
     def __init__(self, journal: Journal, secrets: SecretSource, *, progress: Progress) -> None:
         self.journal = journal
-        self.secrets = secrets  # the store, or what an agent was sent for its server
+        self.secrets = secrets  # the store
         self.progress = progress
         # Set when the engine is asked to stop: deployments already under way finish, none
         # begins (one waiting for its turn waits for the next start instead).

@@ -3,8 +3,8 @@
 `Engine.sync()` is the whole story of a sync on one screen: the producer (the
 intake) turns new commits into revisions and desired specs, and each server's
 applier compares them with what runs there, carries the plan out and reports
-its outcome. The steps return values and share no mutable state, so an agent can
-run the same applier on its own host. Each server's outcome is its own: one that
+its outcome. The steps return values and share no mutable state; an agent's server
+differs only in its driver, which carries each action out on the agent's host. Each server's outcome is its own: one that
 cannot be reached is recorded with its cause and the others are still applied.
 Syncs never overlap on one repository (a thread lock and a file lock), so events
 that arrive together or twice produce each deployment exactly once.

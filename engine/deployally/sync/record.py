@@ -3,7 +3,7 @@
 Each deployment's row (pending -> running -> success / failed / rolled_back, or
 waiting), its log lines, its definition's status, a progress line and its
 webhook events. The applier reports through the `Journal` interface; this is the
-engine's own journal, over the store (an agent's reports arrive at the same one).
+engine's own journal, over the store (an agent's server included: its driver reports here).
 """
 
 from __future__ import annotations
