@@ -19,7 +19,13 @@ from deployally.drivers.agent.driver import AgentDriver
 from deployally.drivers.base import DriverConfig
 from deployally.drivers.fake import FakeDriver, FakeHost
 from deployally.store import ServerRecord
-from deployally.types import Action, ApplyResult, DeploymentStatus
+from deployally.types import (
+    Action,
+    ApplyResult,
+    DeploymentStatus,
+    InstanceEvent,
+    InstanceEventKind,
+)
 from deployally.workspace import Workspace
 
 HEARTBEAT_S = 0.1
@@ -135,6 +141,22 @@ def test_an_agent_server_deploys_through_its_agent_and_goes_offline_without_it(
         listed = api.request("GET", "/instances", token).json()["data"]
         assert {(i["container_name"], i["server_id"]) for i in listed} >= {(app, srv.id)}
         assert _servers(api, token)["edge"]["running_instances"] == 1
+
+        # An operator's stop goes to the agent's host, and its Docker event comes back.
+        heard: list[InstanceEvent] = []
+        driver = ws.driver_for("edge")
+        assert driver is not None
+        stream = driver.watch(heard.append)
+        try:
+            (inst,) = [i for i in listed if i["container_name"] == app]
+            writer = ws.store.create_token("writer", "write")
+            stopped = api.request("POST", f"/instances/{inst['id']}/stop", writer)
+            assert stopped.status_code == 200 and stopped.json()["data"]["status"] == "exited"
+            assert edge.instances[app].state.value != "running"
+            wait_until(lambda: any(e.name == app and e.kind is InstanceEventKind.STOPPED
+                                   for e in heard), WAIT_S, "the agent's stop event")
+        finally:
+            stream.stop()
     finally:
         assert agent.stop() == 0
     wait_until(lambda: _servers(api, token)["edge"]["status"] == "offline", WAIT_S, "edge offline")

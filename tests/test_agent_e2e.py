@@ -188,6 +188,15 @@ def test_an_agent_deploys_on_its_host_goes_offline_waits_and_comes_back_to_run_o
     assert containers(far, app) == [app]
     assert "da_server_" not in agents[1].log()
 
+    # Stopped behind the engine's back on the agent's host: healed there, as on local.
+    def started() -> str:
+        return str(far.api.inspect_container(app)["State"]["StartedAt"])
+
+    before = started()
+    far.containers.get(app).stop(timeout=1)
+    wait_until(lambda: running_revision(far, app) == "2" and started() != before, WAIT_S,
+               "the container started again")
+
 
 def test_a_wrong_or_rotated_key_is_refused_and_the_agent_exits_saying_so(
     engine: ServeProcess, admin: str, second_engine: object, names: str, tmp_path: Path,
