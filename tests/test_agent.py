@@ -5,16 +5,19 @@ through the agent driver; the agent's host a fake one, so these need no Docker e
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from click.testing import CliRunner
 
 from conftest import ApiServer, DefinitionsRepo, wait_until
 from deployally.agent.link import EngineLink
 from deployally.agent.process import EXIT_KEY_REFUSED, Agent
+from deployally.cli import main
 from deployally.drivers.agent.driver import AgentDriver
 from deployally.drivers.base import DriverConfig
 from deployally.drivers.fake import FakeDriver, FakeHost
@@ -121,6 +124,14 @@ def test_an_agent_server_deploys_through_its_agent_and_goes_offline_without_it(
         )
         assert shown["docker_version"] == "27.0-test" and shown["agent_version"]  # type: ignore[index]
         assert shown["last_seen_at"]  # type: ignore[index]
+        # `deployally server list` (another process: it reads what the engine recorded) agrees.
+        listed_cli = CliRunner().invoke(
+            main, ["server", "list", "--json", "--repo", str(ws.repo_path), "--state-dir",
+                   str(ws.state_dir)],
+        )
+        assert listed_cli.exit_code == 0, listed_cli.output
+        by_name = {s["name"]: s for s in json.loads(listed_cli.stdout)}
+        assert by_name["edge"]["status"] == "online"
 
         app = repo.worker("app", _extra="server: edge\n")
         here = repo.worker("here")

@@ -58,6 +58,8 @@ def server_list(state_dir: str | None, repo: str, branch: str, as_json: bool) ->
     ws = _engine_workspace(repo, state_dir, branch)
     running: dict[str, int | None] = {}
     for found, driver in ws.drivers.applied_here():
+        if found.kind == "agent":
+            continue  # its agent polls the serving engine: its last_seen_at in the store says
         try:
             running[found.id] = sum(i.running for i in driver.live().values())
         except DeployAllyError:
