@@ -160,6 +160,7 @@ def full_spec() -> ContainerSpec:
         secrets=(("mysql_root", 3),),
         server="edge-1",
         prune_volumes=True,
+        replicas=3,
         rendered_hash="sha256:" + "ab" * 32,
     )
 

@@ -47,7 +47,7 @@ def test_the_store_keeps_the_codec_shape_as_canonical_text() -> None:
 
 def test_a_key_from_a_newer_writer_is_ignored() -> None:
     data = spec_to_json(full_spec())
-    data["replicas"] = 3
+    data["placement"] = {"constraints": ["node.role==worker"]}
     data["healthcheck"]["grace"] = 1
     assert spec_from_json(data) == full_spec()
 

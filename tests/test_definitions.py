@@ -211,8 +211,23 @@ def test_profile_must_be_one_of_the_templates(catalog: Catalog) -> None:
 
 
 def test_unknown_top_level_field(catalog: Catalog) -> None:
-    err = only_error(MYSQL + "replicas: 3\n", catalog)
-    assert err.field == "replicas" and "unknown field" in err.message
+    err = only_error(MYSQL + "replica: 3\n", catalog)
+    assert err.field == "replica" and "unknown field" in err.message
+
+
+def test_replicas_default_to_one_and_round_trip_through_the_file(catalog: Catalog) -> None:
+    assert parse_definition(PATH, MYSQL, catalog).replicas == 1
+    three = parse_definition(PATH, MYSQL + "replicas: 3\n", catalog)
+    assert three.replicas == 3
+    assert "replicas: 3" in to_yaml(three)
+    assert "replicas" not in to_yaml(parse_definition(PATH, MYSQL, catalog))
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5", "true", "10001"])
+def test_replicas_must_be_a_whole_number_from_zero(catalog: Catalog, value: str) -> None:
+    err = only_error(MYSQL + f"replicas: {value}\n", catalog)
+    assert (err.path, err.field) == (PATH, "replicas"), err
+    assert "whole number from 0" in err.message, err
 
 
 def test_unknown_param(catalog: Catalog) -> None:

@@ -396,7 +396,20 @@ def test_hash_covers_every_field_but_itself() -> None:
         secret_versions={"mysql_root": 1}, publish_address="127.0.0.1",
     )
     expected = dataclasses.asdict(dataclasses.replace(spec, rendered_hash=""))
+    assert expected.pop("replicas") == 1  # hashed only when not 1 (below)
     assert spec.rendered_hash == identity.content_hash(expected)
+
+
+def test_one_replica_hashes_as_before_replicas_existed_and_more_change_the_hash() -> None:
+    # Upgrading must not redeploy every definition; two replicas are another spec.
+    one = run()
+    fields = dataclasses.asdict(dataclasses.replace(one, rendered_hash=""))
+    del fields["replicas"]
+    for port in fields["ports"]:
+        del port["host_ip"]
+    assert one.rendered_hash == identity.content_hash(fields)
+    two = run(make_definition(replicas=2))
+    assert two.replicas == 2 and two.rendered_hash != one.rendered_hash
 
 
 def test_hash_changes_with_config_file_content() -> None:
@@ -471,6 +484,7 @@ def test_a_port_that_is_not_published_hashes_as_before_its_address_existed() -> 
     # Upgrading must not redeploy every container whose template lists a port.
     spec = run()
     fields = dataclasses.asdict(dataclasses.replace(spec, rendered_hash=""))
+    del fields["replicas"]  # one replica: hashed as before replicas existed too
     for port in fields["ports"]:
         assert port.pop("host_ip") is None
     assert spec.rendered_hash == identity.content_hash(fields)

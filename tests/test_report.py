@@ -124,6 +124,7 @@ def test_markdown_snapshot() -> None:
             '+ network: "deployally"',
             '+ server: "local"',
             "+ prune_volumes: false",
+            "+ replicas: 1",
             "```",
             "",
             "#### `web` (update)",

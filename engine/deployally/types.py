@@ -138,6 +138,7 @@ class Definition:
     params: Mapping[str, Any]  # defaults applied; password values are SecretRef
     depends_on: tuple[str, ...] = ()
     publish: tuple[tuple[int, int], ...] = ()  # (container_port, host_port)
+    replicas: int = 1  # instances of it a swarm server runs; every other server runs one
     prune_volumes: bool = False
     files: tuple[Mapping[str, Any], ...] = ()  # extra config files, as in a template spec
 
@@ -251,6 +252,7 @@ class ContainerSpec:
     secrets: tuple[tuple[str, int], ...] = ()  # (secret name, version) the spec uses
     server: str = DEFAULT_SERVER
     prune_volumes: bool = False  # remove the named volumes when the definition goes
+    replicas: int = 1  # tasks of its service on a swarm server; any other server runs one
     rendered_hash: str = ""  # sha256 over all fields above; filled by render
 
 

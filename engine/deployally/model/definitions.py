@@ -59,6 +59,7 @@ FIELD_ORDER = (
     "params",
     "depends_on",
     "publish",
+    "replicas",
     "prune_volumes",
     "files",
 )
@@ -147,6 +148,7 @@ def parse_definition(
         params=params,
         depends_on=depends_on,
         publish=publish,
+        replicas=int(data.get("replicas", 1)) if "replicas" not in bad else 1,
         prune_volumes=bool(data.get("prune_volumes", False)),
         files=files,
     )
@@ -354,6 +356,8 @@ def definition_fields(definition: Definition) -> dict[str, Any]:
         fields["depends_on"] = list(definition.depends_on)
     if definition.publish:
         fields["publish"] = dict(definition.publish)
+    if definition.replicas != 1:
+        fields["replicas"] = definition.replicas
     if definition.prune_volumes:
         fields["prune_volumes"] = True
     if definition.files:

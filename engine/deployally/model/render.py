@@ -144,6 +144,7 @@ def render(
         secrets=tuple(sorted((name, versions[name]) for name in used)),
         server=definition.server,
         prune_volumes=definition.prune_volumes,
+        replicas=definition.replicas,
     )
     return dataclasses.replace(built, rendered_hash=rendered_hash(built))
 
@@ -156,6 +157,8 @@ def rendered_hash(spec: ContainerSpec) -> str:
         # upgrade redeploys only containers whose published ports change address.
         if port["host_ip"] is None:
             del port["host_ip"]
+    if fields["replicas"] == 1:
+        del fields["replicas"]  # came after 0.5 too: one replica hashes as before
     return identity.content_hash(fields)
 
 

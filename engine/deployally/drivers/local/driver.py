@@ -294,6 +294,8 @@ class LocalDriver(Driver):
                     return self._start(action, safe_log)
                 if action.desired is None:
                     raise DriverError(f"{action.kind.value} of {action.name} has no desired spec")
+                if action.desired.replicas != 1:
+                    return self._refuse_replicas(action.desired, safe_log)
                 return self._rollout(action.desired, revision, commit, masker, safe_log, begun)
             except NotBegun:
                 raise
@@ -301,6 +303,17 @@ class LocalDriver(Driver):
                 message = masker.mask(str(exc))
                 safe_log(f"failed: {message}")
                 return ApplyResult(DeploymentStatus.FAILED, None, message)
+
+    def _refuse_replicas(self, spec: ContainerSpec, log: Log) -> ApplyResult:
+        """A server of one container per definition cannot run several: nothing is touched,
+        and the same spec is not tried again by itself."""
+        message = (
+            f"replicas: {spec.replicas} needs a swarm server; server {self.server!r} "
+            f"({self.kind}) runs exactly one container per definition: set replicas: 1 in "
+            f"{spec.name}'s definition or move it to a swarm server"
+        )
+        log(f"not applied: {message}")
+        return ApplyResult(DeploymentStatus.FAILED, None, message, unready=True)
 
     def _start(self, action: Action, log: Log) -> ApplyResult:
         """Heal in place: start it if it is not running, prove it ready, give it its spec's
