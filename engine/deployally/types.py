@@ -304,6 +304,9 @@ class LiveInstance:
     created_at: datetime | None = None
     started_at: datetime | None = None
     settings: InstanceSettings | None = None  # None: not observed (the list call does not say)
+    node: str | None = None  # the host it runs on, for a server of many (a swarm's node)
+    # A swarm service's own instances (its tasks, each on its node); () for a single container.
+    tasks: tuple[LiveInstance, ...] = ()
 
     @property
     def running(self) -> bool:

@@ -85,7 +85,7 @@ class Workspace:
             parallel=self.max_parallel or DriverConfig.parallel,
         )
         factories = self.driver_factories or {
-            "local": self._local_driver, "agent": self._agent_driver
+            "local": self._local_driver, "agent": self._agent_driver, "swarm": self._swarm_driver
         }
         return DriverRegistry(self.store, factories, config)
 
@@ -126,6 +126,22 @@ class Workspace:
         from deployally.drivers.agent.driver import AgentDriver
 
         return AgentDriver(server.name, owner=self.engine_id, config=config)
+
+    def _swarm_driver(self, server: ServerRecord, config: DriverConfig) -> Driver:
+        from deployally.drivers.local.ownership import Adopted
+        from deployally.drivers.swarm.driver import SwarmDriver
+
+        return SwarmDriver(
+            server=server.name,
+            docker_host=server.docker_host or "",  # the store refuses a swarm server without one
+            owner=self.engine_id,
+            tls_dir=self.engine_config.docker_tls.get(server.name),
+            adopted=Adopted(
+                volumes=self.engine_config.adopted_volumes,
+                networks=self.engine_config.adopted_networks,
+            ),
+            config=config,
+        )
 
     @cached_property
     def engine_id(self) -> str:

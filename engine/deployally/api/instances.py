@@ -66,9 +66,14 @@ def _shown(inst: LiveInstance, driver: Driver, servers: dict[str, tuple[str, str
 
 
 def _by_name(snapshots: list[tuple[Driver, Snapshot]]) -> list[tuple[Driver, LiveInstance]]:
-    """Every instance of the snapshots, by name, then server."""
-    found = [(driver, inst) for driver, snapshot in snapshots for inst in snapshot.values()]
-    return sorted(found, key=lambda pair: (pair[1].name, pair[0].server))
+    """Every instance of the snapshots (each task of a swarm service), by name, then server."""
+    found = [
+        (driver, task)
+        for driver, snapshot in snapshots
+        for inst in snapshot.values()
+        for task in inst.tasks or (inst,)
+    ]
+    return sorted(found, key=lambda pair: (pair[1].name, pair[0].server, pair[1].node or ""))
 
 
 async def _live(ctx: Context, *, fresh: bool = False) -> list[tuple[Driver, LiveInstance]]:

@@ -35,7 +35,8 @@ async def shown_servers(ctx: Context, servers: list[ServerRecord]) -> list[dict[
         except DriverError:
             running[server.id] = None
             continue
-        running[server.id] = sum(i.running for i in snapshot.values())
+        # A swarm service's instances are its tasks.
+        running[server.id] = sum(t.running for i in snapshot.values() for t in i.tasks or (i,))
     per_key = await ctx.run(ctx.ws.store.definitions_per_server)
     return servers_view(servers, per_key, running)
 

@@ -124,6 +124,7 @@ def instance_view(
         "status": i.state.value,
         "health": i.health.value if i.health else None,
         "revision": i.revision,
+        "node": i.node,
         "started_at": iso(i.started_at),
         "uptime_seconds": int((now - i.started_at).total_seconds()) if running and i.started_at else 0,
     }

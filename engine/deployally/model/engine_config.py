@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ class EngineConfig:
     # Kinds of address webhooks may reach although they are this machine's own (notify/urls.py):
     # loopback, link_local, engine_host. None by default.
     webhook_allow: frozenset[str] = frozenset()
+    # The TLS directory (ca.pem, cert.pem, key.pem) of each swarm server reached over tcp://.
+    docker_tls: Mapping[str, Path] = field(default_factory=dict)
 
     @property
     def verifies_commits(self) -> bool:
@@ -170,6 +173,10 @@ def _parse(shown: str, data: dict[str, Any], lines: LineIndex) -> EngineConfig:
             else None
         ),
         webhook_allow=frozenset((data.get("webhooks") or {}).get("allow") or ()),
+        docker_tls={
+            server: Path(os.path.normpath(Path(shown).parent / Path(directory).expanduser()))
+            for server, directory in (data.get("docker_tls") or {}).items()
+        },
     )
 
 

@@ -1,0 +1,1 @@
+"""The swarm driver: a Docker Swarm manager, each definition one of its services."""

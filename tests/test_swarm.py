@@ -1,0 +1,228 @@
+"""Servers of kind swarm on a real single-node swarm (a dockerd of its own): each definition a
+service, its replicas Swarm's tasks, rolled and rolled back by Swarm itself.
+
+Through the engine's real sync: definitions committed to git, a real state store, the local
+driver on the host's engine beside the swarm driver on the test engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from conftest import ApiServer, DefinitionsRepo
+from deployally.drivers.swarm.driver import client_for
+from deployally.errors import DriverError
+from deployally.model.engine_config import load_engine_config
+from deployally.types import LABEL_REVISION, DeploymentStatus, WaitKind
+from deployally.workspace import Workspace
+
+SWARM = "edge"  # sorts before `local`: applied first, so a hang there would hold local up
+
+
+@pytest.fixture
+def ws(defs_repo: DefinitionsRepo, tmp_path: Path) -> Iterator[Workspace]:
+    ws = Workspace.open(defs_repo.path, tmp_path / "state")
+    yield ws
+    ws.close()
+
+
+def swarm_server(ws: Workspace, engine: Any, name: str = SWARM) -> None:
+    """Register the test engine's manager as a swarm server."""
+    ws.store.add_server(name, "production", kind="swarm", docker_host=engine.host)
+
+
+def plain(repo: DefinitionsRepo, short: str, script: str, *, server: str = SWARM, extra: str = "") -> str:
+    """definitions/<name>.yaml on the busybox-plain template (no volume, no healthcheck)."""
+    name = repo.name(short)
+    repo.write(
+        f"definitions/{name}.yaml",
+        f"name: {name}\ntemplate: tools/busybox/plain/stable\nserver: {server}\n"
+        f"params:\n  script: {script!r}\n{extra}",
+    )
+    return name
+
+
+def service(client: docker.DockerClient, name: str) -> dict[str, Any]:
+    info: dict[str, Any] = client.api.inspect_service(name)
+    return info
+
+
+def running_tasks(client: docker.DockerClient, name: str) -> list[dict[str, Any]]:
+    tasks = client.api.tasks(filters={"service": [name], "desired-state": "running"})
+    return [t for t in tasks if t["Status"]["State"] == "running"]
+
+
+def args_of(task_or_service: dict[str, Any]) -> list[str]:
+    spec = task_or_service["Spec"]
+    return list((spec.get("TaskTemplate") or spec)["ContainerSpec"]["Args"])
+
+
+def logs_of(ws: Workspace, report: Any) -> dict[str, list[str]]:
+    """Each deployment's log, by definition name: what an assertion about a sync shows."""
+    return {
+        d.definition_name: [line.message for line in ws.store.deployment(d.id).logs]
+        for d in report.deployments
+    }
+
+
+def only_deployment(report: Any, name: str) -> Any:
+    (found,) = [d for d in report.deployments if d.definition_name == name]
+    return found
+
+
+def test_replicas_run_as_tasks_an_update_rolls_through_and_instances_show_their_node(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any, docker_client: docker.DockerClient
+) -> None:
+    swarm_server(ws, swarm_engine)
+    web = plain(defs_repo, "web", "echo v1; sleep 2147483647", extra="replicas: 2\n")
+    defs_repo.commit("web on the swarm, two replicas")
+
+    report = ws.engine.sync()
+    assert only_deployment(report, web).status is DeploymentStatus.SUCCESS, report
+    client = swarm_engine.client
+    assert service(client, web)["Spec"]["Labels"][LABEL_REVISION] == "1"
+    tasks = running_tasks(client, web)
+    assert len(tasks) == 2 and all("v1" in " ".join(args_of(t)) for t in tasks)
+    with pytest.raises(docker.errors.NotFound):  # the swarm's, never the engine's own host
+        docker_client.api.inspect_container(web)
+
+    # GET /instances: each task an instance, on its node.
+    token = ws.store.create_token("reader", "read")
+    api = ApiServer(ws)
+    try:
+        listed = api.request("GET", "/instances", token).json()["data"]
+        servers = api.request("GET", "/servers", token).json()["data"]
+    finally:
+        api.close()
+    node = client.info()["Name"]
+    mine = [i for i in listed if i["container_name"] == web]
+    assert len(mine) == 2, listed
+    assert {i["node"] for i in mine} == {node} and {i["status"] for i in mine} == {"running"}
+    (edge,) = [s for s in servers if s["name"] == SWARM]
+    assert (edge["status"], edge["running_instances"]) == ("online", 2)
+    assert {i["container_id"] for i in mine} == {t["Status"]["ContainerStatus"]["ContainerID"][:12] for t in tasks}
+
+    plain(defs_repo, "web", "echo v2; sleep 2147483647", extra="replicas: 2\n")
+    defs_repo.commit("web v2")
+    report = ws.engine.sync()
+    assert only_deployment(report, web).status is DeploymentStatus.SUCCESS, report
+    assert service(client, web)["Spec"]["Labels"][LABEL_REVISION] == "2"
+    tasks = running_tasks(client, web)
+    assert len(tasks) == 2 and all("v2" in " ".join(args_of(t)) for t in tasks), tasks
+
+
+def test_a_failing_update_is_rolled_back_by_swarm_and_recorded_with_the_task_errors(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
+) -> None:
+    swarm_server(ws, swarm_engine)
+    web = plain(defs_repo, "web", "echo good; sleep 2147483647", extra="replicas: 2\n")
+    defs_repo.commit("web")
+    report = ws.engine.sync()
+    assert report.ok, logs_of(ws, report)
+    client = swarm_engine.client
+
+    plain(defs_repo, "web", "echo bad; exit 3", extra="replicas: 2\n")
+    defs_repo.commit("web exits")
+    report = ws.engine.sync()
+
+    failed = only_deployment(report, web)
+    assert failed.status is DeploymentStatus.ROLLED_BACK, report
+    logs = "\n".join(line.message for line in ws.store.deployment(failed.id).logs)
+    assert "rolled the update back" in logs and "exit code 3" in logs, logs
+    assert "good" in " ".join(args_of(service(client, web)))
+    # Still serving the old spec (Swarm may have replaced a slot's task with a new one of it).
+    serving = running_tasks(client, web)
+    assert len(serving) == 2 and all("good" in " ".join(args_of(t)) for t in serving), serving
+    record = ws.store.definition(web)
+    assert record is not None and record.applied_revision == 1
+
+
+def test_removing_the_definition_removes_the_service_and_keeps_its_volume(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
+) -> None:
+    swarm_server(ws, swarm_engine)
+    db = defs_repo.worker("db", _extra=f"server: {SWARM}\n")
+    defs_repo.commit("db on the swarm")
+    report = ws.engine.sync()
+    assert only_deployment(report, db).status is DeploymentStatus.SUCCESS, report
+    client = swarm_engine.client
+    (mount,) = service(client, db)["Spec"]["TaskTemplate"]["ContainerSpec"]["Mounts"]
+    assert mount["Type"] == "volume" and client.api.inspect_volume(mount["Source"])
+
+    defs_repo.remove(f"definitions/{db}.yaml")
+    defs_repo.commit("db goes")
+    report = ws.engine.sync()
+    assert only_deployment(report, db).status is DeploymentStatus.SUCCESS, report
+    with pytest.raises(docker.errors.NotFound):
+        client.api.inspect_service(db)
+    assert client.api.inspect_volume(mount["Source"])["Name"] == mount["Source"]
+
+
+def test_replicas_other_than_one_are_refused_on_a_local_server(
+    defs_repo: DefinitionsRepo, ws: Workspace, docker_client: docker.DockerClient
+) -> None:
+    web = plain(defs_repo, "web", "sleep 2147483647", server="local", extra="replicas: 2\n")
+    defs_repo.commit("two of web on local")
+    report = ws.engine.sync()
+
+    refused = only_deployment(report, web)
+    assert refused.status is DeploymentStatus.FAILED
+    logs = "\n".join(line.message for line in ws.store.deployment(refused.id).logs)
+    assert "replicas: 2 needs a swarm server" in logs, logs
+    assert not docker_client.api.containers(all=True, filters={"name": web})
+
+
+def test_one_unreachable_swarm_server_never_delays_local(
+    defs_repo: DefinitionsRepo, ws: Workspace, make_engine: Any, docker_client: docker.DockerClient
+) -> None:
+    engine = make_engine(swarm=True)
+    swarm_server(ws, engine)
+    far = plain(defs_repo, "far", "echo one; sleep 2147483647")
+    near = plain(defs_repo, "near", "echo one; sleep 2147483647", server="local")
+    defs_repo.commit("one on each")
+    report = ws.engine.sync()
+    assert report.ok, logs_of(ws, report)
+
+    engine.stop()
+    plain(defs_repo, "far", "echo two; sleep 2147483647")
+    plain(defs_repo, "near", "echo two; sleep 2147483647", server="local")
+    defs_repo.commit("both change")
+    report = ws.engine.sync()
+
+    assert SWARM in report.unreachable, report
+    assert only_deployment(report, near).status is DeploymentStatus.SUCCESS
+    assert "two" in docker_client.api.inspect_container(near)["Config"]["Cmd"][-1]
+    local_record = ws.store.definition(near)
+    assert local_record is not None and local_record.applied_revision == 2
+    far_record = ws.store.definition(far)
+    assert far_record is not None and far_record.applied_revision == 1
+    waits = ws.store.waiting_by_definition()[far_record.id]
+    assert waits.status is DeploymentStatus.WAITING and waits.waiting is not None
+    assert waits.waiting.kind is WaitKind.SERVER and SWARM in waits.waiting.summary
+
+    engine.start()  # back: the next sync carries the change out there, as that deployment
+    report = ws.engine.sync()
+    assert not report.unreachable, report
+    assert only_deployment(report, far).id == waits.id
+    assert only_deployment(report, far).status is DeploymentStatus.SUCCESS
+    far_record = ws.store.definition(far)
+    assert far_record is not None and far_record.applied_revision == 2
+    assert "two" in " ".join(args_of(service(engine.client, far)))
+
+
+# ---------------------------------------------------------------- reaching a manager
+
+
+def test_a_tcp_manager_needs_tls_files_named_in_engine_yaml(tmp_path: Path) -> None:
+    with pytest.raises(DriverError, match="docker_tls"):
+        client_for("tcp://manager.example:2376", None)
+    with pytest.raises(DriverError, match="ca.pem, cert.pem, key.pem"):
+        client_for("tcp://manager.example:2376", tmp_path)
+    (tmp_path / "engine.yaml").write_text("docker_tls: {edge: tls/edge}\n")
+    assert load_engine_config(tmp_path).docker_tls == {"edge": tmp_path / "tls" / "edge"}
