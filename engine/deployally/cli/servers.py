@@ -61,7 +61,8 @@ def server_list(state_dir: str | None, repo: str, branch: str, as_json: bool) ->
         if found.kind == "agent":
             continue  # its agent polls the serving engine: its last_seen_at in the store says
         try:
-            running[found.id] = sum(i.running for i in driver.live().values())
+            # A swarm service's instances are its tasks.
+            running[found.id] = sum(t.running for i in driver.live().values() for t in i.tasks or (i,))
         except DeployAllyError:
             running[found.id] = None
     shown = servers_view(ws.store.servers(), ws.store.definitions_per_server(), running)
