@@ -279,3 +279,18 @@ def test_a_secret_goes_to_its_servers_agent_only_and_never_into_a_log(
             assert all(value not in line.message for _, line in ws.store.logs_since(d.id, 0))
     assert value not in api.request("GET", "/deployments", token).text
     assert value not in api.request("GET", "/instances", token).text
+
+
+def test_the_agent_endpoints_refuse_what_no_agent_sends(ws: Workspace, api: ApiServer) -> None:
+    _, key = ws.store.add_server("edge", "staging")
+    admin = ws.store.create_token("admin", "admin")
+    bad = api.request("POST", "/agent/poll", key, json={"heartbeat_s": -1, "extra": 1})
+    assert bad.status_code == 422
+    assert {d["field"] for d in bad.json()["error"]["details"]} == {"session", "heartbeat_s", "extra"}
+    assert api.request("POST", "/agent/poll", admin, json={}).status_code == 403  # a token is no key
+    gone = api.request("POST", "/agent/calls/call_0", key,
+                       json={"session": "s", "kind": "result", "payload": {"ok": True}})
+    assert gone.status_code == 409 and "not waited for" in gone.json()["error"]["message"]
+    events = api.request("POST", "/agent/events", key, json={"session": "s", "events": [{"kind": 1}]})
+    assert events.status_code == 422
+    assert ws.store.server("edge").last_seen_at is None  # type: ignore[union-attr]

@@ -61,11 +61,14 @@ async def agent_poll(request: web.Request) -> web.Response:
     check = BodyCheck(
         await read_json(request), ("session", "heartbeat_s", "agent_version", "docker_version")
     )
-    heartbeat = check.body.get("heartbeat_s")
-    if isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)) or not (
-        math.isfinite(heartbeat) and heartbeat >= MIN_HEARTBEAT_S
+    raw_heartbeat = check.body.get("heartbeat_s")
+    heartbeat = MIN_HEARTBEAT_S
+    if isinstance(raw_heartbeat, bool) or not isinstance(raw_heartbeat, (int, float)) or not (
+        math.isfinite(raw_heartbeat) and raw_heartbeat >= MIN_HEARTBEAT_S
     ):
         check.problem("heartbeat_s", f"must be a number of seconds from {MIN_HEARTBEAT_S}")
+    else:
+        heartbeat = float(raw_heartbeat)
     versions = [check.body.get(k) for k in ("agent_version", "docker_version")]
     for field, value in zip(("agent_version", "docker_version"), versions, strict=True):
         if value is not None and not isinstance(value, str):
@@ -73,7 +76,7 @@ async def agent_poll(request: web.Request) -> web.Response:
     session = _session(check)
     driver = agent_driver(ctx, server)
     channel = driver.channel
-    new = channel.heard(session, float(heartbeat))  # type: ignore[arg-type]
+    new = channel.heard(session, heartbeat)
     now = time.monotonic()
     if new or now - channel.recorded_at >= RECORD_EVERY_S:
         channel.recorded_at = now
@@ -89,9 +92,7 @@ async def agent_poll(request: web.Request) -> web.Response:
     if not calls and not new:
         waiter = channel.wait_for_calls()
         try:
-            await asyncio.wait_for(
-                asyncio.wrap_future(waiter), min(float(heartbeat), MAX_POLL_S)  # type: ignore[arg-type]
-            )
+            await asyncio.wait_for(asyncio.wrap_future(waiter), min(heartbeat, MAX_POLL_S))
         except TimeoutError:
             pass
         calls = channel.take(session)
@@ -155,10 +156,11 @@ async def agent_events(request: web.Request) -> web.Response:
     raw = check.body.get("events")
     if not isinstance(raw, list) or len(raw) > MAX_EVENTS:
         check.problem("events", f"must be a list of at most {MAX_EVENTS} instance events")
+        raw = []
     _session(check)
     driver = agent_driver(ctx, server)
     try:
-        events = [from_json(InstanceEvent, e) for e in raw]  # type: ignore[union-attr]
+        events = [from_json(InstanceEvent, e) for e in raw]
     except (TypeError, ValueError, KeyError) as exc:
         raise ApiError(422, "validation_failed", f"events: not instance events ({exc})") from None
     await ctx.run(driver.deliver, events)
