@@ -15,11 +15,11 @@ import docker
 import docker.errors
 import pytest
 
-from conftest import ApiServer, DefinitionsRepo
+from conftest import ApiServer, DefinitionsRepo, wait_until
 from deployally.drivers.swarm.driver import client_for
 from deployally.errors import DriverError
 from deployally.model.engine_config import load_engine_config
-from deployally.types import LABEL_REVISION, DeploymentStatus, WaitKind
+from deployally.types import LABEL_REVISION, DeploymentStatus, InstanceEventKind, WaitKind
 from deployally.workspace import Workspace
 
 SWARM = "edge"  # sorts before `local`: applied first, so a hang there would hold local up
@@ -226,3 +226,69 @@ def test_a_tcp_manager_needs_tls_files_named_in_engine_yaml(tmp_path: Path) -> N
         client_for("tcp://manager.example:2376", tmp_path)
     (tmp_path / "engine.yaml").write_text("docker_tls: {edge: tls/edge}\n")
     assert load_engine_config(tmp_path).docker_tls == {"edge": tmp_path / "tls" / "edge"}
+
+
+def test_a_config_file_with_a_secret_is_a_swarm_secret_named_by_content_and_its_value_shown_nowhere(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
+) -> None:
+    swarm_server(ws, swarm_engine)
+    ws.store.set_secret("token", "first-VALUE-1")
+    name = defs_repo.name("app")
+    defs_repo.write(
+        f"definitions/{name}.yaml",
+        f"name: {name}\ntemplate: tools/busybox/worker/stable\nserver: {SWARM}\n"
+        "params:\n  message: {secret: token}\n"
+        "files:\n  - {path: /etc/app/token.conf, content: 'token={{ params.message }}'}\n"
+        "  - {path: /etc/app/plain.conf, content: plain}\n",
+    )
+    defs_repo.commit("app with a secret file")
+    report = ws.engine.sync()
+    assert report.ok, logs_of(ws, report)
+    client = swarm_engine.client
+
+    container = service(client, name)["Spec"]["TaskTemplate"]["ContainerSpec"]
+    (secret,) = container["Secrets"]
+    (config,) = container["Configs"]
+    assert secret["File"]["Name"] == "/etc/app/token.conf" and secret["SecretName"].startswith(name)
+    assert config["File"]["Name"] == "/etc/app/plain.conf"
+    (task,) = running_tasks(client, name)
+    cid = task["Status"]["ContainerStatus"]["ContainerID"]
+    shown = client.containers.get(cid).exec_run(["cat", "/etc/app/token.conf"]).output.decode()
+    assert shown == "token=first-VALUE-1"
+    everywhere = repr(service(client, name)["Spec"]["Labels"]) + repr(
+        [s.attrs for s in client.secrets.list()]
+    ) + repr(logs_of(ws, report))
+    assert "first-VALUE-1" not in everywhere
+
+    ws.store.set_secret("token", "second-VALUE-2")  # a new version: a new secret, tasks roll
+    report = ws.engine.sync()
+    assert only_deployment(report, name).status is DeploymentStatus.SUCCESS, logs_of(ws, report)
+    (again,) = service(client, name)["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"]
+    assert again["SecretName"] != secret["SecretName"]
+    assert secret["SecretName"] not in {s.name for s in client.secrets.list()}  # the old one went
+    (task,) = running_tasks(client, name)
+    cid = task["Status"]["ContainerStatus"]["ContainerID"]
+    assert client.containers.get(cid).exec_run(["cat", "/etc/app/token.conf"]).output == b"token=second-VALUE-2"
+
+
+def test_watch_reports_the_tasks_of_this_engines_services(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
+) -> None:
+    swarm_server(ws, swarm_engine)
+    driver = ws.driver_for(SWARM)
+    assert driver is not None
+    seen: list[Any] = []
+    stream = driver.watch(seen.append)
+    try:
+        assert stream.wait_connected(10)
+        web = plain(defs_repo, "web", "sleep 2147483647", extra="replicas: 2\n")
+        defs_repo.commit("web")
+        assert ws.engine.sync().ok
+        wait_until(
+            lambda: len({e.ref for e in seen if e.name == web and e.kind is InstanceEventKind.STARTED}) == 2,
+            30, "two started events",
+        )
+    finally:
+        stream.stop()
+    tasks = {t["Status"]["ContainerStatus"]["ContainerID"] for t in running_tasks(swarm_engine.client, web)}
+    assert {e.ref for e in seen if e.kind is InstanceEventKind.STARTED} == tasks
