@@ -292,3 +292,34 @@ def test_watch_reports_the_tasks_of_this_engines_services(
         stream.stop()
     tasks = {t["Status"]["ContainerStatus"]["ContainerID"] for t in running_tasks(swarm_engine.client, web)}
     assert {e.ref for e in seen if e.kind is InstanceEventKind.STARTED} == tasks
+
+
+def test_stopping_an_instance_scales_its_service_to_none_and_starting_brings_back_its_replicas(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
+) -> None:
+    swarm_server(ws, swarm_engine)
+    web = plain(defs_repo, "web", "sleep 2147483647", extra="replicas: 2\n")
+    defs_repo.commit("web")
+    report = ws.engine.sync()
+    assert report.ok, logs_of(ws, report)
+    client = swarm_engine.client
+    token = ws.store.create_token("operator", "write")
+    api = ApiServer(ws)
+    try:
+        (first, _) = [i for i in api.request("GET", "/instances", token).json()["data"]
+                      if i["container_name"] == web]
+        stopped = api.request("POST", f"/instances/{first['id']}/stop", token)
+        assert stopped.status_code == 200, stopped.text
+        assert service(client, web)["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
+        wait_until(lambda: not running_tasks(client, web), 30, "no task running")
+        assert ws.engine.sync().ok  # self-heal leaves an operator's stop alone
+        assert service(client, web)["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
+
+        (down,) = [i for i in api.request("GET", "/instances", token).json()["data"]
+                   if i["container_name"] == web]
+        started = api.request("POST", f"/instances/{down['id']}/start", token)
+        assert started.status_code == 200, started.text
+    finally:
+        api.close()
+    assert service(client, web)["Spec"]["Mode"]["Replicated"]["Replicas"] == 2
+    wait_until(lambda: len(running_tasks(client, web)) == 2, 30, "two tasks running again")
