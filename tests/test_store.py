@@ -869,3 +869,24 @@ def test_a_secret_with_a_nul_byte_is_refused(store: Store) -> None:
     with pytest.raises(SecretError, match="NUL"):
         store.set_secret("bad", "a\x00b")
     assert "bad" not in store.secret_versions()
+
+
+def test_threads_that_come_and_go_leave_no_open_database_files(state_dir: Path) -> None:
+    # A sync's pool threads (one per server, several per wave) each read and write the store;
+    # a long-running engine must not keep a connection for every thread that ever lived.
+    import os
+
+    with Store(state_dir) as store:
+        store.servers()
+        for _ in range(3):
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda _: store.servers(), range(8)))
+        last = threading.Thread(target=store.servers)  # opening one closes the ended threads'
+        last.start()
+        last.join()
+        # Each open connection holds its write-ahead log open (SQLite may keep the database
+        # file's own descriptors for reuse): this thread's and the last one's, no more.
+        fd_dir = Path("/proc/self/fd")
+        logs = [fd for fd in os.listdir(fd_dir)
+                if os.path.realpath(fd_dir / fd) == f"{store.path}-wal"]
+        assert len(logs) <= 2, len(logs)

@@ -7,7 +7,8 @@ it is not (rolled_back), a create that fails leaves nothing, a crash mid-update
 leaves `<name>.old` for recover(), each engine sees and hears only its own
 instances, and an unreachable host fails every call with a DriverError.
 Behaviour is scripted on the host: `fail_spec` and `fail_where` make specs fail their health gate,
-`missing_image` makes an image unpullable, `reachable = False` takes the host away.
+`missing_image` makes an image unpullable, `reachable = False` takes the host away, `hold`
+keeps every rollout waiting until `release` (a slow server).
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class FakeHost:
         self._subscribers: list[tuple[str, OnEvent]] = []  # (owner, callback)
         self._ids = itertools.count(1)
         self.lock = threading.RLock()
+        self._released = threading.Event()  # cleared by hold(): rollouts wait for release()
+        self._released.set()
+        self.holding = threading.Event()  # set once a rollout waits on hold()
 
     def __repr__(self) -> str:
         return f"FakeHost({sorted(self.instances)}, reachable={self.reachable})"
@@ -90,6 +94,22 @@ class FakeHost:
     def missing_image(self, image: str) -> None:
         """`image` cannot be pulled: a rollout of it fails before touching anything."""
         self._missing_images.add(image)
+
+    def hold(self) -> None:
+        """Make every rollout on this host, once begun, wait for release(): a slow server (an
+        agent gating a long rollout); `holding` is set when one waits."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let held rollouts, and every later one, go on."""
+        self._released.set()
+
+    def wait_if_held(self) -> None:
+        """Where a rollout waits while the host is held (outside the host's lock, so other
+        drivers on it, and readers, go on)."""
+        if not self._released.is_set():
+            self.holding.set()
+            self._released.wait()
 
     def stop_behind_our_back(self, name: str, exit_code: int = 137) -> None:
         """The instance stops outside DeployAlly (a crash, `docker stop`)."""
@@ -268,6 +288,7 @@ class FakeDriver(Driver):
                 action.desired is not None and not self.host.image_missing(action.desired.image)
             ):
                 begun()  # as the local driver: a pull that fails comes before the first change
+            self.host.wait_if_held()
             with self.host.lock:
                 self._recover_name(action.name, log)
                 if action.kind is ActionKind.REMOVE:

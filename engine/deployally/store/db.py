@@ -203,9 +203,11 @@ class Database:
         # One connection per thread: under WAL, readers (API handlers, the CLI) never
         # wait for a writer, and writers in this process queue on SQLite's own lock
         # (BEGIN IMMEDIATE + busy_timeout) exactly as writers in other processes do,
-        # so there is one concurrency story, not two. All are kept to close them.
+        # so there is one concurrency story, not two. All are kept to close them, by the
+        # thread that opened each: a thread that has ended (a sync's pool threads come and
+        # go) has its connection closed when a new one opens, so no file handle leaks.
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._lock = threading.Lock()
         self._closed = False
         # Why the last write failed, until a write succeeds again: what /health reports.
@@ -221,7 +223,7 @@ class Database:
         """Close every connection this Store opened, in any thread."""
         with self._lock:
             self._closed = True
-            for conn in self._connections:
+            for conn in self._connections.values():
                 conn.close()
             self._connections.clear()
 
@@ -242,8 +244,10 @@ class Database:
                 raise RuntimeError(f"{self!r} is closed")
             # isolation_level=None: we issue BEGIN ourselves; check_same_thread=False
             # only so close() can close it from another thread.
+            for thread in [t for t in self._connections if not t.is_alive()]:
+                self._connections.pop(thread).close()
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._connections.append(conn)
+            self._connections[threading.current_thread()] = conn
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")

@@ -4,8 +4,10 @@
 intake) turns new commits into revisions and desired specs, and each server's
 applier compares them with what runs there, carries the plan out and reports
 its outcome. The steps return values and share no mutable state; an agent's server
-differs only in its driver, which carries each action out on the agent's host. Each server's outcome is its own: one that
-cannot be reached is recorded with its cause and the others are still applied.
+differs only in its driver, which carries each action out on the agent's host. Each
+server's outcome is its own, and the servers are applied at once, a thread each: one
+that is slow or cannot be reached delays no other (it is recorded with its cause, the
+others applied and settled as each is done).
 Syncs never overlap on one repository (a thread lock and a file lock), so events
 that arrive together or twice produce each deployment exactly once.
 """
@@ -15,9 +17,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from deployally.drivers.base import DriverConfig
+from deployally.drivers.base import Driver, DriverConfig
 from deployally.drivers.registry import DriverRegistry
 from deployally.errors import ValidationError
 from deployally.model import desired as desired_mod
@@ -45,6 +48,9 @@ from deployally.types import (
 
 FAILED = (DeploymentStatus.FAILED, DeploymentStatus.ROLLED_BACK)
 REFUSED_KEPT = 20  # refused commits recorded for `status` and the API, newest first
+# Servers applied at once, one thread each: a slow one (an agent gating a long rollout, a
+# manager that times out) delays no other. Past this many, the rest queue for a thread.
+MAX_SERVER_WORKERS = 16
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,7 @@ class Engine:
         return f"Engine(repo={self.repo!r})"
 
     def sync(self) -> SyncReport:
-        """Bring every server to the head of the tracked branch, once, in order."""
+        """Bring every server to the head of the tracked branch, once, the servers at once."""
         self.activity.begin("waiting for the sync lock (another sync runs)")
         try:
             with self._lock, sync_lock(self.store.state_dir):
@@ -164,25 +170,18 @@ class Engine:
             self.retries.forget(name)  # a changed definition is tried at once
         carried = requests.take(self.store)  # people's redeploys and rollbacks; what waits
         observe = self._observing()
-        outcomes: list[ServerOutcome] = []
-        applied: set[str] = set()  # definitions of the servers reached
-        for server, driver in self.drivers.applied_here():
-            intent = server_intent(
+        plans = [
+            (server, driver, server_intent(
                 server.name, (server.name, server.id), desired,
                 open_deployments=carried, backing_off=self.retries.not_due(), observe=observe,
-            )
-            changes = len(set(intent.reasons) | set(intent.open))  # what may change here
-            self.activity.now(
-                f"applying {changes} change(s) on server {server.name}", changes=changes
-            )
-            outcome = self.applier.apply(intent, driver, self._config())  # plan+apply+record+notify
-            if outcome.deployments:
-                driver.changed_at = time.monotonic()  # what readers saw before is out of date
-            self._settle(server, intent, outcome)
-            outcomes.append(outcome)
+            ))
+            for server, driver in self.drivers.applied_here()
+        ]
+        outcomes = self._apply_servers(plans)
+        applied: set[str] = set()  # definitions of the servers reached
+        for (_server, _driver, intent), outcome in zip(plans, outcomes, strict=True):
             if outcome.unreachable is None:
                 applied |= set(intent.definitions)
-                self._observed(intent.observe)
         if self.applier.stopping.is_set():
             # Asked to stop: what did not begin is carried on by the next start, untouched.
             return SyncReport(head, tuple(outcomes), desired.errors)
@@ -192,6 +191,48 @@ class Engine:
         if outcomes and all(o.applied for o in outcomes):
             self.store.set_last_applied_commit(head)
         return SyncReport(head, tuple(outcomes), desired.errors, refused)
+
+    def _apply_servers(
+        self, plans: list[tuple[ServerRecord, Driver, ServerIntent]]
+    ) -> list[ServerOutcome]:
+        """Apply every server at once, one thread each (at most MAX_SERVER_WORKERS), so a slow
+        or unreachable one delays no other; each is settled as soon as it is done. The
+        outcomes come back in the registry's order, whatever order they finished in."""
+        config = self._config()
+        changes = {
+            server.name: len(set(intent.reasons) | set(intent.open)) for server, _d, intent in plans
+        }
+        under_way = [server.name for server, _d, _i in plans]
+        self.activity.now(
+            f"applying {sum(changes.values())} change(s) on {_servers(under_way)}",
+            changes=sum(changes.values()),
+        )
+        outcomes: dict[int, ServerOutcome] = {}
+        workers = max(1, min(MAX_SERVER_WORKERS, len(plans)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="server") as pool:
+            futures = {
+                pool.submit(self.applier.apply, intent, driver, config): i  # plan+apply+record+notify
+                for i, (_server, driver, intent) in enumerate(plans)
+            }
+            for future in as_completed(futures):
+                i = futures[future]
+                server, driver, intent = plans[i]
+                # An error of the store, say, ends the sync once the other servers are done
+                # (their deployments are recorded as they go); the next sync settles them.
+                outcome = future.result()
+                # Settled here, on the sync's own thread, as each server is done: its retries,
+                # its applied commit and what readers see do not wait for a slower server.
+                if outcome.deployments:
+                    driver.changed_at = time.monotonic()  # what readers saw before is out of date
+                self._settle(server, intent, outcome)
+                if outcome.unreachable is None:
+                    self._observed(intent.observe)
+                outcomes[i] = outcome
+                under_way.remove(server.name)
+                if under_way:
+                    left = sum(changes[name] for name in under_way)
+                    self.activity.now(f"applying {left} change(s) on {_servers(under_way)}")
+        return [outcomes[i] for i in range(len(plans))]
 
     def close(self) -> None:
         """Drop what the engine keeps outside the store (the trusted keyring)."""
@@ -269,6 +310,11 @@ class Engine:
                 self.retries.failed(d.definition_name)  # waiting is no failure: no backoff
         if outcome.applied and outcome.commit is not None:
             self.store.set_server_applied_commit(server.id, outcome.commit)
+
+
+def _servers(names: list[str]) -> str:
+    """`server local`, or `servers edge, local`: what a sync applies to, for /health."""
+    return f"server {names[0]}" if len(names) == 1 else f"servers {', '.join(names)}"
 
 
 def summary(deployed: int, failed: int, waiting: int, unchanged: int, invalid: int) -> str:
