@@ -25,7 +25,7 @@ BOUND_S = 120  # only a guard: a sync that never gets there fails the test inste
 
 
 class Lines:
-    """The sync's progress lines; `wait_for` returns once one contains a text."""
+    """The sync's progress lines, as they come."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
@@ -36,11 +36,13 @@ class Lines:
             self.lines.append(line)
             self._changed.notify_all()
 
-    def wait_for(self, text: str) -> bool:
+    def first(self, start: str) -> str | None:
+        """The first line that starts with `start`, once there is one (None past the bound)."""
         with self._changed:
-            return self._changed.wait_for(
-                lambda: any(text in line for line in self.lines), timeout=BOUND_S
+            self._changed.wait_for(
+                lambda: any(line.startswith(start) for line in self.lines), timeout=BOUND_S
             )
+            return next((line for line in self.lines if line.startswith(start)), None)
 
 
 @pytest.fixture
@@ -83,7 +85,7 @@ def test_a_slow_server_does_not_delay_local(
     sync.start()
     try:
         assert slow_host.holding.wait(BOUND_S), "the slow server's rollout never began"
-        assert lines.wait_for(f"{here}: revision 1 deployed"), lines.lines
+        assert lines.first(f"{here}: revision 1") == f"{here}: revision 1 deployed", lines.lines
 
         # local is done and settled while the slow server's rollout is still under way.
         assert sync.is_alive() and not reports
