@@ -28,19 +28,28 @@ from deployally.source.git import GitRepo
               help="Secret for GitHub/GitLab push webhooks [env: DEPLOYALLY_PUSH_SECRET].")
 @click.option("--parallel", default=None, type=click.IntRange(min=1),
               help="Concurrent Docker creates/starts [default: deployally.yaml's max_parallel, else 8].")
+@click.option("--tls-cert", default=None, type=click.Path(path_type=Path),
+              help="Serve the API over HTTPS with this PEM certificate (chain); needs --tls-key.")
+@click.option("--tls-key", default=None, type=click.Path(path_type=Path),
+              help="The certificate's PEM private key, unencrypted; needs --tls-cert.")
 def serve(repo: str, state_dir: str | None, branch: str, host: str, port: int,
           reconcile_interval: float | None, log_format: str, webhook_secret: str | None,
-          parallel: int | None) -> None:
+          parallel: int | None, tls_cert: Path | None, tls_key: Path | None) -> None:
     """Run the engine and the API until SIGTERM/SIGINT: push to git, and the change goes live."""
     from deployally import logs
     from deployally.serve.process import ServeConfig
     from deployally.serve.process import serve as run_server
 
+    if (tls_cert is None) != (tls_key is None):
+        given, missing = ("--tls-cert", "--tls-key") if tls_key is None else ("--tls-key", "--tls-cert")
+        raise click.UsageError(
+            f"{given} needs {missing}: HTTPS takes both the certificate and its private key"
+        )
     logs.configure(log_format)
     config = ServeConfig(
         repo=repo, state_dir=Path(state_dir) if state_dir else None, branch=branch, host=host,
         port=port, reconcile_interval_s=reconcile_interval, webhook_secret=webhook_secret or None,
-        max_parallel=parallel,
+        max_parallel=parallel, tls_cert=tls_cert, tls_key=tls_key,
     )
     sys.exit(run_server(config))
 

@@ -1,7 +1,8 @@
 """engine.json in the state directory: how a post-receive hook finds the running engine.
 
 It holds the engine's URL and a write token made for the hook, readable by the
-owner only. `deployally serve` writes it once listening and removes it, and
+owner only, and over HTTPS the path of the certificate the engine serves, which
+the clients on this host trust (serve/tls.py). `deployally serve` writes it once listening and removes it, and
 revokes the token, when it stops.
 """
 
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployally.errors import NotFound
+from deployally.serve.tls import TlsError, engine_file_context
 
 if TYPE_CHECKING:
     from deployally.workspace import Workspace
@@ -30,13 +33,28 @@ def read_engine_file(state_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "url" in data and "token" in data else None
 
 
-def write_engine_file(state_dir: Path, *, url: str, token: str, repo: Path, branch: str) -> None:
-    """Say where this engine listens and the hook's token, for hooks on this state dir to find."""
-    _write_private(
-        state_dir / ENGINE_FILE,
-        json.dumps({"url": url, "token": token, "pid": os.getpid(),
-                    "repo": str(repo), "branch": branch}),
-    )
+def write_engine_file(
+    state_dir: Path, *, url: str, token: str, repo: Path, branch: str, tls_cert: Path | None = None
+) -> None:
+    """Say where this engine listens and the hook's token, for hooks on this state dir to find;
+    over HTTPS, also the certificate they are to trust (see engine_ssl_context)."""
+    data: dict[str, Any] = {"url": url, "token": token, "pid": os.getpid(),
+                            "repo": str(repo), "branch": branch}
+    if tls_cert is not None:
+        data["tls_cert"] = str(tls_cert)
+    _write_private(state_dir / ENGINE_FILE, json.dumps(data))
+
+
+def engine_ssl_context(engine: dict[str, Any]) -> ssl.SSLContext | None:
+    """How a client on this host checks the engine engine.json describes: trusting exactly the
+    certificate it serves, when its URL is https; None for plain HTTP. TlsError when the
+    certificate named cannot be read."""
+    if not str(engine.get("url", "")).startswith("https://"):
+        return None
+    cert = engine.get("tls_cert")
+    if not isinstance(cert, str) or not cert:
+        raise TlsError(f"{ENGINE_FILE} gives an https URL but no tls_cert to trust")
+    return engine_file_context(Path(cert))
 
 
 def remove_engine_file(state_dir: Path) -> None:

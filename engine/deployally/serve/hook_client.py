@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from deployally.errors import DeployAllyError
-from deployally.serve.engine_file import read_engine_file
+from deployally.serve.engine_file import engine_ssl_context, read_engine_file
+from deployally.serve.tls import TlsError
 from deployally.source.git import GitRepo
 from deployally.sync.reconcile import summary
 from deployally.types import DeploymentStatus
@@ -42,7 +43,9 @@ def _ask_engine(engine: dict[str, Any], commit: str) -> dict[str, Any]:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=ENGINE_TIMEOUT_S) as response:
+        with urllib.request.urlopen(
+            request, timeout=ENGINE_TIMEOUT_S, context=engine_ssl_context(engine)
+        ) as response:
             body: dict[str, Any] = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         body = json.loads(exc.read() or b"{}")
@@ -64,6 +67,9 @@ def post_receive(
     if engine is not None:
         try:
             body = _ask_engine(engine, commit)
+        except TlsError as exc:
+            echo(f"{PREFIX}cannot check the engine at {engine['url']}: {exc}")
+            return 1
         except urllib.error.URLError as exc:
             if not _refused(exc):
                 echo(f"{PREFIX}the engine at {engine['url']} did not answer: {exc.reason}")

@@ -40,6 +40,7 @@ from deployally.serve.engine_file import (
 from deployally.serve.instance_events import InstanceEventHandler
 from deployally.serve.loop import SyncLoop
 from deployally.serve.status import engine_status
+from deployally.serve.tls import server_context
 from deployally.source.git import GitRepo, redact_url
 from deployally.source.watcher import RefWatcher
 from deployally.store import ServerRecord
@@ -80,6 +81,8 @@ class ServeConfig:
     webhook_secret: str | None = None
     health_timeout_s: float | None = None  # None: deployally.yaml's
     max_parallel: int | None = None  # None: deployally.yaml's
+    tls_cert: Path | None = None  # with tls_key: the API over HTTPS
+    tls_key: Path | None = None
 
     def resolved_state_dir(self) -> Path:
         """The state directory: as given, or `.deployally/` beside a local repo (or in the cwd)."""
@@ -130,6 +133,11 @@ class EngineProcess:
         self._sender: Sender | None = None
         # Read before anything starts, so a bad value stops `serve` with one readable line.
         self._webhook_schedule = webhook_schedule(os.environ.get(WEBHOOK_BACKOFF_ENV))
+        self._tls = (
+            server_context(config.tls_cert, config.tls_key)
+            if config.tls_cert is not None and config.tls_key is not None
+            else None
+        )
         self.metrics = Metrics()  # the API's /metrics; the sync loop counts its syncs into it
         self.sync_loop = SyncLoop(
             self._sync_blocking, on_recovered=self._rewatch, on_finished=self.metrics.observe_sync
@@ -212,14 +220,17 @@ class EngineProcess:
         app[WAKE_SENDER] = self._wake_sender
         runner = ApiRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.config.port, backlog=LISTEN_BACKLOG)
+        site = web.TCPSite(
+            runner, self.config.host, self.config.port, backlog=LISTEN_BACKLOG, ssl_context=self._tls
+        )
         await site.start()
         port = runner.addresses[0][1]
         host = "127.0.0.1" if self.config.host in ("0.0.0.0", "::", "") else self.config.host
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if self._tls else 'http'}://{host}:{port}"
         token = await loop.run_in_executor(None, issue_hook_token, ws)
         write_engine_file(
-            self.state_dir, url=self.url, token=token, repo=ws.repo_path, branch=self.branch
+            self.state_dir, url=self.url, token=token, repo=ws.repo_path, branch=self.branch,
+            tls_cert=self.config.tls_cert.resolve() if self._tls and self.config.tls_cert else None,
         )
         log.info(
             "serving",
