@@ -262,7 +262,10 @@ def defs_repo(tmp_path: Path, names: str, busybox_image: str) -> DefinitionsRepo
 class ApiServer:
     """The API app served on 127.0.0.1 (a free port) by its own event loop in a thread."""
 
-    def __init__(self, ws: object, *, app_values: dict[object, object] | None = None, **kw: object) -> None:
+    def __init__(
+        self, ws: object, *, app_values: dict[object, object] | None = None,
+        ssl_context: object | None = None, **kw: object,
+    ) -> None:
         import asyncio
         import threading
 
@@ -278,10 +281,10 @@ class ApiServer:
         self.loop = asyncio.new_event_loop()
         self.runner = ApiRunner(self.app)
         self.loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)  # type: ignore[arg-type]
         self.loop.run_until_complete(site.start())
         host, port = self.runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.session = requests.Session()

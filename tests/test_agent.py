@@ -5,7 +5,10 @@ through the agent driver; the agent's host a fake one, so these need no Docker e
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +16,13 @@ from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from conftest import ApiServer, DefinitionsRepo, wait_until
-from deployally.agent.link import EngineLink
+from deployally.agent.link import EngineLink, client_context
 from deployally.agent.process import EXIT_KEY_REFUSED, Agent
 from deployally.cli import main
 from deployally.drivers.agent.driver import AgentDriver
@@ -294,3 +301,60 @@ def test_the_agent_endpoints_refuse_what_no_agent_sends(ws: Workspace, api: ApiS
     events = api.request("POST", "/agent/events", key, json={"session": "s", "events": [{"kind": 1}]})
     assert events.status_code == 422
     assert ws.store.server("edge").last_seen_at is None  # type: ignore[union-attr]
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deployally-test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "engine.crt", tmp_path / "engine.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_an_agent_checks_an_https_engine_against_its_ca_file(
+    ws: Workspace, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert_file, key_file = _certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    served = ApiServer(ws, ssl_context=context)
+    try:
+        _, key = ws.store.add_server("edge", "staging")
+        edge = FakeHost()
+        # Without the engine's CA the certificate is refused, and the agent keeps trying.
+        unchecked = Agent(EngineLink(served.url, key), lambda s, o: FakeDriver(edge, owner=o, server=s),
+                          heartbeat_s=HEARTBEAT_S)
+        thread = threading.Thread(target=unchecked.run, daemon=True)
+        thread.start()
+        def refused() -> bool:
+            errors = [str(getattr(r, "fields", {}).get("error")) for r in caplog.records]
+            return any("certificate verify failed" in e and "--ca-file" in e for e in errors)
+
+        wait_until(refused, WAIT_S, "a refused certificate")
+        unchecked.stop()
+        thread.join(WAIT_S)
+        assert ws.store.server("edge").last_seen_at is None  # type: ignore[union-attr]
+        # With --ca-file it connects.
+        checked = Agent(EngineLink(served.url, key, context=client_context(str(cert_file))),
+                        lambda s, o: FakeDriver(edge, owner=o, server=s), heartbeat_s=HEARTBEAT_S)
+        thread = threading.Thread(target=checked.run, daemon=True)
+        thread.start()
+        wait_until(lambda: ws.store.server("edge").agent_version, WAIT_S, "the agent connected")  # type: ignore[union-attr]
+        checked.stop()
+        thread.join(WAIT_S)
+    finally:
+        served.close()

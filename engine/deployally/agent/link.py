@@ -53,10 +53,13 @@ class EngineLink:
             if exc.code == 409:
                 raise CallGone(message) from None
             raise EngineUnreachable(f"the engine at {self.url} answered {exc.code}: {message}") from None
-        except ssl.SSLError as exc:
-            raise EngineUnreachable(f"TLS with the engine at {self.url} failed: {exc}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLError):
+                raise EngineUnreachable(
+                    f"TLS with the engine at {self.url} failed: {reason}"
+                    " (--ca-file names the CA certificate that signed the engine's)"
+                ) from None
             raise EngineUnreachable(f"the engine at {self.url} does not answer: {reason}") from None
         try:
             data = json.loads(raw)["data"]
