@@ -445,3 +445,32 @@ def test_repeated_query_parameters_are_400_naming_them(
         r = api.request("GET", f"/definitions?{query}", api_tokens["read"])
         assert r.status_code == 400, r.text
         assert r.json()["error"]["details"][0]["field"] == name and "once" in r.text
+
+
+def test_a_waited_sync_shows_each_deployments_environment(fake_ws: Workspace) -> None:
+    import asyncio
+
+    from deployally.api.sync import SYNC, SyncOutcome
+
+    class Syncs:
+        """What `serve` offers POST /sync, here: each sync runs at once on the fake host."""
+
+        webhook_secret = None
+        branch = "main"
+
+        def trigger(self, why: str) -> None:
+            raise AssertionError("asked to wait, not to trigger")
+
+        async def sync_covering(self, commit: str | None, why: str) -> SyncOutcome:
+            return SyncOutcome(await asyncio.to_thread(fake_ws.engine.sync))
+
+    commit_busybox(fake_ws, "web")
+    api = ApiServer(fake_ws, app_values={SYNC: Syncs()})
+    try:
+        token = fake_ws.store.create_token("ci", "write")
+        waited = api.request("POST", "/sync", token, json={"wait": True})
+        assert waited.status_code == 200, waited.text
+        (deployment,) = waited.json()["data"]["deployments"]
+        assert (deployment["definition_name"], deployment["environment"]) == ("web", "production")
+    finally:
+        api.close()
