@@ -5,8 +5,6 @@ through the agent driver; the agent's host a fake one, so these need no Docker e
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import ssl
 import threading
@@ -16,18 +14,15 @@ from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from conftest import ApiServer, DefinitionsRepo, wait_until
-from deployally.agent.link import EngineLink, client_context
+from deployally.agent.link import EngineLink
 from deployally.agent.process import EXIT_KEY_REFUSED, Agent
 from deployally.cli import main
 from deployally.drivers.agent.driver import AgentDriver
 from deployally.drivers.base import DriverConfig
 from deployally.drivers.fake import FakeDriver, FakeHost
+from deployally.serve.tls import client_context
 from deployally.store import ServerRecord
 from deployally.types import (
     Action,
@@ -37,6 +32,7 @@ from deployally.types import (
     InstanceEventKind,
 )
 from deployally.workspace import Workspace
+from test_tls import _key, _self_signed, _write_key
 
 HEARTBEAT_S = 0.1
 WAIT_S = 30.0  # a bound on waiting, never an expectation of speed
@@ -303,32 +299,12 @@ def test_the_agent_endpoints_refuse_what_no_agent_sends(ws: Workspace, api: ApiS
     assert ws.store.server("edge").last_seen_at is None  # type: ignore[union-attr]
 
 
-def _certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "deployally-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "engine.crt", tmp_path / "engine.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return cert_file, key_file
-
-
 def test_an_agent_checks_an_https_engine_against_its_ca_file(
     ws: Workspace, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cert_file, key_file = _certificate(tmp_path)
+    key_pem = _key()
+    cert_file = _self_signed(key_pem, tmp_path / "engine.crt")
+    key_file = _write_key(key_pem, tmp_path / "engine.key")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
     served = ApiServer(ws, ssl_context=context)
@@ -349,7 +325,7 @@ def test_an_agent_checks_an_https_engine_against_its_ca_file(
         thread.join(WAIT_S)
         assert ws.store.server("edge").last_seen_at is None  # type: ignore[union-attr]
         # With --ca-file it connects.
-        checked = Agent(EngineLink(served.url, key, context=client_context(str(cert_file))),
+        checked = Agent(EngineLink(served.url, key, context=client_context(cert_file)),
                         lambda s, o: FakeDriver(edge, owner=o, server=s), heartbeat_s=HEARTBEAT_S)
         thread = threading.Thread(target=checked.run, daemon=True)
         thread.start()

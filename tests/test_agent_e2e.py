@@ -17,6 +17,7 @@ import pytest
 
 from conftest import DefinitionsRepo, ServeProcess, running_revision, wait_until
 from deployally.store import Store
+from test_tls import _key, _self_signed, _write_key
 
 pytestmark = pytest.mark.docker
 
@@ -54,7 +55,7 @@ class AgentProcess:
     """`deployally agent` in a subprocess, its output in a file."""
 
     def __init__(self, url: str, engine_host: str, state_dir: Path, *, key_file: Path | None = None,
-                 key_env: str | None = None) -> None:
+                 key_env: str | None = None, ca_file: Path | None = None) -> None:
         self.log_path = state_dir.parent / f"agent-{os.urandom(3).hex()}.log"
         state_dir.mkdir(parents=True, exist_ok=True)
         command = [
@@ -66,6 +67,8 @@ class AgentProcess:
             command += ["--key-file", str(key_file)]
         if key_env is not None:
             env["DEPLOYALLY_AGENT_KEY"] = key_env
+        if ca_file is not None:
+            command += ["--ca-file", str(ca_file)]
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
@@ -77,6 +80,8 @@ class AgentProcess:
         return self.proc.wait(timeout)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self._log.closed:
+            return self.proc.returncode
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -260,3 +265,37 @@ def test_an_agent_killed_during_a_health_wait_and_restarted_leaves_one_container
         lambda: [d["status"] for d in deployments(engine, app) if d["revision"] == 2] == ["success"],
         WAIT_S, "revision 2's one deployment to succeed",
     )
+
+
+def test_an_agent_reaches_an_https_engine_it_checks_with_its_ca_file(
+    defs_repo: DefinitionsRepo, second_engine: object, names: str, tmp_path: Path,
+    agents: list[AgentProcess],
+) -> None:
+    key = _key()
+    cert = _self_signed(key, tmp_path / "engine.crt")
+    engine = ServeProcess(defs_repo.path, tmp_path / "state", "--tls-cert", str(cert),
+                          "--tls-key", str(_write_key(key, tmp_path / "engine.key")))
+    try:
+        assert engine.url.startswith("https://")
+        with Store(engine.state_dir) as store:
+            _, server_key = store.add_server(f"{names}-edge", "staging")
+        key_file = tmp_path / "edge.key"
+        key_file.write_text(server_key)
+        refused = AgentProcess(engine.url, second_engine.host, tmp_path / "a1", key_file=key_file)  # type: ignore[attr-defined]
+        agents.append(refused)
+        wait_until(lambda: "certificate verify failed" in refused.log(), WAIT_S, "a refused certificate")
+        assert "--ca-file" in refused.log()
+        refused.stop()
+        checked = AgentProcess(engine.url, second_engine.host, tmp_path / "a2", key_file=key_file,  # type: ignore[attr-defined]
+                               ca_file=cert)
+        agents.append(checked)
+
+        def heard() -> bool:
+            with Store(engine.state_dir) as store:
+                found = store.server(f"{names}-edge")
+                return found is not None and found.agent_version is not None
+
+        wait_until(heard, WAIT_S, "the agent heard over HTTPS")
+        assert checked.proc.poll() is None and "certificate verify failed" not in checked.log()
+    finally:
+        assert engine.stop() == 0, engine.log()

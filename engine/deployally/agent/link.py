@@ -74,9 +74,3 @@ def _message(exc: urllib.error.HTTPError) -> str:
     except (ValueError, KeyError, TypeError, OSError):
         return str(exc.reason)
 
-
-def client_context(ca_file: str | None) -> ssl.SSLContext | None:
-    """Checks an https:// engine against `ca_file` (else the system's CAs); None for the default."""
-    if ca_file is None:
-        return None
-    return ssl.create_default_context(cafile=ca_file)

@@ -66,12 +66,15 @@ def agent(url: str, key_file: str | None, key: str | None, ca_file: str | None,
     Exits 3 when the engine refuses the key (rotated, removed, another server's).
     """
     from deployally import logs
-    from deployally.agent.link import EngineLink, client_context
+    from deployally.agent.link import EngineLink
     from deployally.agent.process import Agent
+    from deployally.serve.tls import client_context
 
     if not url.startswith(("http://", "https://")):
         raise DeployAllyError(f"--url {url}: give the engine's http:// or https:// address")
-    link = EngineLink(url, read_key(key_file, key), context=client_context(ca_file))
+    # Checked for https:// (the host name too) against --ca-file, else the system's CAs.
+    context = client_context(Path(ca_file) if ca_file else None) if url.startswith("https://") else None
+    link = EngineLink(url, read_key(key_file, key), context=context)
     state = Path(state_dir or os.environ.get("RUNTIME_DIRECTORY") or DEFAULT_STATE_DIR)
     try:
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
