@@ -7,6 +7,7 @@ driver on the host's engine beside the swarm driver on the test engine.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,19 @@ import docker
 import docker.errors
 import pytest
 
-from conftest import ApiServer, DefinitionsRepo, wait_until
+from conftest import ApiServer, DefinitionsRepo, full_spec, wait_until
+from deployally.drivers.local.driver import LocalDriver
 from deployally.drivers.swarm.driver import client_for
 from deployally.errors import DriverError
 from deployally.model.engine_config import load_engine_config
-from deployally.types import LABEL_REVISION, DeploymentStatus, InstanceEventKind, WaitKind
+from deployally.types import (
+    LABEL_REVISION,
+    Action,
+    ActionKind,
+    DeploymentStatus,
+    InstanceEventKind,
+    WaitKind,
+)
 from deployally.workspace import Workspace
 
 SWARM = "edge"  # sorts before `local`: applied first, so a hang there would hold local up
@@ -171,11 +180,27 @@ def test_replicas_other_than_one_are_refused_on_a_local_server(
     defs_repo.commit("two of web on local")
     report = ws.engine.sync()
 
-    refused = only_deployment(report, web)
-    assert refused.status is DeploymentStatus.FAILED
-    logs = "\n".join(line.message for line in ws.store.deployment(refused.id).logs)
-    assert "replicas: 2 needs a swarm server" in logs, logs
+    (error,) = report.errors
+    assert (error.path, error.field) == (f"definitions/{web}.yaml", "replicas"), error
+    assert "replicas: 2 needs a swarm server" in error.message
+    assert not report.deployments
     assert not docker_client.api.containers(all=True, filters={"name": web})
+
+
+def test_the_local_driver_refuses_replicas_without_touching_anything(
+    names: str, state_dir: Path, claims: Any, docker_client: docker.DockerClient
+) -> None:
+    # What an agent's host (the local driver there) does with a spec its engine let through.
+    spec = dataclasses.replace(full_spec(), name=f"{names}_web", image="busybox:stable", replicas=2)
+    driver = LocalDriver(state_dir, owner="eng_test", claims=claims)
+    lines: list[str] = []
+    result = driver.apply(
+        Action(ActionKind.CREATE, spec.name, spec, None), revision=1, commit=None,
+        resolve=lambda text: text, log=lines.append,
+    )
+    assert result.status is DeploymentStatus.FAILED and result.unready
+    assert "replicas: 2 needs a swarm server" in result.message and lines
+    assert not docker_client.api.containers(all=True, filters={"name": spec.name})
 
 
 def test_one_unreachable_swarm_server_never_delays_local(

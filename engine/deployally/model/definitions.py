@@ -274,6 +274,21 @@ def check_servers(defs: Iterable[Definition], known: Collection[str]) -> list[Va
     ]
 
 
+def check_replicas(defs: Iterable[Definition], replicated: Collection[str]) -> list[ValidationError]:
+    """An error for every definition asking for replicas other than 1 on a server that runs one
+    container per definition: any server but those in `replicated` (swarm names and srv_ ids)."""
+    return [
+        ValidationError(
+            d.path,
+            "replicas",
+            f"server `{d.server}` runs exactly one container per definition, so replicas: "
+            f"{d.replicas} needs a swarm server; set replicas: 1 or name a swarm server",
+        )
+        for d in sorted(defs, key=lambda d: d.path)
+        if d.replicas != 1 and d.server not in replicated
+    ]
+
+
 def unorderable(needs: Mapping[str, Collection[str]]) -> set[str]:
     """Names that can never be applied because they sit on, or wait behind, a depends_on cycle.
 

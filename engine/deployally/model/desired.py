@@ -124,10 +124,12 @@ def load(
     only: Collection[str] | None = None,
     engine: EngineConfig | None = None,
     servers: Collection[str] | None = None,
+    replicated: Collection[str] | None = None,
 ) -> DesiredState:
     """Validate and render the definitions of `tree` (all, or only the paths in `only`),
     within what the engine's operator allows (`engine`; None: the defaults, which allow least);
-    with `servers` (names and srv_ ids), a definition on any other server is an error."""
+    with `servers` (names and srv_ ids), a definition on any other server is an error; with
+    `replicated` too (the swarm servers' names and ids), replicas other than 1 on any other."""
     engine = engine or EngineConfig()
     settings, errors = load_settings(tree, engine.allow)
     catalog, catalog_errors = load_catalog(tree)
@@ -164,6 +166,9 @@ def load(
     tree_wide += definitions_mod.check_dependencies(parsed.values())
     if servers is not None:
         tree_wide += definitions_mod.check_servers(parsed.values(), servers)
+        if replicated is not None:
+            known = [d for d in parsed.values() if d.server in servers]
+            tree_wide += definitions_mod.check_replicas(known, replicated)
     if errors and parsed:
         # Broken settings or templates would render every definition wrongly (another
         # network, default profile): keep each one's last good spec until they are fixed.

@@ -411,9 +411,12 @@ class AccessStore(Database):
         found = self.server(key)
         return found.id if found is not None else key
 
-    def server_keys(self) -> frozenset[str]:
-        """Every way a definition may name a registered server: its name and its srv_ id."""
-        return frozenset(key for s in self.servers() for key in (s.name, s.id))
+    def server_keys(self, kind: str | None = None) -> frozenset[str]:
+        """Every way a definition may name a registered server (of `kind`, when given): its
+        name and its srv_ id."""
+        return frozenset(
+            key for s in self.servers() if kind is None or s.kind == kind for key in (s.name, s.id)
+        )
 
     def verify_server_key(self, key: str) -> ServerRecord | None:
         """The server whose agent key `key` is, else None."""

@@ -173,13 +173,16 @@ class Intake:
         versions = SecretVersions.unchecked() if for_revisions else self.store.available_secrets()
         # Revisions follow git alone; what deploys must name a server that is registered.
         servers = None if for_revisions else self.store.server_keys()
+        replicated = None if for_revisions else self.store.server_keys(kind="swarm")
         if changes is None or touches_tree_wide(changes):
             return desired_mod.load(
-                tree, secret_versions=versions, engine=self.engine, servers=servers
+                tree, secret_versions=versions, engine=self.engine, servers=servers,
+                replicated=replicated,
             )
         paths = affected(changes, mounts)
         state = desired_mod.load(
-            tree, secret_versions=versions, only=paths, engine=self.engine, servers=servers
+            tree, secret_versions=versions, only=paths, engine=self.engine, servers=servers,
+            replicated=replicated,
         )
         # A new file may take a name another file still holds: read both, so the
         # duplicate is refused instead of taking over the running container.
@@ -192,7 +195,7 @@ class Intake:
         if holders:
             state = desired_mod.load(
                 tree, secret_versions=versions, only=paths | holders, engine=self.engine,
-                servers=servers,
+                servers=servers, replicated=replicated,
             )
         return state
 
@@ -321,7 +324,7 @@ class Intake:
             # An invalid one is read again each time: its server may have been registered since.
             state = desired_mod.load(
                 CommitTree(self.repo, head), secret_versions=versions, only=stale, engine=self.engine,
-                servers=self.store.server_keys(),
+                servers=self.store.server_keys(), replicated=self.store.server_keys(kind="swarm"),
             )
             steps.append(self._record_desired(head, ChangeSet(), state, full=False))
             records = self.store.definitions()

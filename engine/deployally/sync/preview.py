@@ -38,7 +38,8 @@ def preview(
     state; `engine` is the engine configuration the sync renders with."""
     engine = engine or EngineConfig()
     state = desired_mod.load(
-        tree, secret_versions=store.available_secrets(), engine=engine, servers=store.server_keys()
+        tree, secret_versions=store.available_secrets(), engine=engine, servers=store.server_keys(),
+        replicated=store.server_keys(kind="swarm"),
     )
     desired = desired_of(repo, store, tree, state, engine)
     carried = requests.pending(store)
