@@ -8,6 +8,9 @@ driver on the host's engine beside the swarm driver on the test engine.
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -348,3 +351,25 @@ def test_stopping_an_instance_scales_its_service_to_none_and_starting_brings_bac
         api.close()
     assert service(client, web)["Spec"]["Mode"]["Replicated"]["Replicas"] == 2
     wait_until(lambda: len(running_tasks(client, web)) == 2, 30, "two tasks running again")
+
+
+def test_validate_with_a_store_refuses_replicas_off_a_swarm_and_takes_them_on_one(
+    defs_repo: DefinitionsRepo,
+) -> None:
+    ws = Workspace.open(defs_repo.path)  # the store `validate` finds beside the repository
+    try:
+        ws.store.add_server(SWARM, "production", kind="swarm", docker_host="unix:///nowhere.sock")
+    finally:
+        ws.close()
+    on_local = plain(defs_repo, "here", "sleep 1", server="local", extra="replicas: 3\n")
+    plain(defs_repo, "there", "sleep 1", extra="replicas: 3\n")
+    defs_repo.commit("three of each")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "deployally", "validate", "--repo", str(defs_repo.path), "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    [error] = json.loads(done.stdout)["errors"]
+    assert (error["file"], error["field"]) == (f"definitions/{on_local}.yaml", "replicas"), error
+    assert "needs a swarm server" in error["message"]

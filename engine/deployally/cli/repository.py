@@ -107,13 +107,15 @@ def validate(repo: str, state_dir: str | None, branch: str, rev: str | None, pus
     servers: frozenset[str] | None = None
     try:
         engine = _engine_config(repo, state_dir, branch)
-        servers, versions = _store_checks(repo, state_dir, branch)
+        servers, replicated, versions = _store_checks(repo, state_dir, branch)
         unsigned = _unsigned(tree, engine, pushed=pushed)
     except ValidationErrors as exc:
         errors = list(exc.errors)
         state = None
     else:
-        state = desired_mod.load(tree, secret_versions=versions, engine=engine, servers=servers)
+        state = desired_mod.load(
+            tree, secret_versions=versions, engine=engine, servers=servers, replicated=replicated
+        )
         errors = unsigned + state.all_errors()
     checked = engine.path if state is not None and engine.path else None
     if as_json:
@@ -174,14 +176,19 @@ def _engine_config(repo: str, state_dir: str | None, branch: str) -> EngineConfi
 
 def _store_checks(
     repo: str, state_dir: str | None, branch: str
-) -> tuple[frozenset[str] | None, SecretVersions]:
-    """Names and srv_ ids of the servers in the engine's state store, and the secret versions
-    it keeps (a pinned one must exist; no value is read); None and unchecked without a store."""
+) -> tuple[frozenset[str] | None, frozenset[str] | None, SecretVersions]:
+    """Names and srv_ ids of the servers in the engine's state store (all, and the swarm ones,
+    which alone take replicas), and the secret versions it keeps (a pinned one must exist; no
+    value is read); None and unchecked without a store."""
     state = engine_state(repo, state_dir, branch)
     if not has_store(state):
-        return None, SecretVersions.unchecked()  # never create a store just to validate
+        return None, None, SecretVersions.unchecked()  # never create a store just to validate
     with Store(state) as store:
-        return store.server_keys(), SecretVersions.pins_only(store.available_secrets().kept)
+        return (
+            store.server_keys(),
+            store.server_keys(kind="swarm"),
+            SecretVersions.pins_only(store.available_secrets().kept),
+        )
 
 
 @click.command()
