@@ -10,6 +10,7 @@ each with the node it runs on. docker-py objects never leave this package.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -67,6 +68,10 @@ def client_for(docker_host: str, tls_dir: Path | None) -> docker.DockerClient:
     if not docker_host:
         raise DriverError("the server has no docker_host: register it with the manager's address")
     if docker_host.startswith("ssh://"):
+        if importlib.util.find_spec("paramiko") is None:
+            raise DriverError(
+                f"{docker_host} is reached over SSH, which needs paramiko: pip install 'deployally[ssh]'"
+            )
         return docker.DockerClient(base_url=docker_host, use_ssh_client=True, timeout=CALL_TIMEOUT_S)
     if docker_host.startswith("tcp://"):
         if tls_dir is None:
