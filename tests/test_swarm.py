@@ -146,13 +146,32 @@ def test_a_failing_update_is_rolled_back_by_swarm_and_recorded_with_the_task_err
     failed = only_deployment(report, web)
     assert failed.status is DeploymentStatus.ROLLED_BACK, report
     logs = "\n".join(line.message for line in ws.store.deployment(failed.id).logs)
-    assert "rolled the update back" in logs and "exit code 3" in logs, logs
+    assert "rolled the update back" in logs and "exited with code 3" in logs, logs
     assert "good" in " ".join(args_of(service(client, web)))
     # Still serving the old spec (Swarm may have replaced a slot's task with a new one of it).
     serving = running_tasks(client, web)
     assert len(serving) == 2 and all("good" in " ".join(args_of(t)) for t in serving), serving
     record = ws.store.definition(web)
     assert record is not None and record.applied_revision == 1
+
+
+def test_a_new_service_whose_tasks_crash_fails_at_once_and_is_removed(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
+) -> None:
+    swarm_server(ws, swarm_engine)
+    web = plain(defs_repo, "web", "exit 3", extra="replicas: 2\n")
+    defs_repo.commit("web crashes at once")
+    report = ws.engine.sync()
+
+    failed = only_deployment(report, web)
+    logs = "\n".join(line.message for line in ws.store.deployment(failed.id).logs)
+    assert failed.status is DeploymentStatus.FAILED, logs
+    # The first failed task ends it, not the health timeout.
+    assert "a task of the new service failed" in logs and "exited with code 3" in logs, logs
+    assert "within" not in logs, logs
+    assert not swarm_engine.client.api.services(filters={"name": web})
+    record = ws.store.definition(web)
+    assert record is not None and record.applied_revision is None
 
 
 def test_removing_the_definition_removes_the_service_and_keeps_its_volume(

@@ -174,6 +174,11 @@ class SwarmDriver(Driver):
                 out[instance.name] = instance
         return out
 
+    def _manager_now(self) -> str:
+        """Now on the manager's clock (its SystemTime), which stamps the tasks' CreatedAt."""
+        with _docker(f"ask {self.docker_host} the time"):
+            return str(self._api.info().get("SystemTime") or "")
+
     def _node_names(self, ids: set[str]) -> dict[str, str]:
         """Node id -> hostname; one list call when a node is new."""
         if ids - set(self._nodes):
@@ -333,12 +338,12 @@ class SwarmDriver(Driver):
         if any(p.host_port is not None for p in spec.ports):
             log("published ports go through Swarm's routing mesh: every node answers on them, "
                 "on each of its addresses")
-        started = _swarm_now()
+        started = self._manager_now()
         if old is None:
             with _docker(f"create service {spec.name}"):
                 service_id = str(self._api.create_service(**args)["ID"])
             log(f"created service {service_id[:12]} with {spec.replicas} replica(s)")
-            result = self._converge(service_id, spec, None, started, log)
+            result = self._converge(service_id, spec, None, started, log, fresh=True)
             if result.status is DeploymentStatus.SUCCESS:
                 return result
             # Nothing ran before it: the failed service goes, with what it mounted.
@@ -363,6 +368,7 @@ class SwarmDriver(Driver):
         info = self._managed(spec.name)
         if info is None:
             raise DriverError(f"service {spec.name} is gone")
+        since = self._manager_now()
         labels = (info.get("Spec") or {}).get("Labels") or {}
         if labels.get(LABEL_STOPPED) == "true":
             self._respec(spec.name, _scaled(None))
@@ -370,7 +376,7 @@ class SwarmDriver(Driver):
         else:
             log(f"service {spec.name} has no running task; Swarm restarts them, waiting")
         return self._converge(info["ID"], spec, (info.get("UpdateStatus") or {}).get("StartedAt"),
-                              _swarm_now(), log)
+                              since, log, fresh=True)
 
     def _remove(self, name: str, log: Log) -> ApplyResult:
         """Remove the service and its configs and secrets; its volumes stay on their nodes."""
@@ -393,15 +399,23 @@ class SwarmDriver(Driver):
     # ------------------------------------------------------------ waiting for Swarm
 
     def _converge(
-        self, service_id: str, spec: ContainerSpec, update_before: str | None, since: str, log: Log
+        self, service_id: str, spec: ContainerSpec, update_before: str | None, since: str, log: Log,
+        *, fresh: bool = False,
     ) -> ApplyResult:
         """Follow the service until Swarm's update ends, or every task runs the new spec:
-        SUCCESS; Swarm rolled it back: ROLLED_BACK with the tasks' errors; not within the
-        health timeout (for each replica in turn): FAILED."""
+        SUCCESS; Swarm rolled it back: ROLLED_BACK with the tasks' errors; no progress within
+        the health timeout and monitor window: FAILED. `fresh` (a created or healed service,
+        which no Swarm update watches): every task must then stay up for the settle window
+        (or be healthy, with a healthcheck), and a failed task of it fails at once."""
         monitor = service_spec.monitor_s(spec, self.config.settle_s)
-        budget = self.config.health_timeout_s + (monitor + self.config.health_timeout_s) * max(0, spec.replicas - 1)
-        deadline = time.monotonic() + budget
+        # The bound of one step (a create starts every task at once; an update rolls one task at a
+        # time, so its deadline moves each time one more task runs the new spec).
+        step = self.config.health_timeout_s + monitor
+        settle = 0.0 if spec.healthcheck is not None else self.config.settle_s
+        deadline = time.monotonic() + step
         said = ""
+        progress = -1
+        steady: float | None = None
         while True:
             with _docker(f"inspect service {spec.name}"):
                 info = self._api.inspect_service(service_id)
@@ -413,18 +427,44 @@ class SwarmDriver(Driver):
                 log(f"swarm update {state.replace('_', ' ')}" + (f": {status['Message']}" if status.get("Message") else ""))
                 said = state
             ours = (info["Spec"].get("Labels") or {}).get(LABEL_RENDERED_HASH) == spec.rendered_hash
-            if state in ("rollback_completed", "rollback_paused") or (not ours and not state.startswith("rollback")):
+            if state == "rollback_paused":
+                # failure_action pause of the rollback: Swarm's own rollback failed halfway.
+                return self._failed(DeploymentStatus.FAILED, service_id, tasks, since,
+                                    "Swarm's rollback of the update failed and is paused, the service "
+                                    "stuck between the old and the new spec: "
+                                    + (status.get("Message") or "a task of the old spec failed"), log)
+            if state == "rollback_completed" or (not ours and not state.startswith("rollback")):
                 return self._failed(DeploymentStatus.ROLLED_BACK, service_id, tasks, since,
                                     "Swarm rolled the update back: " + (status.get("Message") or "a new task failed"), log)
             if state == "paused":
                 return self._failed(DeploymentStatus.FAILED, service_id, tasks, since,
                                     "Swarm paused the update: " + (status.get("Message") or "a new task failed"), log)
+            if fresh and not state:
+                crashed = _failed_tasks(info, tasks, since)
+                if crashed:
+                    return self._failed(DeploymentStatus.FAILED, service_id, crashed, since,
+                                        "a task of the new service failed", log)
             if state in ("", "completed") and _converged(info, tasks):
-                log(f"{spec.replicas} task(s) running the new spec")
-                return ApplyResult(DeploymentStatus.SUCCESS, service_id, "deployed")
+                if not fresh or state == "completed":
+                    log(f"{spec.replicas} task(s) running the new spec")
+                    return ApplyResult(DeploymentStatus.SUCCESS, service_id, "deployed")
+                if steady is None:
+                    steady = time.monotonic()
+                    if settle:
+                        log(f"{spec.replicas} task(s) running; waiting {settle:g}s to see them keep running")
+                if time.monotonic() - steady >= settle:
+                    log(f"{spec.replicas} task(s) running the new spec"
+                        + (", healthy" if spec.healthcheck is not None else f" for {settle:g}s"))
+                    return ApplyResult(DeploymentStatus.SUCCESS, service_id, "deployed")
+            else:
+                steady = None
+            running = _running_current(info, tasks)
+            if running > progress:
+                progress = running
+                deadline = time.monotonic() + step
             if time.monotonic() > deadline:
                 return self._failed(DeploymentStatus.FAILED, service_id, tasks, since,
-                                    f"the service did not converge within {budget:g}s", log)
+                                    f"no task of the new spec came up within {step:g}s", log)
             time.sleep(POLL_S)
 
     def _failed(
@@ -548,13 +588,31 @@ def _converged(info: Mapping[str, Any], tasks: list[dict[str, Any]]) -> bool:
     """Every task Swarm wants running runs the service's current task spec, as many as it declares."""
     spec = info.get("Spec") or {}
     want = int(((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1))
-    template = _comparable(spec.get("TaskTemplate") or {})
     current = [t for t in tasks if t.get("DesiredState") == "running"]
-    running = [
-        t for t in current
-        if (t.get("Status") or {}).get("State") == "running" and _comparable(t.get("Spec") or {}) == template
+    return _running_current(info, tasks) == want and len(current) == want
+
+
+def _of_current_spec(info: Mapping[str, Any], task: Mapping[str, Any]) -> bool:
+    """Whether `task` runs the service's current task template."""
+    template = _comparable((info.get("Spec") or {}).get("TaskTemplate") or {})
+    return _comparable(task.get("Spec") or {}) == template
+
+
+def _running_current(info: Mapping[str, Any], tasks: list[dict[str, Any]]) -> int:
+    """How many tasks Swarm wants running run, on the service's current task spec."""
+    return sum(
+        1 for t in tasks
+        if t.get("DesiredState") == "running" and (t.get("Status") or {}).get("State") == "running"
+        and _of_current_spec(info, t)
+    )
+
+
+def _failed_tasks(info: Mapping[str, Any], tasks: list[dict[str, Any]], since: str) -> list[dict[str, Any]]:
+    """The tasks of the current spec that failed, were rejected or exited non-zero since `since`."""
+    return [
+        t for t in tasks
+        if _of_current_spec(info, t) and service_spec.task_failed(t, since)
     ]
-    return len(running) == want and len(current) == want
 
 
 def _comparable(task_spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -569,8 +627,3 @@ def _file_names(info: Mapping[str, Any] | None) -> set[str]:
         str(ref.get("ConfigName") or ref.get("SecretName"))
         for ref in (container.get("Configs") or []) + (container.get("Secrets") or [])
     }
-
-
-def _swarm_now() -> str:
-    """Now as Swarm writes a timestamp, to compare task creation times with."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())

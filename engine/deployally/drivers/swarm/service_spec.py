@@ -315,22 +315,32 @@ def live_service(
     return replace(base, tasks=instances)
 
 
+def task_failed(task: Mapping[str, Any], since: str = "") -> bool:
+    """Whether a task failed, was rejected or exited non-zero, created at or after the Swarm
+    timestamp `since` (the manager's own clock)."""
+    status = task.get("Status") or {}
+    state = str(status.get("State", ""))
+    exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
+    if state not in _FAILED and not (state in ("shutdown", "complete") and exit_code):
+        return False
+    after, created = stamp(since), stamp(task.get("CreatedAt"))
+    return after is None or created is None or created >= after
+
+
 def task_errors(tasks: Sequence[Mapping[str, Any]], nodes: Mapping[str, str], since: str = "") -> list[str]:
-    """A line for each task that failed (since the timestamp `since`), newest first: its node,
-    state and Swarm's error, with its container's exit code."""
+    """A line for each task that failed (since the manager's timestamp `since`), newest first:
+    its node, its container's exit code, and Swarm's state and error."""
     out = []
     for task in sorted(tasks, key=lambda t: str(t.get("CreatedAt") or ""), reverse=True):
+        if not task_failed(task, since):
+            continue
         status = task.get("Status") or {}
         state = str(status.get("State", ""))
         exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
-        if state not in _FAILED and not (state in ("shutdown", "complete") and exit_code):
-            continue
-        if str(task.get("CreatedAt") or "") < since:
-            continue
         node = str(task.get("NodeID") or "")
         err = status.get("Err") or status.get("Message") or state
-        code = f" (exit code {exit_code})" if exit_code else ""
-        out.append(f"task {str(task['ID'])[:12]} on {nodes.get(node, node) or '?'}: {state}: {err}{code}")
+        what = f"exited with code {exit_code} ({state}: {err})" if exit_code else f"{state}: {err}"
+        out.append(f"task {str(task['ID'])[:12]} on {nodes.get(node, node) or '?'} {what}")
     return out
 
 
