@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +21,7 @@ from conftest import DockerProxy, wait_until
 from deployally.drivers.base import DriverConfig
 from deployally.drivers.local.container_config import check_interval_s
 from deployally.drivers.local.driver import LocalDriver
-from deployally.drivers.local.readiness import NotReady, raise_if_down, wait_ready
+from deployally.drivers.local.readiness import SAFETY_POLL_S, NotReady, raise_if_down, wait_ready
 from deployally.store import Store
 from deployally.types import ActionKind, ApplyResult, ContainerSpec, DeploymentStatus, Healthcheck
 from test_driver_local import Recorder, apply, make_spec
@@ -119,6 +120,12 @@ def inspects(proxy: DockerProxy, container_id: str) -> list[str]:
             if re.match(rf"GET /v[\d.]+/containers/{container_id}[0-9a-f]*/json", line)]
 
 
+def budget(looks: int, began: float) -> int:
+    """`looks` inspects, and one more for each SAFETY_POLL_S the rollout took (the safety net's,
+    for events Docker may drop on a loaded host)."""
+    return looks + int((time.monotonic() - began) // SAFETY_POLL_S)
+
+
 def created_id(log: Recorder) -> str:
     """The short id of the container a rollout created, from its deployment log."""
     return next(line.split()[-1] for line in log.lines if line.startswith("created container"))
@@ -149,14 +156,16 @@ def in_background(driver: LocalDriver, spec: ContainerSpec, log: Recorder) -> Ca
 
 
 def check(test: str, interval_s: float = 0.2, retries: int = 3) -> Healthcheck:
-    return Healthcheck(test=("CMD-SHELL", test), interval_s=interval_s, timeout_s=2, retries=retries)
+    # A generous timeout: on a loaded host a check can take seconds to even start.
+    return Healthcheck(test=("CMD-SHELL", test), interval_s=interval_s, timeout_s=30, retries=retries)
 
 
 def test_a_health_wait_costs_two_inspects_however_long_and_one_subscription_for_all(
     driver: LocalDriver, proxy: DockerProxy, busybox_image: str, names: str
 ) -> None:
     """Three rollouts at once, healthy after about 3 s of checks every 0.2 s: polling asked Docker
-    a dozen times each; now each is one look at the start and one to confirm the news."""
+    a dozen times each; now each is one look at the start and one to confirm the news (and one
+    per SAFETY_POLL_S, should a loaded host stretch the wait)."""
     specs = [
         make_spec(names, busybox_image, name=f"{names}w{n}", volumes=(), files=(),
                   healthcheck=check("test -e /tmp/ready", retries=100),
@@ -164,15 +173,17 @@ def test_a_health_wait_costs_two_inspects_however_long_and_one_subscription_for_
         for n in range(3)
     ]
     logs = [Recorder() for _ in specs]
+    began = time.monotonic()
     with ThreadPoolExecutor(len(specs)) as pool:
         results = list(pool.map(lambda s, log: apply(driver, ActionKind.CREATE, s, log=log),
                                 specs, logs))
 
+    allowed = budget(2, began)
     for result, log in zip(results, logs, strict=True):
         assert result.status is DeploymentStatus.SUCCESS, log.text
         assert "healthy after" in log.text
         assert result.ref is not None
-        assert len(inspects(proxy, result.ref)) <= 2, inspects(proxy, result.ref)
+        assert len(inspects(proxy, result.ref)) <= allowed, inspects(proxy, result.ref)
     assert proxy.sent(r"^GET /v[\d.]+/events") == 1, "one event subscription for every wait"
 
 
@@ -189,6 +200,7 @@ def test_a_container_that_dies_during_the_wait_fails_it_at_once_with_its_exit_co
         command=("sh", "-c", "sleep 0.5; echo lost the database; exit 7"),
     )
     log = Recorder()
+    began = time.monotonic()
     # A tenth of the timeout: a wait that missed the exit runs into the timeout.
     result = in_background(driver, spec, log)(60)
 
@@ -196,7 +208,7 @@ def test_a_container_that_dies_during_the_wait_fails_it_at_once_with_its_exit_co
     assert result.message == "container exited with code 7"
     assert "lost the database" in log.text  # the container's own last lines
     # One look at the start, one at the news, one docker-py makes to read the container's logs.
-    assert len(inspects(proxy, created_id(log))) <= 3, "\n".join(proxy.requests)
+    assert len(inspects(proxy, created_id(log))) <= budget(3, began), "\n".join(proxy.requests)
     assert spec.name not in driver.live(), "the failed container is removed"
 
 
@@ -206,6 +218,7 @@ def test_an_unhealthy_container_is_reported_with_its_checks_output(
     spec = make_spec(names, busybox_image, volumes=(), files=(),
                      healthcheck=check("echo db not reachable; exit 1", retries=2))
     log = Recorder()
+    began = time.monotonic()
 
     result = apply(driver, ActionKind.CREATE, spec, log=log)
 
@@ -213,7 +226,7 @@ def test_an_unhealthy_container_is_reported_with_its_checks_output(
     assert result.message == "healthcheck reported unhealthy: db not reachable"
     assert "did not come up: healthcheck reported unhealthy: db not reachable" in log.text
     # One look at the start, one at the news, one docker-py makes to read the container's logs.
-    assert len(inspects(proxy, created_id(log))) <= 3, "\n".join(proxy.requests)
+    assert len(inspects(proxy, created_id(log))) <= budget(3, began), "\n".join(proxy.requests)
 
 
 def test_readiness_survives_the_event_stream_cut_while_the_container_turns_healthy(
@@ -225,6 +238,7 @@ def test_readiness_survives_the_event_stream_cut_while_the_container_turns_healt
     spec = make_spec(names, busybox_image, volumes=(), files=(),
                      healthcheck=check("test -e /tmp/ready", retries=1000))
     log = Recorder()
+    began = time.monotonic()
     rollout = in_background(driver, spec, log)
     wait_until(lambda: "waiting for health (timeout 120s)" in log.lines, 60, "the health wait")
     proxy.hold()  # the resubscribe (and any look) waits until the container is healthy
@@ -239,6 +253,7 @@ def test_readiness_survives_the_event_stream_cut_while_the_container_turns_healt
 
     assert result.status is DeploymentStatus.SUCCESS, log.text
     assert "healthy after" in log.text
-    assert proxy.sent(r"^GET /v[\d.]+/events") == 2, "the stream was subscribed again"
+    wait_until(lambda: proxy.sent(r"^GET /v[\d.]+/events") == 2, 30, "the stream to be subscribed again")
     assert result.ref is not None
-    assert len(inspects(proxy, result.ref)) <= 4, inspects(proxy, result.ref)
+    # the start, the reconnect, the look of a cut stream, and the one that confirms
+    assert len(inspects(proxy, result.ref)) <= budget(4, began), inspects(proxy, result.ref)

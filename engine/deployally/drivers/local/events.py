@@ -50,8 +50,14 @@ RECONNECT_MAX_S = 10.0
 
 
 def event_filters(owner: str) -> dict[str, object]:
-    """The `/events` filter for one engine's containers: managed, and carrying its owner label."""
-    return {"type": "container", "label": [f"{LABEL_MANAGED}=true", f"{LABEL_OWNER}={owner}"]}
+    """The `/events` filter for one engine's containers (managed, carrying its owner label) and
+    the actions we map: Docker then never sends the three exec events of every health check."""
+    return {
+        "type": "container",
+        "label": [f"{LABEL_MANAGED}=true", f"{LABEL_OWNER}={owner}"],
+        # `health_status` matches `health_status: healthy` and `: unhealthy` (Docker 1.13 on).
+        "event": sorted({action.split(":")[0] for action in _ACTIONS}),
+    }
 
 
 def instance_event(raw: Mapping[str, Any]) -> InstanceEvent | None:

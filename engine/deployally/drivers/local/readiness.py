@@ -22,6 +22,9 @@ from deployally.types import InstanceEvent, InstanceEventKind
 
 # While the event stream is cut (Docker restarting, a broken connection), look anyway this often.
 FALLBACK_POLL_S = 2.0
+# While it is up, this often: Docker drops events for a subscriber that falls behind (its thread
+# starved on a loaded host), and a wait must not then sit until its timeout.
+SAFETY_POLL_S = 5.0
 # How long a wait's first look waits for the subscription, so news from then on is heard.
 CONNECT_WAIT_S = 2.0
 # The subscription outlives its last wait this long: a sync's next wave finds it open.
@@ -98,19 +101,16 @@ class Watch:
         self.pending = False  # something happened since the wait last looked
 
     def __call__(self, timeout: float) -> None:
-        """Block until news of the container, the stream reconnecting, or `timeout` seconds;
-        while the stream is cut, at most FALLBACK_POLL_S (the safety net)."""
+        """Block until news of the container, the stream reconnecting, or `timeout` seconds; at
+        most SAFETY_POLL_S, and FALLBACK_POLL_S while the stream is cut (the safety nets)."""
         cond = self._news.cond
-        end = time.monotonic() + timeout
-        poll_at: float | None = None
+        began = time.monotonic()
+        end = began + timeout
         with cond:
             while not self.pending:
                 now = time.monotonic()
-                if self._news.connected:
-                    poll_at = None
-                elif poll_at is None:
-                    poll_at = now + FALLBACK_POLL_S
-                stop = end if poll_at is None else min(end, poll_at)
+                poll = SAFETY_POLL_S if self._news.connected else FALLBACK_POLL_S
+                stop = min(end, began + poll)
                 if now >= stop:
                     break
                 cond.wait(stop - now)
