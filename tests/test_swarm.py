@@ -174,6 +174,32 @@ def test_a_new_service_whose_tasks_crash_fails_at_once_and_is_removed(
     assert record is not None and record.applied_revision is None
 
 
+def test_a_definition_named_like_the_start_of_another_services_id_gets_a_service_of_its_own(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any, names: str, busybox_image: str
+) -> None:
+    from engines import remove_prefixed_services
+
+    swarm_server(ws, swarm_engine)
+    client = swarm_engine.client
+    other = client.services.create(busybox_image, ["sleep", "2147483647"], name=f"{names}_other")
+    before = service(client, other.id)["Version"]["Index"]
+    short = other.id[:8]  # Docker's inspect resolves this id prefix to the other service
+    defs_repo.write(
+        f"definitions/{short}.yaml",
+        f"name: {short}\ntemplate: tools/busybox/plain/stable\nserver: {SWARM}\n"
+        "params:\n  script: 'sleep 2147483647'\n",
+    )
+    defs_repo.commit("a definition named like an id prefix")
+    try:
+        report = ws.engine.sync()
+        assert only_deployment(report, short).status is DeploymentStatus.SUCCESS, logs_of(ws, report)
+        mine = [s for s in client.api.services(filters={"name": short}) if s["Spec"]["Name"] == short]
+        assert len(mine) == 1 and mine[0]["ID"] != other.id
+        assert service(client, other.id)["Version"]["Index"] == before  # untouched
+    finally:
+        remove_prefixed_services(client, short)
+
+
 def test_removing_the_definition_removes_the_service_and_keeps_its_volume(
     defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
 ) -> None:

@@ -222,14 +222,18 @@ class SwarmDriver(Driver):
             self._respec(name, _forced)
 
     def _managed(self, name: str) -> dict[str, Any] | None:
-        """The service named `name`, if there is one; DriverError when it is not this engine's."""
-        try:
-            with _docker(f"inspect service {name}"):
-                info: dict[str, Any] = self._api.inspect_service(name)
-        except DriverError as exc:
-            if isinstance(exc.__cause__, docker.errors.NotFound):
-                return None
-            raise
+        """The service named `name`, if there is one; DriverError when it is not this engine's.
+        Found by its exact name: Docker resolves inspect_service's argument as an id, a name,
+        then an id prefix, so a definition named like the start of another service's id would
+        get that service; the name filter matches substrings, hence the exact comparison."""
+        with _docker(f"look up service {name}"):
+            found = [
+                s for s in self._api.services(filters={"name": name})
+                if (s.get("Spec") or {}).get("Name") == name
+            ]
+        if not found:
+            return None
+        info: dict[str, Any] = found[0]
         labels = (info.get("Spec") or {}).get("Labels") or {}
         if labels.get(LABEL_MANAGED) != "true":
             raise DriverError(
