@@ -200,6 +200,29 @@ def test_a_definition_named_like_the_start_of_another_services_id_gets_a_service
         remove_prefixed_services(client, short)
 
 
+def test_a_service_of_no_replicas_shows_no_running_instance_and_is_not_healed(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
+) -> None:
+    swarm_server(ws, swarm_engine)
+    web = plain(defs_repo, "web", "sleep 2147483647", extra="replicas: 0\n")
+    defs_repo.commit("web, no task")
+    report = ws.engine.sync()
+    assert only_deployment(report, web).status is DeploymentStatus.SUCCESS, logs_of(ws, report)
+    assert service(swarm_engine.client, web)["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
+
+    token = ws.store.create_token("reader", "read")
+    api = ApiServer(ws)
+    try:
+        listed = api.request("GET", "/instances", token).json()["data"]
+        servers = api.request("GET", "/servers", token).json()["data"]
+    finally:
+        api.close()
+    assert all(i["status"] != "running" for i in listed if i["container_name"] == web), listed
+    (edge,) = [s for s in servers if s["name"] == SWARM]
+    assert edge["running_instances"] == 0, edge
+    assert not [d for d in ws.engine.sync().deployments if d.definition_name == web]  # no heal
+
+
 def test_removing_the_definition_removes_the_service_and_keeps_its_volume(
     defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
 ) -> None:

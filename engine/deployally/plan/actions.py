@@ -79,7 +79,7 @@ def _action(
         # Limits cannot all be set back in place (Docker cannot lift one): a new container.
         reason = Reason(ReasonKind.DRIFT, f"changed outside DeployAlly: {_drift_summary(drift)}", changes=drift)
         return Action(ActionKind.UPDATE, name, want, have, changes=drift, reason=reason)
-    if not have.running:
+    if not have.running and want.replicas > 0:  # a service of no replicas runs nothing, as declared
         reason = Reason(ReasonKind.DRIFT, f"container is {have.state.value}")
         return Action(ActionKind.START, name, want, have, changes=drift, reason=reason)
     if unconfirmed:

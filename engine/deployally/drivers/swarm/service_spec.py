@@ -285,10 +285,9 @@ def live_service(
     current = [t for t in tasks if (t.get("DesiredState") or "") == "running"]
     running = [t for t in current if (t.get("Status") or {}).get("State") == "running"]
     stopped = labels.get(LABEL_STOPPED) == "true"
-    if stopped or (wanted > 0 and not running):
-        state = InstanceState.EXITED
-    else:
-        state = InstanceState.RUNNING  # 0 declared replicas run as declared
+    # No task running is no instance running, 0 declared replicas too (the plan heals those
+    # only when they declare some).
+    state = InstanceState.EXITED if stopped or not running else InstanceState.RUNNING
     health = None
     if healthchecked and state is InstanceState.RUNNING:
         health = InstanceHealth.HEALTHY if len(running) >= wanted else InstanceHealth.STARTING
