@@ -258,6 +258,23 @@ def test_replicas_other_than_one_are_refused_on_a_local_server(
     assert not docker_client.api.containers(all=True, filters={"name": web})
 
 
+def test_replicas_with_volumes_on_a_swarm_are_an_error_of_the_file_not_a_failed_deployment(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
+) -> None:
+    swarm_server(ws, swarm_engine)
+    db = defs_repo.worker("db", _extra=f"server: {SWARM}\nreplicas: 2\n")
+    defs_repo.commit("two of db, one volume")
+    report = ws.engine.sync()
+
+    (error,) = report.errors
+    assert (error.path, error.field) == (f"definitions/{db}.yaml", "replicas"), error
+    assert "with named volumes" in error.message
+    assert not report.deployments
+    assert not swarm_engine.client.api.services(filters={"name": db})
+    record = ws.store.definition(db)
+    assert record is not None and record.status.value == "invalid", record
+
+
 def test_the_local_driver_refuses_replicas_without_touching_anything(
     names: str, state_dir: Path, claims: Any, docker_client: docker.DockerClient
 ) -> None:

@@ -27,7 +27,14 @@ from deployally.model.schema import (
     short_repr,
 )
 from deployally.model.settings import Settings
-from deployally.types import MAX_NUMBER, Definition, SecretRef, Template
+from deployally.types import (
+    HOST_NETWORK,
+    MAX_NUMBER,
+    ContainerSpec,
+    Definition,
+    SecretRef,
+    Template,
+)
 
 # Also the container name, so Docker's rules hold before Docker sees it: [a-zA-Z0-9] then
 # [a-zA-Z0-9_.-], at least 2 characters. Lowercase and at most 63 (a DNS label: containers
@@ -287,6 +294,26 @@ def check_replicas(defs: Iterable[Definition], replicated: Collection[str]) -> l
         for d in sorted(defs, key=lambda d: d.path)
         if d.replicas != 1 and d.server not in replicated
     ]
+
+
+def swarm_refusals(path: str, spec: ContainerSpec) -> list[ValidationError]:
+    """What a swarm server cannot run of a definition's rendered spec, as errors of its file."""
+    out = []
+    if spec.network == HOST_NETWORK:
+        out.append(ValidationError(
+            path, "server",
+            "network: host (deployally.yaml) is not for a swarm service: its tasks join an "
+            "overlay network; name another server or another network",
+        ))
+    if spec.replicas > 1 and spec.volumes:
+        out.append(ValidationError(
+            path, "replicas",
+            f"replicas: {spec.replicas} with named volumes "
+            f"({', '.join(v.name for v in spec.volumes)}): the tasks would share one data "
+            "directory on a node, or each have its own on different nodes; set replicas: 1 "
+            "for a definition with volumes",
+        ))
+    return out
 
 
 def unorderable(needs: Mapping[str, Collection[str]]) -> set[str]:

@@ -217,6 +217,14 @@ def load(
             invalid[path] = [exc]
             invalid_names[path] = definition.name
             continue
+        swarm_refused = (
+            definitions_mod.swarm_refusals(path, spec)
+            if replicated is not None and definition.server in replicated else []
+        )
+        if swarm_refused:
+            invalid[path] = swarm_refused
+            invalid_names[path] = definition.name
+            continue
         ok[definition.name] = DesiredDefinition(
             definition=definition,
             template=template,

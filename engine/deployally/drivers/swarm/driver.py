@@ -39,8 +39,8 @@ from deployally.drivers.local.ownership import NETWORK, VOLUME, Adopted
 from deployally.drivers.swarm import service_spec
 from deployally.drivers.swarm.service_spec import LABEL_REPLICAS, LABEL_STOPPED, FileObject
 from deployally.errors import DeployAllyError, DriverError, NotBegun, NotFound
+from deployally.model.definitions import swarm_refusals
 from deployally.types import (
-    HOST_NETWORK,
     LABEL_MANAGED,
     LABEL_NAME,
     LABEL_OWNER,
@@ -302,17 +302,10 @@ class SwarmDriver(Driver):
                 return ApplyResult(DeploymentStatus.FAILED, None, str(exc))
 
     def _refusal(self, spec: ContainerSpec) -> str | None:
-        """Why this spec cannot be a service, before anything is touched."""
-        if spec.network == HOST_NETWORK:
-            return "network host is not for a swarm service: its tasks join an overlay network"
-        if spec.replicas > 1 and spec.volumes:
-            return (
-                f"replicas: {spec.replicas} with named volumes "
-                f"({', '.join(v.name for v in spec.volumes)}): the tasks would share one "
-                "data directory on a node, or each have its own on different nodes; set "
-                "replicas: 1 for a definition with volumes"
-            )
-        return None
+        """Why this spec cannot be a service, before anything is touched (the engine's
+        validation refuses it first; this is for a spec that reached the driver anyway)."""
+        refused = swarm_refusals("", spec)
+        return "; ".join(e.message for e in refused) if refused else None
 
     def _declare(
         self,
