@@ -47,7 +47,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer
     ws = Workspace.open(root / "repo", root / "state")
     token = ws.store.create_token("fuzz", "admin")
     # An engine in the process, as under `deployally serve`: POST /sync has one to ask.
-    server = ApiServer(ws, trigger_sync=lambda: None)
+    server = ApiServer(ws, trigger_sync=lambda why: None)
     yield server, token
     server.close()
     ws.close()

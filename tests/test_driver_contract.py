@@ -139,6 +139,8 @@ class ThreadAgent:
         self.session = "session_" + pysecrets.token_hex(4)
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(8)
+        self._held: set[str] = set()  # as the real agent: received, result not yet sent
+        self._lock = threading.Lock()
         self._events: EventStream = driver.watch(self._heard)
         assert self._events.wait_connected(WAIT_S)
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -150,12 +152,18 @@ class ThreadAgent:
     def _poll(self) -> None:
         channel = self.agent_driver.channel
         while not self._stop.is_set():
-            channel.heard(self.session, self.heartbeat_s)
+            with self._lock:
+                held = set(self._held)
+            channel.heard(self.session, self.heartbeat_s, holds=held)
             try:
                 channel.wait_for_calls().result(timeout=self.heartbeat_s)
             except TimeoutError:
                 pass
             for call in channel.take(self.session):
+                with self._lock:
+                    if call.id in held or call.id in self._held:
+                        continue  # handed out again before a poll said it is held
+                    self._held.add(call.id)
                 self._pool.submit(self._carry_out, call)
 
     def _carry_out(self, call: Call) -> None:
@@ -171,6 +179,8 @@ class ThreadAgent:
             log=lambda line: channel.send(call.id, self.session, Message(LOG, line)), begin=begin,
         )
         channel.send(call.id, self.session, Message(RESULT, _wire(result)))
+        with self._lock:
+            self._held.discard(call.id)
 
     def close(self) -> None:
         self._stop.set()

@@ -21,7 +21,16 @@ class EngineUnreachable(DeployAllyError):
 
 
 class CallGone(DeployAllyError):
-    """The engine no longer waits for the call (409): the agent drops what it would send."""
+    """409: the engine no longer waits for the call (the agent drops what it would send), or
+    refuses this agent's poll while another agent with the key is online."""
+
+
+class SetupMistake(DeployAllyError):
+    """The engine refused a request in a way trying again will not mend (a 4xx such as 404 for
+    a --url with a wrong path)."""
+
+
+TRANSIENT = frozenset({408, 425, 429})  # 4xx worth trying again
 
 
 class EngineLink:
@@ -52,6 +61,11 @@ class EngineLink:
                 raise KeyRefused(f"the engine at {self.url} refused this server key: {message}") from None
             if exc.code == 409:
                 raise CallGone(message) from None
+            if 400 <= exc.code < 500 and exc.code not in TRANSIENT:
+                raise SetupMistake(
+                    f"the engine at {self.url} answered {exc.code} ({message}) to /api/v1{path}:"
+                    " check --url (the engine's address, as `deployally serve` prints it, with no path)"
+                ) from None
             raise EngineUnreachable(f"the engine at {self.url} answered {exc.code}: {message}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

@@ -1,8 +1,9 @@
 """The agent's endpoints, each reached with its own server's key: its long poll (the heartbeat
 that hands it its driver's calls), what it sends back for a call, and its instance events.
 
-POST /api/v1/agent/poll           {session, heartbeat_s, agent_version, docker_version}
+POST /api/v1/agent/poll           {session, heartbeat_s, agent_version, docker_version, holds}
                                   -> {server: {id, name}, owner, calls: [{id, op, args}]}
+                                  (409 while another session of the key is online)
 POST /api/v1/agent/calls/{id}     {session, kind: log|begin|result, payload} -> {begin}
 POST /api/v1/agent/events         {session, events: [InstanceEvent, ...]}
 """
@@ -20,7 +21,14 @@ from deployally.api.auth import AGENT, SERVER, access
 from deployally.api.context import Context, context
 from deployally.api.envelope import ApiError, BodyCheck, read_json, success
 from deployally.codec import from_json
-from deployally.drivers.agent.channel import BEGIN, LOG, RESULT, Message
+from deployally.drivers.agent.channel import (
+    BEGIN,
+    LOG,
+    MAX_HEARTBEAT_S,
+    RESULT,
+    AnotherAgent,
+    Message,
+)
 from deployally.drivers.agent.driver import AgentDriver
 from deployally.store import ServerRecord
 from deployally.types import InstanceEvent
@@ -32,6 +40,7 @@ MIN_HEARTBEAT_S = 0.05
 RECORD_EVERY_S = 5.0  # how often an online agent's last_seen_at is written to the store
 BEGIN_ANSWER_S = 60.0  # how long the agent's begin waits for the engine's answer
 MAX_EVENTS = 1000  # events one post may carry
+MAX_HOLDS = 10_000  # call ids one poll may list as held
 
 
 def agent_driver(ctx: Context, server: ServerRecord) -> AgentDriver:
@@ -59,16 +68,22 @@ async def agent_poll(request: web.Request) -> web.Response:
     server = request[SERVER]
     ctx = context(request)
     check = BodyCheck(
-        await read_json(request), ("session", "heartbeat_s", "agent_version", "docker_version")
+        await read_json(request),
+        ("session", "heartbeat_s", "agent_version", "docker_version", "holds"),
     )
     raw_heartbeat = check.body.get("heartbeat_s")
     heartbeat = MIN_HEARTBEAT_S
     if isinstance(raw_heartbeat, bool) or not isinstance(raw_heartbeat, (int, float)) or not (
-        math.isfinite(raw_heartbeat) and raw_heartbeat >= MIN_HEARTBEAT_S
+        math.isfinite(raw_heartbeat) and MIN_HEARTBEAT_S <= raw_heartbeat <= MAX_HEARTBEAT_S
     ):
-        check.problem("heartbeat_s", f"must be a number of seconds from {MIN_HEARTBEAT_S}")
+        check.problem(
+            "heartbeat_s", f"must be a number of seconds from {MIN_HEARTBEAT_S} to {MAX_HEARTBEAT_S:g}"
+        )
     else:
         heartbeat = float(raw_heartbeat)
+    holds = check.body.get("holds", [])
+    if not isinstance(holds, list) or len(holds) > MAX_HOLDS or not all(isinstance(h, str) for h in holds):
+        check.problem("holds", f"must be a list of at most {MAX_HOLDS} call ids")
     versions = [check.body.get(k) for k in ("agent_version", "docker_version")]
     for field, value in zip(("agent_version", "docker_version"), versions, strict=True):
         if value is not None and not isinstance(value, str):
@@ -76,18 +91,21 @@ async def agent_poll(request: web.Request) -> web.Response:
     session = _session(check)
     driver = agent_driver(ctx, server)
     channel = driver.channel
-    new = channel.heard(session, heartbeat)
+    try:
+        new = channel.heard(session, heartbeat, holds=holds, peer=request.remote)
+    except AnotherAgent as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
     now = time.monotonic()
     if new or now - channel.recorded_at >= RECORD_EVERY_S:
         channel.recorded_at = now
         agent_version, docker_version = (v if isinstance(v, str) else None for v in versions)
         await ctx.run(
             ctx.ws.store.touch_server, server.id,
-            agent_version=agent_version, docker_version=docker_version,
+            agent_version=agent_version, docker_version=docker_version, new_session=new,
         )
     if new:
         ctx.live.invalidate()  # what the server runs is worth asking again
-        await ctx.run(ctx.sync_soon)  # what waited for the server runs now
+        await ctx.run(ctx.sync_soon, "server online")  # what waited for the server runs now
     calls = channel.take(session)
     if not calls and not new:
         waiter = channel.wait_for_calls()

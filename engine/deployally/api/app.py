@@ -55,7 +55,7 @@ _HTTP_CODES = {
 def create_app(
     ws: Workspace,
     *,
-    trigger_sync: Callable[[], None] | None = None,
+    trigger_sync: Callable[[str], None] | None = None,
     status: Callable[[], EngineStatus] | None = None,
     metrics: Metrics | None = None,
 ) -> web.Application:

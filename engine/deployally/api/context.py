@@ -33,7 +33,7 @@ class Context:
     """One app's shared state; route handlers reach it with `context(request)`."""
 
     ws: Workspace
-    trigger_sync: Callable[[], None] | None = None
+    trigger_sync: Callable[[str], None] | None = None  # called with why
     status: Callable[[], EngineStatus] | None = None
     live: LiveCache = field(default_factory=LiveCache)
     answers: Answers = field(default_factory=Answers)  # GET /instances pages, per snapshot
@@ -75,10 +75,10 @@ class Context:
         """The revision `commit` gives definition `name`, as the engine will record it (blocking)."""
         return Intake(self.ws.repo, self.ws.store, self.ws.engine_config).revision_of(name, commit)
 
-    def sync_soon(self) -> None:
-        """Ask the engine to deploy the commit just made (blocking; run it in the executor)."""
+    def sync_soon(self, why: str = "API write") -> None:
+        """Ask the engine to sync (blocking; run it in the executor); `why` labels the sync."""
         if self.trigger_sync is not None:
-            self.trigger_sync()
+            self.trigger_sync(why)
 
 
 class ServerIds:

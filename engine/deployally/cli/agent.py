@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 from types import FrameType
@@ -28,9 +29,19 @@ def read_key(key_file: str | None, key: str | None) -> str:
     where = f"--key-file {key_file}" if key_file else f"{KEY_ENV} / --key"
     if key_file is not None:
         try:
-            key = Path(key_file).read_text(encoding="utf-8").strip()
+            with open(key_file, encoding="utf-8") as fh:
+                mode = os.fstat(fh.fileno()).st_mode
+                if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                    # As for the engine's secret key file: a key others can read protects nothing.
+                    raise DeployAllyError(
+                        f"--key-file {key_file} can be read by others (mode {stat.S_IMODE(mode):04o});"
+                        f" run: chmod 600 {key_file}"
+                    )
+                key = fh.read().strip()
         except OSError as exc:
             raise DeployAllyError(f"--key-file {key_file}: cannot read it ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise DeployAllyError(f"--key-file {key_file}: not a server key (not text)") from None
     if not key:
         raise DeployAllyError(
             f"no server key: give --key-file FILE or set {KEY_ENV} (the da_server_... key that"
@@ -55,15 +66,16 @@ def read_key(key_file: str | None, key: str | None) -> str:
 @click.option("--state-dir", default=None,
               help="Where rendered config files are kept [default: $RUNTIME_DIRECTORY, else "
                    f"{DEFAULT_STATE_DIR}]; a tmpfs keeps their secrets off the disk.")
-@click.option("--heartbeat", default=10.0, show_default=True, type=click.FloatRange(min=0.05),
-              help="Seconds between heartbeats; the server is offline after three missed.")
+@click.option("--heartbeat", default=10.0, show_default=True, type=click.FloatRange(min=0.05, max=60),
+              help="Seconds between heartbeats (at most 60); the server is offline after three missed.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Log lines on stderr: text, or one JSON object a line.")
 def agent(url: str, key_file: str | None, key: str | None, ca_file: str | None,
           docker_host: str | None, state_dir: str | None, heartbeat: float, log_format: str) -> None:
     """Deploy a registered server's definitions on this host, polling out to the engine.
 
-    Exits 3 when the engine refuses the key (rotated, removed, another server's).
+    Exits 3 when the engine refuses the key (rotated, removed, another server's), 4 when it
+    refuses the agent's requests otherwise (a --url with a wrong path).
     """
     from deployally import logs
     from deployally.agent.link import EngineLink

@@ -436,15 +436,18 @@ class AccessStore(Database):
                 raise NotFound(f"server '{id}' does not exist")
 
     def touch_server(
-        self, id: str, *, agent_version: str | None = None, docker_version: str | None = None
+        self, id: str, *, agent_version: str | None = None, docker_version: str | None = None,
+        new_session: bool = False,
     ) -> None:
         """Note that a server's agent was heard from just now, and the versions it reported
-        of itself and its Docker engine (None keeps what it reported before)."""
+        of itself and its Docker engine (None keeps what this session reported before; a new
+        session's None clears it: that agent does not know its Docker engine's yet)."""
+        keep = "?" if new_session else "COALESCE(?, {})"
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE servers SET last_seen_at = ?,"
-                " agent_version = COALESCE(?, agent_version),"
-                " docker_version = COALESCE(?, docker_version) WHERE id = ?",
+                f" agent_version = {keep.format('agent_version')},"
+                f" docker_version = {keep.format('docker_version')} WHERE id = ?",
                 (_ts(_now()), agent_version, docker_version, id),
             )
             if cur.rowcount == 0:

@@ -2,19 +2,27 @@
 
 The agent connects out and long-polls (each poll is its heartbeat). A driver call is queued
 here, handed to the agent's next poll, and answered by what the agent sends back for it: log
-lines, a request to begin changing the server, then the result. A call fails at once while
-the agent is offline, and with ServerLost once the agent that took it restarted (a new
-session) or stopped polling: what it did is then unknown, and the next sync looks again.
+lines, a request to begin changing the server, then the result. Each poll lists the calls the
+agent holds (received, result not yet delivered): a call handed out but not listed is handed
+out again (its answer was lost on the way; the agent runs a call id once), and a call listed
+once and then no longer, without its result, is lost. A call fails at once while the agent is
+offline, and with ServerLost once the agent that took it restarted (a new session), stopped
+polling, dropped it, or let its bound pass: what it did is then unknown, the deployment waits
+and the next sync looks again.
+
+One session at a time: a poll from another session is refused while the current one is
+online (two agents with one key), and replaces it once it has been silent for the offline bound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Collection
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +32,10 @@ from deployally.identity import random_id
 
 OFFLINE_AFTER_BEATS = 3  # heartbeats missed before the agent counts as offline
 DEFAULT_HEARTBEAT_S = 10.0
+MAX_HEARTBEAT_S = 60.0  # a dead agent counts online for three of these at most
+# How long a call handed out may go untaken (no poll lists it) beyond the offline bound:
+# room for an agent's poll whose answer was lost to time out (its heartbeat + 15 s) and poll again.
+UNTAKEN_GRACE_S = 30.0
 _SLICE_S = 0.25  # how often a waiting call looks at the agent's liveness
 
 # What an agent sends back for a call.
@@ -50,11 +62,18 @@ class Call:
     args: dict[str, Any]
     id: str = field(default_factory=lambda: random_id("call"))
     session: str | None = None  # the agent session it was handed to; None: not yet
+    handed_at: float | None = None  # when it was first handed to that session
+    taken: bool = False  # a poll of that session listed it: the agent holds it
+    answered: bool = False  # its result arrived
     inbox: queue.Queue[Message] = field(default_factory=queue.Queue)
 
     def wire(self) -> dict[str, Any]:
         """The call as a poll answers it (secrets included: only ever to its server's key)."""
         return {"id": self.id, "op": self.op, "args": self.args}
+
+
+class AnotherAgent(DriverError):
+    """A poll from a second agent with the same key while the first is online."""
 
 
 class Channel:
@@ -68,6 +87,8 @@ class Channel:
         self._calls: dict[str, Call] = {}  # queued or handed out, not yet answered
         self._waiters: list[Future[None]] = []  # polls waiting for a call
         self.session: str | None = None
+        self.session_from: str | None = None  # the current session's address
+        self.session_since: datetime | None = None
         self.heartbeat_s = DEFAULT_HEARTBEAT_S
         self._last_poll: float | None = None
         self.last_seen: datetime | None = None
@@ -79,17 +100,43 @@ class Channel:
 
     # ------------------------------------------------------------ the agent's side (API)
 
-    def heard(self, session: str, heartbeat_s: float) -> bool:
-        """A poll from the agent's `session`; True when the session is new (the agent started).
-        Calls an earlier session took are lost: that agent is gone."""
+    def heard(
+        self, session: str, heartbeat_s: float, *, holds: Collection[str] = (), peer: str | None = None
+    ) -> bool:
+        """A poll from the agent's `session`, holding the calls `holds`; True when the session is
+        new (the agent started). AnotherAgent while a different session is online. Calls an
+        earlier session took are lost (that agent is gone), and so are calls this session held
+        before and holds no more without having answered them."""
         with self._lock:
             new = session != self.session
+            if new and self.session is not None and self._online():
+                since = self.session_since.strftime("%Y-%m-%dT%H:%M:%SZ") if self.session_since else "?"
+                raise AnotherAgent(
+                    f"another agent with this key is polling from {self.session_from or 'an unknown address'}"
+                    f" since {since}; stop it or rotate the key (`deployally server rotate-key"
+                    f" {self.server}`)"
+                )
+            held = set(holds)
+            for call in self._calls.values():
+                if call.session is None or call.answered:
+                    continue
+                if new:
+                    call.answered = True  # nothing more comes for it
+                    call.inbox.put(Message(_LOST, f"server {self.server}'s agent restarted during {call.op}"))
+                elif call.session != session:
+                    continue
+                elif call.id in held:
+                    call.taken = True
+                elif call.taken:
+                    call.answered = True  # nothing more comes for it
+                    call.inbox.put(Message(
+                        _LOST, f"server {self.server}'s agent dropped {call.op} without its result reaching"
+                        " the engine"))
             if new:
-                for call in self._calls.values():
-                    if call.session is not None:
-                        call.inbox.put(Message(_LOST, f"server {self.server}'s agent restarted during {call.op}"))
                 self.session = session
-            self.heartbeat_s = heartbeat_s
+                self.session_from = peer
+                self.session_since = datetime.now(UTC)
+            self.heartbeat_s = min(heartbeat_s, MAX_HEARTBEAT_S)
             self._last_poll = self._clock()
             self.last_seen = datetime.now(UTC)
             hooks = list(self._on_session) if new else []
@@ -98,22 +145,30 @@ class Channel:
         return new
 
     def take(self, session: str) -> list[Call]:
-        """The queued calls, handed to `session` (none to a session that is not the current one)."""
+        """The queued calls, handed to `session`, and those it was handed that no poll of it has
+        listed yet (their answer may have been lost); none to a session that is not the current one."""
         with self._lock:
             if session != self.session:
                 return []
+            again = [
+                c for c in self._calls.values()
+                if c.session == session and not c.taken and not c.answered
+            ]
             calls = list(self._queued)
             self._queued.clear()
+            now = self._clock()
             for call in calls:
-                call.session = session
-            return calls
+                call.session, call.handed_at = session, now
+            return again + calls
 
     def wait_for_calls(self) -> Future[None]:
         """A future done as soon as a call is queued (at once if one is)."""
         waiter: Future[None] = Future()
         with self._lock:
             self._waiters = [w for w in self._waiters if not w.done()]  # polls that timed out
-            if self._queued:
+            if self._queued or any(
+                c.session == self.session and not c.taken and not c.answered for c in self._calls.values()
+            ):
                 waiter.set_result(None)
             else:
                 self._waiters.append(waiter)
@@ -124,8 +179,10 @@ class Channel:
         that session (it ended, or another session took it)."""
         with self._lock:
             call = self._calls.get(call_id)
-            if call is None or call.session != session:
+            if call is None or call.session != session or call.answered:
                 return False
+            if message.kind == RESULT:
+                call.answered = True
             call.inbox.put(message)
             return True
 
@@ -133,6 +190,12 @@ class Channel:
         """Call `hook` whenever an agent session begins (the agent came online)."""
         with self._lock:
             self._on_session.append(hook)
+
+    def off_session(self, hook: Callable[[], None]) -> None:
+        """Stop calling `hook` (added by on_session)."""
+        with self._lock:
+            if hook in self._on_session:
+                self._on_session.remove(hook)
 
     # ------------------------------------------------------------ the engine's side (driver)
 
@@ -185,11 +248,13 @@ class Channel:
                 waiters, self._waiters = self._waiters, []
         if not online:
             raise DriverError(self.offline_reason())
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
         deadline = None if timeout_s is None else self._clock() + timeout_s
         try:
+            for waiter in waiters:
+                # The poll's timeout may cancel its future meanwhile (on the event loop):
+                # that poll is over, and the next one takes the call.
+                with contextlib.suppress(InvalidStateError):
+                    waiter.set_result(None)
             while True:
                 try:
                     message = call.inbox.get(timeout=_SLICE_S)
@@ -214,10 +279,20 @@ class Channel:
         """Raise when the call can no longer be answered."""
         with self._lock:
             online, taken = self._online(), call.session is not None
+            untaken_s = self.heartbeat_s * OFFLINE_AFTER_BEATS + UNTAKEN_GRACE_S
+            lost_on_the_way = (
+                taken and not call.taken and call.handed_at is not None
+                and self._clock() - call.handed_at > untaken_s
+            )
         if not online:
             if taken:
                 raise ServerLost(f"server {self.server}'s agent stopped answering during {call.op}")
             raise DriverError(self.offline_reason())
+        if lost_on_the_way:
+            raise ServerLost(
+                f"server {self.server}'s agent polls but did not receive {call.op} in {untaken_s:g}s"
+                " (a proxy between it and the engine dropping answers?)"
+            )
         if deadline is not None and self._clock() > deadline:
             what = f"server {self.server}'s agent did not answer {call.op} in time"
             raise ServerLost(what) if taken else DriverError(what)

@@ -35,6 +35,10 @@ from deployally.types import (
     LiveInstance,
 )
 
+# The longest one apply may take on the agent's host (pulls and health waits included); past
+# it the deployment waits for the server, and the next sync looks at what runs there.
+APPLY_BOUND_S = 3600.0
+
 # How an agent names the error a call raised on its host, and what the engine raises for it.
 ERRORS: dict[str, type[DeployAllyError]] = {
     "NotFound": NotFound,
@@ -113,7 +117,8 @@ class AgentDriver(Driver):
         begin: Begin | None = None,
     ) -> ApplyResult:
         """Carry out one action on the agent's host; its log lines arrive as it runs. ServerLost
-        when the agent went away meanwhile (what it did is then unknown)."""
+        when the agent went away meanwhile, dropped the call or overran APPLY_BOUND_S (what it
+        did is then unknown)."""
         if action.kind is ActionKind.NOOP:
             return ApplyResult(DeploymentStatus.SUCCESS, action.live.ref if action.live else None)
         try:
@@ -128,7 +133,7 @@ class AgentDriver(Driver):
             "config": to_json(self.config),
             "secrets": values,
         }
-        value = self._call("apply", args, log=log, begin=begin, timeout_s=None)
+        value = self._call("apply", args, log=log, begin=begin, timeout_s=APPLY_BOUND_S)
         result: ApplyResult = from_json(ApplyResult, value)
         return result
 
@@ -189,9 +194,12 @@ class AgentEvents(EventStream):
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until the agent is online (or `timeout` seconds); True if it is."""
-        ready = threading.Event()
-        self._driver.channel.on_session(ready.set)
-        return self._driver.channel.online or ready.wait(timeout)
+        ready, channel = threading.Event(), self._driver.channel
+        channel.on_session(ready.set)
+        try:
+            return channel.online or ready.wait(timeout)
+        finally:
+            channel.off_session(ready.set)
 
     def stop(self, timeout: float = 5.0) -> None:
         """End the subscription."""
