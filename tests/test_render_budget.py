@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from deployally.errors import RenderError
@@ -115,3 +119,17 @@ def test_a_repository_config_file_is_rendered_under_the_budget(budget: RenderBud
         budget.render(
             definition, template, repo_files={"config/app.conf": bomb}, secret_versions={}
         )
+
+
+def test_a_worker_whose_engine_is_gone_before_it_is_ready_ends_without_a_word() -> None:
+    """A push hook's `validate` may end before its render worker is up: the pusher must see no
+    traceback from the worker (its stderr is the push's output)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read the worker's replies
+    worker = subprocess.run(
+        [sys.executable, "-m", "deployally.model.render_budget"],
+        stdin=subprocess.PIPE, stdout=write_end, stderr=subprocess.PIPE, timeout=60, check=False,
+    )
+    os.close(write_end)
+    assert worker.stderr.decode() == ""
+    assert worker.returncode == 0

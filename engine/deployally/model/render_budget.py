@@ -349,4 +349,9 @@ def shared() -> RenderBudget:
 
 
 if __name__ == "__main__":
-    serve_renders(sys.stdin.buffer, sys.stdout.buffer)
+    try:
+        serve_renders(sys.stdin.buffer, sys.stdout.buffer)
+    except BrokenPipeError:
+        # The engine (a push hook's `validate`, say) ended before it read a reply: nothing to
+        # say, and nothing to flush at exit, which would print a traceback to the pusher.
+        os._exit(0)
