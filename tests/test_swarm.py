@@ -223,6 +223,26 @@ def test_a_service_of_no_replicas_shows_no_running_instance_and_is_not_healed(
     assert not [d for d in ws.engine.sync().deployments if d.definition_name == web]  # no heal
 
 
+def test_a_task_swarm_is_restarting_is_left_to_swarm_not_healed_by_a_deployment(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
+) -> None:
+    swarm_server(ws, swarm_engine)
+    web = plain(defs_repo, "web", "sleep 2147483647")
+    defs_repo.commit("web")
+    assert ws.engine.sync().ok
+    client = swarm_engine.client
+    (task,) = running_tasks(client, web)
+    client.api.kill(task["Status"]["ContainerStatus"]["ContainerID"])
+    # Swarm replaces the task after its restart delay (5 s): meanwhile none runs.
+    driver = ws.driver_for(SWARM)
+    assert driver is not None
+    wait_until(lambda: not driver.live()[web].running, 30, "the killed task seen down")
+
+    report = ws.engine.sync()
+    assert not [d for d in report.deployments if d.definition_name == web], logs_of(ws, report)
+    wait_until(lambda: len(running_tasks(client, web)) == 1, 60, "Swarm's own replacement running")
+
+
 def test_removing_the_definition_removes_the_service_and_keeps_its_volume(
     defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
 ) -> None:

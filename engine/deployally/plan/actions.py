@@ -79,7 +79,9 @@ def _action(
         # Limits cannot all be set back in place (Docker cannot lift one): a new container.
         reason = Reason(ReasonKind.DRIFT, f"changed outside DeployAlly: {_drift_summary(drift)}", changes=drift)
         return Action(ActionKind.UPDATE, name, want, have, changes=drift, reason=reason)
-    if not have.running and want.replicas > 0:  # a service of no replicas runs nothing, as declared
+    # A service of no replicas runs nothing, as declared; one whose tasks Swarm is bringing
+    # up again is Swarm's to heal (a deployment would only wait for Swarm).
+    if not have.running and want.replicas > 0 and not _restarted_by_swarm(have):
         reason = Reason(ReasonKind.DRIFT, f"container is {have.state.value}")
         return Action(ActionKind.START, name, want, have, changes=drift, reason=reason)
     if unconfirmed:
@@ -91,6 +93,12 @@ def _action(
         reason = Reason(ReasonKind.DRIFT, f"changed outside DeployAlly: {_drift_summary(drift)}", changes=drift)
         return Action(ActionKind.START, name, want, have, changes=drift, reason=reason)
     return Action(ActionKind.NOOP, name, want, have)
+
+
+def _restarted_by_swarm(have: LiveInstance) -> bool:
+    """Whether `have` is a service with a task Swarm is starting (none of the local driver's
+    containers has tasks)."""
+    return have.state is InstanceState.RESTARTING and bool(have.tasks)
 
 
 def _settings_drift(want: ContainerSpec, have: LiveInstance) -> tuple[FieldChange, ...]:

@@ -371,7 +371,11 @@ class SwarmDriver(Driver):
             self._respec(spec.name, _scaled(None))
             log(f"scaled service {spec.name} back to {spec.replicas} replica(s)")
         else:
-            log(f"service {spec.name} has no running task; Swarm restarts them, waiting")
+            # The plan heals only a service Swarm is not bringing up (its restart policy gave
+            # up): new tasks, as a restart does.
+            self._respec(spec.name, _forced)
+            log(f"service {spec.name} has no running task and Swarm starts none; replacing its tasks")
+            info = self._managed(spec.name) or info
         return self._converge(info["ID"], spec, (info.get("UpdateStatus") or {}).get("StartedAt"),
                               since, log, fresh=True)
 

@@ -220,6 +220,7 @@ _TASK_STATES = {
     "remove": InstanceState.EXITED,
 }
 _FAILED = ("failed", "rejected")
+_ON_ITS_WAY = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting")
 
 
 def stamp(text: str | None) -> datetime | None:
@@ -284,10 +285,24 @@ def live_service(
     wanted = int(((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 1))
     current = [t for t in tasks if (t.get("DesiredState") or "") == "running"]
     running = [t for t in current if (t.get("Status") or {}).get("State") == "running"]
+    # A task Swarm is bringing up (a restart waits out its delay desired "ready"): Swarm is
+    # converging the service itself.
+    coming = [
+        t for t in tasks
+        if (t.get("DesiredState") or "") in ("running", "ready")
+        and (t.get("Status") or {}).get("State") in _ON_ITS_WAY
+    ]
+    current += [t for t in coming if t not in current]
     stopped = labels.get(LABEL_STOPPED) == "true"
     # No task running is no instance running, 0 declared replicas too (the plan heals those
-    # only when they declare some).
-    state = InstanceState.EXITED if stopped or not running else InstanceState.RUNNING
+    # only when they declare some); restarting while Swarm brings one up, which the plan
+    # leaves to Swarm.
+    if stopped or (not running and not coming):
+        state = InstanceState.EXITED
+    elif not running:
+        state = InstanceState.RESTARTING
+    else:
+        state = InstanceState.RUNNING
     health = None
     if healthchecked and state is InstanceState.RUNNING:
         health = InstanceHealth.HEALTHY if len(running) >= wanted else InstanceHealth.STARTING
