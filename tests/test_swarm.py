@@ -34,6 +34,20 @@ from deployally.types import (
 )
 from deployally.workspace import Workspace
 
+# A template whose `message` goes only into config files, never into the service's spec.
+FILED_TEMPLATE = """name: Busybox Filed
+description: busybox with a param meant for config files only
+version: stable
+taxonomy: {kingdom: assets, family: tools, species: busybox, variant: filed, specimen: stable}
+deprecated: false
+spec:
+  image: {repository: busybox, tag: stable}
+  user_inputs:
+    message: {type: string, default: hello, description: For config files.}
+  profiles: [minimal, development, production]
+  command: ["sh", "-c", "sleep 2147483647"]
+  stop_signal: SIGKILL
+"""
 SWARM = "edge"  # sorts before `local`: applied first, so a hang there would hold local up
 
 
@@ -367,9 +381,10 @@ def test_a_config_file_with_a_secret_is_a_swarm_secret_named_by_content_and_its_
     swarm_server(ws, swarm_engine)
     ws.store.set_secret("token", "first-VALUE-1")
     name = defs_repo.name("app")
+    defs_repo.write("catalog/filed.yaml", FILED_TEMPLATE)
     defs_repo.write(
         f"definitions/{name}.yaml",
-        f"name: {name}\ntemplate: tools/busybox/worker/stable\nserver: {SWARM}\n"
+        f"name: {name}\ntemplate: tools/busybox/filed/stable\nserver: {SWARM}\n"
         "params:\n  message: {secret: token}\n"
         "files:\n  - {path: /etc/app/token.conf, content: 'token={{ params.message }}'}\n"
         "  - {path: /etc/app/plain.conf, content: plain}\n",
@@ -402,6 +417,27 @@ def test_a_config_file_with_a_secret_is_a_swarm_secret_named_by_content_and_its_
     (task,) = running_tasks(client, name)
     cid = task["Status"]["ContainerStatus"]["ContainerID"]
     assert client.containers.get(cid).exec_run(["cat", "/etc/app/token.conf"]).output == b"token=second-VALUE-2"
+
+
+def test_a_secret_in_the_environment_is_refused_on_a_swarm_naming_the_param(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
+) -> None:
+    swarm_server(ws, swarm_engine)
+    ws.store.set_secret("token", "env-VALUE-3")
+    name = defs_repo.name("app")
+    defs_repo.write(
+        f"definitions/{name}.yaml",
+        f"name: {name}\ntemplate: tools/busybox/worker/stable\nserver: {SWARM}\n"
+        "params:\n  message: {secret: token}\n",
+    )
+    defs_repo.commit("a secret in MESSAGE")
+    report = ws.engine.sync()
+
+    (error,) = report.errors
+    assert (error.path, error.field) == (f"definitions/{name}.yaml", "params.message"), error
+    assert "env MESSAGE" in error.message and "config file" in error.message
+    assert not report.deployments
+    assert not swarm_engine.client.api.services(filters={"name": name})
 
 
 def test_watch_reports_the_tasks_of_this_engines_services(

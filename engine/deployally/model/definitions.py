@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from deployally import identity
+from deployally import secrets as secrets_mod
 from deployally.errors import ValidationError, ValidationErrors
 from deployally.model.catalog import (
     Catalog,
@@ -296,9 +297,27 @@ def check_replicas(defs: Iterable[Definition], replicated: Collection[str]) -> l
     ]
 
 
-def swarm_refusals(path: str, spec: ContainerSpec) -> list[ValidationError]:
-    """What a swarm server cannot run of a definition's rendered spec, as errors of its file."""
+def swarm_refusals(
+    path: str, spec: ContainerSpec, params: Mapping[str, Any] | None = None
+) -> list[ValidationError]:
+    """What a swarm server cannot run of a definition's rendered spec, as errors of its file
+    (`params`: the definition's, to name the param a refused secret comes from)."""
     out = []
+    # A service's spec (env, command, healthcheck) is readable by whoever may inspect services
+    # and kept in its PreviousSpec: a secret there would outlive its rotation in plain text.
+    exposed = [f"env {k}" for k, v in spec.env if secrets_mod.referenced(v)]
+    runs = (spec.entrypoint or ()) + (spec.command or ()) + (spec.healthcheck.test if spec.healthcheck else ())
+    exposed += ["the command"] if any(secrets_mod.referenced(c) for c in runs) else []
+    if exposed:
+        used = sorted({n for k, v in spec.env for n in secrets_mod.referenced(v)}
+                      | {n for c in runs for n in secrets_mod.referenced(c)})
+        fields = [k for k, v in sorted((params or {}).items()) if isinstance(v, SecretRef) and v.name in used]
+        out.append(ValidationError(
+            path, f"params.{fields[0]}" if fields else "params",
+            f"secret {', '.join(used)} would be in plain text in the Swarm service's spec "
+            f"({', '.join(exposed)}), kept there after a rotation; on a swarm server put a "
+            "secret only in a config file (files:), which becomes a Swarm secret",
+        ))
     if spec.network == HOST_NETWORK:
         out.append(ValidationError(
             path, "server",

@@ -218,7 +218,7 @@ def load(
             invalid_names[path] = definition.name
             continue
         swarm_refused = (
-            definitions_mod.swarm_refusals(path, spec)
+            definitions_mod.swarm_refusals(path, spec, definition.params)
             if replicated is not None and definition.server in replicated else []
         )
         if swarm_refused:
