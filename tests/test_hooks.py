@@ -184,3 +184,22 @@ def test_an_engine_killed_during_a_push_is_one_line_of_push_output(
     lost = [line for line in output.splitlines() if "lost the connection to the engine" in line]
     assert len(lost) == 1, output
     assert "deploys when the engine runs again" in lost[0]
+
+
+def test_a_push_for_a_server_that_is_not_reachable_says_its_deployments_wait(
+    defs_repo: object, tmp_path: Path
+) -> None:
+    """Waiting is no failure: the push output says the server's deployments wait, not "error"."""
+    from deployally.serve.hook_client import post_receive
+
+    state = tmp_path / "state"
+    with Store(state) as store:
+        store.add_server("edge", "staging", "", "agent", None)  # no agent has connected
+    defs_repo.worker("app", _extra="server: edge\n")  # type: ignore[attr-defined]
+    head = defs_repo.commit("app on the edge server")  # type: ignore[attr-defined]
+    lines: list[str] = []
+    post_receive(defs_repo.path / ".git", "main", head, lines.append, state)  # type: ignore[attr-defined]
+    said = "\n".join(lines)
+    assert "server edge is unreachable" in said and "its deployments wait" in said, said
+    assert not [line for line in lines if line.startswith("error:")], said
+    assert "1 waiting" in lines[-1], said

@@ -110,8 +110,7 @@ def _print_engine_answer(body: dict[str, Any], echo: Echo) -> int:
         where = err["file"] + (f":{err['line']}" if err.get("line") else "")
         field = f" {err['field']}:" if err.get("field") else ""
         echo(f"error: {where}:{field} {err['message']}")
-    for server, cause in (data.get("unreachable") or {}).items():
-        echo(f"error: server {server} is unreachable: {cause}")
+    _say_unreachable(data.get("unreachable") or {}, echo)
     statuses = [d["status"] for d in data.get("deployments") or []]
     waiting = statuses.count(DeploymentStatus.WAITING.value)
     deployed = statuses.count(DeploymentStatus.SUCCESS.value)
@@ -132,11 +131,17 @@ def _sync_here(git_dir: Path, state: Path, branch: str, echo: Echo) -> int:
         ws.close()
     for err in report.errors:
         echo(f"error: {err}")
-    for server, cause in report.unreachable.items():
-        echo(f"error: server {server} is unreachable: {cause}")
+    _say_unreachable(report.unreachable, echo)
     echo(f"{PREFIX}{report.summary()}")
     _say_refused(len(report.refused), echo)
     return 0 if report.ok else 1
+
+
+def _say_unreachable(unreachable: dict[str, str], echo: Echo) -> None:
+    """An unreachable server is no error of the push: its deployments wait for it."""
+    for server, cause in unreachable.items():
+        echo(f"{PREFIX}server {server} is unreachable ({cause}); its deployments wait and run"
+             " when it answers")
 
 
 def _summary(

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from deployally.drivers.base import Driver, DriverConfig
 from deployally.drivers.registry import DriverRegistry
@@ -224,7 +224,7 @@ class Engine:
                 # its applied commit and what readers see do not wait for a slower server.
                 if outcome.deployments:
                     driver.changed_at = time.monotonic()  # what readers saw before is out of date
-                self._settle(server, intent, outcome)
+                outcome = self._settle(server, intent, outcome)
                 if outcome.unreachable is None:
                     self._observed(intent.observe)
                 outcomes[i] = outcome
@@ -296,12 +296,15 @@ class Engine:
         """Parallelism and health timeout: the command line's, else the repository's settings."""
         return driver_config(self.settings, self.max_parallel, self.health_timeout_s)
 
-    def _settle(self, server: ServerRecord, intent: ServerIntent, outcome: ServerOutcome) -> None:
-        """Retry schedules from one server's outcome; the unreachable recorded; the applied commit."""
+    def _settle(
+        self, server: ServerRecord, intent: ServerIntent, outcome: ServerOutcome
+    ) -> ServerOutcome:
+        """Retry schedules from one server's outcome; the applied commit; for an unreachable
+        server, its changes recorded as waiting and counted in the outcome."""
         if outcome.unreachable is not None:
-            self.journal.unreachable(intent, outcome.unreachable)
+            waiting = self.journal.unreachable(intent, outcome.unreachable)
             self.unreachable.failed(server.name)
-            return
+            return replace(outcome, deployments=outcome.deployments + waiting)
         self.unreachable.forget(server.name)
         for d in outcome.deployments:
             if d.status is DeploymentStatus.SUCCESS:
@@ -310,6 +313,7 @@ class Engine:
                 self.retries.failed(d.definition_name)  # waiting is no failure: no backoff
         if outcome.applied and outcome.commit is not None:
             self.store.set_server_applied_commit(server.id, outcome.commit)
+        return outcome
 
 
 def _servers(names: list[str]) -> str:

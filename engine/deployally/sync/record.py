@@ -170,10 +170,12 @@ class StoreJournal:
 
     # ------------------------------------------------------------ what the engine records itself
 
-    def unreachable(self, intent: ServerIntent, cause: str) -> None:
+    def unreachable(self, intent: ServerIntent, cause: str) -> tuple[Deployment, ...]:
         """The server cannot be reached: each change for it waits (since when, and why: no
-        failure, no backoff) and runs once the server answers, as that same deployment."""
+        failure, no backoff) and runs once the server answers, as that same deployment.
+        Returns the deployments that wait for it."""
         summary = f"server {intent.server} is unreachable: {cause}"
+        waiting: list[Deployment] = []
         for name, record in intent.definitions.items():
             spec = record.desired
             if spec is None:
@@ -184,7 +186,10 @@ class StoreJournal:
             if carried is not None and carried.status is DeploymentStatus.WAITING:
                 if carried.revision == record.current_revision or carried.reason.kind in REQUESTED:
                     if carried.waiting is None or carried.waiting.kind is not WaitKind.SERVER:
-                        self._wait_for_server(carried, record, summary, intent.server, first=False)
+                        carried = self._wait_for_server(
+                            carried, record, summary, intent.server, first=False
+                        )
+                    waiting.append(carried)
                     continue  # it waits already, and says for what
                 self.superseded(carried, record.current_revision)
             elif carried is not None:
@@ -203,12 +208,15 @@ class StoreJournal:
             )
             self.store.create_deployment(deployment)
             self.store.append_log(deployment.id, f"{deployment.action.value} {name}: {reason.summary}")
-            self._wait_for_server(deployment, record, summary, intent.server, first=True)
+            waiting.append(
+                self._wait_for_server(deployment, record, summary, intent.server, first=True)
+            )
+        return tuple(waiting)
 
     def _wait_for_server(
         self, deployment: Deployment, record: DefinitionRecord, summary: str, server: str,
         *, first: bool,
-    ) -> None:
+    ) -> Deployment:
         since = deployment.waiting.since if deployment.waiting is not None else utcnow()
         waiting = replace(
             deployment, status=DeploymentStatus.WAITING,
@@ -216,3 +224,4 @@ class StoreJournal:
         )
         self.store.append_log(deployment.id, f"waiting: {summary}; it runs once the server answers")
         self.waiting(waiting, record, first=first)
+        return waiting
