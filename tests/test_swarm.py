@@ -162,9 +162,11 @@ def test_a_failing_update_is_rolled_back_by_swarm_and_recorded_with_the_task_err
     logs = "\n".join(line.message for line in ws.store.deployment(failed.id).logs)
     assert "rolled the update back" in logs and "exited with code 3" in logs, logs
     assert "good" in " ".join(args_of(service(client, web)))
-    # Still serving the old spec (Swarm may have replaced a slot's task with a new one of it).
+    # Still serving the old spec (Swarm may have replaced a slot's task with a new one of it,
+    # the one it replaces still running for a moment after the rollback is complete).
+    wait_until(lambda: len(running_tasks(client, web)) == 2, 30, "two tasks serving")
     serving = running_tasks(client, web)
-    assert len(serving) == 2 and all("good" in " ".join(args_of(t)) for t in serving), serving
+    assert all("good" in " ".join(args_of(t)) for t in serving), serving
     record = ws.store.definition(web)
     assert record is not None and record.applied_revision == 1
 
