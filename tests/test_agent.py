@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from conftest import ApiServer, DefinitionsRepo, wait_until
 from deployally.agent.link import EngineLink
-from deployally.agent.process import EXIT_KEY_REFUSED, Agent
+from deployally.agent.process import EXIT_KEY_REFUSED, EXIT_SETUP, Agent
 from deployally.cli import main
 from deployally.drivers.agent.driver import AgentDriver
 from deployally.drivers.base import DriverConfig
@@ -334,3 +334,69 @@ def test_an_agent_checks_an_https_engine_against_its_ca_file(
         thread.join(WAIT_S)
     finally:
         served.close()
+
+
+def _poll(api: ApiServer, key: str, session: str, **body: object) -> Any:
+    return api.session.post(
+        api.url + "/api/v1/agent/poll",
+        json={"session": session, "heartbeat_s": HEARTBEAT_S, **body},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=WAIT_S,
+    )
+
+
+def test_a_second_agent_with_the_same_key_is_refused_and_the_first_keeps_its_server(
+    ws: Workspace, api: ApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = ws.store.create_token("reader", "read")
+    _, key = ws.store.add_server("edge", "production")
+    first = Running(api.url, key, FakeHost())
+    try:
+        wait_until(lambda: _servers(api, token)["edge"]["status"] == "online", WAIT_S, "edge online")
+        answer = _poll(api, key, "session_second")
+        assert answer.status_code == 409
+        message = answer.json()["error"]["message"]
+        assert "another agent with this key is polling from 127.0.0.1 since" in message
+        assert "rotate-key edge" in message
+        driver = ws.drivers.for_server(ws.store.server("edge").id)  # type: ignore[union-attr]
+        assert driver.channel.session == first.agent.session  # type: ignore[attr-defined]
+    finally:
+        first.stop()
+
+
+def test_a_heartbeat_above_the_bound_is_refused_naming_it(ws: Workspace, api: ApiServer) -> None:
+    _, key = ws.store.add_server("edge", "production")
+    answer = _poll(api, key, "session_a", heartbeat_s=3600)
+    assert answer.status_code == 422
+    assert "heartbeat_s" in answer.text and "60" in answer.text
+
+
+def test_a_new_session_without_a_docker_version_clears_the_old_one(ws: Workspace, api: ApiServer) -> None:
+    token = ws.store.create_token("reader", "read")
+    _, key = ws.store.add_server("edge", "production")
+    assert _poll(api, key, "session_a", docker_version="27.0").status_code == 200
+    assert _servers(api, token)["edge"]["docker_version"] == "27.0"
+    driver = ws.drivers.for_server(ws.store.server("edge").id)  # type: ignore[union-attr]
+    driver.channel._last_poll = None  # type: ignore[attr-defined]  # session_a went silent
+    assert _poll(api, key, "session_b").status_code == 200
+    assert _servers(api, token)["edge"]["docker_version"] is None
+
+
+def test_a_url_with_a_wrong_path_ends_the_agent_with_exit_4_naming_url(
+    ws: Workspace, api: ApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, key = ws.store.add_server("edge", "production")
+    wrong = Running(api.url + "/foo", key, FakeHost())
+    wrong.thread.join(WAIT_S)
+    assert wrong.code == EXIT_SETUP
+    assert "404" in caplog.text and "--url" in caplog.text
+
+
+def test_a_key_file_others_can_read_is_refused(ws: Workspace, api: ApiServer, tmp_path: Path) -> None:
+    _, key = ws.store.add_server("edge", "production")
+    key_file = tmp_path / "edge.key"
+    key_file.write_text(key)
+    key_file.chmod(0o644)
+    result = CliRunner().invoke(main, ["agent", "--url", api.url, "--key-file", str(key_file)])
+    assert result.exit_code != 0
+    assert "can be read by others" in result.output and f"chmod 600 {key_file}" in result.output

@@ -212,6 +212,7 @@ def test_a_wrong_or_rotated_key_is_refused_and_the_agent_exits_saying_so(
 ) -> None:
     wrong = tmp_path / "wrong.key"
     wrong.write_text("da_server_" + "0" * 40)
+    wrong.chmod(0o600)  # a key file others can read is refused before the engine is asked
     agents.append(AgentProcess(engine.url, second_engine.host, tmp_path / "a1", key_file=wrong))  # type: ignore[attr-defined]
     assert agents[-1].wait() == KEY_REFUSED
     assert "refused this server key" in agents[-1].log() and "not known" in agents[-1].log()
@@ -281,6 +282,7 @@ def test_an_agent_reaches_an_https_engine_it_checks_with_its_ca_file(
             _, server_key = store.add_server(f"{names}-edge", "staging")
         key_file = tmp_path / "edge.key"
         key_file.write_text(server_key)
+        key_file.chmod(0o600)
         refused = AgentProcess(engine.url, second_engine.host, tmp_path / "a1", key_file=key_file)  # type: ignore[attr-defined]
         agents.append(refused)
         wait_until(lambda: "certificate verify failed" in refused.log(), WAIT_S, "a refused certificate")
