@@ -800,3 +800,24 @@ def test_settings_are_observed_on_request_and_a_start_puts_the_restart_policy_ba
     assert info["Id"] == listed.ref  # healed in place, not replaced
     assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     assert "restart policy 'no' -> 'unless-stopped'" in log.text
+
+
+def test_another_servers_driver_on_the_same_docker_engine_neither_lists_nor_touches_its_containers(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str,
+    state_dir: Path, claims: Store,
+) -> None:
+    # An agent run with server edge's key on the host of `local`: same engine, same owner.
+    edge = LocalDriver(state_dir, client=docker_client, owner=names, claims=claims, server="edge")
+    spec = make_spec(names, busybox_image, volumes=())
+    apply(driver, ActionKind.CREATE, spec)
+
+    assert spec.name not in edge.live()
+    assert spec.name in driver.live()
+    for act in (edge.stop, edge.restart, edge.start):
+        with pytest.raises(NotFound):
+            act(spec.name)
+    assert docker_client.api.inspect_container(spec.name)["State"]["Running"]
+    result = apply(edge, ActionKind.CREATE, spec)
+    assert result.status is DeploymentStatus.FAILED
+    assert "server local's, not edge's" in (result.message or "")
+    assert docker_client.api.inspect_container(spec.name)["State"]["Running"]

@@ -41,6 +41,7 @@ from deployally.types import (
     LABEL_MANAGED,
     LABEL_OWNER,
     LABEL_PRUNE_VOLUMES,
+    LABEL_SERVER,
     Action,
     ActionKind,
     ApplyResult,
@@ -141,8 +142,9 @@ class LocalDriver(Driver):
 
     @property
     def _owned(self) -> list[str]:
-        """Label filter for this engine's own containers."""
-        return [f"{LABEL_MANAGED}=true", f"{LABEL_OWNER}={self.owner}"]
+        """Label filter for this engine's own containers of this server (an agent run with another
+        server's key on this host must not take that server's containers for its own)."""
+        return [f"{LABEL_MANAGED}=true", f"{LABEL_OWNER}={self.owner}", f"{LABEL_SERVER}={self.server}"]
 
     def _name_lock(self, name: str) -> threading.Lock:
         with self._lock:
@@ -209,7 +211,7 @@ class LocalDriver(Driver):
     def watch(self, on_event: OnEvent) -> EventStream:
         """Follow Docker's events for this engine's containers alone, on a daemon thread."""
         # Clients of its own: the stream holds its connection open, and reconnects.
-        stream = DockerEvents(self._new_client, on_event, owner=self.owner)
+        stream = DockerEvents(self._new_client, on_event, owner=self.owner, server=self.server)
         stream.start()
         return stream
 
@@ -231,6 +233,7 @@ class LocalDriver(Driver):
             info is None
             or labels.get(LABEL_MANAGED) != "true"
             or labels.get(LABEL_OWNER) != self.owner  # another engine's: not ours to touch
+            or labels.get(LABEL_SERVER) != self.server  # another server's on this host
         ):
             raise NotFound(f"no managed container named {name!r} on server {self.server!r}")
         return info
@@ -398,6 +401,12 @@ class LocalDriver(Driver):
             raise DriverError(
                 f"a container named {spec.name!r} belongs to another DeployAlly engine "
                 f"(owner {old_labels.get(LABEL_OWNER) or 'unknown'}); rename the definition"
+            )
+        if old is not None and old_labels.get(LABEL_SERVER) != self.server:
+            raise DriverError(
+                f"a container named {spec.name!r} on this host is server "
+                f"{old_labels.get(LABEL_SERVER) or 'unknown'}'s, not {self.server}'s (two servers"
+                " on one Docker engine?); give each server a Docker engine of its own"
             )
         stop_first = old is not None and bool(old["State"].get("Running")) and _must_stop_first(old, spec)
         # No restart policy until it proves ready: Docker restarting a failing container

@@ -26,6 +26,7 @@ from deployally.types import (
     LABEL_MANAGED,
     LABEL_NAME,
     LABEL_OWNER,
+    LABEL_SERVER,
     InstanceEvent,
     InstanceEventKind,
 )
@@ -49,12 +50,16 @@ RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 10.0
 
 
-def event_filters(owner: str) -> dict[str, object]:
-    """The `/events` filter for one engine's containers (managed, carrying its owner label) and
-    the actions we map: Docker then never sends the three exec events of every health check."""
+def event_filters(owner: str, server: str | None = None) -> dict[str, object]:
+    """The `/events` filter for one engine's containers (managed, carrying its owner label, and
+    its server's when given: two servers' drivers may share one Docker engine) and the actions
+    we map: Docker then never sends the three exec events of every health check."""
+    labels = [f"{LABEL_MANAGED}=true", f"{LABEL_OWNER}={owner}"]
+    if server is not None:
+        labels.append(f"{LABEL_SERVER}={server}")
     return {
         "type": "container",
-        "label": [f"{LABEL_MANAGED}=true", f"{LABEL_OWNER}={owner}"],
+        "label": labels,
         # `health_status` matches `health_status: healthy` and `: unhealthy` (Docker 1.13 on).
         "event": sorted({action.split(":")[0] for action in _ACTIONS}),
     }
@@ -105,6 +110,7 @@ class DockerEvents(EventStream):
         on_event: OnEvent,
         *,
         owner: str,
+        server: str | None = None,
         on_connection: Callable[[bool], None] | None = None,
     ) -> None:
         if not owner:
@@ -114,7 +120,7 @@ class DockerEvents(EventStream):
         self._client_factory = client_factory
         self._on_event = on_event
         self._on_connection = on_connection
-        self._filters = event_filters(owner)
+        self._filters = event_filters(owner, server)
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._lock = threading.Lock()
