@@ -24,6 +24,7 @@ from deployally.types import (
     LABEL_NAME,
     LABEL_OWNER,
     LABEL_REVISION,
+    LABEL_SERVER,
     InstanceEvent,
     InstanceEventKind,
 )
@@ -152,7 +153,7 @@ def _run(
     healthcheck: dict[str, object] | None = None,
 ) -> str:
     """A container named `name`, managed and owned by the test's prefix unless told otherwise."""
-    labels = {LABEL_DEFINITION: "def_test00000000", LABEL_OWNER: owner or name[:7]}
+    labels = {LABEL_DEFINITION: "def_test00000000", LABEL_OWNER: owner or name[:7], LABEL_SERVER: "local"}
     if managed:
         labels[LABEL_MANAGED] = "true"
     container = client.containers.run(
