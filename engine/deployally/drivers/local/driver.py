@@ -402,10 +402,10 @@ class LocalDriver(Driver):
                 f"a container named {spec.name!r} belongs to another DeployAlly engine "
                 f"(owner {old_labels.get(LABEL_OWNER) or 'unknown'}); rename the definition"
             )
-        if old is not None and old_labels.get(LABEL_SERVER) != self.server:
+        if old is not None and old_labels.get(LABEL_SERVER, self.server) != self.server:
             raise DriverError(
                 f"a container named {spec.name!r} on this host is server "
-                f"{old_labels.get(LABEL_SERVER) or 'unknown'}'s, not {self.server}'s (two servers"
+                f"{old_labels.get(LABEL_SERVER)}'s, not {self.server}'s (two servers"
                 " on one Docker engine?); give each server a Docker engine of its own"
             )
         stop_first = old is not None and bool(old["State"].get("Running")) and _must_stop_first(old, spec)
