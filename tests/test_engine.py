@@ -233,3 +233,19 @@ def test_commits_folded_into_one_sync_send_one_definition_event_naming_their_rev
         ("definition.created", cache, 1, [1], first, head),  # one sync's events go by name
         ("definition.updated", web, 4, [2, 3, 4], first, head),
     ]
+
+
+def test_a_registered_server_no_definition_names_holds_up_no_sync(
+    repo: DefinitionsRepo, ws: Workspace, hosts: Hosts
+) -> None:
+    """An agent registered before it is started (nothing named it, nothing applied there) is
+    not asked: the sync is ok and the commit counts as applied."""
+    ws.store.add_server("far", "production", kind="swarm", docker_host="tcp://far.example:2376")
+    hosts["far"].reachable = False
+    repo.worker("near")
+    head = repo.commit("One here; far is registered but named by nothing yet")
+
+    report = ws.engine.sync()
+
+    assert report.ok and report.unreachable == {}, report
+    assert ws.store.last_applied_commit() == head

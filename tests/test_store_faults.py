@@ -86,7 +86,8 @@ class DiskFull(StoreFault):
         with sqlite3.connect(self.state / "deployally.db", timeout=30) as conn:
             wait_until(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0,
                        30, "the write-ahead log to be checkpointed and emptied")
-        with self.filler.open("wb") as f:
+        # Unbuffered: a buffered file keeps what a write could not fit and raises again at close.
+        with self.filler.open("wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 65536)
@@ -95,7 +96,7 @@ class DiskFull(StoreFault):
                 assert exc.errno == errno.ENOSPC, exc
         # A last few bytes, so not even a page fits.
         try:
-            with (self.state / "filler-tail").open("wb") as f:
+            with (self.state / "filler-tail").open("wb", buffering=0) as f:
                 while True:
                     f.write(b"\0" * 512)
                     f.flush()

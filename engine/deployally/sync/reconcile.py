@@ -177,6 +177,7 @@ class Engine:
             ))
             for server, driver in self.drivers.applied_here()
         ]
+        plans = [(s, d, i) for s, d, i in plans if not _nothing_to_do(s, i)]
         outcomes = self._apply_servers(plans)
         applied: set[str] = set()  # definitions of the servers reached
         for (_server, _driver, intent), outcome in zip(plans, outcomes, strict=True):
@@ -314,6 +315,17 @@ class Engine:
         if outcome.applied and outcome.commit is not None:
             self.store.set_server_applied_commit(server.id, outcome.commit)
         return outcome
+
+
+def _nothing_to_do(server: ServerRecord, intent: ServerIntent) -> bool:
+    """A registered server that no definition has named and nothing was ever applied to runs
+    nothing of ours: it is not asked, so an agent not started yet holds up no sync. (`local`
+    is always asked: an engine from before servers recorded their applied commit may have
+    instances there.)"""
+    return (
+        server.kind != "local" and server.applied_commit is None
+        and not intent.definitions and not intent.open
+    )
 
 
 def _servers(names: list[str]) -> str:
