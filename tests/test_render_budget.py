@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 
@@ -133,3 +134,20 @@ def test_a_worker_whose_engine_is_gone_before_it_is_ready_ends_without_a_word() 
     os.close(write_end)
     assert worker.stderr.decode() == ""
     assert worker.returncode == 0
+
+
+def test_the_worker_answers_an_engine_holding_more_than_1024_descriptors(budget: RenderBudget) -> None:
+    """select() refuses a descriptor above 1023; an engine with many connections has them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), max(hard, 2048)))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        fresh = RenderBudget()  # its pipes now get descriptors above 1023
+        try:
+            test_the_worker_renders_what_render_renders(fresh)
+        finally:
+            fresh.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -133,9 +133,12 @@ def _read(stream: IO[bytes], size: int, deadline: float) -> bytes | None:
     """Exactly `size` bytes from the worker, or None at the deadline or its end."""
     data = b""
     fd = stream.fileno()
+    # poll, not select: select() refuses a descriptor above 1023, which a busy engine has.
+    readable = select.poll()
+    readable.register(fd, select.POLLIN)
     while len(data) < size:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0 or not readable.poll(left * 1000):
             return None
         chunk = os.read(fd, size - len(data))
         if not chunk:
