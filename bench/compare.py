@@ -438,6 +438,8 @@ def main() -> None:
     sizes = [2] if args.quick else [int(s) for s in args.sizes.split(",")]
     runs = 1 if args.quick else args.runs
     prefix = args.prefix or f"cmp{os.getpid()}x{secrets.token_hex(2)}_"
+    # Started in the background by a shell, SIGINT arrives ignored; the cleanup promise holds anyway.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupted)
     client = docker.from_env()
     ensure_busybox(client, pull=False)
