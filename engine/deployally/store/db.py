@@ -181,6 +181,32 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             key_hash TEXT PRIMARY KEY, server_id TEXT NOT NULL, server_name TEXT NOT NULL,
             why TEXT NOT NULL, retired_at TEXT NOT NULL) WITHOUT ROWID""",
     ),
+    # Which definitions changed since a reader last read them all (store/definitions.py): a
+    # generation counted up by every insert and update of a definition, whoever writes it,
+    # and kept in the row it wrote; deletions counted apart.
+    (
+        """CREATE TABLE definitions_generation (
+            id INTEGER PRIMARY KEY CHECK (id = 0), changed INTEGER NOT NULL,
+            deleted INTEGER NOT NULL)""",
+        "INSERT INTO definitions_generation (id, changed, deleted) VALUES (0, 0, 0)",
+        "ALTER TABLE definitions ADD COLUMN changed INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX definitions_changed ON definitions (changed)",
+        """CREATE TRIGGER definitions_inserted AFTER INSERT ON definitions BEGIN
+            UPDATE definitions_generation SET changed = changed + 1;
+            UPDATE definitions SET changed = (SELECT changed FROM definitions_generation)
+                WHERE id = NEW.id;
+        END""",
+        # Its own update of `changed` leaves the row's other columns as they were: not counted.
+        """CREATE TRIGGER definitions_updated AFTER UPDATE ON definitions
+            WHEN NEW.changed = OLD.changed BEGIN
+            UPDATE definitions_generation SET changed = changed + 1;
+            UPDATE definitions SET changed = (SELECT changed FROM definitions_generation)
+                WHERE id = NEW.id;
+        END""",
+        """CREATE TRIGGER definitions_deleted AFTER DELETE ON definitions BEGIN
+            UPDATE definitions_generation SET deleted = deleted + 1;
+        END""",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from deployally.errors import Conflict, NotFound, UnstorableValue
@@ -34,8 +36,24 @@ _REVISIONS = (
 _UNSET: Any = object()  # "leave this column as it is" in partial updates
 
 
+@dataclass
+class _AllDefinitions:
+    """Every definition's record as of one generation of the definitions table (db.py's
+    definitions_generation): a sync reads them all, and only those changed since are read
+    and decoded again (decoding a spec costs far more than the query). Records are frozen
+    values, shared by every reader."""
+
+    changed: int = -1  # no generation read yet: every row is newer
+    deleted: int = -1
+    by_id: dict[str, DefinitionRecord] = field(default_factory=dict)
+    by_name: list[DefinitionRecord] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class DefinitionStore(Database):
     """Sync bookkeeping, definitions and revisions."""
+
+    _all: _AllDefinitions | None = None
 
     # ---------------------------------------------------------- sync bookkeeping
 
@@ -152,6 +170,8 @@ class DefinitionStore(Database):
     ) -> list[DefinitionRecord]:
         """Definitions by name, optionally of one server and/or one status."""
         where, args = _filters(server_id=server_id, status=status)
+        if not where and limit is None and offset == 0:
+            return self._all_definitions()
         rows = (
             self._conn()
             .execute(
@@ -161,6 +181,31 @@ class DefinitionStore(Database):
             .fetchall()
         )
         return [_definition_from_row(r) for r in rows]
+
+    def _all_definitions(self) -> list[DefinitionRecord]:
+        """Every definition by name: the rows written since the last such read, read and
+        decoded, the others as they were (one query when nothing changed)."""
+        if self._all is None:
+            self._all = _AllDefinitions()
+        known = self._all
+        with known.lock, self._read() as conn:  # one snapshot: generation and rows agree
+            changed, deleted = conn.execute(
+                "SELECT changed, deleted FROM definitions_generation"
+            ).fetchone()
+            if (changed, deleted) == (known.changed, known.deleted):
+                return list(known.by_name)
+            by_id = known.by_id
+            if deleted != known.deleted:
+                present = {row[0] for row in conn.execute("SELECT id FROM definitions")}
+                by_id = {i: r for i, r in by_id.items() if i in present}
+            rows = conn.execute(
+                "SELECT * FROM definitions WHERE changed > ?", (known.changed,)
+            ).fetchall()
+            by_id = {**by_id, **{row["id"]: _definition_from_row(row) for row in rows}}
+            known.by_id = by_id
+            known.by_name = sorted(by_id.values(), key=lambda r: r.name)
+            known.changed, known.deleted = changed, deleted
+            return list(known.by_name)
 
     def count_definitions(
         self, server_id: str | None = None, status: DefinitionStatus | str | None = None

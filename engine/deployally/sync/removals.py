@@ -23,9 +23,10 @@ def suspects(
     """Definitions that may be gone: their file is not at head, or a touched file of theirs
     now names another definition. `names_at` maps the files read at head to their names."""
     changed = {p for p in touched if is_definition(p)}
+    present = set(files)  # every record is looked up: a list would make this quadratic
     return [
         r for r in records
-        if r.path not in files or (r.path in changed and names_at.get(r.path, r.name) != r.name)
+        if r.path not in present or (r.path in changed and names_at.get(r.path, r.name) != r.name)
     ]
 
 
