@@ -1,22 +1,27 @@
-"""A sync's cost follows the change, not the repository: on the fake driver, real git, a real store.
+"""A sync's cost follows the change, not the repository: real git, a real store, the fake
+driver where Docker is not the point and a real Docker engine where it is.
 
 A commit changing one definition among many deploys that one alone; a sync with nothing
-changed creates no deployment and reads no definition's row again; what another process
-writes to the store is what the next sync sees.
+changed creates no deployment, reads no definition's row again and asks Docker for one
+container list, no inspect; what another process writes to the store is what the next sync
+sees.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import DefinitionsRepo
+from conftest import DefinitionsRepo, DockerProxy
 from deployally.drivers.base import DriverConfig
 from deployally.drivers.fake import FakeDriver, FakeHost
 from deployally.store import ServerRecord, Store
@@ -161,3 +166,31 @@ def test_what_another_process_writes_to_a_definition_is_what_the_next_sync_sees(
     subprocess.run([sys.executable, "-c", delete, str(ws.state_dir), names[6]], check=True)
     assert names[6] not in {r.name for r in ws.store.definitions()}
     assert len(ws.store.definitions()) == MANY - 1
+
+
+@pytest.mark.docker
+def test_a_sync_with_nothing_changed_asks_docker_for_one_container_list_and_no_inspect(
+    defs_repo: DefinitionsRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    short = tempfile.TemporaryDirectory(prefix="da-", dir="/tmp")  # a socket path fits 108 bytes
+    proxy = DockerProxy(Path(short.name) / "docker.sock", host.removeprefix("unix://"))
+    proxy.start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{proxy.path}")  # the driver's client is made lazily
+    names = [defs_repo.worker(short_name, message="one") for short_name in ("a", "b", "c")]
+    defs_repo.commit("three definitions")
+    ws = Workspace.open(defs_repo.path, health_timeout_s=60)
+    try:
+        assert ws.engine.sync().ok
+        ws.engine.sync()  # an engine's first look at the host is behind it
+        before = len(proxy.requests)
+        report = ws.engine.sync()
+        sent = proxy.requests[before:]
+    finally:
+        ws.close()
+        proxy.stop()
+        short.cleanup()
+
+    assert report.ok and report.deployments == () and report.unchanged == len(names)
+    containers = [line for line in sent if re.match(r"\w+ /v[\d.]+/containers/", line)]
+    assert len(containers) == 1 and containers[0].startswith("GET ") and "/containers/json" in containers[0]

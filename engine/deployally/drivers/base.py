@@ -136,3 +136,9 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def recover(self, log: Log) -> None:
         """Finish or undo an update a crash interrupted, so each name has one instance."""
+
+    def recover_and_list(self, log: Log) -> dict[str, LiveInstance]:
+        """`recover`, then `live`: what runs once a crash's leftovers are settled (a driver
+        whose recovery lists the instances anyway answers from that one list call)."""
+        self.recover(log)
+        return self.live()

@@ -109,8 +109,7 @@ class Applier:
         """Observe, plan, apply: the server's outcome, or the cause it could not be reached."""
         driver.configure(config)
         try:
-            driver.recover(self.progress)  # a crash mid-update is finished or undone first
-            live = driver.live()
+            live = driver.recover_and_list(self.progress)  # a crash mid-update settled first
             # The list call does not say what restart policy or limits an instance runs with.
             live = {n: driver.settings(i) if n in intent.observe else i for n, i in live.items()}
         except DriverError as exc:

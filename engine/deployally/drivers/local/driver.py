@@ -173,12 +173,13 @@ class LocalDriver(Driver):
         """Every managed instance keyed by definition name, from one filtered list call."""
         with _docker("list containers"):
             rows = self._api.containers(all=True, filters={"label": self._owned})
-        out: dict[str, LiveInstance] = {}
-        for row in rows:
-            instance = container_config.live_instance(row)
-            if instance is not None:
-                out[instance.name] = instance
-        return out
+        return _live_from(rows)
+
+    def recover_and_list(self, log: Log) -> dict[str, LiveInstance]:
+        """Recover, then what runs: from recovery's own list call when it found nothing to
+        recover (a sync with nothing to do asks Docker once), else from a new one."""
+        rows = self._recover(log)
+        return self.live() if rows is None else _live_from(rows)
 
     def close(self) -> None:
         """End the readiness event subscription now, not a linger after the last wait (a later
@@ -544,17 +545,23 @@ class LocalDriver(Driver):
         The first time, also claim the volumes and networks this engine made before they
         carried its owner label (an upgrade), while its containers still show which they are.
         """
+        self._recover(log)
+
+    def _recover(self, log: Log) -> list[dict[str, Any]] | None:
+        """`recover`; the containers it listed, or None when it changed some of them."""
         if not self._legacy_checked:
             self.resources.claim_legacy(log)
             self._legacy_checked = True
         with _docker("list containers"):
             rows = self._api.containers(all=True, filters={"label": self._owned})
-        for row in rows:
-            cname = (row.get("Names") or ["/"])[0].lstrip("/")
-            if cname.endswith(OLD_SUFFIX):
-                name = cname[: -len(OLD_SUFFIX)]
-                with self._name_lock(name):
-                    self._recover_name(name, log)
+        leftovers = [
+            cname[: -len(OLD_SUFFIX)]
+            for row in rows
+            if (cname := (row.get("Names") or ["/"])[0].lstrip("/")).endswith(OLD_SUFFIX)
+        ]
+        for name in leftovers:
+            with self._name_lock(name):
+                self._recover_name(name, log)
         config_files.drop_unmounted(
             self.state_dir,
             (
@@ -564,6 +571,7 @@ class LocalDriver(Driver):
                 if m.get("Type") == "bind"
             ),
         )
+        return None if leftovers else rows
 
     def _recover_name(self, name: str, log: Log) -> None:
         """If `<name>.old` is left over, keep the new container only if it proved ready.
@@ -593,6 +601,16 @@ class LocalDriver(Driver):
 
 
 # ---------------------------------------------------------------- pure conversions
+
+
+def _live_from(rows: list[dict[str, Any]]) -> dict[str, LiveInstance]:
+    """The managed instances of a container listing, keyed by definition name."""
+    out: dict[str, LiveInstance] = {}
+    for row in rows:
+        instance = container_config.live_instance(row)
+        if instance is not None:
+            out[instance.name] = instance
+    return out
 
 
 def _proven_ready(info: dict[str, Any]) -> bool:
