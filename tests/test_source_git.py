@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import deployally.source.git as git_module
 from deployally.errors import Conflict, SourceError
 from deployally.source import GitRepo
 from deployally.source.tree import DirTree
@@ -290,6 +291,62 @@ def test_list_files(work: Path) -> None:
     assert list(repo.list_files(sha, "catalog/")) == ["catalog/db/mysql.yaml"]
     assert repo.list_files(sha, "nothing/") == {}
     assert len(repo.list_files(sha, "")) == 5
+
+
+def test_answers_about_a_commit_cost_one_git_process_each(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync asks about the same commits several times (intake, settings, catalog); a commit
+    never changes, so the second asking runs no git at all, and the answers stay right."""
+    c1 = commit_files(work, {"definitions/a.yaml": "a", "catalog/t.yaml": "t"}, "1")
+    c2 = commit_files(work, {"definitions/a.yaml": "a2", "definitions/b.yaml": "b"}, "2")
+    repo = GitRepo(work)
+    runs: list[str] = []
+    real_run = git_module._run
+
+    def counted(args: list[str], **kwargs: object) -> object:
+        runs.append(args[0])
+        return real_run(args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(git_module, "_run", counted)
+
+    def ask() -> tuple[object, ...]:
+        return (
+            repo.resolve(c2),
+            repo.changes(c1, c2),
+            repo.list_files(c2, ""),
+            repo.list_files(c2, "definitions/"),
+            repo.list_files(c2, "catalog/"),
+            repo.list_files(c2, "templates/"),
+        )
+
+    first = ask()
+    asked_first = len(runs)
+    again = ask()
+    assert again == first
+    assert len(runs) == asked_first, f"asked git again: {runs[asked_first:]}"
+    assert first[1] == ChangeSet(added=("definitions/b.yaml",), modified=("definitions/a.yaml",))
+    assert sorted(first[3]) == ["definitions/a.yaml", "definitions/b.yaml"]  # type: ignore[call-overload]
+    assert list(first[4]) == ["catalog/t.yaml"]  # type: ignore[call-overload]
+    assert first[5] == {}
+    # Each caller gets its own copy: changing one answer changes no later one.
+    repo.list_files(c2, "definitions/").clear()
+    assert sorted(repo.list_files(c2, "definitions/")) == ["definitions/a.yaml", "definitions/b.yaml"]
+
+
+def test_a_commit_gc_dropped_is_gone_although_it_was_read_before(work: Path) -> None:
+    c1 = commit_files(work, {"a": "1"}, "1")
+    dropped = commit_files(work, {"a": "2"}, "2 (to be dropped)")
+    repo = GitRepo(work)
+    assert repo.resolve(dropped) == dropped
+    assert "a" in repo.list_files(dropped, "")
+    git(work, "reset", "-q", "--hard", c1)
+    git(work, "reflog", "expire", "--expire=now", "--all")
+    git(work, "gc", "-q", "--prune=now")
+    assert not repo.has_commit(dropped)
+    with pytest.raises(SourceError, match="no such commit"):
+        repo.resolve(dropped)
+    assert repo.has_commit(c1)
 
 
 # ---------------------------------------------------------------- writing

@@ -12,17 +12,26 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import git as gitpython
 
 from deployally.errors import Conflict, SourceError
 from deployally.types import ChangeSet, Unreadable
 
+T = TypeVar("T")
 ZERO_SHA = "0" * 40
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
+# Listings and diffs of commits are immutable; a sync asks for the same few several times
+# (intake, settings, catalog), and each answer kept saves a git process (~5 ms).
+_KEPT_ANSWERS = 16
+_KEPT_COMMITS = 10_000
 
 # Variables a calling git (a hook) may have set that would point our commands at
 # another repository or index. The quarantine object directories of a
@@ -91,6 +100,11 @@ class GitRepo:
             else None
         )
         repo.close()
+        # Full shas known to name commits, and answers about commits: a commit never changes,
+        # so neither do they. Only has_commit asks git again (gc may drop a commit).
+        self._commits: set[str] = set()
+        self._answers: OrderedDict[tuple[str, ...], object] = OrderedDict()
+        self._answers_lock = threading.Lock()
 
     def __repr__(self) -> str:
         kind = "mirror" if self.remote_url else "bare" if self.bare else "working"
@@ -157,10 +171,14 @@ class GitRepo:
         if old is None:
             return ChangeSet(added=tuple(sorted(self.list_files(new_sha, ""))))
         old_sha = self.resolve(old)
+        key = ("changes", old_sha, new_sha)
+        kept = self._kept(key)
+        if isinstance(kept, ChangeSet):
+            return kept
         out = self._git_bytes(
             "diff-tree", "-r", "-M", "--no-commit-id", "--name-status", "-z", old_sha, new_sha, "--"
         )
-        return _parse_name_status(out)
+        return self._keep(key, _parse_name_status(out))
 
     def first_parent(self, commit: str) -> str | None:
         """The first parent of `commit`, None for a root commit."""
@@ -169,6 +187,7 @@ class GitRepo:
 
     def has_commit(self, rev: str) -> bool:
         """True when `rev` names a commit this repository still has (a force-push and gc drop some)."""
+        self._commits.discard(rev)  # asked because it may be gone: ask git, not what we kept
         return self._try_resolve(rev) is not None
 
     def is_ancestor(self, a: str, b: str) -> bool:
@@ -238,6 +257,12 @@ class GitRepo:
     def list_files(self, commit: str, prefix: str) -> dict[str, str]:
         """Path -> blob sha of every file under the directory `prefix` ("" for all), recursively."""
         sha = self.resolve(commit)
+        key = ("files", sha, prefix)
+        kept = self._kept(key)
+        if kept is None and prefix:
+            kept = self._kept(("files", sha, ""))
+        if isinstance(kept, dict):  # the caller's own copy
+            return {path: blob for path, blob in kept.items() if path.startswith(prefix)}
         pathspec = [prefix] if prefix else []
         out = self._git_bytes("ls-tree", "-r", "-z", "--full-tree", sha, "--", *pathspec)
         files: dict[str, str] = {}
@@ -249,6 +274,7 @@ class GitRepo:
             path = raw_path.decode("utf-8", "surrogateescape")
             if kind == "blob" and path.startswith(prefix):
                 files[path] = blob
+        self._keep(key, dict(files))
         return files
 
     def commit_info(self, commit: str) -> CommitInfo:
@@ -452,16 +478,44 @@ class GitRepo:
     def _ref_sha(self) -> str | None:
         proc = self._git_proc("rev-parse", "--verify", "-q", f"{self.ref}^{{commit}}")
         if proc.returncode == 0:
-            return proc.stdout.decode().strip()
+            return self._known_commit(proc.stdout.decode().strip())
         if proc.returncode == 1:
             return None
         raise SourceError(f"{self.path}: cannot read {self.ref}: {_stderr(proc)}")
 
     def _try_resolve(self, rev: str) -> str | None:
+        if rev in self._commits:
+            return rev
         if rev.startswith("-"):
             return None
         proc = self._git_proc("rev-parse", "--verify", "-q", f"{rev}^{{commit}}")
-        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+        if proc.returncode != 0:
+            return None
+        return self._known_commit(proc.stdout.decode().strip())
+
+    def _known_commit(self, sha: str) -> str:
+        """Remember that git named `sha` a commit, so resolving it again costs no process."""
+        if _FULL_SHA.fullmatch(sha):
+            if len(self._commits) >= _KEPT_COMMITS:
+                self._commits.clear()  # a long-lived engine sees many: keep memory bounded
+            self._commits.add(sha)
+        return sha
+
+    def _kept(self, key: tuple[str, ...]) -> object:
+        """An answer kept for `key`, or None."""
+        with self._answers_lock:
+            found = self._answers.get(key)
+            if found is not None:
+                self._answers.move_to_end(key)
+            return found
+
+    def _keep(self, key: tuple[str, ...], answer: T) -> T:
+        """Keep `answer` for `key` (the newest few only) and return it."""
+        with self._answers_lock:
+            self._answers[key] = answer
+            while len(self._answers) > _KEPT_ANSWERS:
+                self._answers.popitem(last=False)
+        return answer
 
     def _tree_of(self, commit: str | None) -> str | None:
         if commit is None:
