@@ -412,13 +412,14 @@ def bench_size(client: docker.DockerClient, prefix: str, root: Path, size: int, 
 
 
 def print_table(results: dict[tuple[int, str], dict[str, list[float | None]]]) -> None:
+    """The medians and paired ratios so far, as a Markdown table."""
     print("\n| work | DeployAlly | docker-compose | docker-py | DA/compose | DA/docker-py |")
     print("|---|---|---|---|---|---|")
     for (size, case), figures in results.items():
         cells = [fmt_seconds(median([v for v in figures[t] if v is not None])) for t in TOOLS]
         print(f"| {size}, {case} | {' | '.join(cells)} | "
               f"{fmt_ratio(paired_ratio(figures, 'DeployAlly', 'docker-compose'))} | "
-              f"{fmt_ratio(paired_ratio(figures, 'DeployAlly', 'docker-py'))} |")
+              f"{fmt_ratio(paired_ratio(figures, 'DeployAlly', 'docker-py'))} |", flush=True)
 
 
 def interrupted(signum: int, frame: FrameType | None) -> None:
@@ -455,6 +456,9 @@ def main() -> None:
             for run in range(runs):
                 for size in sizes:
                     bench_size(client, prefix, Path(tmp), size, run, args, results)
+                if run + 1 < runs:
+                    print(f"\nafter run {run + 1} of {runs}:", end="")
+                    print_table(results)
     except KeyboardInterrupt:
         print("compare: interrupted; what this run made is removed", flush=True)
         sys.exit(130)
