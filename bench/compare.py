@@ -34,7 +34,10 @@ case to case and run to run, so drift in the machine's load hits all three alike
 runs everything is removed. Each figure is the median of the runs; each ratio the median of
 the runs' paired ratios. Everything made carries this run's prefix (`cmp<pid>x<random>_`, or
 `--prefix`): containers, volumes, networks and the compose project; exactly that is removed
-at the end, on an error or Ctrl-C too. Every command is bounded by `--timeout`.
+at the end, on an error or Ctrl-C too. Every command is bounded by `--timeout`; a command
+that fails or times out counts as failed in that run and is then run once more, untimed, so
+the next cases can still measure that tool (docker-compose 1.29's `up` of about 100 services
+stalls now and then on a loaded machine: its threads, one per service, wait on each other).
 """
 
 from __future__ import annotations
@@ -376,7 +379,7 @@ def bench_size(client: docker.DockerClient, prefix: str, root: Path, size: int, 
                args: argparse.Namespace, results: dict[tuple[int, str], dict[str, list[float | None]]]) -> None:
     """One run at one size: every case, the tools taking turns; everything removed after."""
     base = root / f"{size}-{run}"
-    timeout = args.timeout or 60.0 + 3.0 * size
+    timeout = args.timeout or 60.0 + 2.0 * size
     tools: list[Tool] = [
         DeployAlly(client, prefix, base / "da", timeout, args.min_ready),
         Compose(client, prefix, base / "dc", timeout),
@@ -399,9 +402,15 @@ def bench_size(client: docker.DockerClient, prefix: str, root: Path, size: int, 
                     seconds = tool.apply(work)
                     check_running(client, tool, work, member)
                 except (StepFailed, docker.errors.APIError) as exc:
-                    print(f"  {size} {case}: {tool.name} failed: {exc}", flush=True)
-                    broken.add(tool.name)
+                    print(f"  run {run + 1}, {size} {case}: {tool.name} failed: {exc}", flush=True)
                     figures[tool.name].append(None)
+                    # Once more, untimed: if that converges, the next cases still measure it.
+                    try:
+                        tool.apply(work)
+                        check_running(client, tool, work, member)
+                    except (StepFailed, docker.errors.APIError) as again:
+                        print(f"    and again: {again}; no more of {tool.name} in this run", flush=True)
+                        broken.add(tool.name)
                     continue
                 figures[tool.name].append(seconds)
                 print(f"  run {run + 1}, {size} {case}: {tool.name} {fmt_seconds(seconds)}", flush=True)
@@ -416,7 +425,11 @@ def print_table(results: dict[tuple[int, str], dict[str, list[float | None]]]) -
     print("\n| work | DeployAlly | docker-compose | docker-py | DA/compose | DA/docker-py |")
     print("|---|---|---|---|---|---|")
     for (size, case), figures in results.items():
-        cells = [fmt_seconds(median([v for v in figures[t] if v is not None])) for t in TOOLS]
+        cells = []
+        for t in TOOLS:
+            done = [v for v in figures[t] if v is not None]
+            partial = f" ({len(done)} of {len(figures[t])} runs)" if done and len(done) < len(figures[t]) else ""
+            cells.append(fmt_seconds(median(done)) + partial)
         print(f"| {size}, {case} | {' | '.join(cells)} | "
               f"{fmt_ratio(paired_ratio(figures, 'DeployAlly', 'docker-compose'))} | "
               f"{fmt_ratio(paired_ratio(figures, 'DeployAlly', 'docker-py'))} |", flush=True)
@@ -433,7 +446,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="size 2, one run: a smoke test")
     parser.add_argument("--min-ready", default=None, help="DeployAlly's min_ready (deployally.yaml)")
     parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds one command may take [default: 60 + 3 per container]")
+                        help="seconds one command may take [default: 60 + 2 per container]")
     parser.add_argument("--prefix", default=None, help="name prefix of everything made [default: random]")
     args = parser.parse_args()
     sizes = [2] if args.quick else [int(s) for s in args.sizes.split(",")]
