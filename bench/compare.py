@@ -325,11 +325,16 @@ def remove_run(client: docker.DockerClient, prefix: str) -> list[str]:
               if any(n.lstrip("/").startswith(prefix) for n in c["Names"])}
     doomed |= {c["Id"] for c in client.api.containers(
         all=True, filters={"label": f"com.docker.compose.project={prefix}dc"})}
-    for cid in doomed:
+
+    def remove(cid: str) -> None:
         try:
             client.api.remove_container(cid, force=True, v=False)
         except docker.errors.NotFound:
             pass
+
+    # Not timed, but 300 removals one at a time take minutes on a loaded machine.
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(remove, doomed))
     # Docker's name filters match substrings: keep only names that start with the prefix.
     for v in client.api.volumes(filters={"name": prefix}).get("Volumes") or []:
         if v["Name"].startswith(prefix):
