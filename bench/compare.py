@@ -38,6 +38,10 @@ at the end, on an error or Ctrl-C too. Every command is bounded by `--timeout`; 
 that fails or times out counts as failed in that run and is then run once more, untimed, so
 the next cases can still measure that tool (docker-compose 1.29's `up` of about 100 services
 stalls now and then on a loaded machine: its threads, one per service, wait on each other).
+
+Last, unless `--engine-share 0` or `--quick`: the engine's own time (cold, no-op, one
+changed, no-op again) and peak RSS at 5,000 definitions, from bench/engine_scale.py (the
+engine against its in-memory server; 5,000 containers do not fit this machine).
 """
 
 from __future__ import annotations
@@ -440,6 +444,26 @@ def print_table(results: dict[tuple[int, str], dict[str, list[float | None]]]) -
               f"{fmt_ratio(paired_ratio(figures, 'DeployAlly', 'docker-py'))} |", flush=True)
 
 
+def engine_share(definitions: int, timeout: float) -> None:
+    """Print the engine's own time and peak RSS at `definitions`, from bench/engine_scale.py
+    (the engine against its in-memory server: 5,000 containers do not fit this machine)."""
+    scale = Path(__file__).resolve().parent / "engine_scale.py"
+    try:
+        # --child runs one size in a process of its own and prints its figures as one JSON line.
+        done = subprocess.run([sys.executable, str(scale), "--child", str(definitions)], check=False,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"engine share at {definitions}: bench/engine_scale.py still running after {timeout:.0f} s")
+        return
+    if done.returncode != 0:
+        print(f"engine share at {definitions}: bench/engine_scale.py failed: {done.stderr.strip()[-800:]}")
+        return
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    walls = ", ".join(f"{scenario} {fig['wall_s']:.2f} s" for scenario, fig in result["scenarios"].items())
+    print(f"\nthe engine's own share at {definitions} definitions (bench/engine_scale.py, no Docker): "
+          f"{walls}; peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
+
+
 def interrupted(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -452,6 +476,8 @@ def main() -> None:
     parser.add_argument("--min-ready", default=None, help="DeployAlly's min_ready (deployally.yaml)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds one command may take [default: 60 + 2 per container]")
+    parser.add_argument("--engine-share", type=int, default=5000, metavar="DEFINITIONS",
+                        help="also the engine's own time and memory at this many (0: not; --quick: not)")
     parser.add_argument("--prefix", default=None, help="name prefix of everything made [default: random]")
     args = parser.parse_args()
     sizes = [2] if args.quick else [int(s) for s in args.sizes.split(",")]
@@ -485,6 +511,8 @@ def main() -> None:
         if left:
             print(f"compare: left behind: {left}", flush=True)
     print_table(results)
+    if args.engine_share and not args.quick:
+        engine_share(args.engine_share, 1800.0)
     print(f"\n{runs} runs in {time.monotonic() - started:.0f} s; load average at the end "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if any(v is None for figures in results.values() for values in figures.values() for v in values):
