@@ -194,3 +194,23 @@ def test_a_sync_with_nothing_changed_asks_docker_for_one_container_list_and_no_i
     assert report.ok and report.deployments == () and report.unchanged == len(names)
     containers = [line for line in sent if re.match(r"\w+ /v[\d.]+/containers/", line)]
     assert len(containers) == 1 and containers[0].startswith("GET ") and "/containers/json" in containers[0]
+
+
+def test_a_running_engine_whose_last_commit_was_force_pushed_away_and_collected_syncs_on(
+    repo: DefinitionsRepo, ws: Workspace, host: FakeHost
+) -> None:
+    name = repo.worker("gc", message="one")
+    repo.commit("one")
+    repo.worker("gc", message="two")
+    repo.commit("two")
+    assert ws.engine.sync().ok  # this engine has read the commit "two" and what it holds
+    repo.git("reset", "-q", "--hard", "HEAD~1")  # a force-push, in effect
+    repo.worker("gc", message="three")
+    head = repo.commit("three")
+    repo.git("reflog", "expire", "--expire=now", "--all")
+    repo.git("gc", "-q", "--prune=now")
+
+    report = ws.engine.sync()
+
+    assert report.ok and [(d.definition_name, d.commit) for d in report.deployments] == [(name, head)]
+    assert ("MESSAGE", "three") in host.instances[name].spec.env

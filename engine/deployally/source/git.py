@@ -32,6 +32,10 @@ _FULL_SHA = re.compile(r"[0-9a-f]{40}")
 # (intake, settings, catalog), and each answer kept saves a git process (~5 ms).
 _KEPT_ANSWERS = 16
 _KEPT_COMMITS = 10_000
+# Files read at a commit, kept up to this many characters (a sync of 5,000 definitions reads
+# about a megabyte, and both its revision and its desired pass read them): then dropped.
+_KEPT_TEXT_CHARS = 16_000_000
+_ABSENT = object()  # a path a commit does not hold, kept like a text
 
 # Variables a calling git (a hook) may have set that would point our commands at
 # another repository or index. The quarantine object directories of a
@@ -105,6 +109,9 @@ class GitRepo:
         self._commits: set[str] = set()
         self._answers: OrderedDict[tuple[str, ...], object] = OrderedDict()
         self._answers_lock = threading.Lock()
+        self._parents: dict[str, str | None] = {}  # commit -> its first parent
+        self._texts: dict[tuple[str, str], object] = {}  # (commit, path) -> text, Unreadable, _ABSENT
+        self._text_chars = 0
 
     def __repr__(self) -> str:
         kind = "mirror" if self.remote_url else "bare" if self.bare else "working"
@@ -163,7 +170,15 @@ class GitRepo:
         # After a force-push `since` may be gone or off the new history: the
         # first-parent commits of `until` it cannot reach are then the new ones.
         spec = f"{since_sha}..{until_sha}" if since_sha else until_sha
-        return self._git("rev-list", "--first-parent", "--reverse", spec, "--").split()
+        out = self._git("rev-list", "--first-parent", "--reverse", "--parents", spec, "--")
+        commits = []
+        if len(self._parents) >= _KEPT_COMMITS:
+            self._parents.clear()
+        for line in out.splitlines():
+            sha, *parents = line.split()
+            self._parents[self._known_commit(sha)] = parents[0] if parents else None
+            commits.append(sha)
+        return commits
 
     def changes(self, old: str | None, new: str) -> ChangeSet:
         """Paths that differ between two commits, renames detected; old None means all added."""
@@ -182,7 +197,10 @@ class GitRepo:
 
     def first_parent(self, commit: str) -> str | None:
         """The first parent of `commit`, None for a root commit."""
-        shas = self._git("rev-list", "--parents", "-n", "1", self.resolve(commit), "--").split()
+        sha = self.resolve(commit)
+        if sha in self._parents:  # listed by commits_between
+            return self._parents[sha]
+        shas = self._git("rev-list", "--parents", "-n", "1", sha, "--").split()
         return shas[1] if len(shas) > 1 else None
 
     def has_commit(self, rev: str) -> bool:
@@ -218,10 +236,26 @@ class GitRepo:
         """Texts of the files that exist at `commit`, by path, read by one `cat-file` process.
 
         A file that exists but cannot be read as text (not UTF-8, or a name with a control
-        character) maps to Unreadable: one bad file never hides the others.
+        character) maps to Unreadable: one bad file never hides the others. What a full sha
+        holds is kept: asked again, it is not read again.
         """
-        result: dict[str, str | Unreadable] = {}
         wanted = list(dict.fromkeys(paths))
+        if not _FULL_SHA.fullmatch(commit):  # a name (HEAD, a branch) may move: read it now
+            return self._read_many(commit, wanted)
+        kept = {p: self._texts.get((commit, p)) for p in wanted}
+        unread = [p for p, value in kept.items() if value is None]
+        if unread:
+            found = self._read_many(commit, unread)
+            if self._text_chars > _KEPT_TEXT_CHARS:
+                self._texts, self._text_chars = {}, 0
+            for p in unread:
+                value = kept[p] = found.get(p, _ABSENT)
+                self._texts[(commit, p)] = value
+                self._text_chars += len(p) + (len(value) if isinstance(value, str) else 0)
+        return {p: value for p, value in kept.items() if isinstance(value, (str, Unreadable))}
+
+    def _read_many(self, commit: str, wanted: list[str]) -> dict[str, str | Unreadable]:
+        result: dict[str, str | Unreadable] = {}
         misnamed = {p: problem for p in wanted if (problem := name_problem(p)) is not None}
         if misnamed:
             for p in self._names_at(commit, list(misnamed)) & misnamed.keys():  # absent stay absent
@@ -279,12 +313,14 @@ class GitRepo:
 
     def commit_info(self, commit: str) -> CommitInfo:
         """Author, time and summary of one commit."""
+        resolved = self.resolve(commit)
+        kept = self._kept(("info", resolved))
+        if isinstance(kept, CommitInfo):
+            return kept
         fmt = "%H%x00%h%x00%an%x00%ae%x00%ct%x00%s%x00%B"
-        out = self._git(
-            "show", "-s", "--no-show-signature", f"--format={fmt}", self.resolve(commit), "--"
-        )
+        out = self._git("show", "-s", "--no-show-signature", f"--format={fmt}", resolved, "--")
         sha, short, name, email, ts, summary, message = out.rstrip("\n").split("\0", 6)
-        return CommitInfo(
+        return self._keep(("info", resolved), CommitInfo(
             sha=sha,
             short=short,
             summary=summary,
@@ -292,7 +328,7 @@ class GitRepo:
             author_email=email,
             committed_at=datetime.fromtimestamp(int(ts), tz=UTC),
             message=message,
-        )
+        ))
 
     def signatures(
         self, commits: Sequence[str], *, allowed_signers: Path, gnupg_home: Path
