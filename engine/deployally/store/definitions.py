@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -34,6 +35,7 @@ _REVISIONS = (
 )
 
 _UNSET: Any = object()  # "leave this column as it is" in partial updates
+_IN_CHUNK: Final = 500  # ids in one `IN (...)`, well below SQLite's limit of parameters
 
 
 @dataclass
@@ -103,52 +105,23 @@ class DefinitionStore(Database):
 
     def upsert_definition(self, rec: DefinitionRecord) -> None:
         """Insert or replace a definition's record; the first created_at is kept."""
-        row = (
-            rec.id,
-            rec.name,
-            rec.path,
-            rec.template_id,
-            rec.server_id,
-            rec.profile,
-            _enum_value(rec.status),
-            rec.current_revision,
-            rec.applied_revision,
-            None if rec.desired is None else _spec_to_json(rec.desired),
-            rec.applied_hash,
-            _dumps(rec.depends_files),
-            _dumps(rec.params),
-            rec.last_error,
-            int(rec.operator_stopped),
-            _ts(rec.created_at),
-            _ts(rec.updated_at),
-            rec.unready_hash,
-            rec.unready_revision,
-        )
+        self.upsert_definitions([rec])
+
+    def upsert_definitions(self, records: Sequence[DefinitionRecord]) -> None:
+        """`upsert_definition` for each record, in one transaction; Conflict (nothing written)
+        naming a record whose name another id holds."""
         try:
             with self._write() as conn:
-                conn.execute(
-                    "INSERT INTO definitions (id, name, path, template_id, server_id, profile,"
-                    " status, current_revision, applied_revision, desired, applied_hash,"
-                    " depends_files, params, last_error, operator_stopped, created_at,"
-                    " updated_at, unready_hash, unready_revision)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
-                    " path = excluded.path, template_id = excluded.template_id,"
-                    " server_id = excluded.server_id, profile = excluded.profile,"
-                    " status = excluded.status, current_revision = excluded.current_revision,"
-                    " applied_revision = excluded.applied_revision, desired = excluded.desired,"
-                    " applied_hash = excluded.applied_hash,"
-                    " depends_files = excluded.depends_files, params = excluded.params,"
-                    " last_error = excluded.last_error,"
-                    " operator_stopped = excluded.operator_stopped,"
-                    " updated_at = excluded.updated_at, unready_hash = excluded.unready_hash,"
-                    " unready_revision = excluded.unready_revision",
-                    row,
-                )
+                conn.executemany(_UPSERT_DEFINITION, [_definition_row(rec) for rec in records])
         except sqlite3.IntegrityError as exc:
+            taken = "SELECT 1 FROM definitions WHERE name = ? AND id != ?"
+            conn = self._conn()
+            clash = next(
+                (r for r in records if conn.execute(taken, (r.name, r.id)).fetchone()), records[0]
+            )
             raise Conflict(
-                f"definition name '{rec.name}' is already used by another id: "
-                f"rename {rec.path} or remove the other definition"
+                f"definition name '{clash.name}' is already used by another id: "
+                f"rename {clash.path} or remove the other definition"
             ) from exc
 
     def definition(self, key: str) -> DefinitionRecord | None:
@@ -264,35 +237,42 @@ class DefinitionStore(Database):
     def add_revision(self, rev: Revision) -> None:
         """Record a revision; adding the same (definition, number) again does nothing.
         UnstorableValue when a value of it (a pinned version) does not fit the store."""
+        self.add_revisions([rev])
+
+    def add_revisions(self, revisions: Sequence[Revision]) -> None:
+        """`add_revision` for each, in one transaction: UnstorableValue (nothing written)
+        naming the first revision a value of which does not fit the store."""
         try:
-            self._add_revision(rev)
+            with self._write() as conn:
+                for rev in revisions:
+                    self._add_revision(conn, rev)
         except (OverflowError, UnicodeEncodeError) as exc:  # nothing was written: rolled back
+            rev = next((r for r in revisions if not _storable(r)), revisions[0])
             raise UnstorableValue(
                 f"revision {rev.number} of {rev.name} (commit {rev.commit[:12]}) cannot be "
                 f"stored: {exc}"
             ) from exc
 
-    def _add_revision(self, rev: Revision) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO revisions (definition_id, number, name, commit_sha, desired_hash,"
-                " path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (definition_id, number) DO NOTHING",
-                (
-                    rev.definition_id,
-                    rev.number,
-                    rev.name,
-                    rev.commit,
-                    rev.desired_hash,
-                    rev.path,
-                    _ts(rev.created_at),
-                ),
-            )
-            conn.executemany(
-                "INSERT INTO revision_secrets (definition_id, number, secret, version)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(rev.definition_id, rev.number, name, version) for name, version in rev.secrets],
-            )
+    def _add_revision(self, conn: sqlite3.Connection, rev: Revision) -> None:
+        conn.execute(
+            "INSERT INTO revisions (definition_id, number, name, commit_sha, desired_hash,"
+            " path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (definition_id, number) DO NOTHING",
+            (
+                rev.definition_id,
+                rev.number,
+                rev.name,
+                rev.commit,
+                rev.desired_hash,
+                rev.path,
+                _ts(rev.created_at),
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO revision_secrets (definition_id, number, secret, version)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(rev.definition_id, rev.number, name, version) for name, version in rev.secrets],
+        )
 
     def revisions(self, definition_id: str) -> list[Revision]:
         """Every revision of a definition, oldest first."""
@@ -305,6 +285,22 @@ class DefinitionStore(Database):
             .fetchall()
         )
         return [_revision_from_row(r) for r in rows]
+
+    def latest_revisions(self, definition_ids: Collection[str]) -> dict[str, Revision]:
+        """The newest revision of each of these definitions that has one, by def_ id: one
+        query for a few hundred, not one each."""
+        ids = list(dict.fromkeys(definition_ids))
+        out: dict[str, Revision] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            rows = self._conn().execute(
+                _REVISIONS + f" WHERE r.definition_id IN ({', '.join('?' * len(chunk))})"
+                " AND r.number = (SELECT max(m.number) FROM revisions m"
+                " WHERE m.definition_id = r.definition_id)",
+                chunk,
+            )
+            out.update((row["definition_id"], _revision_from_row(row)) for row in rows)
+        return out
 
     def latest_revision(self, definition_id: str) -> Revision | None:
         """The newest revision of a definition, or None."""
@@ -335,6 +331,49 @@ class DefinitionStore(Database):
 
 # ---------------------------------------------------------------- rows -> records
 
+_UPSERT_DEFINITION: Final = (
+    "INSERT INTO definitions (id, name, path, template_id, server_id, profile,"
+    " status, current_revision, applied_revision, desired, applied_hash,"
+    " depends_files, params, last_error, operator_stopped, created_at,"
+    " updated_at, unready_hash, unready_revision)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET name = excluded.name,"
+    " path = excluded.path, template_id = excluded.template_id,"
+    " server_id = excluded.server_id, profile = excluded.profile,"
+    " status = excluded.status, current_revision = excluded.current_revision,"
+    " applied_revision = excluded.applied_revision, desired = excluded.desired,"
+    " applied_hash = excluded.applied_hash,"
+    " depends_files = excluded.depends_files, params = excluded.params,"
+    " last_error = excluded.last_error,"
+    " operator_stopped = excluded.operator_stopped,"
+    " updated_at = excluded.updated_at, unready_hash = excluded.unready_hash,"
+    " unready_revision = excluded.unready_revision"
+)
+
+
+def _definition_row(rec: DefinitionRecord) -> tuple[Any, ...]:
+    return (
+        rec.id,
+        rec.name,
+        rec.path,
+        rec.template_id,
+        rec.server_id,
+        rec.profile,
+        _enum_value(rec.status),
+        rec.current_revision,
+        rec.applied_revision,
+        None if rec.desired is None else _spec_to_json(rec.desired),
+        rec.applied_hash,
+        _dumps(rec.depends_files),
+        _dumps(rec.params),
+        rec.last_error,
+        int(rec.operator_stopped),
+        _ts(rec.created_at),
+        _ts(rec.updated_at),
+        rec.unready_hash,
+        rec.unready_revision,
+    )
+
 
 def _definition_from_row(row: sqlite3.Row) -> DefinitionRecord:
     return DefinitionRecord(
@@ -358,6 +397,17 @@ def _definition_from_row(row: sqlite3.Row) -> DefinitionRecord:
         unready_hash=row["unready_hash"],
         unready_revision=row["unready_revision"],
     )
+
+
+def _storable(rev: Revision) -> bool:
+    """Whether SQLite can hold every value of `rev` (an INTEGER, text that is UTF-8)."""
+    texts = [rev.definition_id, rev.name, rev.commit, rev.desired_hash, rev.path]
+    texts += [name for name, _ in rev.secrets]
+    try:
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return all(-(2**63) <= n < 2**63 for n in (rev.number, *(v for _, v in rev.secrets)))
 
 
 def _revision_from_row(row: sqlite3.Row) -> Revision:

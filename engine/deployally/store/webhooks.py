@@ -132,6 +132,14 @@ class WebhookStore(SecretStore):
         with self._write() as conn:
             return enqueue(conn, event, data)
 
+    def enqueue_events(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+        """`enqueue_event` for each of `events`, in order, in one transaction (a commit of 5,000
+        definitions is 5,000 events); their ids."""
+        if not events:
+            return []
+        with self._write() as conn:
+            return [enqueue(conn, event, data) for event, data in events]
+
     def enqueue_for(self, webhook_id: str, event: str, data: Mapping[str, Any]) -> str:
         """Store an event for one webhook only (a test ping), whatever it subscribed to; the delivery id."""
         event_id = identity.random_id("evt")

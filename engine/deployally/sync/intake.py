@@ -186,10 +186,11 @@ class Intake:
         )
         # A new file may take a name another file still holds: read both, so the
         # duplicate is refused instead of taking over the running container.
+        by_name = {r.name: r for r in self.store.definitions()}  # one read, not one a name
         holders = {
             r.path
             for name in state.ok
-            if (r := self.store.definition(name)) and r.path and r.path not in paths
+            if (r := by_name.get(name)) and r.path and r.path not in paths
         }
         holders = set(tree.read_many(holders))
         if holders:
@@ -204,7 +205,18 @@ class Intake:
     ) -> tuple[list[Revision], list[ValidationError]]:
         """Record the revisions one commit makes; return them, and an error for each that
         could not be stored whole."""
-        made = self._revisions_in(commit, changes, state, self.store.latest_revision)
+        records = self.store.definitions()
+        known = self.store.latest_revisions(
+            {d.definition.id for d in state.ok.values()}
+            | {definition_id(n) for n in state.invalid_names.values()}
+            | {r.id for r in revisions.dropped_in(records, state, changes)}
+        )
+        made = self._revisions_in(commit, changes, state, known.get, records=records)
+        try:
+            self.store.add_revisions(made)  # one transaction for the commit's revisions
+            return made, []
+        except UnstorableValue:
+            pass  # nothing was written: each on its own, so the file that does not fit is told
         errors = []
         for revision in made:
             try:
@@ -225,15 +237,17 @@ class Intake:
         changes: ChangeSet,
         state: desired_mod.DesiredState,
         latest: revisions.Latest,
+        records: list[DefinitionRecord] | None = None,
     ) -> list[Revision]:
-        """The revisions one commit makes, after the `latest` of each definition."""
+        """The revisions one commit makes, after the `latest` of each definition; `records`
+        are the store's, when the caller has read them."""
         refused = [p for p in state.invalid_names if p in changes.paths()]
         return revisions.new_revisions(
             commit,
             changes,
             state,
             invalid_texts=self._texts(commit, refused),
-            records=self.store.definitions(),
+            records=self.store.definitions() if records is None else records,
             latest=latest,
             now=utcnow(),
         )
@@ -268,29 +282,32 @@ class Intake:
         )
         gone = removals.gone(maybe, state if full else self._whole(head)) if maybe else []
         by_name = {r.name: r for r in records}
+        latest = self.store.latest_revisions(
+            {d.definition.id for d in state.ok.values()}
+            | {definition_id(n) for n in state.invalid_names.values()}
+        )
         step = desired_step(
             state,
             gone,
             old=by_name.get,
             at_path={r.path: r for r in records}.get,
-            latest_number=self._latest_number,
+            latest_number=lambda def_id: r.number if (r := latest.get(def_id)) else None,
             note=note,
             touched=touched,
             now=utcnow(),
             engine=self.engine if engine_changed else None,
         )
-        for record in step.upserts:
-            self.store.upsert_definition(record)
+        self.store.upsert_definitions(step.upserts)  # one transaction, however many
         for record in step.deleted:
             self.store.delete_definition(record.id)
-        for event, record in step.events:
-            self.store.enqueue_event(
-                event,
-                definition_event(
-                    record, head, self.store.server_id(record.server_id), since=since,
-                    revisions=(made or {}).get(record.id, ()),
-                ),
-            )
+        server_ids = {s: self.store.server_id(s) for s in {r.server_id for _, r in step.events}}
+        self.store.enqueue_events([
+            (event, definition_event(
+                record, head, server_ids[record.server_id], since=since,
+                revisions=(made or {}).get(record.id, ()),
+            ))
+            for event, record in step.events
+        ])
         return step
 
     def _whole(self, head: str) -> desired_mod.DesiredState:
@@ -301,10 +318,6 @@ class Intake:
             secret_versions=SecretVersions.unchecked(),
             engine=self.engine,
         )
-
-    def _latest_number(self, def_id: str) -> int | None:
-        latest = self.store.latest_revision(def_id)
-        return latest.number if latest else None
 
     def _refresh_secrets(
         self, head: str, steps: list[DesiredStep], done: frozenset[str] = frozenset()
