@@ -50,7 +50,11 @@ UNREADY_NOTE = (
     "not retried by itself: a new commit of the definition, a new value of a secret it uses, "
     "or a redeploy (POST /deployments) tries again"
 )
-IN_FLIGHT_PER_SLOT = 4  # definitions in flight per concurrent create/start on the server
+# Definitions in flight per concurrent create/start on the server. Most of them wait for
+# readiness, idle on the driver's event subscription: enough must be in flight that Docker's
+# start rate times the readiness wait never runs out of work (7.5 starts/s x a 2 s wait is 15,
+# a healthcheck's first pass at 5 s, ~40, per 4 slots).
+IN_FLIGHT_PER_SLOT = 16
 REQUESTED = (ReasonKind.OPERATOR, ReasonKind.ROLLBACK)
 
 Progress = Callable[[str], None]
@@ -143,7 +147,8 @@ class Applier:
             cycle = f"a depends_on cycle among {', '.join(sorted(stuck))}"
             done.append(self._deploy(driver, action, intent, failed, cycle=cycle))
         failed |= stuck
-        # Health waits are idle; the driver bounds the create/start calls themselves.
+        # Health waits are idle; the driver bounds the create/start calls themselves (its
+        # `parallel` slots), so this pool bounds only how many definitions are under way.
         with ThreadPoolExecutor(max_workers=parallel * IN_FLIGHT_PER_SLOT) as pool:
             for wave in order(a for a in actions if a.name not in stuck):
                 if self.stopping.is_set():

@@ -112,6 +112,9 @@ class LocalDriver(Driver):
         self._docker_host = docker_host  # None: DOCKER_HOST or the default socket
         self._lock = threading.Lock()  # guards lazy client, network/image creation, name locks
         self._name_locks: dict[str, threading.Lock] = {}
+        # Images found present during this sync: one look-up each, not one per rollout (each
+        # took its turn under the image's lock, and cost Docker an inspect).
+        self._present_images: set[str] = set()
         # Docker's events for every readiness wait on this engine: one subscription, not
         # an inspect loop per container (whose CPU a busy engine is short of).
         self._news = readiness.ContainerNews(self._new_client, owner=owner)
@@ -188,6 +191,8 @@ class LocalDriver(Driver):
 
     def configure(self, config: DriverConfig) -> None:
         """Health timeout, readiness and concurrent Docker calls for the next sync (between syncs)."""
+        self._present_images.clear()  # a new sync looks again: an image may have been removed
+        self.resources.forget()
         if config.parallel != self.config.parallel:
             self._slots = threading.BoundedSemaphore(config.parallel)
         if config.unavailable != self.config.unavailable:
@@ -466,6 +471,8 @@ class LocalDriver(Driver):
         except (readiness.NotReady, DriverError) as exc:
             reason = str(exc)
             unready = isinstance(exc, readiness.NotReady)  # the spec's fault, not Docker's
+            if new_id is None:
+                self._present_images.discard(spec.image)  # removed since it was looked up?
             log(f"container {spec.name} did not come up: {reason}")
             if new_id is not None:
                 self._log_tail(new_id, log)
@@ -487,10 +494,15 @@ class LocalDriver(Driver):
     # ------------------------------------------------------------ pieces of a rollout
 
     def _ensure_image(self, image: str, log: Log) -> None:
+        if image in self._present_images:
+            return
         with self._name_lock(f"image:{image}"):  # one pull per image, however many use it
+            if image in self._present_images:
+                return
             try:
                 with _docker(f"look up image {image}"):
                     self._client.images.get(image)
+                self._present_images.add(image)
                 return
             except DriverError as exc:
                 if not isinstance(exc.__cause__, docker.errors.ImageNotFound):
@@ -500,6 +512,7 @@ class LocalDriver(Driver):
             with _docker(f"pull image {image}"):
                 self._client.images.pull(repository, tag=tag or "latest")
             log(f"pulled {image}")
+            self._present_images.add(image)
 
     def _wait_ready(self, container_id: str, has_healthcheck: bool, log: Log) -> None:
         """Return when the container is healthy (or still running after settle_s); else NotReady.

@@ -27,6 +27,8 @@ from deployally.types import (
     ContainerSpec,
 )
 
+_LABELLED_USABLE = (ownership.Standing.OURS, ownership.Standing.ADOPTED)
+
 
 class VolumesAndNetworks:
     """One engine's volumes and networks on one Docker engine."""
@@ -44,6 +46,13 @@ class VolumesAndNetworks:
         self.claims = claims  # volumes and networks made before they carried the owner label
         self.adopted = adopted  # what engine.yaml lets it use although not its own
         self._name_lock = name_lock
+        # Networks found this engine's (or adopted) by their labels during this sync: the
+        # next rollouts skip the look-up, which each took a turn under one network's lock.
+        self._usable_networks: set[str] = set()
+
+    def forget(self) -> None:
+        """Look every network up again (a new sync: one may have been removed meanwhile)."""
+        self._usable_networks.clear()
 
     def __repr__(self) -> str:
         return f"VolumesAndNetworks(owner={self.owner!r})"
@@ -76,13 +85,22 @@ class VolumesAndNetworks:
         """Create the network, or check an existing one is this engine's or adopted."""
         if network == HOST_NETWORK:  # the host's own namespace (engine.yaml allow.host_network)
             return
+        if network in self._usable_networks:
+            return
         with self._name_lock(f"network:{network}"):
+            if network in self._usable_networks:
+                return  # another rollout of this sync looked it up while this one waited
             with docker_call(f"look up network {network}"):
                 # The name filter matches substrings, so compare exactly here.
                 found = [n for n in self._api().networks(names=[network]) if n["Name"] == network]
-            for existing in found:
+            standings = [
                 self._check_usable(NETWORK, network, existing.get("Labels") or {}, log)
+                for existing in found
+            ]
             if found:
+                # An unlabelled network's users decide each time; a label stays what it is.
+                if all(s in _LABELLED_USABLE for s in standings):
+                    self._usable_networks.add(network)
                 return
             with docker_call(f"create network {network}"):
                 self._api().create_network(
@@ -92,6 +110,7 @@ class VolumesAndNetworks:
                     check_duplicate=True,  # two networks of one name would make joins ambiguous
                 )
             log(f"created network {network}")
+            self._usable_networks.add(network)
 
     def ensure_volumes(self, spec: ContainerSpec, log: Log) -> None:
         """Create the spec's volumes, or check existing ones are this engine's or adopted."""
@@ -121,15 +140,17 @@ class VolumesAndNetworks:
                 return None
             raise
 
-    def _check_usable(self, kind: str, name: str, labels: dict[str, str], log: Log) -> None:
-        """Return when this engine made the volume or network, or its operator adopted it;
-        raise DriverError saying why not and which engine.yaml setting would allow it."""
+    def _check_usable(
+        self, kind: str, name: str, labels: dict[str, str], log: Log
+    ) -> ownership.Standing:
+        """Its standing when this engine made the volume or network, or its operator adopted
+        it; raise DriverError saying why not and which engine.yaml setting would allow it."""
         claimed = self.claims.claimed(kind, name)
         found = ownership.standing(
             kind, name, labels, owner=self.owner, claimed=claimed, adopted=self.adopted
         )
-        if found in (ownership.Standing.OURS, ownership.Standing.ADOPTED):
-            return
+        if found in _LABELLED_USABLE:
+            return found
         users: dict[str, bool] = {}
         if found in (ownership.Standing.CLAIMED, ownership.Standing.LEGACY):
             # No label says whose it is: who uses it decides, every time.
@@ -137,7 +158,7 @@ class VolumesAndNetworks:
             if ownership.unlabelled_is_ours(kind, users, claimed=claimed):
                 if not claimed:
                     self._claim(kind, name, log)
-                return
+                return found
         raise DriverError(ownership.refusal(kind, name, labels, shared=bool(users)))
 
     def _users(self, kind: str, name: str) -> dict[str, bool]:
