@@ -287,11 +287,27 @@ class Database:
         return conn
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for every write of this thread in the block, each write a savepoint
+        of it (a failed one undoes itself alone): many small writes, one commit. Nothing in
+        it is durable before the block ends; StoreUnavailable if the commit fails."""
+        with self._write():
+            self._local.batch = True
+            try:
+                yield
+            finally:
+                self._local.batch = False
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction. IMMEDIATE takes the write lock up front, so the
         busy_timeout applies; a deferred read-then-write would fail at once instead.
         A store that cannot be written raises StoreUnavailable saying why."""
         conn = self._conn()
+        if getattr(self._local, "batch", False):
+            with self._savepoint(conn):
+                yield conn
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -311,6 +327,27 @@ class Database:
             raise StoreUnavailable(f"the state store cannot be written: {fault} ({self.path})") from exc
         self.write_fault = None
         self._written_at = time.monotonic()
+
+    @contextmanager
+    def _savepoint(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """One write inside a batch's transaction; a store fault ends the whole batch
+        (StoreUnavailable), any other error undoes this write alone."""
+        conn.execute("SAVEPOINT one_write")
+        try:
+            try:
+                yield
+            except BaseException:
+                with suppress(sqlite3.Error):  # a fault may have rolled the transaction back
+                    conn.execute("ROLLBACK TO one_write")
+                    conn.execute("RELEASE one_write")
+                raise
+            conn.execute("RELEASE one_write")
+        except sqlite3.OperationalError as exc:
+            fault = self._fault(exc, conn)
+            if fault is None:
+                raise
+            self.write_fault = fault
+            raise StoreUnavailable(f"the state store cannot be written: {fault} ({self.path})") from exc
 
     def _fault(self, exc: sqlite3.OperationalError, conn: sqlite3.Connection) -> str | None:
         """What a failed write means for a person, or None for an error of ours (bad SQL)."""

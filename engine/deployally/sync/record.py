@@ -8,16 +8,14 @@ engine's own journal, over the store (an agent's server included: its driver rep
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from deployally.errors import StoreUnavailable
 from deployally.identity import random_id
 from deployally.notify.events import deployment_event
 from deployally.store import Store
+from deployally.store.writer import BatchWriter
 from deployally.types import (
     Action,
     ActionKind,
@@ -47,10 +45,9 @@ class StoreJournal:
     def __init__(self, store: Store, *, progress: Progress) -> None:
         self.store = store
         self.progress = progress
-        self._lock = threading.Lock()
-        # Log lines the store refused (locked, disk full), by deployment, oldest first: kept so
-        # a busy store never breaks a rollout halfway; written with the next line or the outcome.
-        self._unwritten: dict[str, list[tuple[datetime, str]]] = {}
+        # Every deployment's rows and log lines go through one writer, many per transaction:
+        # a hundred rollouts at once do not queue for SQLite's write lock one row at a time.
+        self._writer = BatchWriter(store)
 
     def __repr__(self) -> str:
         return f"StoreJournal({self.store!r})"
@@ -62,55 +59,51 @@ class StoreJournal:
 
     def opened(self, deployment: Deployment) -> None:
         """A new deployment, pending."""
-        self.store.create_deployment(deployment)
+        self._writer.write(lambda: self.store.create_deployment(deployment))
 
     def log(self, deployment_id: str, message: str) -> None:
-        """One line of a deployment's log (already masked); kept in memory while the store
-        refuses writes."""
-        with self._lock:
-            self._unwritten.setdefault(deployment_id, []).append((utcnow(), message))
-        with contextlib.suppress(StoreUnavailable):
-            self._flush(deployment_id)
-
-    def _flush(self, deployment_id: str) -> None:
-        """Write a deployment's kept lines in order; StoreUnavailable while the store refuses."""
-        while True:
-            with self._lock:
-                lines = self._unwritten.get(deployment_id)
-                if not lines:
-                    self._unwritten.pop(deployment_id, None)
-                    return
-                at, message = lines[0]
-            self.store.append_log(deployment_id, message, at=at)
-            with self._lock:
-                lines.pop(0)
+        """One line of a deployment's log (already masked), written with the next batch: kept
+        in memory while the store refuses writes, and always before the deployment's outcome."""
+        at = utcnow()
+        self._writer.keep(lambda: self.store.append_log(deployment_id, message, at=at))
 
     def superseded(self, deployment: Deployment, revision: int | None) -> None:
         """A waiting deployment that a newer revision replaces before it could run."""
-        self.store.append_log(deployment.id, f"superseded by revision {revision} before it could run")
-        self.store.update_deployment(
-            deployment.id, status=DeploymentStatus.FAILED, finished_at=utcnow(), waiting=None
-        )
+        now = utcnow()
+
+        def write() -> None:
+            self.store.append_log(deployment.id, f"superseded by revision {revision} before it could run")
+            self.store.update_deployment(
+                deployment.id, status=DeploymentStatus.FAILED, finished_at=now, waiting=None
+            )
+
+        self._writer.write(write)
 
     def waiting(self, deployment: Deployment, record: DefinitionRecord | None, *, first: bool) -> None:
         """The deployment waits (no backoff, no failure): its definition is still pending."""
         assert deployment.waiting is not None
-        self.store.update_deployment(
-            deployment.id, status=DeploymentStatus.WAITING, waiting=deployment.waiting
-        )
-        if record is not None:
-            self.store.set_definition_status(record.id, DefinitionStatus.PENDING, last_error=None)
+
+        def write() -> None:
+            self.store.update_deployment(
+                deployment.id, status=DeploymentStatus.WAITING, waiting=deployment.waiting
+            )
+            if record is not None:
+                self.store.set_definition_status(record.id, DefinitionStatus.PENDING, last_error=None)
+
+        self._writer.write(write)
         if first:
             rev = f"revision {deployment.revision} " if deployment.revision else ""
             self.progress(f"{deployment.definition_name}: {rev}waiting: {deployment.waiting.summary}")
 
     def started(self, deployment: Deployment) -> None:
-        """The deployment is running: deployment.started goes out."""
+        """The deployment is running: deployment.started goes out. Returns once that is
+        durable, so a crash after the driver's first change finds it open."""
         assert deployment.started_at is not None
-        self.store.update_deployment(
+        event = ("deployment.started", self._event(deployment))
+        self._writer.write(lambda: self.store.update_deployment(
             deployment.id, status=DeploymentStatus.RUNNING, started_at=deployment.started_at,
-            waiting=None, event=("deployment.started", self._event(deployment)),
-        )
+            waiting=None, event=event,
+        ))
 
     def finished(
         self,
@@ -123,12 +116,37 @@ class StoreJournal:
     ) -> None:
         """The outcome: the deployment's status, its definition's, a progress line, the webhook;
         `unready`: the spec failed its health gate, so it is held until something changes."""
-        self._flush(deployment.id)
         ok = deployment.status is DeploymentStatus.SUCCESS
         data = self._event(deployment)
         if not ok:
             data["error"] = message
             data["rolled_back"] = deployment.status is DeploymentStatus.ROLLED_BACK
+        # After the deployment's log lines (the writer keeps their order), in one transaction.
+        self._writer.write(lambda: self._record_outcome(action, record, deployment, data, message,
+                                                        ok=ok, unready=unready))
+        outcome = {
+            DeploymentStatus.SUCCESS: "deployed" if action.kind is not ActionKind.REMOVE else "removed",
+            DeploymentStatus.FAILED: "failed",
+            DeploymentStatus.ROLLED_BACK: "failed, rolled back",
+        }[deployment.status]
+        rev = f"revision {deployment.revision} " if deployment.revision else ""
+        line = f"{deployment.definition_name}: {rev}{outcome}"
+        if not ok and message:
+            line += f": {message}"
+        self.progress(line)
+
+    def _record_outcome(
+        self,
+        action: Action,
+        record: DefinitionRecord | None,
+        deployment: Deployment,
+        data: dict[str, object],
+        message: str,
+        *,
+        ok: bool,
+        unready: bool,
+    ) -> None:
+        """The outcome's rows: the deployment with its webhook event, and its definition's status."""
         # The outcome and its webhook in one transaction: a crash leaves both or neither.
         self.store.update_deployment(
             deployment.id, status=deployment.status, finished_at=deployment.finished_at,
@@ -157,16 +175,6 @@ class StoreJournal:
                 )
             else:
                 self.store.set_definition_status(record.id, DefinitionStatus.FAILED, last_error=message)
-        outcome = {
-            DeploymentStatus.SUCCESS: "deployed" if action.kind is not ActionKind.REMOVE else "removed",
-            DeploymentStatus.FAILED: "failed",
-            DeploymentStatus.ROLLED_BACK: "failed, rolled back",
-        }[deployment.status]
-        rev = f"revision {deployment.revision} " if deployment.revision else ""
-        line = f"{deployment.definition_name}: {rev}{outcome}"
-        if not ok and message:
-            line += f": {message}"
-        self.progress(line)
 
     # ------------------------------------------------------------ what the engine records itself
 
