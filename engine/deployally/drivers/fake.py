@@ -216,6 +216,7 @@ class FakeDriver(Driver):
         self.owner = owner
         self.server = server
         self.config = config
+        self._slots = threading.BoundedSemaphore(config.parallel)
         self.recovered = 0  # how many times recover() ran
 
     def __repr__(self) -> str:
@@ -239,6 +240,8 @@ class FakeDriver(Driver):
 
     def configure(self, config: DriverConfig) -> None:
         """Keep the settings of the next sync (read back by tests)."""
+        if config.parallel != self.config.parallel:
+            self._slots = threading.BoundedSemaphore(config.parallel)
         self.config = config
 
     def watch(self, on_event: OnEvent) -> EventStream:
@@ -282,6 +285,14 @@ class FakeDriver(Driver):
             if begin is not None and not begin():
                 raise NotBegun(f"{action.kind.value} of {action.name} not begun: the engine is stopping")
 
+        # As the local driver: `parallel` changes at once, each begun once its turn came.
+        with self._slots:
+            return self._apply(action, revision, commit, resolve, log, begun)
+
+    def _apply(
+        self, action: Action, revision: int | None, commit: str | None, resolve: Resolve,
+        log: Log, begun: Callable[[], None],
+    ) -> ApplyResult:
         try:
             self.host.check()
             if action.kind in (ActionKind.REMOVE, ActionKind.START) or (
