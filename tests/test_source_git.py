@@ -349,6 +349,28 @@ def test_a_commit_gc_dropped_is_gone_although_it_was_read_before(work: Path) -> 
     assert repo.has_commit(c1)
 
 
+def test_many_files_read_at_once_are_what_each_read_alone_gives(work: Path) -> None:
+    """A read of many files goes by their blobs, a read of few by path: the same texts, the
+    same absent files (a directory is no file) and the same unreadable ones either way."""
+    files: dict[str, str | None] = {f"definitions/d{i:03d}.yaml": f"name: d{i:03d}\n" for i in range(60)}
+    sha = commit_files(work, files, "many")
+    (work / "definitions" / "latin1.yaml").write_bytes("caf\xe9\n".encode("latin-1"))
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "one not UTF-8")
+    sha = git(work, "rev-parse", "HEAD").strip()
+    asked = [*files, "definitions/latin1.yaml", "definitions/absent.yaml", "definitions", "/definitions/d001.yaml"]
+
+    together = GitRepo(work).read_many(sha, asked)
+    alone = {}
+    for path in asked:
+        alone.update(GitRepo(work).read_many(sha, [path]))
+
+    assert together == alone
+    assert len(together) == 62 and together["definitions/d007.yaml"] == "name: d007\n"
+    assert isinstance(together["definitions/latin1.yaml"], Unreadable)
+    assert "definitions/absent.yaml" not in together and "definitions" not in together
+
+
 # ---------------------------------------------------------------- writing
 
 
