@@ -161,6 +161,7 @@ def full_spec() -> ContainerSpec:
         server="edge-1",
         prune_volumes=True,
         replicas=3,
+        min_ready_s=3.0,
         rendered_hash="sha256:" + "ab" * 32,
     )
 

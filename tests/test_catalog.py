@@ -183,6 +183,27 @@ def test_bad_duration_names_the_dotted_field() -> None:
     assert "'10 seconds'" in errors[0].message and "1m30s" in errors[0].message
 
 
+def test_min_ready_in_a_spec_or_a_profile_override_is_read_as_written() -> None:
+    text = REPO_TEMPLATE.replace("production: {restart: always}", "production: {min_ready: 30s}")
+    template = parse_template("catalog/apps/demo.yaml", text + "  min_ready: 0s\n", builtin=False)
+    assert template.spec["min_ready"] == "0s"
+    assert template.spec["profile_overrides"]["production"]["min_ready"] == "30s"
+
+
+@pytest.mark.parametrize(
+    ("value", "says"), [("-1", "not negative"), ("2h", "use 0s to 1h"), ("a while", "write a duration")]
+)
+def test_a_bad_min_ready_names_the_template_file_and_field(value: str, says: str) -> None:
+    override = REPO_TEMPLATE.replace("production: {restart: always}", f"production: {{min_ready: {value}}}")
+    for text, field in (
+        (REPO_TEMPLATE + f"  min_ready: {value}\n", "spec.min_ready"),
+        (override, "spec.profile_overrides.production.min_ready"),
+    ):
+        (err,) = spec_errors(text)
+        assert (err.path, err.field) == ("catalog/apps/demo.yaml", field), err
+        assert says in err.message, err
+
+
 def test_every_schema_error_is_reported_at_once() -> None:
     text = (
         REPO_TEMPLATE.replace("container_port: 8080", "container_port: 70000")

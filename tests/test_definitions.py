@@ -230,6 +230,26 @@ def test_replicas_must_be_a_whole_number_from_zero(catalog: Catalog, value: str)
     assert "whole number from 0" in err.message, err
 
 
+@pytest.mark.parametrize(("value", "seconds"), [("0s", 0.0), ("250ms", 0.25), ("3", 3.0), ("1m", 60.0)])
+def test_min_ready_is_read_and_round_trips_through_the_file(
+    catalog: Catalog, value: str, seconds: float
+) -> None:
+    assert parse_definition(PATH, MYSQL, catalog).min_ready_s is None  # the template's, else deployally.yaml's
+    own = parse_definition(PATH, MYSQL + f"min_ready: {value}\n", catalog)
+    assert own.min_ready_s == seconds
+    assert parse_definition(PATH, to_yaml(own), catalog) == own
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("-1", "not negative"), ("-2s", "not negative"), ("90m", "use 0s to 1h"), ("soon", "write a duration")],
+)
+def test_a_bad_min_ready_names_the_file_and_field(catalog: Catalog, value: str, says: str) -> None:
+    err = only_error(MYSQL + f"min_ready: {value}\n", catalog)
+    assert (err.path, err.field, err.line) == (PATH, "min_ready", 10), err
+    assert says in err.message, err
+
+
 def test_unknown_param(catalog: Catalog) -> None:
     err = only_error(
         MYSQL.replace("database_name: app_db", "database_name: app_db\n  databse: x"), catalog

@@ -92,7 +92,7 @@ def _local_backend(request: pytest.FixtureRequest, stores: list[Store]) -> Backe
     image = request.getfixturevalue("busybox_image")
     names: str = request.getfixturevalue("names")
     state: Path = request.getfixturevalue("state_dir")
-    config = DriverConfig(health_timeout_s=30, settle_s=1.0)
+    config = DriverConfig(health_timeout_s=30, min_ready_s=1.0)
 
     def spec(short: str, engine: str = "ours", **over: Any) -> ContainerSpec:
         name = f"{names}{short}"

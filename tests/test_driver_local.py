@@ -130,7 +130,7 @@ def driver(
 ) -> LocalDriver:
     # Owned by this test alone: recover() and prune never reach another engine's containers.
     return LocalDriver(
-        state_dir, client=docker_client, config=DriverConfig(health_timeout_s=30, settle_s=1.0),
+        state_dir, client=docker_client, config=DriverConfig(health_timeout_s=30, min_ready_s=1.0),
         owner=names, claims=claims,
     )
 
@@ -392,7 +392,7 @@ def test_recover_after_a_crash_in_the_health_wait_keeps_only_a_proven_container(
     kept: bool,
 ) -> None:
     driver = LocalDriver(
-        state_dir, client=docker_client, config=DriverConfig(health_timeout_s=30, settle_s=1.0),
+        state_dir, client=docker_client, config=DriverConfig(health_timeout_s=30, min_ready_s=1.0),
         owner=names, claims=claims,
     )
     spec = make_spec(names, busybox_image)
@@ -663,7 +663,7 @@ def test_what_the_operator_adopted_is_used_and_never_pruned(
         remove=True, labels={"com.deployally.test": names},
     )
     driver = LocalDriver(
-        state_dir, client=docker_client, config=DriverConfig(health_timeout_s=30, settle_s=1.0),
+        state_dir, client=docker_client, config=DriverConfig(health_timeout_s=30, min_ready_s=1.0),
         owner=names, claims=claims,
         adopted=Adopted(volumes=frozenset({volume}), networks=frozenset({f"{names}net"})),
     )

@@ -34,7 +34,7 @@ def _wait(info: dict[str, Any], *, has_healthcheck: bool = True) -> list[str]:
         lambda _timeout: None,
         has_healthcheck=has_healthcheck,
         health_timeout_s=60,
-        settle_s=0,
+        min_ready_s=0,
         log=lines.append,
     )
     return lines
@@ -61,11 +61,27 @@ def test_without_healthcheck_running_after_settle_is_ready() -> None:
     assert lines[-1].startswith("running after")
 
 
+def test_a_container_docker_still_calls_running_whose_process_is_gone_is_not_ready() -> None:
+    """Docker records an exit only once it has handled it; the kernel's process list is ahead."""
+    inspect = lambda: {"State": {"Running": True}}
+    with pytest.raises(NotReady, match="its process had exited when it was checked"):
+        wait_ready(inspect, lambda _timeout: None, has_healthcheck=False, health_timeout_s=60,
+                   min_ready_s=0, log=lambda _: None, alive=lambda: False)
+    exited = iter([{"State": {"Running": True}}, {"State": {"Running": False, "ExitCode": 3}}])
+    with pytest.raises(NotReady, match="exited with code 3"):  # Docker's `die` came meanwhile
+        wait_ready(lambda: next(exited), lambda _timeout: None, has_healthcheck=False,
+                   health_timeout_s=60, min_ready_s=0, log=lambda _: None, alive=lambda: False)
+    lines: list[str] = []  # a host whose processes cannot be listed: Docker's word stands
+    wait_ready(inspect, lambda _timeout: None, has_healthcheck=False, health_timeout_s=60,
+               min_ready_s=0, log=lines.append, alive=lambda: None)
+    assert lines == ["waiting 0s (min_ready) to see it keeps running", "running after 0.0s"]
+
+
 def test_a_timeout_says_how_long_and_the_last_health() -> None:
     with pytest.raises(NotReady, match=r"not healthy after 0\.01s \(health: starting\)"):
         wait_ready(lambda: {"State": {"Running": True, "Health": {"Status": "starting"}}},
                    lambda _timeout: None, has_healthcheck=True, health_timeout_s=0.01,
-                   settle_s=0, log=lambda _: None)
+                   min_ready_s=0, log=lambda _: None)
 
 
 def test_an_exited_or_restarted_container_is_down() -> None:
@@ -108,7 +124,7 @@ def driver(proxy: DockerProxy, busybox_image: str, state_dir: Path, names: str,
            claims: Store) -> Iterator[LocalDriver]:
     driver = LocalDriver(
         state_dir, docker_host=f"unix://{proxy.path}", owner=names, claims=claims,
-        config=DriverConfig(health_timeout_s=120, settle_s=1.0),
+        config=DriverConfig(health_timeout_s=120, min_ready_s=1.0),
     )
     yield driver
     driver.close()
@@ -193,7 +209,7 @@ def test_a_container_that_dies_during_the_wait_fails_it_at_once_with_its_exit_co
 ) -> None:
     """Its first health check would run in 10 minutes, and the settle time is 10 minutes: the
     exit is reported when Docker says it happened, not when a poll or the timeout comes round."""
-    driver.configure(DriverConfig(health_timeout_s=600, settle_s=600))
+    driver.configure(DriverConfig(health_timeout_s=600, min_ready_s=600))
     spec = make_spec(
         names, busybox_image, volumes=(), files=(),
         healthcheck=check("true", interval_s=600) if healthcheck else None,
@@ -257,3 +273,75 @@ def test_readiness_survives_the_event_stream_cut_while_the_container_turns_healt
     assert result.ref is not None
     # the start, the reconnect, the look of a cut stream, and the one that confirms
     assert len(inspects(proxy, result.ref)) <= budget(4, began), inspects(proxy, result.ref)
+
+
+# ---------------------------------------------------------------- min_ready on a real engine
+
+
+def serving(names: str, image: str, **over: Any) -> ContainerSpec:
+    """A busybox spec without a healthcheck, volume or file: min_ready alone gates it."""
+    values: dict[str, Any] = {"volumes": (), "files": (), "healthcheck": None,
+                              "command": ("sh", "-c", "exec sleep 3600")}
+    return make_spec(names, image, **(values | over))
+
+
+def tops(proxy: DockerProxy, container_id: str) -> list[str]:
+    """The requests for one container's process list that reached Docker."""
+    return [line for line in proxy.requests
+            if re.match(rf"GET /v[\d.]+/containers/{container_id}[0-9a-f]*/top", line)]
+
+
+def test_min_ready_0s_counts_a_running_container_done_after_one_look_and_its_process_list(
+    driver: LocalDriver, proxy: DockerProxy, busybox_image: str, names: str
+) -> None:
+    log = Recorder()
+
+    result = apply(driver, ActionKind.CREATE, serving(names, busybox_image, min_ready_s=0.0), log=log)
+
+    assert result.status is DeploymentStatus.SUCCESS, log.text
+    assert "waiting 0s (min_ready) to see it keeps running" in log.lines
+    assert result.ref is not None
+    assert len(inspects(proxy, result.ref)) == 1, inspects(proxy, result.ref)  # no wait for news
+    assert len(tops(proxy, result.ref)) == 1
+
+
+@pytest.mark.parametrize("min_ready_s", [0.0, None], ids=["0s", "the default"])
+def test_an_update_whose_container_exits_at_once_is_rolled_back(
+    driver: LocalDriver, docker_client: docker.DockerClient, busybox_image: str, names: str,
+    min_ready_s: float | None,
+) -> None:
+    driver.configure(DriverConfig(health_timeout_s=120))  # the default min_ready, 5 s
+    first = apply(driver, ActionKind.CREATE, serving(names, busybox_image, min_ready_s=0.0))
+    assert first.status is DeploymentStatus.SUCCESS
+    log = Recorder()
+
+    broken = serving(names, busybox_image, min_ready_s=min_ready_s,
+                     command=("sh", "-c", "echo no config file; exit 3"))
+    result = apply(driver, ActionKind.UPDATE, broken, revision=2, log=log)
+
+    assert result.status is DeploymentStatus.ROLLED_BACK, log.text
+    assert f"waiting {5 if min_ready_s is None else 0}s (min_ready)" in log.text
+    assert result.ref == first.ref
+    info = docker_client.api.inspect_container(broken.name)
+    assert info["Id"] == first.ref and info["State"]["Running"]
+    assert "no config file" in log.text  # the failing container's own last lines
+    assert len([c for c in docker_client.api.containers(all=True) if names in c["Names"][0]]) == 1
+
+
+@pytest.mark.parametrize(("min_ready_s", "status"), [(3.0, DeploymentStatus.FAILED),
+                                                    (0.0, DeploymentStatus.SUCCESS)])
+def test_a_container_that_dies_after_a_second_fails_a_3s_min_ready_and_passes_0s(
+    driver: LocalDriver, busybox_image: str, names: str, min_ready_s: float,
+    status: DeploymentStatus,
+) -> None:
+    """min_ready is the time it must keep running: 0s takes it as soon as it is seen up."""
+    spec = serving(names, busybox_image, min_ready_s=min_ready_s,
+                   command=("sh", "-c", "sleep 1; echo gave up on the database; exit 4"))
+    log = Recorder()
+
+    result = apply(driver, ActionKind.CREATE, spec, log=log)
+
+    assert result.status is status, log.text
+    if status is DeploymentStatus.FAILED:
+        assert result.message == "container exited with code 4"
+        assert "gave up on the database" in log.text

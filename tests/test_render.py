@@ -397,6 +397,7 @@ def test_hash_covers_every_field_but_itself() -> None:
     )
     expected = dataclasses.asdict(dataclasses.replace(spec, rendered_hash=""))
     assert expected.pop("replicas") == 1  # hashed only when not 1 (below)
+    assert expected.pop("min_ready_s") == 5.0  # gates a rollout, reaches no container (below)
     assert spec.rendered_hash == identity.content_hash(expected)
 
 
@@ -404,12 +405,52 @@ def test_one_replica_hashes_as_before_replicas_existed_and_more_change_the_hash(
     # Upgrading must not redeploy every definition; two replicas are another spec.
     one = run()
     fields = dataclasses.asdict(dataclasses.replace(one, rendered_hash=""))
-    del fields["replicas"]
+    del fields["replicas"], fields["min_ready_s"]
     for port in fields["ports"]:
         del port["host_ip"]
     assert one.rendered_hash == identity.content_hash(fields)
     two = run(make_definition(replicas=2))
     assert two.replicas == 2 and two.rendered_hash != one.rendered_hash
+
+
+# ---------------------------------------------------------------- min_ready
+
+
+def test_min_ready_the_definitions_beats_the_templates_which_beats_the_repositorys() -> None:
+    def min_ready(definition: Definition, template: Template) -> float | None:
+        spec = render(definition, template, repo_files={}, secret_versions={"mysql_root": 1},
+                      min_ready_s=7.0)
+        return spec.min_ready_s
+
+    plain, own = make_definition(), make_definition(min_ready_s=0.0)
+    assert min_ready(plain, make_template()) == 7.0  # deployally.yaml's
+    assert min_ready(plain, with_spec(min_ready="1m")) == 60.0  # the template's
+    assert min_ready(own, with_spec(min_ready="1m")) == 0.0  # the definition's, 0s too
+    assert run().min_ready_s == 5.0  # none of them: the built-in default
+
+
+def test_a_profile_override_and_a_param_can_set_min_ready() -> None:
+    spec = {**MYSQL_SPEC, "min_ready": "{{ params.database_name }}",
+            "profile_overrides": {"production": {"min_ready": "30s"}}}
+    params = {"root_password": SecretRef("mysql_root"), "database_name": "2"}
+    assert run(make_definition(params=params), make_template(spec)).min_ready_s == 2.0
+    production = make_definition(profile="production")
+    assert run(production, make_template(spec)).min_ready_s == 30.0
+
+
+def test_a_change_of_min_ready_alone_leaves_the_rendered_hash_as_it_is() -> None:
+    # The plan compares rendered hashes: a running container is not replaced for it.
+    assert run(make_definition(min_ready_s=0.0)).rendered_hash == run().rendered_hash
+    assert run(template=with_spec(min_ready="1h")).rendered_hash == run().rendered_hash
+
+
+@pytest.mark.parametrize("value", ["2h", "{{ -1 }}", "soon"])
+def test_a_rendered_min_ready_out_of_range_or_no_duration_names_the_field_and_template(
+    value: str,
+) -> None:
+    err = render_error(template=with_spec(min_ready=value))
+    assert err.path == "definitions/mysql_prod.yaml" and err.field == "spec.min_ready"
+    assert "catalog/database/mysql-8.4.yaml" in err.message
 
 
 def test_hash_changes_with_config_file_content() -> None:
@@ -485,6 +526,7 @@ def test_a_port_that_is_not_published_hashes_as_before_its_address_existed() -> 
     spec = run()
     fields = dataclasses.asdict(dataclasses.replace(spec, rendered_hash=""))
     del fields["replicas"]  # one replica: hashed as before replicas existed too
+    del fields["min_ready_s"]  # never hashed
     for port in fields["ports"]:
         assert port.pop("host_ip") is None
     assert spec.rendered_hash == identity.content_hash(fields)

@@ -24,6 +24,7 @@ def test_no_file_gives_the_documented_defaults() -> None:
         120.0,
     )
     assert (s.default_server, s.default_profile) == ("local", "development")
+    assert s.min_ready == 5.0  # Swarm's update monitor: README "min_ready"
 
 
 def test_every_field_is_read() -> None:
@@ -34,6 +35,7 @@ def test_every_field_is_read() -> None:
         "max_parallel: 8\n"
         "max_unavailable: 2\n"
         "health_timeout: 2m30s\n"
+        "min_ready: 1m30s\n"
         "defaults: {server: edge-1, profile: production}\n"
     )
     assert parse_settings(PATH, text) == Settings(
@@ -43,6 +45,7 @@ def test_every_field_is_read() -> None:
         max_parallel=8,
         max_unavailable=2,
         health_timeout=150.0,
+        min_ready=90.0,
         default_server="edge-1",
         default_profile="production",
     )
@@ -71,6 +74,11 @@ def test_partial_file_keeps_other_defaults() -> None:
         ("reconcile_interval: 25h\n", "reconcile_interval"),
         ("defaults: {profil: production}\n", "defaults.profil"),
         ("network: 'bad name'\n", "network"),
+        ("min_ready: -1\n", "min_ready"),
+        ("min_ready: -1s\n", "min_ready"),
+        ("min_ready: 2h\n", "min_ready"),
+        ("min_ready: soon\n", "min_ready"),
+        ("min_ready: true\n", "min_ready"),
     ],
 )
 def test_bad_settings_name_file_and_field(text: str, field: str) -> None:
@@ -162,3 +170,25 @@ def test_zero_on_the_command_line_is_refused(args: list[str], says: str, tmp_pat
     where = ["--repo", str(tmp_path / "none"), "--state-dir", str(tmp_path / "state")]
     done = CliRunner().invoke(main, [*args, *where])
     assert done.exit_code == 2 and says in done.output
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("0s", 0.0), ("0", 0.0), ("200ms", 0.2), ("1h", 3600.0)])
+def test_min_ready_may_be_zero_and_up_to_an_hour(text: str, seconds: float) -> None:
+    assert parse_settings(PATH, f"min_ready: {text}\n").min_ready == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("-1", "not negative"),
+        ("-1s", "not negative"),
+        ("61m", "longer than an hour would hold the sync for that long; use 0s to 1h"),
+        ("soon", "write a duration from 0s to 1h"),
+    ],
+)
+def test_a_bad_min_ready_says_what_to_write(text: str, says: str) -> None:
+    with pytest.raises(ValidationErrors) as exc:
+        parse_settings(PATH, f"branch: main\nmin_ready: {text}\n")
+    (err,) = exc.value.errors
+    assert (err.path, err.field, err.line) == (PATH, "min_ready", 2)
+    assert says in err.message

@@ -143,6 +143,28 @@ def test_replicas_run_as_tasks_an_update_rolls_through_and_instances_show_their_
     assert len(tasks) == 2 and all("v2" in " ".join(args_of(t)) for t in tasks), tasks
 
 
+def test_each_services_update_monitor_is_its_definitions_min_ready_at_least_2s(
+    defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
+) -> None:
+    """Swarm's monitor is what min_ready is on a swarm: how long a new task must keep running."""
+    swarm_server(ws, swarm_engine)
+    defs_repo.write("deployally.yaml", f"network: {defs_repo.prefix}net\nmin_ready: 3s\n")
+    repo_wide = plain(defs_repo, "repo", "sleep 2147483647")
+    own = plain(defs_repo, "own", "sleep 2147483647", extra="min_ready: 4s\n")
+    none = plain(defs_repo, "none", "sleep 2147483647", extra="min_ready: 0s\n")
+    defs_repo.commit("three monitors")
+
+    report = ws.engine.sync()
+
+    assert report.ok, logs_of(ws, report)
+    client = swarm_engine.client
+    monitors = {n: (service(client, n)["Spec"]["UpdateConfig"]["Monitor"],
+                    service(client, n)["Spec"]["RollbackConfig"]["Monitor"])
+                for n in (repo_wide, own, none)}
+    assert monitors == {repo_wide: (3 * 10**9,) * 2, own: (4 * 10**9,) * 2, none: (2 * 10**9,) * 2}
+    assert "waiting 4s to see them keep running" in " ".join(logs_of(ws, report)[own])
+
+
 def test_a_failing_update_is_rolled_back_by_swarm_and_recorded_with_the_task_errors(
     defs_repo: DefinitionsRepo, ws: Workspace, swarm_engine: Any
 ) -> None:

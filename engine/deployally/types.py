@@ -35,6 +35,9 @@ DEFAULT_NETWORK = "deployally"
 HOST_NETWORK = "host"  # the host's own network namespace: only with engine.yaml allow.host_network
 DEFAULT_PROFILE = "development"
 DEFAULT_SERVER = "local"
+# How long a container without a healthcheck must keep running before its rollout counts as
+# done (min_ready), when neither its definition, its template nor deployally.yaml says.
+DEFAULT_MIN_READY_S = 5.0
 # Revisions and secret versions are SQLite INTEGERs (64-bit): a number above this from a
 # file or a request is refused where it is read, never passed on to overflow in the store.
 MAX_NUMBER = 2**63 - 1
@@ -141,6 +144,7 @@ class Definition:
     replicas: int = 1  # instances of it a swarm server runs; every other server runs one
     prune_volumes: bool = False
     files: tuple[Mapping[str, Any], ...] = ()  # extra config files, as in a template spec
+    min_ready_s: float | None = None  # its own min_ready; None: the template's, else the repository's
 
 
 # ---------------------------------------------------------------- source
@@ -253,7 +257,11 @@ class ContainerSpec:
     server: str = DEFAULT_SERVER
     prune_volumes: bool = False  # remove the named volumes when the definition goes
     replicas: int = 1  # tasks of its service on a swarm server; any other server runs one
-    rendered_hash: str = ""  # sha256 over all fields above; filled by render
+    # How long it must keep running, without a healthcheck, before a rollout counts as done;
+    # None: the driver's default. Not in rendered_hash: it gates the next rollout only, and
+    # a change of it alone leaves the running container be.
+    min_ready_s: float | None = None
+    rendered_hash: str = ""  # sha256 over all fields above but min_ready_s; filled by render
 
 
 # ---------------------------------------------------------------- live state

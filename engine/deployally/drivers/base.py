@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-from deployally.types import Action, ApplyResult, InstanceEvent, LiveInstance, Network
+from deployally.types import (
+    DEFAULT_MIN_READY_S,
+    Action,
+    ApplyResult,
+    ContainerSpec,
+    InstanceEvent,
+    LiveInstance,
+    Network,
+)
 
 # A driver logs through this: one line appended to the deployment's log.
 Log = Callable[[str], None]
@@ -32,7 +40,9 @@ class DriverConfig:
 
     health_timeout_s: float = 120.0  # how long a new instance may take to become healthy
     parallel: int = 4  # instances created or started at once on the server
-    settle_s: float = 2.0  # how long an instance without a healthcheck must stay up
+    # How long an instance without a healthcheck must stay up, for a spec that does not say
+    # (each rendered spec carries its own min_ready: definition, template or deployally.yaml).
+    min_ready_s: float = DEFAULT_MIN_READY_S
     # Instances an update may have down at once (its old one stopped before the new is ready);
     # None: as many as `parallel`.
     max_unavailable: int | None = None
@@ -47,6 +57,12 @@ class DriverConfig:
     def unavailable(self) -> int:
         """How many instances may be down at once during an update."""
         return self.max_unavailable or self.parallel
+
+    def min_ready_of(self, spec: ContainerSpec | None) -> float:
+        """How long an instance of `spec` without a healthcheck must stay up: its min_ready."""
+        if spec is not None and spec.min_ready_s is not None:
+            return spec.min_ready_s
+        return self.min_ready_s
 
 
 DEFAULT_CONFIG = DriverConfig()

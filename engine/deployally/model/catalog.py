@@ -25,6 +25,7 @@ from deployally.model.schema import (
     schema_errors,
     short_repr,
 )
+from deployally.model.settings import bounded_duration
 from deployally.source.git import name_problem
 from deployally.types import Taxonomy, Template, UserInput
 
@@ -201,6 +202,12 @@ def _spec_errors(
                 )
             elif "source" in file and (problem := repo_path_problem(file["source"])):
                 found.append(((*at, "files", i, "source"), problem))
+        given = body.get("min_ready")
+        if given is not None and not (isinstance(given, str) and "{{" in given):
+            try:  # a Jinja one is checked where it is rendered, per definition
+                bounded_duration(path, "min_ready", given)
+            except ValidationError as exc:
+                found.append(((*at, "min_ready"), exc.message))
         for key, value in body.items():
             if key in ("user_inputs", "profiles", "profile_overrides"):
                 continue  # declarations, not rendered; overrides get their own pass

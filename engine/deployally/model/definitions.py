@@ -27,7 +27,7 @@ from deployally.model.schema import (
     schema_errors,
     short_repr,
 )
-from deployally.model.settings import Settings
+from deployally.model.settings import Settings, bounded_duration
 from deployally.types import (
     HOST_NETWORK,
     MAX_NUMBER,
@@ -69,6 +69,7 @@ FIELD_ORDER = (
     "publish",
     "replicas",
     "prune_volumes",
+    "min_ready",
     "files",
 )
 
@@ -141,6 +142,13 @@ def parse_definition(
         if "source" in file and (problem := repo_path_problem(file["source"])):
             problems.append((("files", i, "source"), problem))
 
+    min_ready: float | None = None
+    if "min_ready" in data and "min_ready" not in bad:
+        try:
+            min_ready = bounded_duration(path, "min_ready", data["min_ready"])
+        except ValidationError as exc:
+            problems.append((("min_ready",), exc.message))
+
     errors += _located(path, problems, lines)
     if errors:
         raise ValidationErrors(errors)
@@ -159,6 +167,7 @@ def parse_definition(
         replicas=int(data.get("replicas", 1)) if "replicas" not in bad else 1,
         prune_volumes=bool(data.get("prune_volumes", False)),
         files=files,
+        min_ready_s=min_ready,
     )
 
 
@@ -421,6 +430,9 @@ def definition_fields(definition: Definition) -> dict[str, Any]:
         fields["replicas"] = definition.replicas
     if definition.prune_volumes:
         fields["prune_volumes"] = True
+    if definition.min_ready_s is not None:
+        seconds = definition.min_ready_s
+        fields["min_ready"] = f"{seconds:.0f}s" if seconds.is_integer() else f"{seconds * 1000:.0f}ms"
     if definition.files:
         fields["files"] = [dict(f) for f in definition.files]
     return fields

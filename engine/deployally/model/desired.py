@@ -208,6 +208,7 @@ def load(
                 secret_versions=secret_versions,
                 network=settings.network,
                 publish_address=engine.publish_address,
+                min_ready_s=settings.min_ready,
             )
         except ValidationErrors as exc:
             invalid[path] = list(exc.errors)

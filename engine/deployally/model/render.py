@@ -19,8 +19,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from deployally import identity, secrets
 from deployally.errors import RenderError, ValidationError
-from deployally.model.settings import parse_duration, parse_memory
+from deployally.model.settings import bounded_duration, parse_duration, parse_memory
 from deployally.types import (
+    DEFAULT_MIN_READY_S,
     DEFAULT_NETWORK,
     ConfigFile,
     ContainerSpec,
@@ -35,6 +36,8 @@ from deployally.types import (
 
 # Template keys that describe the template itself and never reach Docker.
 _META_KEYS = frozenset({"user_inputs", "profiles", "profile_overrides"})
+# Spec fields no container carries: they gate a rollout, and are left out of its rendered hash.
+_GATE_FIELDS = ("min_ready_s",)
 
 # Where a secret placeholder may end up: an env value or a config file's content, which
 # only `docker inspect` (anyone with the Docker socket, root on the host in effect) and the
@@ -87,10 +90,12 @@ def render(
     secret_versions: SecretVersions | Mapping[str, int],
     network: str = DEFAULT_NETWORK,
     publish_address: str | None = None,
+    min_ready_s: float = DEFAULT_MIN_READY_S,
 ) -> ContainerSpec:
     """Render `definition` with `template` into a ContainerSpec with its rendered_hash.
 
     Published ports listen on `publish_address` (engine.yaml's; None: every interface).
+    `min_ready_s` is deployally.yaml's: the template's min_ready beats it, the definition's both.
     `secret_versions`: what the store holds (a plain mapping: the current versions).
     Raises RenderError naming the definition file and the dotted field at fault.
     """
@@ -145,6 +150,11 @@ def render(
         server=definition.server,
         prune_volumes=definition.prune_volumes,
         replicas=definition.replicas,
+        min_ready_s=(
+            definition.min_ready_s
+            if definition.min_ready_s is not None
+            else fields.min_ready(spec.get("min_ready"), min_ready_s)
+        ),
     )
     return dataclasses.replace(built, rendered_hash=rendered_hash(built))
 
@@ -152,6 +162,8 @@ def render(
 def rendered_hash(spec: ContainerSpec) -> str:
     """The hash over everything that reaches Docker; covers secret versions, never values."""
     fields = dataclasses.asdict(dataclasses.replace(spec, rendered_hash=""))
+    for name in _GATE_FIELDS:
+        del fields[name]
     for port in fields["ports"]:
         # host_ip came after 0.5: a port that is not published hashes as before, so the
         # upgrade redeploys only containers whose published ports change address.
@@ -452,6 +464,15 @@ class _Fields:
             self.renderer.fail(
                 field, f"{value!r} is not a duration; write it like 10s, 1m30s, 500ms"
             )
+
+    def min_ready(self, value: Any, default: float) -> float:
+        if value is None:
+            return default
+        seconds = self.duration(value, "spec.min_ready")
+        try:
+            return bounded_duration(self.renderer.definition.path, "min_ready", seconds)
+        except ValidationError as exc:
+            self.renderer.fail("spec.min_ready", exc.message)
 
     def memory(self, value: Any, field: str) -> int:
         try:

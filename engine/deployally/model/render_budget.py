@@ -36,6 +36,7 @@ from typing import IO, Any, BinaryIO
 from deployally.errors import DeployAllyError, RenderError, ValidationError, ValidationErrors
 from deployally.model.render import render
 from deployally.types import (
+    DEFAULT_MIN_READY_S,
     DEFAULT_NETWORK,
     ContainerSpec,
     Definition,
@@ -173,6 +174,7 @@ class RenderBudget:
         secret_versions: SecretVersions | Mapping[str, int],
         network: str = DEFAULT_NETWORK,
         publish_address: str | None = None,
+        min_ready_s: float = DEFAULT_MIN_READY_S,
     ) -> ContainerSpec:
         """`render` with the same arguments and errors, bounded in time and memory."""
         if not needs_budget(definition, template):
@@ -183,6 +185,7 @@ class RenderBudget:
                 secret_versions=secret_versions,
                 network=network,
                 publish_address=publish_address,
+                min_ready_s=min_ready_s,
             )
         versions = (  # plain dicts travel to the worker whatever mapping the caller holds
             replace(secret_versions, current=dict(secret_versions.current))
@@ -190,7 +193,7 @@ class RenderBudget:
             else dict(secret_versions)
         )
         frame = pickle.dumps(
-            (definition, template, dict(repo_files), versions, network, publish_address),
+            (definition, template, dict(repo_files), versions, network, publish_address, min_ready_s),
             protocol=pickle.HIGHEST_PROTOCOL,
         )
         key = hashlib.sha256(frame).digest()
@@ -287,8 +290,8 @@ def _limit_cpu(seconds: int) -> None:
 
 
 def _answer(request: bytes) -> bytes:
-    definition, template, repo_files, secret_versions, network, publish_address = pickle.loads(
-        request
+    definition, template, repo_files, secret_versions, network, publish_address, min_ready_s = (
+        pickle.loads(request)
     )
     try:
         spec = render(
@@ -298,6 +301,7 @@ def _answer(request: bytes) -> bytes:
             secret_versions=secret_versions,
             network=network,
             publish_address=publish_address,
+            min_ready_s=min_ready_s,
         )
         reply = pickle.dumps(("spec", spec), protocol=pickle.HIGHEST_PROTOCOL)
     except ValidationErrors as exc:

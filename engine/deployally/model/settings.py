@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from deployally.errors import ValidationError, ValidationErrors
 from deployally.model.schema import line_of, load_yaml, schema_errors
-from deployally.types import DEFAULT_NETWORK, DEFAULT_PROFILE, DEFAULT_SERVER
+from deployally.types import DEFAULT_MIN_READY_S, DEFAULT_NETWORK, DEFAULT_PROFILE, DEFAULT_SERVER
 
 SETTINGS_FILE = "deployally.yaml"
 
@@ -17,16 +17,21 @@ _MEMORY = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?(?:([bkmgt])i?b?)?", re.IGNORECASE
 _MEMORY_UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
-# Seconds each duration setting may take. Zero makes no sense for either: a health gate of 0 s
-# fails every container with a healthcheck, and a drift check every 0 s spins.
+# Seconds each duration setting may take. Zero makes no sense for the first two: a health gate
+# of 0 s fails every container with a healthcheck, and a drift check every 0 s spins. A
+# min_ready of 0 s counts a container done once it is seen running; past an hour, a rollout
+# would hold its sync (and the definitions after it) for longer than anyone waits on purpose.
 DURATION_BOUNDS: dict[str, tuple[float, float]] = {
     "reconcile_interval": (1.0, 86400.0),
     "health_timeout": (1.0, 86400.0),
+    "min_ready": (0.0, 3600.0),
 }
 _TOO_SHORT = {
     "reconcile_interval": "the engine would check for drift without pause",
     "health_timeout": "no container could become healthy in that time",
+    "min_ready": "a time cannot be negative",
 }
+_TOO_LONG = {"min_ready": "longer than an hour would hold the sync for that long"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class Settings:
     # before the new one starts); None means max_parallel.
     max_unavailable: int | None = None
     health_timeout: float = 120.0
+    min_ready: float = DEFAULT_MIN_READY_S
     default_server: str = DEFAULT_SERVER
     default_profile: str = DEFAULT_PROFILE
 
@@ -61,9 +67,10 @@ def parse_settings(path: str, text: str | None) -> Settings:
     for name, default in (
         ("reconcile_interval", base.reconcile_interval),
         ("health_timeout", base.health_timeout),
+        ("min_ready", base.min_ready),
     ):
         try:
-            durations[name] = _bounded(path, name, data.get(name, default))
+            durations[name] = bounded_duration(path, name, data.get(name, default))
         except ValidationError as exc:
             errors.append(ValidationError(path, name, exc.message, line=line_of(lines, (name,))))
     if errors:
@@ -75,19 +82,29 @@ def parse_settings(path: str, text: str | None) -> Settings:
         max_parallel=data.get("max_parallel", base.max_parallel),
         max_unavailable=data.get("max_unavailable", base.max_unavailable),
         health_timeout=durations["health_timeout"],
+        min_ready=durations["min_ready"],
         default_server=defaults.get("server", base.default_server),
         default_profile=defaults.get("profile", base.default_profile),
     )
 
 
-def _bounded(path: str, field: str, value: str | float) -> float:
-    """A duration setting in seconds, within what makes sense for it."""
-    seconds = parse_duration(value, path=path, field=field)
-    low, high = DURATION_BOUNDS[field]
+def bounded_duration(path: str, setting: str, value: str | float, field: str = "") -> float:
+    """A duration `setting` (a key of DURATION_BOUNDS) in seconds, within what makes sense for
+    it; ValidationError naming `path` and `field` (the setting's own name unless given)."""
+    field = field or setting
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        seconds = float(value)  # a negative number is a duration, only out of range
+    else:
+        seconds = parse_duration(value, path=path, field=field)
+    low, high = DURATION_BOUNDS[setting]
     if not low <= seconds <= high:
-        why = _TOO_SHORT[field] if seconds < low else "longer than a day is a typo"
+        if seconds < low:
+            why = _TOO_SHORT[setting]
+        else:
+            why = _TOO_LONG.get(setting, "longer than a day is a typo")
+        shown = f"{high / 3600:g}h" if high >= 3600 else f"{high:g}s"
         raise ValidationError(
-            path, field, f"{value!r} is out of range: {why}; use {low:g}s to {high / 3600:g}h"
+            path, field, f"{value!r} is out of range: {why}; use {low:g}s to {shown}"
         )
     return seconds
 

@@ -74,7 +74,11 @@ def desired_step(
     errors: list[ValidationError] = []
     for name, d in state.ok.items():
         prev = old(name)
-        respec = prev is None or prev.desired is None or prev.desired != d.spec
+        # A new min_ready alone is no new spec: it gates the next rollout, restarts nothing.
+        respec = (
+            prev is None or prev.desired is None
+            or prev.desired.rendered_hash != d.spec.rendered_hash
+        )
         record = DefinitionRecord(
             id=d.definition.id,
             name=name,

@@ -347,4 +347,5 @@ def driver_config(
         health_timeout_s=health_timeout_s or settings.health_timeout,
         parallel=max_parallel or settings.max_parallel,
         max_unavailable=settings.max_unavailable,
+        min_ready_s=settings.min_ready,  # for a spec recorded before specs carried their own
     )

@@ -336,7 +336,9 @@ class LocalDriver(Driver):
             with _docker(f"start container {name}"):
                 self._api.start(info["Id"])
         try:
-            self._wait_ready(info["Id"], container_config.check_interval_s(info) is not None, log)
+            self._wait_ready(
+                info["Id"], container_config.check_interval_s(info) is not None, action.desired, log
+            )
         except readiness.NotReady as exc:
             self._log_tail(info["Id"], log)
             return ApplyResult(DeploymentStatus.FAILED, info["Id"], str(exc), unready=True)
@@ -464,7 +466,7 @@ class LocalDriver(Driver):
                 log(f"created container {new_id[:12]}")
                 with _docker(f"start container {spec.name}"):
                     self._api.start(new_id)
-            self._wait_ready(new_id, spec.healthcheck is not None, log)
+            self._wait_ready(new_id, spec.healthcheck is not None, spec, log)
             with _docker(f"set the restart policy of {spec.name}"):
                 policy: Any = container_config.restart_policy(spec.restart)  # docker's stub wants a TypedDict
                 self._api.update_container(new_id, restart_policy=policy)
@@ -514,9 +516,12 @@ class LocalDriver(Driver):
             log(f"pulled {image}")
             self._present_images.add(image)
 
-    def _wait_ready(self, container_id: str, has_healthcheck: bool, log: Log) -> None:
-        """Return when the container is healthy (or still running after settle_s); else NotReady.
-        Docker's events say when to look; every wait on this engine shares one subscription."""
+    def _wait_ready(
+        self, container_id: str, has_healthcheck: bool, spec: ContainerSpec | None, log: Log
+    ) -> None:
+        """Return when the container is healthy (or still running after its spec's min_ready);
+        else NotReady. Docker's events say when to look; every wait on this engine shares one
+        subscription."""
 
         def inspect() -> dict[str, Any]:
             with _docker("inspect the new container"):
@@ -529,9 +534,23 @@ class LocalDriver(Driver):
                 until_news,
                 has_healthcheck=has_healthcheck,
                 health_timeout_s=self.config.health_timeout_s,
-                settle_s=self.config.settle_s,
+                min_ready_s=self.config.min_ready_of(spec),
                 log=log,
+                alive=lambda: self._alive(container_id),
             )
+
+    def _alive(self, container_id: str) -> bool | None:
+        """Whether the container's process runs, as its process list says (the kernel's word,
+        not Docker's record); None when Docker cannot list them (no `ps` on its host)."""
+        try:
+            with _docker("list the new container's processes"):
+                top = self._api.top(container_id)
+        except DriverError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, docker.errors.APIError) and cause.status_code in (404, 409):
+                return False  # gone, or Docker already knows it is not running
+            return None  # the inspect that follows says what Docker says
+        return bool(top.get("Processes"))
 
     def _log_tail(self, container_id: str, log: Log) -> None:
         """Put the failing container's last lines in the deployment log."""

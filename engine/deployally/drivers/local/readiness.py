@@ -1,4 +1,4 @@
-"""Waiting for a started container to be ready: healthy, or still running after a settle time.
+"""Waiting for a started container to be ready: healthy, or still running after its min_ready.
 
 Docker says on its event stream when anything that decides a wait happens (`die`, `destroy`,
 `health_status`); one subscription per Docker engine (`ContainerNews`) serves every wait, and
@@ -29,6 +29,8 @@ SAFETY_POLL_S = 5.0
 CONNECT_WAIT_S = 2.0
 # The subscription outlives its last wait this long: a sync's next wave finds it open.
 LINGER_S = 15.0
+# How long a container whose process is gone may take Docker to report its exit code.
+EXIT_NEWS_S = 2.0
 
 # What can decide a wait. A `start` of a container being waited on follows a `die`, already news.
 _NEWS = frozenset(
@@ -51,20 +53,23 @@ def wait_ready(
     *,
     has_healthcheck: bool,
     health_timeout_s: float,
-    settle_s: float,
+    min_ready_s: float,
     log: Log,
+    alive: Callable[[], bool | None] = lambda: None,
 ) -> None:
-    """Return when the container is healthy (or still running after settle_s); else NotReady.
+    """Return when the container is healthy (or, without a healthcheck, still running after
+    min_ready_s, 0 included); else NotReady.
 
     `until_news(timeout)` blocks until something may have changed the container (or timeout);
-    each inspect costs the Docker engine CPU that a busy host is short of."""
+    each inspect costs the Docker engine CPU that a busy host is short of. `alive()` asks
+    whether the container's process still runs (None: cannot tell)."""
     began = time.monotonic()
     if has_healthcheck:
         log(f"waiting for health (timeout {health_timeout_s:g}s)")
         deadline = began + health_timeout_s
     else:
-        log(f"waiting {settle_s:g}s to see it keeps running")
-        deadline = began + settle_s
+        log(f"waiting {min_ready_s:g}s (min_ready) to see it keeps running")
+        deadline = began + min_ready_s
     while True:
         info = inspect()
         state = info["State"]
@@ -81,9 +86,26 @@ def wait_ready(
         if left <= 0:
             if has_healthcheck:
                 raise NotReady(f"not healthy after {health_timeout_s:g}s (health: {health})")
+            confirm_running(inspect, until_news, alive)
             log(f"running after {time.monotonic() - began:.1f}s")
             return
         until_news(left)
+
+
+def confirm_running(
+    inspect: Callable[[], dict[str, Any]],
+    until_news: Callable[[float], None],
+    alive: Callable[[], bool | None],
+) -> None:
+    """NotReady unless the container's process still runs now. Docker marks a container
+    exited only once it has handled the exit, which on a busy host comes well after the
+    process died: an inspect alone passes a container that died at once (min_ready 0s) or
+    just before the end of its min_ready. Asking for its processes asks the kernel."""
+    if alive() is not False:
+        return
+    until_news(EXIT_NEWS_S)  # Docker's `die`, to say how it ended
+    raise_if_down(inspect())
+    raise NotReady("its process had exited when it was checked")
 
 
 def raise_if_down(info: dict[str, Any]) -> None:

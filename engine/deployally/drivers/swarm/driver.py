@@ -190,7 +190,7 @@ class SwarmDriver(Driver):
         return self._nodes
 
     def configure(self, config: DriverConfig) -> None:
-        """The health timeout and settle time the next sync's deployments wait with."""
+        """The health timeout (and min_ready for specs without one) the next sync waits with."""
         self.config = config
 
     def watch(self, on_event: OnEvent) -> EventStream:
@@ -330,7 +330,7 @@ class SwarmDriver(Driver):
         )
         files = [(obj, self._ensure_file(obj, labels, resolve, log)) for obj in service_spec.file_objects(spec)]
         args = service_spec.service_args(
-            spec, labels=labels, resolve=resolve, files=files, settle_s=self.config.settle_s
+            spec, labels=labels, resolve=resolve, files=files, min_ready_s=self.config.min_ready_s
         )
         if any(p.host_port is not None for p in spec.ports):
             log("published ports go through Swarm's routing mesh: every node answers on them, "
@@ -406,13 +406,13 @@ class SwarmDriver(Driver):
         """Follow the service until Swarm's update ends, or every task runs the new spec:
         SUCCESS; Swarm rolled it back: ROLLED_BACK with the tasks' errors; no progress within
         the health timeout and monitor window: FAILED. `fresh` (a created or healed service,
-        which no Swarm update watches): every task must then stay up for the settle window
-        (or be healthy, with a healthcheck), and a failed task of it fails at once."""
-        monitor = service_spec.monitor_s(spec, self.config.settle_s)
+        which no Swarm update watches): every task must then stay up for the monitor window (its
+        min_ready; or be healthy, with a healthcheck), and a failed task of it fails at once."""
+        monitor = service_spec.monitor_s(spec, self.config.min_ready_s)
         # The bound of one step (a create starts every task at once; an update rolls one task at a
         # time, so its deadline moves each time one more task runs the new spec).
         step = self.config.health_timeout_s + monitor
-        settle = 0.0 if spec.healthcheck is not None else self.config.settle_s
+        settle = 0.0 if spec.healthcheck is not None else monitor
         deadline = time.monotonic() + step
         said = ""
         progress = -1

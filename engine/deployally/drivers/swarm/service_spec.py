@@ -58,7 +58,11 @@ CONFIG_FILE_LABELS = (LABEL_MANAGED, LABEL_OWNER, LABEL_NAME)
 # Labels that change at every revision: on the service only, never on its task template, so a
 # new revision that changes nothing its tasks run (replicas alone) rolls no task.
 _SERVICE_ONLY = (LABEL_REVISION, LABEL_COMMIT, LABEL_RENDERED_HASH)
-SETTLE_MONITOR_S = 2.0  # how long Swarm watches a new task without a healthcheck for failure
+# The least time Swarm watches a new task without a healthcheck for failure, whatever its
+# min_ready: a worker reports a task running as soon as its container starts, and Swarm counts
+# an exit against the update only within the monitor window, so a shorter one (0s) would let a
+# task that dies at once complete the update.
+MIN_MONITOR_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -102,12 +106,13 @@ def task_labels(service: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def monitor_s(spec: ContainerSpec, settle_s: float) -> float:
+def monitor_s(spec: ContainerSpec, min_ready_s: float) -> float:
     """How long Swarm watches each updated task for failure: the healthcheck's whole window
-    (start period, then every retry), or `settle_s` for a spec without one."""
+    (start period, then every retry), or for a spec without one its min_ready (`min_ready_s`
+    when it carries none), at least MIN_MONITOR_S."""
     hc = spec.healthcheck
     if hc is None:
-        return max(settle_s, SETTLE_MONITOR_S)
+        return max(spec.min_ready_s if spec.min_ready_s is not None else min_ready_s, MIN_MONITOR_S)
     return hc.start_period_s + hc.interval_s * hc.retries + hc.timeout_s
 
 
@@ -134,7 +139,7 @@ def service_args(
     labels: dict[str, str],
     resolve: Resolve,
     files: Sequence[tuple[FileObject, str]],
-    settle_s: float,
+    min_ready_s: float,
 ) -> dict[str, Any]:
     """Everything create_service (and update_service) needs; secrets are resolved here and only
     here. `files`: each config file's Swarm object with its id."""
@@ -178,7 +183,7 @@ def service_args(
         networks=[NetworkAttachmentConfig(spec.network, aliases=[spec.name])],
     )
     order: Literal["start-first", "stop-first"] = "start-first" if start_first(spec) else "stop-first"
-    monitor = math.ceil(monitor_s(spec, settle_s) * _NANO)
+    monitor = math.ceil(monitor_s(spec, min_ready_s) * _NANO)
     published: Any = {  # docker-py takes {published: (target, protocol, mode)}; its stubs say str
         p.host_port: (p.container_port, p.protocol, "ingress") for p in spec.ports if p.host_port is not None
     }
