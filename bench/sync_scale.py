@@ -1,6 +1,6 @@
 """How long a sync takes with many definitions: cold, no-op, and one changed.
 
-    python bench/sync_scale.py --definitions 100
+    python bench/sync_scale.py --definitions 100 [--min-ready 0s]
 
 Deploys N busybox definitions to the local Docker engine from a fresh git
 repository, then times a no-op sync and a sync after one definition changed,
@@ -50,6 +50,12 @@ def timed_sync(repo: Path, state: Path, parallel: int) -> tuple[float, int]:
     return elapsed, len(report.deployments)
 
 
+def load() -> str:
+    """The load average as a figure is printed: the machine may be shared."""
+    one, five, _ = os.getloadavg()
+    return f" (load average {one:.1f}, {five:.1f})"
+
+
 def run_prefix() -> str:
     """A prefix no other run has: this process's id and a random part."""
     return f"bench{os.getpid()}x{secrets.token_hex(2)}_"
@@ -80,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--definitions", type=int, default=100)
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--min-ready", help="deployally.yaml's min_ready (e.g. 0s); default: its own")
     args = parser.parse_args()
     client = docker.from_env()
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,23 +95,25 @@ def main() -> None:
         git(repo, "init", "-q", "-b", "main")
         prefix = run_prefix()
         network = f"{prefix}net"
-        (repo / "deployally.yaml").write_text(f"network: {network}\n")
+        min_ready = f"min_ready: {args.min_ready}\n" if args.min_ready else ""
+        (repo / "deployally.yaml").write_text(f"network: {network}\n{min_ready}")
         names = [f"{prefix}{i:04d}" for i in range(args.definitions)]
         print(f"sync_scale: prefix {prefix}, {args.definitions} definitions, "
-              f"parallel {args.parallel}, cpu count {os.cpu_count()}")
+              f"parallel {args.parallel}, min_ready {args.min_ready or 'the default'}, "
+              f"cpu count {os.cpu_count()}")
         for name in names:
             (repo / "definitions" / f"{name}.yaml").write_text(definition(name, "one"))
         git(repo, "add", "-A")
         git(repo, "commit", "-qm", "many definitions")
         try:
             cold, n = timed_sync(repo, state, args.parallel)
-            print(f"cold sync, {n} definitions created: {cold:.2f} s")
+            print(f"cold sync, {n} definitions created: {cold:.2f} s{load()}")
             noop, n = timed_sync(repo, state, args.parallel)
-            print(f"no-op sync ({n} deployments):          {noop:.2f} s")
+            print(f"no-op sync ({n} deployments):          {noop:.2f} s{load()}")
             (repo / "definitions" / f"{names[0]}.yaml").write_text(definition(names[0], "two"))
             git(repo, "commit", "-qam", "change one")
             one, n = timed_sync(repo, state, args.parallel)
-            print(f"one definition changed ({n} deployment): {one:.2f} s")
+            print(f"one definition changed ({n} deployment): {one:.2f} s{load()}")
         finally:
             remove_run(client, state, prefix, network)
 
