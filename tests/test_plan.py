@@ -293,6 +293,17 @@ def test_order_waves_follow_depends_on() -> None:
     assert names(order(actions)) == [["cache", "db"], ["api", "worker"], ["web"]]
 
 
+def test_order_of_a_long_chain_and_a_wide_fan_is_one_wave_a_step() -> None:
+    """5,000 actions: a chain of 2,500, each after the one before, and 2,500 after its first."""
+    chain = [create(f"c{i:04d}", *([f"c{i - 1:04d}"] if i else [])) for i in range(2500)]
+    fan = [create(f"f{i:04d}", "c0000") for i in range(2500)]
+    waves = names(order([*reversed(chain), *fan]))
+    assert len(waves) == 2500
+    assert waves[0] == ["c0000"]
+    assert waves[1] == ["c0001", *(f"f{i:04d}" for i in range(2500))]
+    assert all(wave == [f"c{i:04d}"] for i, wave in enumerate(waves[2:], start=2))
+
+
 def test_order_ignores_dependencies_outside_the_plan() -> None:
     assert names(order([create("web", "db")])) == [["web"]]
 
