@@ -28,6 +28,9 @@ def plain(repo: DefinitionsRepo, short: str, script: str = "exec sleep 214748364
 def test_many_at_once_are_all_deployed_and_recorded_the_gate_fails_the_bad_one_and_order_holds(
     defs_repo: DefinitionsRepo, docker_client: docker.DockerClient
 ) -> None:
+    # A short min_ready keeps the test short; the gate still sees the one that exits at once.
+    defs_repo.write("deployally.yaml", f"network: {defs_repo.prefix}net\nhealth_timeout: 30s\n"
+                    "min_ready: 1s\n")
     good = [plain(defs_repo, f"w{n:02d}") for n in range(MANY)]
     bad = plain(defs_repo, "bad", script="echo broken; exit 3")
     base = plain(defs_repo, "base")
