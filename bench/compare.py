@@ -24,7 +24,8 @@ done; writing the files (and DeployAlly's `git commit`, a user's edit) comes bef
 - docker-compose: `docker-compose up -d` returning (Debian's docker-compose 1.29). It waits
   for nothing after the start: 1.29 has no `--wait`, so a healthcheck is never waited for
   and a container that dies at once still counts. From 64 services on it runs with
-  COMPOSE_PARALLEL_LIMIT=2N, as its users must: with its default of 64 it deadlocks there.
+  COMPOSE_PARALLEL_LIMIT=2N, as its users must (with its default of 64 it deadlocks there),
+  and COMPOSE_HTTP_TIMEOUT at `--timeout` (2N calls at once outlast its 60 s when loaded).
 - docker-py: a bare loop in this process, Docker's own floor: one filtered list call, then
   create+start of what is missing or changed (the old one removed first) on 4 threads; no
   health gate, no record, no rollback.
@@ -259,6 +260,8 @@ class Compose(Tool):
             # COMPOSE_PARALLEL_LIMIT (64) while it runs: at 64 services the services' threads
             # hold them all and wait for their containers' forever. Users raise the limit.
             env["COMPOSE_PARALLEL_LIMIT"] = str(2 * work.size)
+            # And then its 2N calls at once outlast its 60 s read timeout on a loaded machine.
+            env["COMPOSE_HTTP_TIMEOUT"] = str(int(self.timeout))
         return self.run([*compose_command(), "-p", self.project, "up", "-d"], env=env)
 
 
