@@ -53,6 +53,12 @@ def test_validate_imports_neither_docker_nor_the_api(tmp_path: Path) -> None:
     roots = {m.split(".")[0] for m in modules}
     assert "deployally.model.definitions" in modules  # it did validate
     assert not roots & {"docker", "aiohttp", "watchdog"}
+    # Nor gitpython (plain git reads the repository), nor the engine's wiring, nor a store
+    # that is not there to check against.
+    assert "git" not in roots
+    assert not {m for m in modules if m.startswith(
+        ("deployally.workspace", "deployally.sync", "deployally.drivers", "deployally.api",
+         "deployally.store", "deployally.plan"))}
 
 
 @pytest.mark.parametrize("name", ["nosuch"])

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
+from deployally.data import CATALOG, EXAMPLE_REPOSITORY, walk
 from deployally.errors import ValidationError
+from deployally.model import schema
 from deployally.model.schema import field_name, line_of, load_yaml, schema_errors
 
 
@@ -65,3 +68,52 @@ def test_nesting_up_to_the_bound_is_read() -> None:
 def test_a_file_too_large_to_parse_is_refused_before_parsing() -> None:
     with pytest.raises(ValidationError, match="more than the 256,000"):
         load_yaml("big.yaml", "a: '" + "x" * 300_000 + "'\n")
+
+
+# ---------------------------------------------------------------- libyaml and pure Python alike
+
+BROKEN = [
+    "a: [unclosed\n",
+    "a: b: c\n",
+    "a: &x [1]\nb: *y\n",
+    "\ta: 1\n",
+    "a: !!python/object:os.system x\n",
+    "a:\n  - 1\n - 2\n",
+    "a: 'open\n",
+    "a: 1\n---\nb: 2\n",
+    "[" * 40 + "]" * 40,
+]
+
+
+def _pure_python(path: str, text: str) -> object:
+    """load_yaml as it reads without libyaml: the result, or the error's words and line."""
+    saved = schema._Loader
+    schema._Loader = schema._BoundedLoader
+    try:
+        return _outcome(path, text)
+    finally:
+        schema._Loader = saved
+
+
+def _outcome(path: str, text: str) -> object:
+    try:
+        return load_yaml(path, text)
+    except ValidationError as exc:
+        return (str(exc), exc.field, exc.line)
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML was built without libyaml")
+def test_libyaml_reads_every_shipped_file_as_the_pure_python_parser_does() -> None:
+    assert schema._Loader is not schema._BoundedLoader  # the fast parser is the one in use
+    shipped = [(p, f.read_text(encoding="utf-8")) for folder in (CATALOG, EXAMPLE_REPOSITORY)
+               for p, f in walk(folder) if p.endswith((".yaml", ".yml"))]
+    assert len(shipped) >= 10
+    for path, text in shipped:
+        assert _outcome(path, text) == _pure_python(path, text), path
+
+
+@pytest.mark.parametrize("text", BROKEN)
+def test_a_broken_file_says_the_same_words_and_line_with_libyaml_or_without(text: str) -> None:
+    fast = _outcome("definitions/x.yaml", text)
+    assert isinstance(fast, tuple) and fast[0].startswith("definitions/x.yaml")
+    assert fast == _pure_python("definitions/x.yaml", text)

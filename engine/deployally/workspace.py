@@ -16,24 +16,13 @@ from deployally.drivers.registry import DriverFactory, DriverRegistry
 from deployally.errors import DriverError
 from deployally.model.engine_config import EngineConfig, load_engine_config
 from deployally.source.git import GitRepo
+from deployally.state_dir import STATE_DIR_NAME, default_state_dir, engine_state_dir
 from deployally.store import ServerRecord, Store
 from deployally.sync.apply import Progress
 from deployally.sync.reconcile import Engine
 from deployally.types import Network
 
-STATE_DIR_NAME = ".deployally"
-
-
-def default_state_dir(repo: Path) -> Path:
-    """`.deployally/` in the repository directory (git-ignored by `deployally init`)."""
-    return repo / STATE_DIR_NAME
-
-
-def engine_state_dir(repo: GitRepo) -> Path:
-    """Where the engine of `repo` keeps its state: the repository's `deployally.stateDir`
-    (which `serve` sets), else `.deployally/` in it. The hooks find the engine this way."""
-    configured = repo.config("deployally.stateDir")
-    return Path(configured) if configured else default_state_dir(repo.path)
+__all__ = ["STATE_DIR_NAME", "Workspace", "default_state_dir", "engine_state_dir"]
 
 
 @dataclass

@@ -22,7 +22,7 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     # the repository
     "init": ("repository", "Make a new definitions repository with its settings file and git..."),
-    "validate": ("repository", "Check every definition; exit 1 with every error, each naming its..."),
+    "validate": ("validate", "Check every definition; exit 1 with every error, each naming its..."),
     "plan": ("repository", "Show what applying would create, update or remove, field by field."),
     "sync": ("repository", "Apply the head of the tracked branch to Docker, once."),
     "rollback": ("repository", "Commit a past revision of a definition back (rollback is a commit)."),

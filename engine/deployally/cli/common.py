@@ -6,15 +6,17 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from deployally.errors import ValidationError
 from deployally.source.git import GitRepo
 from deployally.source.tree import CommitTree, DirTree, Tree
-from deployally.store.db import DB_FILE
-from deployally.workspace import Workspace, engine_state_dir
+from deployally.state_dir import engine_state_dir, has_store
+
+if TYPE_CHECKING:
+    from deployally.workspace import Workspace
 
 repo_option = click.option(
     "--repo", default=".", show_default=True, type=click.Path(file_okay=False),
@@ -73,6 +75,8 @@ def read_secret_value(source: Any, what: str) -> str:
 
 
 def _workspace(repo: str, state_dir: str | None, branch: str, **kw: Any) -> Workspace:
+    from deployally.workspace import Workspace  # the engine's wiring: not for validate
+
     return Workspace.open(repo, state_dir, branch, **kw)
 
 
@@ -87,11 +91,6 @@ def engine_state(repo: str, state_dir: str | None, branch: str) -> Path:
     return Path(state_dir) if state_dir else engine_state_dir(GitRepo(Path(repo), branch))
 
 
-def has_store(state: Path) -> bool:
-    """Whether `state` holds a state store (never created just to look)."""
-    return (state / DB_FILE).is_file()
-
-
 def _engine_workspace(repo: str, state_dir: str | None, branch: str) -> Workspace:
     """A workspace on the engine's existing state store; an error naming --state-dir when
     there is none here, rather than a new, empty store nothing else reads."""
@@ -101,6 +100,8 @@ def _engine_workspace(repo: str, state_dir: str | None, branch: str) -> Workspac
             f"no state store here ({state}): give --state-dir, the directory the engine keeps"
             " its state in (`deployally serve --state-dir`)"
         )
+    from deployally.workspace import Workspace
+
     return Workspace.open(repo, state, branch)
 
 

@@ -1,4 +1,4 @@
-"""Commands on the definitions repository: init, validate, plan, sync and rollback."""
+"""Commands on the definitions repository: init, plan, sync and rollback (validate: validate.py)."""
 
 from __future__ import annotations
 
@@ -16,24 +16,17 @@ from deployally.cli.common import (
     _workspace,
     branch_option,
     engine_state,
-    has_store,
     json_option,
-    repo_option,
     server_environments,
-    state_option,
     workspace_options,
 )
 from deployally.data import HOOKS
-from deployally.errors import ValidationError, ValidationErrors
 from deployally.model import desired as desired_mod
 from deployally.model.engine_config import EngineConfig, load_engine_config
 from deployally.plan.actions import live_from_specs
 from deployally.plan.actions import plan as make_plan
 from deployally.plan.report import plan_json, plan_markdown, plan_text
 from deployally.source.git import GitRepo
-from deployally.source.signatures import Verifier
-from deployally.source.tree import CommitTree, Tree
-from deployally.store import Store
 from deployally.sync import edits
 from deployally.sync.preview import preview
 from deployally.types import SecretVersions
@@ -79,116 +72,12 @@ def install_hooks(repo: GitRepo) -> list[str]:
     return names
 
 
-# ---------------------------------------------------------------- validate and plan
-
-
-@click.command()
-@repo_option
-@state_option
-@branch_option
-@click.option("--rev", default=None, help="Validate this commit instead of the working directory.")
-@click.option("--pushed", is_flag=True,
-              help="(The pre-receive hook.) With trusted_keys, require a trusted signature on "
-                   "every commit REV brings that no branch or tag holds yet, not only on REV.")
-@json_option
-def validate(repo: str, state_dir: str | None, branch: str, rev: str | None, pushed: bool,
-             as_json: bool) -> None:
-    """Check every definition; exit 1 with every error, each naming its file and field.
-
-    What the host allows comes from the engine's configuration: DEPLOYALLY_CONFIG, else
-    engine.yaml in --state-dir (default: the repository's engine state directory). Without
-    one, the defaults apply, which allow least. Servers are registered in the engine's state
-    store, not in git: with a store there, each definition's server is checked, and each
-    pinned secret version must be one it keeps; without one, as in CI on a checkout, those
-    checks are skipped and said so. With the engine's trusted_keys, a commit (--rev, or the
-    head of a bare repository) must be signed by one of them.
-    """
-    tree = _tree(repo, rev, branch)
-    servers: frozenset[str] | None = None
-    try:
-        engine = _engine_config(repo, state_dir, branch)
-        servers, replicated, versions = _store_checks(repo, state_dir, branch)
-        unsigned = _unsigned(tree, engine, pushed=pushed)
-    except ValidationErrors as exc:
-        errors = list(exc.errors)
-        state = None
-    else:
-        state = desired_mod.load(
-            tree, secret_versions=versions, engine=engine, servers=servers, replicated=replicated
-        )
-        errors = unsigned + state.all_errors()
-    checked = engine.path if state is not None and engine.path else None
-    if as_json:
-        _echo_json({"valid": not errors, "definitions": len(state.ok) if state else 0,
-                    "engine_config": checked, "servers_checked": servers is not None,
-                    "errors": [e.as_dict() for e in errors]})
-    else:
-        if errors:
-            _print_errors(errors)
-            click.echo(f"{len(errors)} error(s) in {tree.label}", err=True)
-        else:
-            assert state is not None
-            click.echo(f"{len(state.ok)} definition(s) valid in {tree.label}")
-        if state is not None:
-            click.echo(
-                f"host allowances from {checked}" if checked else
-                "host allowances: the defaults (no engine.yaml found; DEPLOYALLY_CONFIG=PATH "
-                "checks against the engine's own)",
-                err=bool(errors),
-            )
-            if servers is None:
-                click.echo(
-                    "servers not checked, nor pinned secret versions: no state store here "
-                    "(give --state-dir to check them)",
-                    err=True,
-                )
-    sys.exit(1 if errors else 0)
-
-
-def _unsigned(tree: Tree, engine: EngineConfig, *, pushed: bool) -> list[ValidationError]:
-    """An error for each commit the engine would not deploy for want of a trusted signature."""
-    if not engine.verifies_commits or not isinstance(tree, CommitTree):
-        return []  # nothing to check, or a working directory: nothing is committed yet
-    git_repo = tree.repo
-    commits = git_repo.new_commits(tree.commit) if pushed else [tree.commit]
-    verifier = Verifier(engine.trusted_keys, config_path=engine.path)
-    try:
-        verdicts = verifier.check(git_repo, commits)
-    finally:
-        verifier.close()
-    return [
-        ValidationError(
-            f"commit {sha[:12]}",
-            "",
-            f"{v.summary!r} is {v.reason}; the engine deploys only "
-            f"commits signed by a key in trusted_keys ({engine.path}): sign it "
-            "(git commit --amend -S, or git rebase --exec 'git commit --amend --no-edit -S')",
-        )
-        for sha, v in verdicts.items()
-        if not v.trusted
-    ]
+# ---------------------------------------------------------------- plan (validate: cli/validate.py)
 
 
 def _engine_config(repo: str, state_dir: str | None, branch: str) -> EngineConfig:
     """The engine configuration validate and plan check against (see `validate`)."""
     return load_engine_config(engine_state(repo, state_dir, branch))
-
-
-def _store_checks(
-    repo: str, state_dir: str | None, branch: str
-) -> tuple[frozenset[str] | None, frozenset[str] | None, SecretVersions]:
-    """Names and srv_ ids of the servers in the engine's state store (all, and the swarm ones,
-    which alone take replicas), and the secret versions it keeps (a pinned one must exist; no
-    value is read); None and unchecked without a store."""
-    state = engine_state(repo, state_dir, branch)
-    if not has_store(state):
-        return None, None, SecretVersions.unchecked()  # never create a store just to validate
-    with Store(state) as store:
-        return (
-            store.server_keys(),
-            store.server_keys(kind="swarm"),
-            SecretVersions.pins_only(store.available_secrets().kept),
-        )
 
 
 @click.command()

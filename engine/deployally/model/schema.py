@@ -11,15 +11,20 @@ import difflib
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
+import yaml.composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 from deployally.data import SCHEMAS
 from deployally.errors import ValidationError
 from deployally.model import patterns
+
+if TYPE_CHECKING:
+    import jsonschema  # imported when a file is checked: the render worker never needs it
 
 # Far above any real template or definition, far below what would exhaust memory.
 MAX_FIELDS = 20_000
@@ -27,8 +32,8 @@ MAX_FIELDS = 20_000
 # composer, the schema validator, the renderer) recurses once or more per level, so a
 # bound far below Python's recursion limit (1000 frames) keeps each of them safe.
 MAX_DEPTH = 32
-# The largest built-in template is 2 KB. The YAML parser is pure Python (about 15 µs a
-# character on a 2-core machine), so a file at this bound still parses in seconds.
+# The largest built-in template is 2 KB. Without libyaml the YAML parser is pure Python
+# (about 15 µs a character on a 2-core machine), so a file at this bound still parses in seconds.
 MAX_CHARS = 256_000
 
 FieldPath = tuple[str | int, ...]
@@ -40,21 +45,44 @@ class _TooDeep(Exception):
         self.line = line
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """The safe loader, refusing to descend past MAX_DEPTH (the composer recurses per level)."""
+class _DepthBound(yaml.composer.Composer):
+    """The composer, refusing to descend past MAX_DEPTH (it recurses once per level)."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self._depth = 0
+    _depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH + 1:  # + 1: the scalar at the bottom is a node too
-                raise _TooDeep(self.peek_event().start_mark.line + 1)  # type: ignore[no-untyped-call]
+                raise _TooDeep(self.peek_event().start_mark.line + 1)  # type: ignore[attr-defined]
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+class _BoundedLoader(_DepthBound, yaml.SafeLoader):
+    """The safe loader in pure Python: the exact error messages (and where libyaml is missing)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+
+
+if getattr(yaml, "__with_libyaml__", False):
+    from yaml._yaml import CParser
+
+    class _FastLoader(_DepthBound, CParser, SafeConstructor, Resolver):
+        """libyaml's scanner and parser (several times faster) under the same bounded composer,
+        constructor and resolver as the safe loader."""
+
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+            yaml.composer.Composer.__init__(self)
+
+    _Loader: Callable[[str], Any] = _FastLoader
+else:
+    _Loader = _BoundedLoader
 
 
 def load_yaml(path: str, text: str) -> tuple[dict[str, Any], LineIndex]:
@@ -63,7 +91,26 @@ def load_yaml(path: str, text: str) -> tuple[dict[str, Any], LineIndex]:
         raise ValidationError(
             path, "", f"{len(text):,} characters, more than the {MAX_CHARS:,} a file may hold; split it"
         )
-    loader = _BoundedLoader(text)
+    try:
+        data, lines = _load(path, text, _Loader)
+    except yaml.YAMLError:
+        # libyaml words its errors differently: read the file again, in pure Python (only a
+        # broken file pays), so the message and line are the same with or without libyaml.
+        data, lines = _load(path, text, _BoundedLoader)
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise ValidationError(
+            path, "", f"the file is {kind}; it must be a YAML mapping of fields", line=1
+        )
+    return _plain(data), lines
+
+
+def _load(
+    path: str, text: str, loader_class: Callable[[str], Any]
+) -> tuple[Any, dict[FieldPath, int]]:
+    """The document and the line of every field, read by `loader_class`; ValidationError for
+    a file too deep or too wide, yaml.YAMLError (from libyaml) or ValidationError for bad syntax."""
+    loader = loader_class(text)
     try:
         root = loader.get_single_node()
         lines: dict[FieldPath, int] = {}
@@ -73,6 +120,8 @@ def load_yaml(path: str, text: str) -> tuple[dict[str, Any], LineIndex]:
     except _TooDeep as exc:
         raise ValidationError(path, "", _too_deep(), line=exc.line) from None
     except yaml.YAMLError as exc:
+        if loader_class is not _BoundedLoader:
+            raise
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
@@ -81,12 +130,7 @@ def load_yaml(path: str, text: str) -> tuple[dict[str, Any], LineIndex]:
         ) from exc
     finally:
         loader.dispose()
-    if not isinstance(data, dict):
-        kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise ValidationError(
-            path, "", f"the file is {kind}; it must be a YAML mapping of fields", line=1
-        )
-    return _plain(data), lines
+    return data, lines
 
 
 def lenient_value(text: str) -> Any:
@@ -94,7 +138,7 @@ def lenient_value(text: str) -> Any:
     allowed; None when it cannot be read (to find a refused file's name)."""
     if len(text) > MAX_CHARS:
         return None
-    loader = _BoundedLoader(text)
+    loader = _Loader(text)
     try:
         return loader.get_single_data()
     except (_TooDeep, yaml.YAMLError):
@@ -186,19 +230,26 @@ def _pattern(
 ) -> Iterator[jsonschema.ValidationError]:
     """JSON Schema's `pattern`, matched by RE2: our schemas' patterns meet repository text,
     and `\\{\\{.*\\}\\}` alone would backtrack quadratically over a long string."""
+    import jsonschema
+
     if validator.is_type(instance, "string") and not patterns.search(pattern, instance):
         yield jsonschema.ValidationError(f"{short_repr(instance)} does not match {pattern!r}")
 
 
-_Draft: type[jsonschema.protocols.Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
-    jsonschema.Draft202012Validator, {"pattern": _pattern}
-)
+@functools.cache
+def _draft() -> type[jsonschema.protocols.Validator]:
+    import jsonschema
+
+    draft: type[jsonschema.protocols.Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        jsonschema.Draft202012Validator, {"pattern": _pattern}
+    )
+    return draft
 
 
 @functools.cache
 def _validator(schema_file: str) -> jsonschema.protocols.Validator:
     schema = json.loads((SCHEMAS / schema_file).read_text(encoding="utf-8"))
-    validator: jsonschema.protocols.Validator = _Draft(schema)
+    validator: jsonschema.protocols.Validator = _draft()(schema)
     return validator
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from deployally.state_dir import DB_FILE
 from deployally.store.access import (
     ENVIRONMENTS,
     SERVER_KEY_PREFIX,
@@ -25,7 +26,7 @@ from deployally.store.access import (
 )
 from deployally.store.codec import _spec_from_json as _spec_from_json
 from deployally.store.codec import _spec_to_json as _spec_to_json
-from deployally.store.db import DB_FILE, LOCAL_SERVER_ID, LOCAL_SERVER_NAME, SCHEMA_VERSION
+from deployally.store.db import LOCAL_SERVER_ID, LOCAL_SERVER_NAME, SCHEMA_VERSION
 from deployally.store.definitions import (
     META_LAST_APPLIED_COMMIT,
     META_LAST_ATTEMPTED_COMMIT,

@@ -13,9 +13,9 @@ from typing import Any, Final, Self
 
 from deployally import identity
 from deployally.errors import StoreUnavailable
+from deployally.state_dir import DB_FILE
 from deployally.store.codec import _enum_value, _now, _ts
 
-DB_FILE: Final = "deployally.db"
 LOCAL_SERVER_NAME: Final = "local"
 LOCAL_SERVER_ID: Final = identity.stable_id("srv", LOCAL_SERVER_NAME)
 BUSY_TIMEOUT_MS: Final = 5000  # how long a writer waits for another's write lock
