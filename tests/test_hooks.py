@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import docker
 import pytest
+import requests
 
 from conftest import PushRepo, ServeProcess, wait_until
 from deployally.store import Store
@@ -203,3 +207,159 @@ def test_a_push_for_a_server_that_is_not_reachable_says_its_deployments_wait(
     assert "server edge is unreachable" in said and "its deployments wait" in said, said
     assert not [line for line in lines if line.startswith("error:")], said
     assert "1 waiting" in lines[-1], said
+
+
+# ---------------------------------------------------------------- the hooks through a running engine
+
+
+def spy_on_deployally(push_repo: PushRepo) -> Path:
+    """Make the hooks' own `deployally` runs leave a mark: the returned file lists each one."""
+    marks = push_repo.bare.parent / "deployally-runs"
+    spy = push_repo.bare.parent / "deployally-spy"
+    spy.write_text(f'#!/bin/sh\necho "$*" >> "{marks}"\nexec "{sys.executable}" -m deployally "$@"\n')
+    spy.chmod(0o755)
+    command = f'"{sys.executable}" -m deployally'
+    for name in ("pre-receive", "post-receive"):
+        hook = push_repo.bare / "hooks" / name
+        text = hook.read_text()
+        assert command in text
+        hook.write_text(text.replace(command, f'"{spy}"'))
+    return marks
+
+
+def hook_count(engine: ServeProcess, hook: str, outcome: str) -> float:
+    """deployally_git_hooks_total{hook, outcome} from the engine's /metrics."""
+    text = engine.session.get(f"{engine.url}/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith(f'deployally_git_hooks_total{{hook="{hook}",outcome="{outcome}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def error_lines(output: str) -> list[str]:
+    return [line.strip() for line in output.splitlines() if line.startswith("remote: error:")]
+
+
+def test_with_the_engine_up_a_push_is_validated_and_reported_by_the_engine_alone(
+    push_repo: PushRepo, docker_client: docker.DockerClient
+) -> None:
+    marks = spy_on_deployally(push_repo)
+    state = push_repo.bare / ".deployally"
+    engine = ServeProcess(push_repo.bare, state)
+    try:
+        name = push_repo.worker("web", message="one")
+        push_repo.commit("Add web")
+        pushed = push_repo.push()
+        assert pushed.returncode == 0, pushed.stdout
+        assert f"remote: {name}: revision 1 deployed" in pushed.stdout, pushed.stdout
+        assert "remote: DeployAlly: 1 deployed, 0 failed" in pushed.stdout
+        assert "1 definition(s) valid in" in pushed.stdout
+        assert not marks.exists(), marks.read_text()  # no deployally process: the engine did both
+        assert hook_count(engine, "pre-receive", "accepted") == 1
+        assert hook_count(engine, "post-receive", "reported") == 1
+        assert "pre-receive: push accepted" in engine.log()
+        before = docker_client.containers.get(name).id
+
+        push_repo.write(f"definitions/{name}.yaml", f"name: {name}\ntemplate: no/such/template/1\n")
+        bad = push_repo.commit("Break web")
+        refused = push_repo.push()
+        assert refused.returncode != 0
+        assert "remote: DeployAlly: push refused" in refused.stdout
+        assert not marks.exists(), marks.read_text()
+        assert hook_count(engine, "pre-receive", "refused") == 1
+        # The engine read the pushed commit from git's quarantine; refused, it never landed.
+        assert subprocess.run(["git", "cat-file", "-e", bad], cwd=push_repo.bare,
+                              check=False).returncode != 0
+        assert docker_client.containers.get(name).id == before
+    finally:
+        assert engine.stop() == 0
+    assert not (state / "hook.curlrc").exists()  # a stopped engine leaves the hooks no way in
+
+    # With no engine, deployally validates in the hook: the same words, line for line.
+    in_process = push_repo.push()
+    assert in_process.returncode != 0 and marks.read_text().startswith("validate ")
+    assert error_lines(in_process.stdout) == error_lines(refused.stdout)
+    assert [e for e in error_lines(refused.stdout) if f"definitions/{name}.yaml" in e
+            and "template" in e]
+
+
+def test_without_curl_or_with_a_dead_engine_the_hooks_do_the_work_themselves(
+    push_repo: PushRepo, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    marks = spy_on_deployally(push_repo)
+    state = push_repo.bare / ".deployally"
+    engine = ServeProcess(push_repo.bare, state)
+    try:
+        # No curl on PATH: deployally validates, and asks the engine to deploy.
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        git = subprocess.run(["sh", "-c", "command -v git"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        (bin_dir / "git").symlink_to(git)
+        name = push_repo.worker("web", message="one")
+        push_repo.commit("Add web")
+        pushed = subprocess.run(["git", "push", "origin", "main"], cwd=push_repo.path, check=False,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PATH": str(bin_dir)})
+        assert pushed.returncode == 0, pushed.stdout
+        assert f"remote: {name}: revision 1 deployed" in pushed.stdout, pushed.stdout
+        assert "deploying here" not in pushed.stdout  # the engine deployed it
+        runs = marks.read_text().splitlines()
+        assert [r.split()[0] for r in runs] == ["validate", "hook"], runs
+        assert hook_count(engine, "pre-receive", "accepted") == 0
+    finally:
+        engine.stop(signal.SIGKILL)  # what a crash leaves: engine.json and hook.curlrc
+    assert (state / "hook.curlrc").exists() and (state / "engine.json").exists()
+    marks.unlink()
+
+    push_repo.worker("web", message="two")
+    push_repo.commit("Change web")
+    pushed = push_repo.push()
+    assert pushed.returncode == 0, pushed.stdout
+    assert "no engine answers" in pushed.stdout and "deploying here" in pushed.stdout
+    assert f"remote: {name}: revision 2 deployed" in pushed.stdout, pushed.stdout
+    assert "Traceback" not in pushed.stdout and "curl:" not in pushed.stdout
+    assert [r.split()[0] for r in marks.read_text().splitlines()] == ["validate", "hook"]
+    assert revision_of(docker_client, name) == "2"
+
+
+def test_the_hook_endpoint_takes_only_the_hook_token_and_this_repositorys_quarantine(
+    push_repo: PushRepo, tmp_path: Path
+) -> None:
+    state = push_repo.bare / ".deployally"
+    assert push_repo.push().returncode == 0
+    head = subprocess.run(["git", "rev-parse", "main"], cwd=push_repo.bare, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    engine = ServeProcess(push_repo.bare, state)
+    try:
+        config = state / "hook.curlrc"
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+        secret = re.search(r"Bearer (da_hook_[\w-]+)", config.read_text())
+        assert secret is not None
+        hook_token = secret.group(1)
+        # Nowhere a pusher reads: not in the hooks, the repository's config, or engine.json.
+        for path in (*(push_repo.bare / "hooks").iterdir(), push_repo.bare / "config",
+                     state / "engine.json"):
+            assert hook_token not in path.read_text(), path
+        url = f"{engine.url}/api/v1/hook"
+        form = {"hook": "pre-receive", "repo": str(push_repo.bare), "commit": head}
+
+        def post(token: str, **changes: str) -> requests.Response:
+            return requests.post(url, data={**form, **changes}, timeout=60,
+                                 headers={"Authorization": f"Bearer {token}"})
+
+        ok = post(hook_token)
+        assert ok.status_code == 200 and "definition(s) valid in" in ok.text, ok.text
+        # An API token, even the engine's own write token, does not open this endpoint.
+        assert post(engine.token).status_code == 401
+        other = tmp_path / "other.git"
+        subprocess.run(["git", "init", "-q", "--bare", str(other)], check=True)
+        assert post(hook_token, repo=str(other)).status_code == 409
+        outside = tmp_path / "tmp_objdir-incoming-x"
+        outside.mkdir()
+        for quarantine in (str(outside), str(push_repo.bare / "objects"),
+                           str(push_repo.bare / "objects" / "tmp_objdir-incoming-nope")):
+            answer = post(hook_token, quarantine=quarantine)
+            assert answer.status_code == 400 and "quarantine" in answer.text, answer.text
+    finally:
+        assert engine.stop() == 0

@@ -13,6 +13,7 @@ from deployally.api import (
     definitions,
     deployments,
     health,
+    hooks,
     instances,
     meta,
     servers,
@@ -81,6 +82,7 @@ def create_app(
         health,
         meta,
         sync,
+        hooks,
     ):
         app.router.add_routes(module.routes)
     return app

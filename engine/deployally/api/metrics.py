@@ -67,6 +67,12 @@ class Metrics:
         self._failures = Gauge(
             "deployally_sync_consecutive_failures", "Syncs in a row that ended in error.", registry=r
         )
+        self._hooks = Counter(
+            "deployally_git_hooks",
+            "git hooks the engine ran for a push (pre-receive: accepted or refused; post-receive: "
+            "reported), with no process started for them.",
+            ("hook", "outcome"), registry=r,
+        )
         self._deployments = Gauge(
             "deployally_deployments", "Recorded deployments by status.", ("status",), registry=r
         )
@@ -96,6 +102,10 @@ class Metrics:
         """Count one finished sync and how long it took."""
         self._syncs.labels(result.value).inc()
         self._sync_seconds.observe(seconds)
+
+    def observe_hook(self, hook: str, outcome: str) -> None:
+        """Count one git hook the engine ran (api/hooks.py)."""
+        self._hooks.labels(hook, outcome).inc()
 
     def exposition(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,12 @@ if TYPE_CHECKING:
 
 ENGINE_FILE = "engine.json"
 HOOK_TOKEN_NAME = "hook"
+# The sh hooks' way to the engine: a curl config (`curl -K`) with the URL, the hook token and
+# the certificate to trust, so the token is never on a command line `ps` shows.
+HOOK_CURL_CONFIG = "hook.curlrc"
+HOOK_ROUTE = "/api/v1/hook"
+# A hook that cannot reach the engine in this long falls back to doing the work itself.
+HOOK_CONNECT_TIMEOUT_S = 2
 
 
 def read_engine_file(state_dir: Path) -> dict[str, Any] | None:
@@ -60,6 +67,35 @@ def engine_ssl_context(engine: dict[str, Any]) -> ssl.SSLContext | None:
 def remove_engine_file(state_dir: Path) -> None:
     """No engine runs here any more: hooks sync in the push instead."""
     (state_dir / ENGINE_FILE).unlink(missing_ok=True)
+    (state_dir / HOOK_CURL_CONFIG).unlink(missing_ok=True)
+
+
+def new_hook_secret() -> str:
+    """The secret the sh hooks show the engine: made at each start, kept in memory and in the
+    state directory's hook.curlrc (owner only), never in the store, git or a log."""
+    return "da_hook_" + secrets.token_urlsafe(32)
+
+
+def write_hook_curl_config(
+    state_dir: Path, *, url: str, secret: str, tls_cert: Path | None = None
+) -> None:
+    """Write hook.curlrc, owner-only: where the sh hooks reach this engine, with what."""
+    lines = [
+        "# Written by `deployally serve` for the git hooks (curl -K); removed when it stops.",
+        f"url = {_curl_quoted(url + HOOK_ROUTE)}",
+        f"header = {_curl_quoted('Authorization: Bearer ' + secret)}",
+        f"connect-timeout = {HOOK_CONNECT_TIMEOUT_S}",
+        "silent",
+    ]
+    if tls_cert is not None:
+        lines.append(f"cacert = {_curl_quoted(str(tls_cert))}")
+    _write_private(state_dir / HOOK_CURL_CONFIG, "\n".join(lines) + "\n")
+
+
+def _curl_quoted(value: str) -> str:
+    """A value in a curl config file: double-quoted, with backslash escapes."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
 
 
 def issue_hook_token(ws: Workspace) -> str:

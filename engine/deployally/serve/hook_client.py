@@ -1,8 +1,9 @@
 """`deployally hook post-receive`: tell the running engine about a push and print each outcome.
 
 The lines go to the pusher's terminal ("remote: site: revision 3 deployed"),
-as with Dokku or Heroku. With no engine running the sync runs right here, in
-the push; the sync lock keeps it from overlapping an engine that starts meanwhile.
+as with Dokku or Heroku. The installed sh hook runs this only when it cannot ask the
+engine itself with curl (api/hooks.py). With no engine running the sync runs right here,
+in the push; the sync lock keeps it from overlapping an engine that starts meanwhile.
 """
 
 from __future__ import annotations
@@ -11,22 +12,26 @@ import http.client
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from deployally.errors import DeployAllyError
 from deployally.serve.engine_file import engine_ssl_context, read_engine_file
+from deployally.serve.push_output import (
+    PREFIX,
+    Echo,
+    deploying,
+    print_engine_answer,
+    say_refused,
+    say_unreachable,
+)
 from deployally.serve.tls import TlsError
 from deployally.source.git import GitRepo
-from deployally.sync.reconcile import summary
-from deployally.types import DeploymentStatus
-from deployally.workspace import Workspace, engine_state_dir
+from deployally.state_dir import engine_state_dir
+from deployally.workspace import Workspace
 
-Echo = Callable[[str], None]
 # A deploy waits for health checks; a push may take this long before the hook gives up.
 ENGINE_TIMEOUT_S = 30 * 60
-PREFIX = "DeployAlly: "
 
 
 def state_dir_for(git_dir: Path) -> Path:
@@ -63,7 +68,7 @@ def post_receive(
     git_dir = Path(repo).resolve()
     state = state_dir or state_dir_for(git_dir)
     engine = read_engine_file(state)
-    echo(f"{PREFIX}deploying {commit[:12]}")
+    echo(deploying(commit))
     if engine is not None:
         try:
             body = _ask_engine(engine, commit)
@@ -82,7 +87,7 @@ def post_receive(
                  "runs again: see `deployally status`")
             return 1
         else:
-            return _print_engine_answer(body, echo)
+            return print_engine_answer(body, echo)
     return _sync_here(git_dir, state, branch, echo)
 
 
@@ -90,34 +95,6 @@ def _described(exc: BaseException) -> str:
     """An exception in a few words, for one line of push output."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _print_engine_answer(body: dict[str, Any], echo: Echo) -> int:
-    if not body.get("success"):
-        error = body.get("error") or {}
-        message = error.get("message", body)
-        if error.get("code") == "unavailable":
-            # The engine cannot work right now (store, Docker or git); the push itself is kept.
-            echo(f"{PREFIX}the engine could not deploy this push: {message}; "
-                 "it retries by itself once that is fixed")
-        else:
-            echo(f"{PREFIX}the engine refused the sync: {message}")
-        return 1
-    data = body["data"]
-    for line in data.get("lines") or []:
-        echo(line)
-    for err in data.get("errors") or []:
-        where = err["file"] + (f":{err['line']}" if err.get("line") else "")
-        field = f" {err['field']}:" if err.get("field") else ""
-        echo(f"error: {where}:{field} {err['message']}")
-    _say_unreachable(data.get("unreachable") or {}, echo)
-    statuses = [d["status"] for d in data.get("deployments") or []]
-    waiting = statuses.count(DeploymentStatus.WAITING.value)
-    deployed = statuses.count(DeploymentStatus.SUCCESS.value)
-    _summary(deployed, len(statuses) - deployed - waiting, waiting, int(data.get("unchanged", 0)),
-             len(data.get("errors") or []), echo)
-    _say_refused(len(data.get("refused_commits") or []), echo)
-    return 0 if data.get("ok") else 1
 
 
 def _sync_here(git_dir: Path, state: Path, branch: str, echo: Echo) -> int:
@@ -131,25 +108,7 @@ def _sync_here(git_dir: Path, state: Path, branch: str, echo: Echo) -> int:
         ws.close()
     for err in report.errors:
         echo(f"error: {err}")
-    _say_unreachable(report.unreachable, echo)
+    say_unreachable(report.unreachable, echo)
     echo(f"{PREFIX}{report.summary()}")
-    _say_refused(len(report.refused), echo)
+    say_refused(len(report.refused), echo)
     return 0 if report.ok else 1
-
-
-def _say_unreachable(unreachable: dict[str, str], echo: Echo) -> None:
-    """An unreachable server is no error of the push: its deployments wait for it."""
-    for server, cause in unreachable.items():
-        echo(f"{PREFIX}server {server} is unreachable ({cause}); its deployments wait and run"
-             " when it answers")
-
-
-def _summary(
-    deployed: int, failed: int, waiting: int, unchanged: int, invalid: int, echo: Echo
-) -> None:
-    echo(f"{PREFIX}{summary(deployed, failed, waiting, unchanged, invalid)}")
-
-
-def _say_refused(count: int, echo: Echo) -> None:
-    if count:
-        echo(f"{PREFIX}{count} commit(s) not deployed: not signed by a key the engine trusts")

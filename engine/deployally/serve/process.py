@@ -23,6 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from deployally.api.app import create_app
+from deployally.api.hooks import HOOK_SECRET
 from deployally.api.metrics import Metrics
 from deployally.api.runner import ApiRunner
 from deployally.api.sync import SYNC, SyncOutcome
@@ -33,9 +34,11 @@ from deployally.logs import fields
 from deployally.notify.sender import Schedule, Sender
 from deployally.serve.engine_file import (
     issue_hook_token,
+    new_hook_secret,
     remove_engine_file,
     revoke_hook_token,
     write_engine_file,
+    write_hook_curl_config,
 )
 from deployally.serve.instance_events import InstanceEventHandler
 from deployally.serve.loop import SyncLoop
@@ -217,6 +220,7 @@ class EngineProcess:
             ws, trigger_sync=self.trigger_threadsafe, status=self.status, metrics=self.metrics
         )
         app[SYNC] = self
+        app[HOOK_SECRET] = hook_secret = new_hook_secret()
         app[WAKE_SENDER] = self._wake_sender
         runner = ApiRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
@@ -228,10 +232,12 @@ class EngineProcess:
         host = "127.0.0.1" if self.config.host in ("0.0.0.0", "::", "") else self.config.host
         self.url = f"{'https' if self._tls else 'http'}://{host}:{port}"
         token = await loop.run_in_executor(None, issue_hook_token, ws)
+        tls_cert = self.config.tls_cert.resolve() if self._tls and self.config.tls_cert else None
         write_engine_file(
             self.state_dir, url=self.url, token=token, repo=ws.repo_path, branch=self.branch,
-            tls_cert=self.config.tls_cert.resolve() if self._tls and self.config.tls_cert else None,
+            tls_cert=tls_cert,
         )
+        write_hook_curl_config(self.state_dir, url=self.url, secret=hook_secret, tls_cert=tls_cert)
         log.info(
             "serving",
             extra=fields(url=self.url, repo=redact_url(self.config.repo), state_dir=str(self.state_dir),

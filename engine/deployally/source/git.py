@@ -35,6 +35,8 @@ _KEPT_COMMITS = 10_000
 _KEPT_TEXT_CHARS = 16_000_000
 _ABSENT = object()  # a path a commit does not hold, kept like a text
 _READ_BY_PATH = 32  # files read at once by `<commit>:<path>`; more are read by their blobs
+# How git names the directory a push's objects wait in until pre-receive accepts them.
+QUARANTINE_PREFIX = "tmp_objdir-incoming-"
 
 # Variables a calling git (a hook) may have set that would point our commands at
 # another repository or index. The quarantine object directories of a
@@ -97,6 +99,9 @@ class GitRepo:
         self.bare: bool = self.work_tree is None
         self.ref = f"refs/heads/{branch}"
         self.remote_url: str | None = self.config("remote.origin.url")
+        self._start_caches()
+
+    def _start_caches(self) -> None:
         # Full shas known to name commits, and answers about commits: a commit never changes,
         # so neither do they. Only has_commit asks git again (gc may drop a commit).
         self._commits: set[str] = set()
@@ -105,6 +110,28 @@ class GitRepo:
         self._parents: dict[str, str | None] = {}  # commit -> its first parent
         self._texts: dict[tuple[str, str], object] = {}  # (commit, path) -> text, Unreadable, _ABSENT
         self._text_chars = 0
+
+    # Extra object directories a pre-receive hook's quarantine adds (see with_quarantine).
+    _objects_env: Mapping[str, str] = {}
+
+    def with_quarantine(self, quarantine: Path) -> GitRepo:
+        """This repository reading the objects a push has in quarantine too (pre-receive), and
+        refusing, as git does there, to move any ref. A SourceError unless `quarantine` is one
+        of this repository's own quarantine directories."""
+        objects = (self.git_dir / "objects").resolve()
+        found = Path(quarantine).resolve()
+        if found.parent != objects or not found.name.startswith(QUARANTINE_PREFIX) \
+                or not found.is_dir():
+            raise SourceError(f"{quarantine}: not a quarantine directory of {self.git_dir}")
+        copy = object.__new__(GitRepo)
+        copy.__dict__.update(self.__dict__)
+        copy._start_caches()  # what the push's objects show stays with this copy
+        copy._objects_env = {
+            "GIT_QUARANTINE_PATH": str(found),
+            "GIT_OBJECT_DIRECTORY": str(found),
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(objects),
+        }
+        return copy
 
     def __repr__(self) -> str:
         kind = "mirror" if self.remote_url else "bare" if self.bare else "working"
@@ -574,6 +601,8 @@ class GitRepo:
     def _git_proc(
         self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None
     ) -> subprocess.CompletedProcess[bytes]:
+        if self._objects_env:
+            env = {**self._objects_env, **(env or {})}
         return _run(list(args), cwd=self.work_tree or self.git_dir, input=input, env=env)
 
 
