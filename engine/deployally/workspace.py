@@ -150,7 +150,10 @@ class Workspace:
         )
 
     def close(self) -> None:
+        """Close what was opened: the engine, the drivers' Docker connections, the store."""
         if "engine" in self.__dict__:
             self.engine.close()
+        if "drivers" in self.__dict__:
+            self.drivers.close()
         if "store" in self.__dict__:
             self.store.close()

@@ -77,7 +77,16 @@ def read_secret_value(source: Any, what: str) -> str:
 def _workspace(repo: str, state_dir: str | None, branch: str, **kw: Any) -> Workspace:
     from deployally.workspace import Workspace  # the engine's wiring: not for validate
 
-    return Workspace.open(repo, state_dir, branch, **kw)
+    return _closed_with_command(Workspace.open(repo, state_dir, branch, **kw))
+
+
+def _closed_with_command(ws: Workspace) -> Workspace:
+    """`ws`, closed when the running command ends (its store, its Docker clients): a command
+    run in a longer-lived process, as `CliRunner` does, must not leave them open."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(ws.close)
+    return ws
 
 
 def server_environments(ws: Workspace) -> dict[str, str]:
@@ -102,7 +111,7 @@ def _engine_workspace(repo: str, state_dir: str | None, branch: str) -> Workspac
         )
     from deployally.workspace import Workspace
 
-    return Workspace.open(repo, state, branch)
+    return _closed_with_command(Workspace.open(repo, state, branch))
 
 
 def _tree(repo: str, rev: str | None, branch: str) -> Tree:

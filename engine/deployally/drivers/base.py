@@ -105,6 +105,10 @@ class Driver(abc.ABC):
     def configure(self, config: DriverConfig) -> None:
         """Take the settings a sync runs with; a no-op for a driver that needs none."""
 
+    def close(self) -> None:
+        """Let go of the connections and threads the driver holds (a later call opens them
+        again); a no-op for a driver that holds none."""
+
     def host_networks(self) -> tuple[Network, ...]:
         """The address ranges of the networks this server has on the engine's own host (where
         a webhook must not reach); () for a server elsewhere. Raises DriverError."""

@@ -82,6 +82,13 @@ class DriverRegistry(Generic[S]):
         with self._lock:
             self._on_made.append(hook)
 
+    def close(self) -> None:
+        """Close every driver made so far (their Docker connections and event threads)."""
+        with self._lock:
+            made = list(self._drivers.values())
+        for driver in made:
+            driver.close()
+
     def _driver(self, server: S) -> Driver | None:
         factory = self._factories.get(server.kind)
         if factory is None:

@@ -109,6 +109,7 @@ class LocalDriver(Driver):
         # is back): at most this many services are down at once.
         self._down = threading.BoundedSemaphore(config.unavailable)
         self._client_value = client
+        self._owns_client = client is None
         self._docker_host = docker_host  # None: DOCKER_HOST or the default socket
         self._lock = threading.Lock()  # guards lazy client, network/image creation, name locks
         self._name_locks: dict[str, threading.Lock] = {}
@@ -127,12 +128,20 @@ class LocalDriver(Driver):
 
     @property
     def _client(self) -> docker.DockerClient:
-        # Made lazily so a driver exists (and the API serves) while Docker is down.
+        # Made lazily so a driver exists (and the API serves) while Docker is down; made
+        # outside the lock, so close() never waits for an engine that does not answer.
         with self._lock:
-            if self._client_value is None:
-                with _docker("connect to the Docker engine"):
-                    self._client_value = self._new_client()
-            return self._client_value
+            client = self._client_value
+        if client is None:
+            with _docker("connect to the Docker engine"):
+                made = self._new_client()
+            with self._lock:
+                if self._client_value is None:
+                    self._client_value = made
+                client = self._client_value
+            if client is not made:  # another thread made one meanwhile
+                made.close()
+        return client
 
     def _new_client(self) -> docker.DockerClient:
         if self._docker_host is None:
@@ -185,9 +194,15 @@ class LocalDriver(Driver):
         return self.live() if rows is None else _live_from(rows)
 
     def close(self) -> None:
-        """End the readiness event subscription now, not a linger after the last wait (a later
-        rollout opens it again)."""
+        """End the readiness event subscription now, not a linger after the last wait, and close
+        the Docker client the driver made (a later call opens both again)."""
         self._news.close()
+        if not self._owns_client:
+            return  # the caller's client: the caller closes it
+        with self._lock:
+            client, self._client_value = self._client_value, None
+        if client is not None:
+            client.close()  # its connection pool's sockets to the engine
 
     def configure(self, config: DriverConfig) -> None:
         """Health timeout, readiness and concurrent Docker calls for the next sync (between syncs)."""

@@ -187,7 +187,11 @@ class DockerEvents(EventStream):
         client = self._client_factory()
         # Whole seconds: the replayed overlap is dropped by timeNano in _follow.
         since = self._last_nanos // 1_000_000_000
-        stream = client.events(decode=True, filters=self._filters, since=since)
+        try:
+            stream = client.events(decode=True, filters=self._filters, since=since)
+        except BaseException:
+            client.close()  # each reconnect makes a client: a failed one must not keep its sockets
+            raise
         with self._lock:
             self._client, self._stream = client, stream
         if self._stopping.is_set():  # stop() ran before the stream existed to be closed

@@ -130,10 +130,19 @@ class SwarmDriver(Driver):
 
     @property
     def _api(self) -> Any:  # docker.APIClient, whose swarm calls its stubs leave untyped
-        with self._lock:  # made lazily: the driver exists (and the API serves) while it is down
-            if self._client_value is None:
-                self._client_value = self._new_client()
-            return self._client_value.api
+        # Made lazily: the driver exists (and the API serves) while the manager is down. Made
+        # outside the lock, so close() never waits for a manager that does not answer.
+        with self._lock:
+            client = self._client_value
+        if client is None:
+            made = self._new_client()
+            with self._lock:
+                if self._client_value is None:
+                    self._client_value = made
+                client = self._client_value
+            if client is not made:  # another thread made one meanwhile
+                made.close()
+        return client.api
 
     def _name_lock(self, name: str) -> threading.Lock:
         with self._lock:
@@ -192,6 +201,13 @@ class SwarmDriver(Driver):
     def configure(self, config: DriverConfig) -> None:
         """The health timeout (and min_ready for specs without one) the next sync waits with."""
         self.config = config
+
+    def close(self) -> None:
+        """Close the client to the manager (its pooled connections); a later call opens another."""
+        with self._lock:
+            client, self._client_value = self._client_value, None
+        if client is not None:
+            client.close()
 
     def watch(self, on_event: OnEvent) -> EventStream:
         """Follow the manager's container events of this engine's tasks (those on the manager's
