@@ -37,6 +37,47 @@ def _secret_keys_of_the_test(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.delenv("DEPLOYALLY_SECRET_KEY", raising=False)
 
 
+# The suite runs in one process: descriptors that tests or the engine leave open add up until
+# the process cannot open more (a clean-clone run passed 1,023 once). Growth past this fails it.
+FD_GROWTH_LIMIT = 512
+_fds_at_start: dict[str, str] = {}
+
+
+def open_files() -> dict[str, str]:
+    """What each of this process's file descriptors refers to (socket:[..], a path), by number."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:  # the listing's own descriptor, closed by now
+            continue
+    return out
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if sys.platform == "linux":
+        _fds_at_start.update(open_files())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when it ends holding many more descriptors than it began with, naming them."""
+    if not _fds_at_start:
+        return
+    import gc
+    from collections import Counter
+
+    gc.collect()  # what only waits for a collection is not a leak
+    grown = [v for k, v in open_files().items() if _fds_at_start.get(k) != v]
+    if len(grown) > FD_GROWTH_LIMIT:
+        kinds = Counter(re.sub(r"\[\d+\]$", "", v) for v in grown)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (f"the test process ends with {len(grown)} more open descriptors than it"
+                   f" began with (limit {FD_GROWTH_LIMIT}): {kinds.most_common(20)}")
+        if reporter is not None:
+            reporter.write_line("\n" + message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that reaches Docker (through `docker_client`, which every Docker fixture
     needs) is marked `docker`, so `-m "not docker"` runs exactly the tests that need none."""

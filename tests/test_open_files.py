@@ -3,30 +3,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from click.testing import CliRunner
 
-from conftest import DefinitionsRepo
+from conftest import DefinitionsRepo, open_files
 from deployally.cli import main
 from deployally.workspace import Workspace
 
 
-def _open_files() -> dict[str, str]:
-    """What each of this process's file descriptors refers to, by descriptor."""
-    out = {}
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
-        except FileNotFoundError:  # the listing's own descriptor, closed by now
-            continue
-    return out
-
-
 def _opened_since(before: dict[str, str]) -> list[str]:
     # No gc.collect(): what is closed is closed now, not whenever a collection finds it.
-    return sorted(v for k, v in _open_files().items() if before.get(k) != v)
+    return sorted(v for k, v in open_files().items() if before.get(k) != v)
 
 
 def test_a_closed_workspace_keeps_no_docker_connection_or_store_file(
@@ -34,7 +22,7 @@ def test_a_closed_workspace_keeps_no_docker_connection_or_store_file(
 ) -> None:
     web = defs_repo.worker("web")
     defs_repo.commit("Add web")
-    before = _open_files()
+    before = open_files()
     ws = Workspace.open(defs_repo.path, state_dir)
     ws.engine.sync()
     driver = ws.driver_for("local")
@@ -47,7 +35,7 @@ def test_a_command_run_in_process_leaves_its_state_store_closed(
     api_ws: Workspace,
 ) -> None:
     where = ["--repo", str(api_ws.repo_path), "--state-dir", str(api_ws.state_dir)]
-    before = _open_files()
+    before = open_files()
     for name in ("ci", "deploy"):
         made = CliRunner().invoke(main, ["token", "create", name, *where])
         assert made.exit_code == 0, made.output
