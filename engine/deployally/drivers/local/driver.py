@@ -482,7 +482,9 @@ class LocalDriver(Driver):
                 with _docker(f"start container {spec.name}"):
                     self._api.start(new_id)
             self._wait_ready(new_id, spec.healthcheck is not None, spec, log)
-            with _docker(f"set the restart policy of {spec.name}"):
+            # A slot too: dozens of rollouts come out of their waits at once in a cold sync,
+            # and Docker's resource update of each would crowd the creates and starts out.
+            with self._slots, _docker(f"set the restart policy of {spec.name}"):
                 policy: Any = container_config.restart_policy(spec.restart)  # docker's stub wants a TypedDict
                 self._api.update_container(new_id, restart_policy=policy)
         except (readiness.NotReady, DriverError) as exc:
