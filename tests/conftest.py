@@ -254,7 +254,9 @@ class DefinitionsRepo:
         self.prefix = prefix
         path.mkdir(parents=True, exist_ok=True)
         self.git("init", "-q", "-b", "main")
-        self.write("deployally.yaml", f"network: {prefix}net\nhealth_timeout: 30s\n")
+        # min_ready 0s: these tests' containers are not what a rollout's wait is tested on
+        # (test_readiness, test_min_ready); an exit at once still fails its rollout.
+        self.write("deployally.yaml", f"network: {prefix}net\nhealth_timeout: 30s\nmin_ready: 0s\n")
         self.commit("Start")
 
     def git(self, *args: str) -> str:
@@ -397,7 +399,7 @@ def api_docker_ws(api_ws: object, names: str, busybox_image: str) -> object:
     """`api_ws` whose containers use a network this test owns (removed with its `names`)."""
     repo = api_ws.repo  # type: ignore[attr-defined]
     repo.write(
-        {"deployally.yaml": f"network: {names}net\nhealth_timeout: 30s\n"},
+        {"deployally.yaml": f"network: {names}net\nhealth_timeout: 30s\nmin_ready: 0s\n"},
         message="Test settings",
         author_name="Test",
         author_email="test@example.com",
@@ -520,7 +522,9 @@ class PushRepo(DefinitionsRepo):
                        check=True, capture_output=True)
         subprocess.run(["git", "clone", "-q", str(self.bare), str(self.path)], check=True,
                        capture_output=True)
-        self.write("deployally.yaml", f"network: {prefix}net\nhealth_timeout: 30s\n")
+        # min_ready 0s: these tests' containers are not what a rollout's wait is tested on
+        # (test_readiness, test_min_ready); an exit at once still fails its rollout.
+        self.write("deployally.yaml", f"network: {prefix}net\nhealth_timeout: 30s\nmin_ready: 0s\n")
         self.commit("Test settings")
 
     def push(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -192,6 +192,8 @@ def test_sigkill_at_ten_moments_of_a_create_and_an_update_converges_every_time(
     # The receiver is on loopback, where webhooks go only when the operator allows it.
     (state / "engine.yaml").write_text("webhooks:\n  allow: [loopback]\n")
     defs_repo.write("catalog/tools/keeper.yaml", TEMPLATE)
+    # The kills land in readiness waits as long as a deployment's: not the fixture's 0s.
+    defs_repo.write("deployally.yaml", f"network: {defs_repo.prefix}net\nhealth_timeout: 30s\nmin_ready: 2s\n")
     receiver = Receiver()
     with Store(state) as store:
         store.add_webhook(receiver.url, ["deployment.started", *OUTCOMES], "fault-secret")

@@ -80,6 +80,7 @@ def test_min_ready_from_each_of_the_three_places_the_definitions_first(
 
 
 def test_without_any_the_default_is_5s(defs_repo: DefinitionsRepo) -> None:
+    defs_repo.write("deployally.yaml", f"network: {defs_repo.prefix}net\n")
     name = defs_repo.name("app")
     defs_repo.write(f"definitions/{name}.yaml", plain(name))
     defs_repo.commit("One with no min_ready anywhere")
