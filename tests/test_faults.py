@@ -161,7 +161,12 @@ def test_sigterm_finishes_the_deployments_under_way_and_the_next_start_does_the_
     defs_repo: DefinitionsRepo, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
-    wanted = {defs_repo.worker(f"w{n}", message=str(n)) for n in range(8)}
+    # One service down at a time: each worker's update holds its turn from stopping the old
+    # container (they share its volume) until the new one is healthy, so when the first is
+    # done the others have surely not all begun, however fast Docker creates containers.
+    settings = (defs_repo.path / "deployally.yaml").read_text()
+    defs_repo.write("deployally.yaml", settings + "max_unavailable: 1\n")
+    wanted = {defs_repo.worker(f"w{n}", message="one") for n in range(8)}
     defs_repo.commit("Eight workers")
     engine = ServeProcess(defs_repo.path, state, "--parallel", "1")
 
@@ -170,17 +175,23 @@ def test_sigterm_finishes_the_deployments_under_way_and_the_next_start_does_the_
             return store.count_deployments(status="success")
 
     try:
-        wait_until(lambda: finished() >= 1, 120, "the first deployment to finish")
+        wait_until(lambda: finished() >= len(wanted), 180, "the eight workers deployed")
+        for n in range(len(wanted)):
+            defs_repo.worker(f"w{n}", message="two")
+        defs_repo.commit("Eight workers updated")
+        wait_until(lambda: finished() >= len(wanted) + 1, 120, "the first update to finish")
     finally:
         assert engine.stop(signal.SIGTERM) == 0, engine.log()
     with Store(state) as store:
         owner = store.get_meta("engine_id")
         assert store.deployments(status="running") == []  # what began, finished
-        done = store.count_deployments(status="success")
+        updated = store.count_deployments(status="success") - len(wanted)
         waiting = [d.id for d in store.deployments(status="waiting")]
-    assert done < len(wanted)  # it did not sit out the whole sync
+    assert 1 <= updated < len(wanted)  # it did not sit out the whole sync
     mine = docker_client.containers.list(all=True, filters={"label": f"com.deployally.owner={owner}"})
-    assert len(mine) == done and not any(c.name.endswith(".old") for c in mine)
+    assert sorted(c.name for c in mine) == sorted(wanted)  # one each, no .old left
+    revisions = sorted(c.labels.get("com.deployally.revision") for c in mine)
+    assert revisions == ["1"] * (len(wanted) - updated) + ["2"] * updated
 
     again = ServeProcess(defs_repo.path, state)
     try:
@@ -188,12 +199,13 @@ def test_sigterm_finishes_the_deployments_under_way_and_the_next_start_does_the_
             running = docker_client.containers.list(filters={"label": f"com.deployally.owner={owner}"})
             with Store(state) as store:
                 settled = not any(store.deployments(status=s) for s in ("pending", "running", "waiting"))
-            return settled and sorted(c.name for c in running) == sorted(wanted)
+            at_two = all(c.labels.get("com.deployally.revision") == "2" for c in running)
+            return settled and at_two and sorted(c.name for c in running) == sorted(wanted)
 
-        wait_until(converged, 180, "the rest deployed by the next start")
+        wait_until(converged, 180, "the rest updated by the next start")
         with Store(state) as store:
             carried = [store.deployment(i, with_logs=False) for i in waiting]
-            assert store.count_deployments() == len(wanted)  # one deployment each, none twice
+            assert store.count_deployments() == 2 * len(wanted)  # one each a revision, none twice
         # What waited for the next start was carried on by it, as the same deployment.
         assert all(d is not None and d.status.value == "success" for d in carried), [
             (d.definition_name, d.status.value) for d in carried if d is not None]
